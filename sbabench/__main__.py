@@ -1,0 +1,3 @@
+from sbabench.cli import main
+
+main()

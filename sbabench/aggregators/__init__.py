@@ -1,0 +1,117 @@
+"""Aggregation operators: a registry of built-ins plus user operators by import path."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from sbabench.aggregators import builtin as _builtin  # noqa: F401  (registers the built-ins)
+from sbabench.aggregators.base import AggregatorFn, AggregatorInfo, registry
+from sbabench.errors import AggregatorError
+
+__all__ = ["AggregatorFn", "AggregatorInfo", "ResolvedAggregator", "registry", "resolve"]
+
+
+@dataclass(frozen=True)
+class ResolvedAggregator:
+    """An operator ready to run: its function, validated options and code fingerprint."""
+
+    name: str
+    """As written in the suite (a registry name or `package.module:function`)."""
+    fn: AggregatorFn
+    """The callable (outputs, weights) -> combined."""
+    options: Mapping[str, Any]
+    """Validated options, defaults filled in."""
+    source_hash: str
+    """SHA-256 of the source file(s) defining the operator; editing them changes it."""
+
+
+def _file_hash(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _builtin_source_hash() -> str:
+    here = Path(__file__).parent
+    return _file_hash(here / "spherical.py", here / "builtin.py")
+
+
+def is_user_operator(name: str) -> bool:
+    """`package.module:function` names a user operator."""
+    return ":" in name
+
+
+def _load_user_operator(path: str) -> tuple[Any, str]:
+    module_name, _, attr = path.partition(":")
+    fix = "write it as 'package.module:function' with the package importable (on PYTHONPATH)"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AggregatorError(f"cannot import module {module_name!r}: {exc}", fix=fix) from None
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise AggregatorError(f"{module_name!r} has no callable {attr!r}", fix=fix)
+    source = inspect.getsourcefile(fn)
+    digest = _file_hash(Path(source)) if source else hashlib.sha256(path.encode()).hexdigest()
+    return fn, digest
+
+
+def probe(fn: AggregatorFn, name: str) -> None:
+    """Call the operator on a small random batch and check shape, dtype and finiteness."""
+    generator = torch.Generator().manual_seed(0)
+    outputs = torch.randn(5, 2, 8, generator=generator)
+    weights = torch.softmax(torch.randn(5, 2, generator=generator), dim=-1)
+    try:
+        combined = fn(outputs, weights)
+    except Exception as exc:
+        raise AggregatorError(
+            f"operator {name!r} failed on a probe batch (tokens=5, k=2, hidden=8): {exc!r}",
+            fix="its signature must be fn(outputs[T,k,H], weights[T,k], **options) -> [T,H]",
+        ) from None
+    if not isinstance(combined, torch.Tensor) or tuple(combined.shape) != (5, 8):
+        shape = getattr(combined, "shape", type(combined).__name__)
+        raise AggregatorError(
+            f"operator {name!r} returned {shape} for outputs of shape (5, 2, 8)",
+            fix="return a tensor of shape (tokens, hidden)",
+        )
+    if not torch.isfinite(combined).all():
+        raise AggregatorError(f"operator {name!r} returned non-finite values on a probe batch")
+
+
+def resolve(name: str, options: Mapping[str, Any] | None = None) -> ResolvedAggregator:
+    """Turn a suite entry (name + options) into a runnable, validated operator."""
+    options = dict(options or {})
+    if is_user_operator(name):
+        fn, digest = _load_user_operator(name)
+        bound: AggregatorFn = partial(fn, **options) if options else fn
+        probe(bound, name)
+        return ResolvedAggregator(name, bound, options, digest)
+    info = registry().get(name)
+    if info is None:
+        known = ", ".join(sorted(registry()))
+        raise AggregatorError(
+            f"unknown aggregator {name!r}",
+            fix=f"use one of: {known}; or a user operator as 'package.module:function'",
+        )
+    try:
+        validated = info.options(**options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise AggregatorError(
+            f"bad options for aggregator {name!r}: {problems}",
+            fix=f"valid options: {', '.join(info.options.model_fields) or 'none'}",
+        ) from None
+    return ResolvedAggregator(name, info.build(validated), validated.model_dump(), _builtin_source_hash())

@@ -1,0 +1,62 @@
+"""The aggregator contract and its registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class AggregatorFn(Protocol):
+    """Combine the selected experts' outputs of each token into one vector.
+
+    Args:
+        outputs: (tokens, k, hidden) outputs y_i of the k selected experts.
+        weights: (tokens, k) router weights w_i >= 0 of those experts (not necessarily summing to 1).
+
+    Returns:
+        (tokens, hidden) combined output, same dtype as `outputs`.
+    """
+
+    def __call__(self, outputs: torch.Tensor, weights: torch.Tensor, /) -> torch.Tensor: ...
+
+
+class NoOptions(BaseModel):
+    """Options of an operator that takes none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class AggregatorInfo:
+    """A registered operator: its function, one-line summary and option schema."""
+
+    name: str
+    """Name used in suites (`aggregators: [sba]`)."""
+    build: Callable[[Any], AggregatorFn]
+    """Turns validated options into the operator function."""
+    summary: str
+    """One line for `sbabench aggregators`."""
+    options: type[BaseModel] = NoOptions
+    """Pydantic model of the operator's options (extra keys forbidden)."""
+    source_objects: tuple[Callable[..., Any], ...] = field(default=())
+    """Functions whose source code defines the operator (hashed into result keys)."""
+
+
+_REGISTRY: dict[str, AggregatorInfo] = {}
+
+
+def register(info: AggregatorInfo) -> AggregatorInfo:
+    """Add an operator to the registry (names are unique)."""
+    if info.name in _REGISTRY:
+        raise ValueError(f"aggregator {info.name!r} registered twice")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def registry() -> Mapping[str, AggregatorInfo]:
+    """All registered operators by name."""
+    return dict(_REGISTRY)

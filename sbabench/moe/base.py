@@ -1,0 +1,83 @@
+"""One interface over every MoE family: find the MoE layers, swap their combination step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sbabench.aggregators import AggregatorFn
+from sbabench.aggregators.spherical import linear
+
+Observer = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], None]
+"""Called as observer(layer_name, outputs[T,k,H], weights[T,k], combined[T,H])."""
+
+
+class AggregationPoint(nn.Module):
+    """The combination step of one MoE layer: calls the current operator and its observers.
+
+    Every adapter routes its layer's per-token expert outputs and weights through one of these,
+    so swapping the operator or capturing the inputs for geometry needs no second forward pass.
+    """
+
+    def __init__(self, num_experts: int, top_k: int, renormalized: bool) -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.renormalized = renormalized
+        self.aggregator: AggregatorFn = linear
+        self.observers: list[Observer] = []
+        self.layer_name = ""
+
+    def forward(self, outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Combine (tokens, k, hidden) outputs with (tokens, k) weights."""
+        combined = self.aggregator(outputs, weights)
+        for observer in self.observers:
+            observer(self.layer_name, outputs, weights, combined)
+        return combined
+
+
+@dataclass(frozen=True)
+class MoELayer:
+    """An MoE layer found in a model."""
+
+    name: str
+    """Qualified module name of the layer's combination point."""
+    family: str
+    """Adapter that found it (upcycled-bert, mixtral, nomic-bert, ...)."""
+    num_experts: int
+    """Routed experts in the layer."""
+    top_k: int
+    """Experts selected per token."""
+    renormalized: bool
+    """Whether the top-k router weights are renormalised to sum to 1."""
+
+
+def aggregation_points(model: nn.Module) -> list[tuple[str, AggregationPoint]]:
+    """All combination points in a model, in module order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, AggregationPoint)]
+
+
+def set_aggregator(model: nn.Module, fn: AggregatorFn) -> int:
+    """Route every MoE layer of `model` through `fn`; returns how many layers were patched."""
+    points = aggregation_points(model)
+    for _, point in points:
+        point.aggregator = fn
+    return len(points)
+
+
+@contextmanager
+def observing(model: nn.Module, observer: Observer) -> Iterator[None]:
+    """Attach `observer` to every combination point for the duration of the block."""
+    points = aggregation_points(model)
+    for name, point in points:
+        point.layer_name = name
+        point.observers.append(observer)
+    try:
+        yield
+    finally:
+        for _, point in points:
+            point.observers.remove(observer)

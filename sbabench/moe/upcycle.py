@@ -1,0 +1,250 @@
+"""Drop-upcycling: an MoE built from a dense BERT-like encoder.
+
+Each chosen layer's FFN is copied into E experts; in each expert a fraction r of the
+intermediate neurons is re-initialised from the statistics of the original weights
+(Nakamura et al., "Drop-Upcycling", ICLR 2025). The router is either a centroid router (k-means
+centroids of that layer's FFN inputs on background text, cosine similarity, softmax, top-k;
+"Routers Learn the Geometry of Their Experts", arXiv 2605.12476) or a seeded random linear one.
+The FFN's output bias is shared by the experts (it is identical in every copy) and added after
+the combination, as in NomicBERT-MoE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sbabench.moe.base import AggregationPoint, MoELayer
+
+
+@dataclass(frozen=True)
+class UpcycleConfig:
+    """How to turn the dense encoder into an MoE."""
+
+    experts: int = 8
+    """Experts per MoE layer."""
+    top_k: int = 2
+    """Experts selected per token."""
+    layers: tuple[int, ...] = ()
+    """0-based indices of the layers that become MoE layers."""
+    drop_ratio: float = 0.3
+    """Fraction of intermediate neurons re-initialised in each expert."""
+    router: str = "kmeans"
+    """`kmeans` (centroid router) or `random` (seeded random linear router)."""
+    router_temperature: float = 0.1
+    """Softmax temperature of the centroid router's cosine logits."""
+    renormalize: bool = True
+    """Renormalise the top-k weights to sum to 1."""
+    seed: int = 0
+    """Seed of every random choice (neurons dropped, re-initialised values, k-means)."""
+
+
+def resolve_layers(layers: str | Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """`odd` / `even` / `all` or explicit 0-based indices -> sorted layer indices."""
+    if layers == "odd":
+        return tuple(range(1, num_layers, 2))
+    if layers == "even":
+        return tuple(range(0, num_layers, 2))
+    if layers == "all":
+        return tuple(range(num_layers))
+    return tuple(sorted(set(int(i) for i in layers)))
+
+
+class CentroidRouter(nn.Module):
+    """softmax(cos(x, c_e) / temperature) over the experts' centroids c_e."""
+
+    def __init__(self, centroids: torch.Tensor, temperature: float) -> None:
+        super().__init__()
+        self.centroids = nn.Parameter(centroids)
+        self.temperature = temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(tokens, hidden) -> (tokens, experts) routing probabilities."""
+        cos = F.normalize(x, dim=-1) @ F.normalize(self.centroids, dim=-1).T
+        return torch.softmax(cos.float() / self.temperature, dim=-1)
+
+
+class LinearRouter(nn.Module):
+    """softmax(W x) with a bias-free linear layer."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(tokens, hidden) -> (tokens, experts) routing probabilities."""
+        return torch.softmax(F.linear(x, self.weight).float(), dim=-1)
+
+
+class UpcycledMoE(nn.Module):
+    """E two-layer GELU experts y_e = W2_e gelu(W1_e x + b1_e), top-k routing, shared bias.
+
+    Stands in for BertOutput.dense with BertIntermediate replaced by the identity, so the
+    layer's residual connection and LayerNorm stay as they were.
+    """
+
+    def __init__(
+        self,
+        w1: torch.Tensor,
+        b1: torch.Tensor,
+        w2: torch.Tensor,
+        bias: torch.Tensor,
+        router: nn.Module,
+        top_k: int,
+        renormalize: bool,
+    ) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(w1)  # (experts, ffn, hidden)
+        self.b1 = nn.Parameter(b1)  # (experts, ffn)
+        self.w2 = nn.Parameter(w2)  # (experts, hidden, ffn)
+        self.bias = nn.Parameter(bias)  # (hidden,)
+        self.router = router
+        self.top_k = top_k
+        self.renormalize = renormalize
+        self.combine = AggregationPoint(w1.shape[0], top_k, renormalize)
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, hidden) -> top-k weights and expert indices, each (tokens, k)."""
+        weights, index = torch.topk(self.router(x), self.top_k, dim=-1)
+        if self.renormalize:
+            weights = weights / weights.sum(-1, keepdim=True)
+        return weights.to(x.dtype), index
+
+    def expert_outputs(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(tokens, k, hidden) outputs of each token's selected experts (a loop over experts)."""
+        out = x.new_zeros(index.shape[0], index.shape[1], x.shape[-1])
+        for expert in range(self.w1.shape[0]):
+            token, slot = torch.nonzero(index == expert, as_tuple=True)
+            if token.numel() == 0:
+                continue
+            hidden = F.gelu(F.linear(x[token], self.w1[expert], self.b1[expert]))
+            out[token, slot] = F.linear(hidden, self.w2[expert])
+        return out
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Route, run the selected experts, combine through the aggregation point, add bias."""
+        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+        weights, index = self.route(flat)
+        combined = self.combine(self.expert_outputs(flat, index), weights)
+        return (combined + self.bias).reshape(hidden_states.shape)
+
+
+def _reinit_like(values: torch.Tensor, source: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    noise = torch.randn(values.shape, generator=gen, dtype=torch.float32)
+    return (noise * source.float().std() + source.float().mean()).to(source.dtype)
+
+
+def _drop_upcycled_experts(
+    w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, config: UpcycleConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ffn = w1.shape[0]
+    dropped = round(config.drop_ratio * ffn)
+    experts_w1, experts_b1, experts_w2 = [], [], []
+    for _ in range(config.experts):
+        e_w1, e_b1, e_w2 = w1.clone(), b1.clone(), w2.clone()
+        neurons = torch.randperm(ffn, generator=gen)[:dropped]
+        e_w1[neurons] = _reinit_like(e_w1[neurons], w1, gen)
+        e_b1[neurons] = _reinit_like(e_b1[neurons], b1, gen)
+        e_w2[:, neurons] = _reinit_like(e_w2[:, neurons], w2, gen)
+        experts_w1.append(e_w1)
+        experts_b1.append(e_b1)
+        experts_w2.append(e_w2)
+    return torch.stack(experts_w1), torch.stack(experts_b1), torch.stack(experts_w2)
+
+
+def _kmeans_centroids(inputs: torch.Tensor, experts: int, seed: int) -> torch.Tensor:
+    # sklearn's KMeans is well tested; on L2-normalised inputs it approximates spherical k-means.
+    from sklearn.cluster import KMeans
+
+    points = F.normalize(inputs.float(), dim=-1).numpy().astype(np.float64)
+    km = KMeans(n_clusters=experts, n_init=3, random_state=seed).fit(points)
+    return torch.from_numpy(km.cluster_centers_).float()
+
+
+def _bert_layers(model: nn.Module) -> nn.ModuleList:
+    encoder = getattr(model, "encoder", None)
+    layers = getattr(encoder, "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"{type(model).__name__} is not a BERT-like encoder (no encoder.layer)")
+    return layers
+
+
+@torch.inference_mode()
+def capture_ffn_inputs(
+    model: nn.Module,
+    batches: Sequence[dict[str, torch.Tensor]],
+    layers: Sequence[int],
+    max_tokens: int,
+) -> dict[int, torch.Tensor]:
+    """FFN inputs (non-padding tokens) of the given layers of a dense BERT on some batches."""
+    captured: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
+    mask_holder: list[torch.Tensor] = []
+    handles = []
+    bert_layers = _bert_layers(model)
+    for i in layers:
+
+        def hook(_: nn.Module, args: tuple[torch.Tensor, ...], i: int = i) -> None:
+            captured[i].append(args[0][mask_holder[0]].float())
+
+        handles.append(bert_layers[i].intermediate.register_forward_pre_hook(hook))
+    try:
+        for batch in batches:
+            mask_holder[:] = [batch["attention_mask"].bool()]
+            model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {i: torch.cat(chunks)[:max_tokens] for i, chunks in captured.items()}
+
+
+def upcycle_bert(
+    model: nn.Module,
+    config: UpcycleConfig,
+    background: Sequence[dict[str, torch.Tensor]] = (),
+) -> list[MoELayer]:
+    """Turn the chosen FFNs of a dense BERT into drop-upcycled MoE layers, in place.
+
+    `background` holds tokenised batches of background text for the k-means router.
+    """
+    bert_layers = _bert_layers(model)
+    gen = torch.Generator().manual_seed(config.seed)
+    inputs: dict[int, torch.Tensor] = {}
+    if config.router == "kmeans":
+        if not background:
+            raise ValueError("the kmeans router needs background text")
+        inputs = capture_ffn_inputs(model, background, config.layers, max_tokens=8192)
+    found = []
+    for i in config.layers:
+        layer = bert_layers[i]
+        dense_in, dense_out = layer.intermediate.dense, layer.output.dense
+        w1, b1, w2 = _drop_upcycled_experts(
+            dense_in.weight.data, dense_in.bias.data, dense_out.weight.data, config, gen
+        )
+        router: nn.Module
+        if config.router == "kmeans":
+            centroids = _kmeans_centroids(inputs[i], config.experts, config.seed + i)
+            router = CentroidRouter(centroids, config.router_temperature)
+        else:
+            hidden = w1.shape[-1]
+            weight = torch.randn(config.experts, hidden, generator=gen) / hidden**0.5
+            router = LinearRouter(weight)
+        moe = UpcycledMoE(
+            w1, b1, w2, dense_out.bias.data.clone(), router, config.top_k, config.renormalize
+        )
+        layer.intermediate = nn.Identity()
+        layer.output.dense = moe
+        found.append(
+            MoELayer(
+                f"encoder.layer.{i}.output.dense.combine",
+                "upcycled-bert",
+                config.experts,
+                config.top_k,
+                config.renormalize,
+            )
+        )
+    return found

