@@ -28,7 +28,9 @@ def _user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except SbabenchError as exc:
-            errors.print(f"[red]error:[/red] {exc.render()}", highlight=False, markup=False)
+            # Plain text, never wrapped: file:line prefixes must stay copyable.
+            click.secho("error: ", fg="red", err=True, nl=False)
+            click.echo(exc.render(), err=True)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
@@ -151,7 +153,9 @@ def show(results_dir: Path, fmt: str) -> None:
     from sbabench.results import load_results
 
     if not results_dir.is_dir():
-        raise SbabenchError(f"results folder {str(results_dir)!r} does not exist", fix="run a suite first")
+        raise SbabenchError(
+            f"results folder {str(results_dir)!r} does not exist", fix="run a suite first"
+        )
     results = load_results(results_dir)
     if not results:
         raise SbabenchError(f"no result files under {str(results_dir)!r}", fix="run a suite first")

@@ -32,7 +32,7 @@ class SuiteError(SbabenchError):
         head = f"{path}: {len(problems)} problem(s) in suite"
         super().__init__(head + "\n" + "\n".join(f"  {p}" for p in problems))
 
-    def render(self) -> str:  # noqa: D102 - message already assembled
+    def render(self) -> str:
         return self.what
 
 

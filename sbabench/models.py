@@ -161,7 +161,9 @@ class TextEncoder:
         return out
 
 
-def load_transformer(path: str, revision: str | None, trust_remote_code: bool) -> tuple[nn.Module, object]:
+def load_transformer(
+    path: str, revision: str | None, trust_remote_code: bool
+) -> tuple[nn.Module, object]:
     """AutoModel + AutoTokenizer; a clear error when the weights cannot be reached."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -169,7 +171,9 @@ def load_transformer(path: str, revision: str | None, trust_remote_code: bool) -
         tokenizer = AutoTokenizer.from_pretrained(
             path, revision=revision, trust_remote_code=trust_remote_code
         )
-        model = AutoModel.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        model = AutoModel.from_pretrained(
+            path, revision=revision, trust_remote_code=trust_remote_code
+        )
     except OSError as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise ModelSpecError(
@@ -202,7 +206,7 @@ def build_encoder(
         config = replace(config, max_length=spec.max_length)
     layers: list[MoELayer] = []
     if isinstance(spec, UpcycleModel):
-        num_layers = len(model.encoder.layer)
+        num_layers = len(model.encoder.layer)  # type: ignore[union-attr,arg-type]
         indices = resolve_layers(spec.layers, num_layers)
         if not indices or max(indices) >= num_layers:
             raise ModelSpecError(
@@ -223,7 +227,13 @@ def build_encoder(
         background = []
         if spec.router == "kmeans":
             docs = lee_background()
-            bg = TextEncoder(model, tokenizer, replace(config, max_length=128), torch.device("cpu"), torch.float32)
+            bg = TextEncoder(
+                model,
+                tokenizer,
+                replace(config, max_length=128),
+                torch.device("cpu"),
+                torch.float32,
+            )
             background = [bg.tokenize(docs[i : i + 32]) for i in range(0, len(docs), 32)]
         layers = upcycle_bert(model, upcycle, background)
     return TextEncoder(

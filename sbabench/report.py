@@ -19,7 +19,9 @@ def score_frame(results: Sequence[UnitResult]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
-    table = frame.pivot_table(index="task", columns="column", values="score", aggfunc="first", sort=False)
+    table = frame.pivot_table(
+        index="task", columns="column", values="score", aggfunc="first", sort=False
+    )
     return table.reindex(columns=list(dict.fromkeys(frame["column"])))
 
 

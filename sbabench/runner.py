@@ -55,7 +55,9 @@ class RunSummary:
         return 1 if self.failed else 0
 
 
-def unit_key_parts(suite: Suite, unit: Unit, aggregator: ResolvedAggregator | None) -> dict[str, Any]:
+def unit_key_parts(
+    suite: Suite, unit: Unit, aggregator: ResolvedAggregator | None
+) -> dict[str, Any]:
     """Everything that changes a unit's score."""
     _, model_identity = resolve_base(unit.model.base)
     return {
@@ -130,9 +132,7 @@ def _score_unit(
             "total": total,
             "texts_encoded": float(encoder.encoded_texts - encoded_before),
         },
-        provenance=provenance.collect(
-            encoder.encoder.device, suite.settings.model_dump()
-        ),
+        provenance=provenance.collect(encoder.encoder.device, suite.settings.model_dump()),
     )
 
 

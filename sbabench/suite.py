@@ -140,7 +140,7 @@ class Suite(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
     aggregators: list[AggregatorEntry] = Field(default_factory=list)
     tasks: list[TaskName] = Field(min_length=1)
-    settings: Settings = Field(default_factory=Settings)  # type: ignore[arg-type]
+    settings: Settings = Field(default_factory=Settings)
 
     @field_validator("tasks")
     @classmethod
@@ -160,7 +160,9 @@ class Suite(_Strict):
                 f"aggregators must have distinct names, got {keys}; give repeated operators a label"
             )
         if any(m.is_moe for m in self.models) and not self.aggregators:
-            raise ValueError("the suite has an MoE model but no aggregators; add e.g. [linear, sba]")
+            raise ValueError(
+                "the suite has an MoE model but no aggregators; add e.g. [linear, sba]"
+            )
         return self
 
 
@@ -192,7 +194,7 @@ class Unit:
 
 def expand(suite: Suite) -> list[Unit]:
     """Every unit of the suite, grouped by model then aggregator (so each model loads once)."""
-    units = []
+    units: list[Unit] = []
     for model in suite.models:
         aggregators: list[AggregatorEntry | None] = (
             list(suite.aggregators) if model.is_moe else [None]
@@ -227,10 +229,12 @@ def _format_path(path: list[str]) -> str:
     return "".join(p if p.startswith("[") else f".{p}" for p in path).lstrip(".") or "(top level)"
 
 
-def _describe(error: dict[str, Any], path: list[str]) -> str:
+def _describe(error: Any, path: list[str]) -> str:
     kind, msg = error["type"], error["msg"]
     if kind == "extra_forbidden":
-        return f"unknown key {error['loc'][-1]!r} (check its spelling; see `sbabench validate --help`)"
+        return (
+            f"unknown key {error['loc'][-1]!r} (check its spelling; see `sbabench validate --help`)"
+        )
     if kind == "missing":
         return f"missing required key {error['loc'][-1]!r}"
     if kind == "union_tag_invalid":
@@ -240,13 +244,13 @@ def _describe(error: dict[str, Any], path: list[str]) -> str:
     return msg.removeprefix("Value error, ") + shown
 
 
-def _locate(error: dict[str, Any], root: yaml.Node | None, path: str) -> str:
+def _locate(error: Any, root: yaml.Node | None, path: str) -> str:
     node, walked = _node_at(root, tuple(error["loc"]))
     loc = tuple(str(p) for p in error["loc"])
     if error["type"] in ("extra_forbidden", "missing") and walked and loc and walked[-1] == loc[-1]:
         walked = walked[:-1]
     if error["type"] in ("extra_forbidden", "missing"):
-        walked = walked + [str(error["loc"][-1])]
+        walked = [*walked, str(error["loc"][-1])]
     where = f"{path}:{node.start_mark.line + 1}:{node.start_mark.column + 1}" if node else path
     return f"{where}: {_format_path(walked)}: {_describe(error, walked)}"
 
@@ -264,7 +268,9 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
         raise SuiteError(
-            [f"{path}:1:1: a suite must be a mapping with keys name, models, aggregators, tasks; got {got}"],
+            [
+                f"{path}:1:1: a suite must be a mapping with keys name, models, aggregators, tasks; got {got}"
+            ],
             path=path,
         )
     try:

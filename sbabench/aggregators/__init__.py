@@ -114,4 +114,6 @@ def resolve(name: str, options: Mapping[str, Any] | None = None) -> ResolvedAggr
             f"bad options for aggregator {name!r}: {problems}",
             fix=f"valid options: {', '.join(info.options.model_fields) or 'none'}",
         ) from None
-    return ResolvedAggregator(name, info.build(validated), validated.model_dump(), _builtin_source_hash())
+    return ResolvedAggregator(
+        name, info.build(validated), validated.model_dump(), _builtin_source_hash()
+    )

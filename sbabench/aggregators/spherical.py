@@ -5,8 +5,8 @@ gate mass s = sum_i w_i; p_i = w_i / s; radii n_i = ||y_i||; unit directions d_i
 
 Degenerate cases (each has a test):
 - all weights zero (s = 0): every operator returns the zero vector, as linear does.
-- a zero-norm output (n_i = 0) has no direction: it adds 0 to the radius mean and nothing to
-  the direction mean.
+- a zero-norm output (n_i = 0, or below `eps`) has no direction: it adds its radius to the
+  radius mean and nothing to the direction mean.
 - directions whose weighted mean vanishes (e.g. two exactly opposite outputs with equal
   weights): the spherical mean is undefined; we fall back to the direction of the
   highest-weight expert (the first one on ties), which keeps the output finite and
@@ -19,8 +19,7 @@ from __future__ import annotations
 import torch
 
 _HALF = (torch.float16, torch.bfloat16)
-# Keeps acos away from +-1, where its derivative is infinite.
-_ACOS_MARGIN = 1e-7
+# Angles come from atan2(sin, cos) rather than acos(cos): exact near 0 and pi, finite gradients.
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -28,7 +27,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    """||x|| over the last dim without overflow: squaring 1e20 in float32 would give inf."""
+    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return scale * torch.linalg.vector_norm(x / scale, dim=-1, keepdim=True)
 
 
 def _mass_and_probs(weights: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,15 +121,16 @@ def karcher_direction(
     """
     u = extrinsic_direction(directions, probs, eps)
     for _ in range(iters):
-        cos = torch.einsum("tkh,th->tk", directions, u).clamp(-1 + _ACOS_MARGIN, 1 - _ACOS_MARGIN)
-        theta = torch.acos(cos)
+        cos = torch.einsum("tkh,th->tk", directions, u)
         tangent = directions - cos.unsqueeze(-1) * u.unsqueeze(1)
-        log = theta.unsqueeze(-1) * tangent / _norm(tangent).clamp_min(eps)
+        sin = _norm(tangent)
+        theta = torch.atan2(sin.squeeze(-1), cos)
+        log = theta.unsqueeze(-1) * tangent / sin.clamp_min(eps)
         step = torch.einsum("tk,tkh->th", probs, log)
         length = _norm(step)
         u = torch.cos(length) * u + torch.sin(length) * step / length.clamp_min(eps)
         u = u / _norm(u).clamp_min(eps)
-        if float(length.max()) < tol:
+        if float(length.detach().max()) < tol:
             break
     return u
 
@@ -152,9 +154,9 @@ def sba_karcher(
 
 def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float) -> torch.Tensor:
     """Geodesic interpolation from unit a (t=0) to unit b (t=1); t has shape (T, 1)."""
-    cos = (a * b).sum(-1, keepdim=True).clamp(-1 + _ACOS_MARGIN, 1 - _ACOS_MARGIN)
-    theta = torch.acos(cos)
-    sin = torch.sin(theta)
+    cos = (a * b).sum(-1, keepdim=True)
+    sin = _norm(b - cos * a)
+    theta = torch.atan2(sin, cos)
     curved = (torch.sin((1 - t) * theta) * a + torch.sin(t * theta) * b) / sin.clamp_min(eps)
     chord = _normalize_or((1 - t) * a + t * b, a, eps)
     return torch.where(sin > eps, curved, chord)

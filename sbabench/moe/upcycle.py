@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,7 +141,11 @@ def _reinit_like(values: torch.Tensor, source: torch.Tensor, gen: torch.Generato
 
 
 def _drop_upcycled_experts(
-    w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, config: UpcycleConfig, gen: torch.Generator
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    config: UpcycleConfig,
+    gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ffn = w1.shape[0]
     dropped = round(config.drop_ratio * ffn)
@@ -191,7 +196,8 @@ def capture_ffn_inputs(
         def hook(_: nn.Module, args: tuple[torch.Tensor, ...], i: int = i) -> None:
             captured[i].append(args[0][mask_holder[0]].float())
 
-        handles.append(bert_layers[i].intermediate.register_forward_pre_hook(hook))
+        intermediate: Any = bert_layers[i].intermediate
+        handles.append(intermediate.register_forward_pre_hook(hook))
     try:
         for batch in batches:
             mask_holder[:] = [batch["attention_mask"].bool()]
@@ -220,8 +226,9 @@ def upcycle_bert(
         inputs = capture_ffn_inputs(model, background, config.layers, max_tokens=8192)
     found = []
     for i in config.layers:
-        layer = bert_layers[i]
-        dense_in, dense_out = layer.intermediate.dense, layer.output.dense
+        layer: Any = bert_layers[i]
+        dense_in: nn.Linear = layer.intermediate.dense
+        dense_out: nn.Linear = layer.output.dense
         w1, b1, w2 = _drop_upcycled_experts(
             dense_in.weight.data, dense_in.bias.data, dense_out.weight.data, config, gen
         )

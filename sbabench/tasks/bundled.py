@@ -30,7 +30,7 @@ def _metadata(
 ) -> TaskMetadata:
     return TaskMetadata(
         name=name,
-        type=task_type,  # type: ignore[arg-type]
+        type=task_type,
         main_score=main_score,
         description=description,
         reference=reference,
@@ -42,7 +42,7 @@ def _metadata(
         date=None,
         domains=None,
         task_subtypes=None,
-        license=license_,  # type: ignore[arg-type]
+        license=license_,
         annotations_creators="human-annotated",
         dialect=[],
         sample_creation="found",
@@ -199,17 +199,13 @@ class AIABDEDuplicates(BundledTask, AbsTaskPairClassification):
         """Balanced positive / hard-negative pairs, seed 0."""
         first, second, labels = sources.aia_bde_pairs(seed=0)
         self.dataset = DatasetDict(
-            {
-                "test": Dataset.from_dict(
-                    {"sentence1": first, "sentence2": second, "labels": labels}
-                )
-            }
+            {"test": Dataset.from_dict({"sentence1": first, "sentence2": second, "labels": labels})}
         )
         self.data_loaded = True
 
 
 BUNDLED: dict[str, type[BundledTask]] = {
-    cls.metadata.name: cls  # type: ignore[attr-defined]
+    cls.metadata.name: cls
     for cls in (
         LeeDocSTS,
         MiniNewsgroupsClustering,

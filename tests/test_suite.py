@@ -1,0 +1,92 @@
+"""Suite files: valid ones expand; each kind of bad one fails with file:line, field, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sbabench.cli import main
+from sbabench.suite import expand, load_suite, parse_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = """\
+name: t
+models:
+  - name: moe
+    source: upcycle
+    experts: 4
+    top_k: 2
+  - name: dense
+    source: dense
+aggregators: [linear, {name: sba, eps: 1.0e-5, label: sba-eps5}]
+tasks: [LeeDocSTS, AIABDEDuplicates]
+"""
+
+
+def test_quickstart_suite_is_valid() -> None:
+    suite = load_suite(ROOT / "suites" / "quickstart.yaml")
+    units = expand(suite)
+    assert len(units) == 3 * 2 + 3  # MoE x 2 aggregators x 3 tasks + dense x 3 tasks
+    assert {u.aggregator_key for u in units} == {"linear", "sba", "dense"}
+
+
+def test_expansion_and_labels() -> None:
+    units = expand(parse_suite(GOOD))
+    assert [u.label for u in units] == [
+        "moe/linear/LeeDocSTS",
+        "moe/linear/AIABDEDuplicates",
+        "moe/sba-eps5/LeeDocSTS",
+        "moe/sba-eps5/AIABDEDuplicates",
+        "dense/dense/LeeDocSTS",
+        "dense/dense/AIABDEDuplicates",
+    ]
+    assert units[2].aggregator is not None and units[2].aggregator.options == {"eps": 1e-5}
+
+
+BAD = {
+    "wrong type": (GOOD.replace("experts: 4", "experts: four"), "5", "models[0].experts", "valid integer"),
+    "unknown key": (GOOD.replace("top_k: 2", "top_k: 2\n    colour: red"), "7", "models[0].colour", "unknown key"),
+    "unknown source": (GOOD.replace("source: dense", "source: onnx"), "7", "models[1]", "'onnx'"),
+    "unknown aggregator": (GOOD.replace("[linear,", "[lineer,"), "9", "aggregators[0]", "unknown aggregator 'lineer'"),
+    "bad aggregator option": (GOOD.replace("eps: 1.0e-5", "eps: -3"), "9", "aggregators[1]", "greater than 0"),
+    "unknown task": (GOOD.replace("AIABDEDuplicates]", "NoSuchTaskXYZ]"), "10", "tasks[1]", "unknown task 'NoSuchTaskXYZ'"),
+    "missing key": (GOOD.replace("tasks: [LeeDocSTS, AIABDEDuplicates]\n", ""), "1", "tasks", "missing required key"),
+    "top_k > experts": (GOOD.replace("top_k: 2", "top_k: 9"), "3", "models[0]", "cannot exceed"),
+    "bad setting": (GOOD + "settings: {batch_size: 0}\n", "11", "settings.batch_size", "greater than or equal to 1"),
+    "bad device": (GOOD + "settings: {device: tpu}\n", "11", "settings.device", "pattern"),
+    "duplicate model": (GOOD.replace("name: dense", "name: moe"), "1", "(top level)", "unique"),
+    "not yaml": ("name: [unclosed\n", "2", "", "not valid YAML"),
+    "empty file": ("", "1", "", "got an empty file"),
+    "a list, not a mapping": ("- a\n- b\n", "1", "", "must be a mapping"),
+    "bad layer index": (GOOD.replace("top_k: 2", "top_k: 2\n    layers: [-1]"), "7", "models[0].layers", "greater than or equal to 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_suite_exits_2_with_location(case: str, tmp_path: Path) -> None:
+    text, line, field, message = BAD[case]
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    output = result.output
+    assert "Traceback" not in output
+    assert f"{path}:{line}:" in output
+    assert field in output
+    assert message in output
+
+
+def test_missing_suite_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_validate_ok(tmp_path: Path) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(GOOD)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "6 unit(s)" in result.output

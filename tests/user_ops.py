@@ -1,0 +1,20 @@
+"""User operators for the tests of import-path loading."""
+
+from __future__ import annotations
+
+import torch
+
+
+def scaled_linear(outputs: torch.Tensor, weights: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """scale * sum_i w_i y_i."""
+    return scale * (outputs * weights.unsqueeze(-1)).sum(1)
+
+
+def wrong_shape(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Forgets to reduce over the experts."""
+    return outputs
+
+
+def nan_out(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Returns NaN."""
+    return torch.full_like(outputs[:, 0], float("nan"))
