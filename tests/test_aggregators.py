@@ -41,7 +41,9 @@ def test_linear_is_weighted_sum() -> None:
 
 @given(batches)
 @settings(max_examples=60, deadline=None)
-def test_sba_norm_is_gate_mass_times_weighted_mean_norm(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_sba_norm_is_gate_mass_times_weighted_mean_norm(
+    batch: tuple[torch.Tensor, torch.Tensor],
+) -> None:
     outputs, weights = batch
     mass = weights.sum(-1)
     mean_norm = (weights / mass[:, None] * outputs.norm(dim=-1)).sum(-1)
@@ -50,11 +52,15 @@ def test_sba_norm_is_gate_mass_times_weighted_mean_norm(batch: tuple[torch.Tenso
 
 @given(batches)
 @settings(max_examples=60, deadline=None)
-def test_sba_direction_is_unit_and_inside_the_cone(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_sba_direction_is_unit_and_inside_the_cone(
+    batch: tuple[torch.Tensor, torch.Tensor],
+) -> None:
     outputs, weights = batch
     combined = S.sba(outputs, weights)
     direction = combined / combined.norm(dim=-1, keepdim=True)
-    torch.testing.assert_close(direction.norm(dim=-1), torch.ones(len(outputs), dtype=torch.float64))
+    torch.testing.assert_close(
+        direction.norm(dim=-1), torch.ones(len(outputs), dtype=torch.float64)
+    )
     # Inside the cone: a non-negative combination of the unit inputs, so it is at least as close
     # to their weighted mean direction as to its own antipode.
     units = outputs / outputs.norm(dim=-1, keepdim=True)
@@ -83,7 +89,11 @@ def test_equal_inputs_give_linear(name: str, batch: tuple[torch.Tensor, torch.Te
     torch.testing.assert_close(resolve(name).fn(same, weights), S.linear(same, weights))
 
 
-@given(batch=st.builds(_batch, st.integers(1, 6), st.just(2), st.integers(2, 12), st.integers(0, 10_000)))
+@given(
+    batch=st.builds(
+        _batch, st.integers(1, 6), st.just(2), st.integers(2, 12), st.integers(0, 10_000)
+    )
+)
 @settings(max_examples=60, deadline=None)
 def test_karcher_equals_slerp_for_two_experts(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
     outputs, weights = batch
@@ -96,9 +106,13 @@ def test_ablations_split_the_two_effects() -> None:
     sba, lin = S.sba(outputs, weights), S.linear(outputs, weights)
     radius, direction = S.radius_only(outputs, weights), S.direction_only(outputs, weights)
     torch.testing.assert_close(radius.norm(dim=-1), sba.norm(dim=-1))
-    torch.testing.assert_close(torch.nn.functional.normalize(radius, dim=-1), torch.nn.functional.normalize(lin, dim=-1))
+    torch.testing.assert_close(
+        torch.nn.functional.normalize(radius, dim=-1), torch.nn.functional.normalize(lin, dim=-1)
+    )
     torch.testing.assert_close(direction.norm(dim=-1), lin.norm(dim=-1))
-    torch.testing.assert_close(torch.nn.functional.normalize(direction, dim=-1), torch.nn.functional.normalize(sba, dim=-1))
+    torch.testing.assert_close(
+        torch.nn.functional.normalize(direction, dim=-1), torch.nn.functional.normalize(sba, dim=-1)
+    )
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -108,8 +122,14 @@ def test_degenerate_inputs_stay_finite(name: str) -> None:
     e = torch.eye(hidden)
     cases = {
         "zero outputs": (torch.zeros(2, 2, hidden), torch.full((2, 2), 0.5)),
-        "one zero output": (torch.stack([torch.stack([e[0], torch.zeros(hidden)])]), torch.tensor([[0.6, 0.4]])),
-        "opposite directions": (torch.stack([torch.stack([e[0], -e[0]])]), torch.tensor([[0.5, 0.5]])),
+        "one zero output": (
+            torch.stack([torch.stack([e[0], torch.zeros(hidden)])]),
+            torch.tensor([[0.6, 0.4]]),
+        ),
+        "opposite directions": (
+            torch.stack([torch.stack([e[0], -e[0]])]),
+            torch.tensor([[0.5, 0.5]]),
+        ),
         "k=1": (torch.randn(3, 1, hidden), torch.rand(3, 1)),
         "all-zero weights": (torch.randn(3, 2, hidden), torch.zeros(3, 2)),
         "huge norms": (torch.randn(3, 2, hidden) * 1e30, torch.rand(3, 2)),

