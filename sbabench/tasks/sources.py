@@ -179,7 +179,7 @@ def aia_bde_pairs(seed: int = 0) -> tuple[list[str], list[str], list[int]]:
         groups[(entry.domain, entry.subdomain)].append(idx)
         groups[(entry.domain,)].append(idx)
     first, second, labels = [], [], []
-    for idx, entry in enumerate(entries):
+    for entry in entries:
         first.append(entry.question)
         second.append(rng.choice(entry.variants))
         labels.append(1)
