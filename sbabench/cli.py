@@ -16,7 +16,8 @@ from rich.table import Table
 from sbabench.errors import SbabenchError
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
+# Piped output is not cut at 80 columns: tables stay whole in logs and CI.
+console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
 
 

@@ -1,0 +1,98 @@
+"""Cost of each aggregation operator relative to `linear`, measured in one run.
+
+Prints, per operator, the median time ratio to `linear` for
+  1. the operator alone on (tokens=65536, k=2, hidden=768) tensors, and
+  2. the whole forward pass of the quickstart MoE model (drop-upcycled MiniLM) over a fixed
+     batch of background texts.
+Usage: python benchmarks/bench_operators.py [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from sbabench.aggregators import registry, resolve
+from sbabench.models import build_encoder, torch_dtype
+from sbabench.moe.base import set_aggregator
+from sbabench.suite import UpcycleModel
+from sbabench.tasks.sources import lee_background
+
+
+def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    fn()  # warm-up
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    """Measure and print the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--texts", type=int, default=64)
+    args = parser.parse_args()
+    device, dtype = torch.device(args.device), torch_dtype(args.dtype)
+    names = list(registry())
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(
+        f"machine: {machine or platform.machine()}, threads={torch.get_num_threads()}, "
+        f"device={device}, dtype={args.dtype}, torch={torch.__version__}, repeats={args.repeats}"
+    )
+
+    gen = torch.Generator().manual_seed(0)
+    outputs = torch.randn(65536, 2, 768, generator=gen).to(device, dtype)
+    weights = torch.softmax(torch.randn(65536, 2, generator=gen), -1).to(device, dtype)
+    alone = {}
+    with torch.inference_mode():
+        for name in names:
+            fn = resolve(name).fn
+            alone[name] = _median_seconds(lambda fn=fn: fn(outputs, weights), device, args.repeats)
+
+    encoder = build_encoder(
+        UpcycleModel(name="quickstart-moe", source="upcycle"), args.device, args.dtype
+    )
+    texts = lee_background()[: args.texts]
+    batch = encoder.tokenize(texts)
+    forward = {}
+    with torch.inference_mode():
+        for name in names:
+            set_aggregator(encoder.model, resolve(name).fn)
+            forward[name] = _median_seconds(lambda: encoder.model(**batch), device, args.repeats)
+    tokens = int(batch["attention_mask"].numel())
+
+    print(
+        f"\noperator alone: tokens=65536, k=2, hidden=768 | forward: {len(texts)} texts, "
+        f"{tokens} padded tokens, 3 MoE layers x 8 experts, top-2"
+    )
+    print(
+        f"{'operator':<16}{'alone ms':>10}{'alone/linear':>14}{'forward ms':>12}{'forward/linear':>16}"
+    )
+    for name in names:
+        print(
+            f"{name:<16}{alone[name] * 1e3:>10.2f}{alone[name] / alone['linear']:>14.2f}"
+            f"{forward[name] * 1e3:>12.1f}{forward[name] / forward['linear']:>16.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
