@@ -164,3 +164,61 @@ def show(results_dir: Path, fmt: str) -> None:
         click.echo(score_markdown(results))
     else:
         console.print(score_table(results, title=str(results_dir)))
+
+
+@main.command()
+@click.argument("target")
+@click.option("--model", "model_name", help="Only this model of the suite.")
+@click.option("--trust-remote-code", is_flag=True, help="For a hub id or folder TARGET.")
+@click.option("--revision", help="For a hub id TARGET.")
+@_user_errors
+def inspect(
+    target: str, model_name: str | None, trust_remote_code: bool, revision: str | None
+) -> None:
+    """Show the MoE layers sbabench finds in a model: experts, top-k, renormalisation, sizes.
+
+    TARGET is a suite file (every model in it, or --model NAME) or a hub id / local folder of an
+    MoE model (as `source: huggingface`).
+    """
+    from sbabench.logs import quiet_libraries
+    from sbabench.models import build_encoder
+    from sbabench.suite import HuggingFaceModel, load_suite
+
+    if target.endswith((".yaml", ".yml")):
+        specs = [m for m in load_suite(target).models if model_name in (None, m.name)]
+        if not specs:
+            raise SbabenchError(f"suite {target!r} has no model named {model_name!r}")
+    else:
+        specs = [
+            HuggingFaceModel(
+                name="inspected",
+                source="huggingface",
+                path=target,
+                revision=revision,
+                trust_remote_code=trust_remote_code,
+            )
+        ]
+    for spec in specs:
+        with quiet_libraries():
+            encoder = build_encoder(spec, device="cpu")
+        total = sum(p.numel() for p in encoder.model.parameters())
+        table = Table(
+            title=f"{spec.name}: {type(encoder.model).__name__}, {total / 1e6:.1f}M parameters"
+        )
+        for column in ("MoE layer", "family", "experts", "top-k", "renormalised"):
+            table.add_column(column)
+        for layer in encoder.moe_layers:
+            table.add_row(
+                layer.name,
+                layer.family,
+                str(layer.num_experts),
+                str(layer.top_k),
+                "yes" if layer.renormalized else "no",
+            )
+        console.print(table)
+        if not encoder.moe_layers:
+            console.print("  dense model: no MoE layers (aggregators do not apply)")
+        console.print(
+            f"  pooling={encoder.config.pooling} normalize={encoder.config.normalize} "
+            f"max_length={encoder.config.max_length} prompts={encoder.config.prompts or 'none'}"
+        )

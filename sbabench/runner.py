@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -26,6 +24,7 @@ from sbabench import provenance
 from sbabench.aggregators import ResolvedAggregator, resolve
 from sbabench.encoding import CachingEncoder
 from sbabench.errors import SbabenchError
+from sbabench.logs import quiet_libraries
 from sbabench.models import TextEncoder, build_encoder, resolve_base
 from sbabench.moe.base import set_aggregator
 from sbabench.results import UnitResult, key_digest, load_result, result_path, save_result
@@ -62,6 +61,7 @@ def unit_key_parts(
     _, model_identity = resolve_base(unit.model.base)
     return {
         "model": unit.model.model_dump(exclude={"name"}),
+        "model_revision": getattr(unit.model, "revision", None),
         "model_identity": model_identity,
         "aggregator": None
         if aggregator is None
@@ -80,25 +80,6 @@ def _resolved(unit: Unit) -> ResolvedAggregator | None:
     if unit.aggregator is None:
         return None
     return resolve(unit.aggregator.name, unit.aggregator.options)
-
-
-@contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """Keep mteb/transformers/datasets logging and bars out of sbabench's own progress display."""
-    import datasets
-    import transformers
-
-    names = ("mteb", "transformers", "datasets", "sentence_transformers")
-    before = {n: logging.getLogger(n).level for n in names}
-    for name in names:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        for name, level in before.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def _score_unit(
@@ -173,7 +154,7 @@ def run_suite(
         console=console,
         transient=True,
     )
-    with _quiet_libraries(), progress:
+    with quiet_libraries(), progress:
         overall = progress.add_task("units", total=len(plan))
         texts = progress.add_task("encoding", total=0, visible=False)
 

@@ -80,7 +80,30 @@ class DenseModel(_ModelBase):
         return False
 
 
-ModelSpec = Annotated[UpcycleModel | DenseModel, Field(discriminator="source")]
+class HuggingFaceModel(_ModelBase):
+    """A pretrained MoE from the hub or a local folder (transformers families, NomicBERT-MoE)."""
+
+    source: Literal["huggingface"]
+    path: str = Field(min_length=1, description="hub id or local folder")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    pooling: Literal["mean", "cls", "last-token"] | None = None
+    normalize: bool | None = None
+    prompts: dict[Literal["query", "document", "default"], str] | None = None
+
+    @property
+    def base(self) -> str:
+        """The path or hub id (what identifies the weights)."""
+        return self.path
+
+    @property
+    def is_moe(self) -> bool:
+        """Hub models are expected to be MoE; a dense one is an error at load time."""
+        return True
+
+
+ModelSpec = Annotated[UpcycleModel | DenseModel | HuggingFaceModel, Field(discriminator="source")]
+AnyModel = UpcycleModel | DenseModel | HuggingFaceModel
 
 
 class AggregatorEntry(_Strict):
@@ -174,7 +197,7 @@ DENSE = "dense"
 class Unit:
     """One model x aggregator x task combination."""
 
-    model: UpcycleModel | DenseModel
+    model: AnyModel
     """The model spec."""
     aggregator: AggregatorEntry | None
     """The operator; None for a dense model."""
