@@ -11,7 +11,8 @@ Degenerate cases (each has a test):
   weights): the spherical mean is undefined; we fall back to the direction of the
   highest-weight expert (the first one on ties), which keeps the output finite and
   deterministic.
-- float16 / bfloat16 inputs are computed in float32 and returned in the input dtype.
+- float16 / bfloat16: reductions accumulate in float32, per-token scalars are float32, the
+  result is returned in the input dtype (the exact variants upcast everything to float32).
 """
 
 from __future__ import annotations
@@ -26,10 +27,22 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _HALF else dtype
 
 
-def _norm(x: torch.Tensor) -> torch.Tensor:
-    """||x|| over the last dim without overflow: squaring 1e20 in float32 would give inf."""
+def _scaled_norm(x: torch.Tensor) -> torch.Tensor:
     scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
     return scale * torch.linalg.vector_norm(x / scale, dim=-1, keepdim=True)
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    """||x|| over the last dim (keepdim), in float32 or wider, without overflow.
+
+    Squares overflow for entries beyond ~1e19 in float32; only then (checked once per call, a
+    sync the MoE routing already pays) is the slower max-scaled formula used.
+    """
+    out_dtype = _compute_dtype(x.dtype)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).to(out_dtype)
+    if bool(torch.isfinite(norm).all()):
+        return norm
+    return _scaled_norm(x.to(out_dtype))
 
 
 def _mass_and_probs(weights: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,6 +80,31 @@ def linear(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (outputs * weights.unsqueeze(-1).to(outputs.dtype)).sum(dim=1)
 
 
+def _spherical_mean(
+    outputs: torch.Tensor, weights: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gate mass s, weighted mean radius r, and the unit spherical mean direction u.
+
+    u = normalize(sum_i p_i y_i / n_i) is computed as one weighted sum with coefficients
+    p_i / n_i, so the (T, k, H) outputs are read twice (norms, sum) and never copied; half
+    precision outputs stay half (reductions accumulate in float32), the (T, k) and (T, 1)
+    scalars are float32. Returns s, r (T, 1), u (T, H) and a (T, 1) mask of where u fell back
+    to the highest-weight expert's direction.
+    """
+    mass, probs = _mass_and_probs(weights.to(_compute_dtype(weights.dtype)), eps)
+    radii = _norm(outputs).squeeze(-1)
+    radius = (probs * radii).sum(-1, keepdim=True)
+    coefficients = probs / radii.clamp_min(eps)
+    mean = torch.einsum("tk,tkh->th", coefficients.to(outputs.dtype), outputs)
+    length = _norm(mean)
+    top = probs.argmax(dim=-1)
+    rows = torch.arange(outputs.shape[0], device=outputs.device)
+    fallback = outputs[rows, top] / radii[rows, top].clamp_min(eps).unsqueeze(-1)
+    degenerate = length <= eps
+    direction = torch.where(degenerate, fallback, mean / length.clamp_min(eps))
+    return mass, radius, direction, degenerate
+
+
 def sba(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Spherical Barycentric Aggregation: s * r * u.
 
@@ -74,34 +112,29 @@ def sba(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torc
     Scaling by the gate mass s makes equal expert outputs give exactly the linear result, also
     for routers whose top-k weights do not sum to 1.
     """
-    dtype = outputs.dtype
-    y, w = outputs.to(_compute_dtype(dtype)), weights.to(_compute_dtype(dtype))
-    mass, probs = _mass_and_probs(w, eps)
-    radii, directions = _radii_and_directions(y, eps)
-    radius = (probs * radii).sum(-1, keepdim=True)
-    return (mass * radius * extrinsic_direction(directions, probs, eps)).to(dtype)
+    mass, radius, direction, _ = _spherical_mean(outputs, weights, eps)
+    return (mass * radius * direction).to(outputs.dtype)
 
 
 def radius_only(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Ablation: the linear direction normalize(sum_i p_i y_i) with SBA's radius s * r."""
-    dtype = outputs.dtype
-    y, w = outputs.to(_compute_dtype(dtype)), weights.to(_compute_dtype(dtype))
-    mass, probs = _mass_and_probs(w, eps)
-    radii, directions = _radii_and_directions(y, eps)
+    """Ablation: the linear direction normalize(sum_i w_i y_i) with SBA's radius s * r."""
+    mass, probs = _mass_and_probs(weights.to(_compute_dtype(weights.dtype)), eps)
+    radii = _norm(outputs).squeeze(-1)
     radius = (probs * radii).sum(-1, keepdim=True)
-    linear_mean = torch.einsum("tk,tkh->th", probs, y)
-    direction = _normalize_or(linear_mean, _top_direction(directions, probs), eps)
-    return (mass * radius * direction).to(dtype)
+    combined = torch.einsum("tk,tkh->th", probs.to(outputs.dtype), outputs)
+    length = _norm(combined)
+    top = probs.argmax(dim=-1)
+    rows = torch.arange(outputs.shape[0], device=outputs.device)
+    fallback = outputs[rows, top] / radii[rows, top].clamp_min(eps).unsqueeze(-1)
+    direction = torch.where(length > eps, combined / length.clamp_min(eps), fallback)
+    return (mass * radius * direction).to(outputs.dtype)
 
 
 def direction_only(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Ablation: SBA's direction u with the linear radius ||sum_i w_i y_i||."""
-    dtype = outputs.dtype
-    y, w = outputs.to(_compute_dtype(dtype)), weights.to(_compute_dtype(dtype))
-    _, probs = _mass_and_probs(w, eps)
-    _, directions = _radii_and_directions(y, eps)
-    radius = _norm(torch.einsum("tk,tkh->th", w, y))
-    return (radius * extrinsic_direction(directions, probs, eps)).to(dtype)
+    _, _, direction, _ = _spherical_mean(outputs, weights, eps)
+    radius = _norm(linear(outputs, weights))
+    return (radius * direction).to(outputs.dtype)
 
 
 def _valid_probs(probs: torch.Tensor, radii: torch.Tensor, eps: float) -> torch.Tensor:
