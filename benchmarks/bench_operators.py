@@ -27,23 +27,31 @@ from sbabench.suite import UpcycleModel
 from sbabench.tasks.sources import lee_background
 
 
-def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+def _interleaved_medians(
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, budget_s: float = 20.0
+) -> dict[str, float]:
+    """Median seconds of each function, timed round-robin so machine drift hits all alike.
+
+    A function whose time so far exceeds `budget_s` (sba-karcher on CPU) stops after 3 runs.
+    """
+
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    start = time.perf_counter()
-    fn()  # warm-up
-    sync()
-    # Slow operators (sba-karcher on CPU) get fewer repeats: at most ~20 s each, at least 3.
-    repeats = max(3, min(repeats, int(20 / max(time.perf_counter() - start, 1e-9))))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    for fn in fns.values():  # warm-up
         fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if len(times[name]) >= 3 and sum(times[name]) > budget_s:
+                continue
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -67,11 +75,13 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     outputs = torch.randn(65536, 2, 768, generator=gen).to(device, dtype)
     weights = torch.softmax(torch.randn(65536, 2, generator=gen), -1).to(device, dtype)
-    alone = {}
     with torch.inference_mode():
-        for name in names:
-            fn = resolve(name).fn
-            alone[name] = _median_seconds(lambda fn=fn: fn(outputs, weights), device, args.repeats)
+        operators = {name: resolve(name).fn for name in names}
+        alone = _interleaved_medians(
+            {name: (lambda fn=fn: fn(outputs, weights)) for name, fn in operators.items()},
+            device,
+            args.repeats,
+        )
 
     if not args.background:
         docs = lee_background()
@@ -85,11 +95,18 @@ def main() -> None:
     encoder = build_encoder(spec, args.device, args.dtype)
     texts = docs[: args.texts]
     batch = encoder.tokenize(texts)
-    forward = {}
+
+    def forward_with(name: str) -> Callable[[], object]:
+        def run() -> object:
+            set_aggregator(encoder.model, operators[name])
+            return encoder.model(**batch)
+
+        return run
+
     with torch.inference_mode():
-        for name in names:
-            set_aggregator(encoder.model, resolve(name).fn)
-            forward[name] = _median_seconds(lambda: encoder.model(**batch), device, args.repeats)
+        forward = _interleaved_medians(
+            {name: forward_with(name) for name in names}, device, args.repeats
+        )
     tokens = int(batch["attention_mask"].numel())
 
     print(

@@ -222,3 +222,123 @@ def inspect(
             f"  pooling={encoder.config.pooling} normalize={encoder.config.normalize} "
             f"max_length={encoder.config.max_length} prompts={encoder.config.prompts or 'none'}"
         )
+
+
+@main.command()
+@click.argument("results", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--baseline",
+    default="linear",
+    show_default=True,
+    help="Operator every other one is compared with.",
+)
+@click.option(
+    "--against",
+    type=click.Path(path_type=Path),
+    help="A second results folder (e.g. from the main branch): compare each unit with its twin there.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the report to FILE."
+)
+@click.option("--resamples", default=1000, show_default=True, type=click.IntRange(100, 100_000))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--alpha",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+)
+@click.option(
+    "--fail-on-regression",
+    is_flag=True,
+    help="Exit 1 if any task drops significantly by > --max-drop.",
+)
+@click.option(
+    "--max-drop", default=0.005, show_default=True, type=click.FloatRange(0), help="Tolerated drop."
+)
+@_user_errors
+def compare(
+    results: tuple[Path, ...],
+    baseline: str,
+    against: Path | None,
+    fmt: str,
+    output: Path | None,
+    resamples: int,
+    seed: int,
+    alpha: float,
+    fail_on_regression: bool,
+    max_drop: float,
+) -> None:
+    """Compare operators (or two result folders) with paired significance tests.
+
+    RESULTS are results folders (default: results/). Per task: score, difference to the
+    baseline, its 95% CI and p-value from a paired bootstrap over the same test items (pairs
+    for STS / pair classification, documents for clustering), Holm-adjusted p, and Steiger's
+    test for STS. Across tasks: wins/ties/losses and a Wilcoxon signed-rank test; Friedman +
+    Nemenyi with three or more systems. Exit code: 0, or 1 with --fail-on-regression when a
+    regression is found, 2 on bad input.
+    """
+    import json
+
+    from sbabench.compare import compare_results, to_records
+    from sbabench.report import comparison_markdown, comparison_tables, friedman_line
+    from sbabench.results import UnitResult, load_results
+
+    def _load(folder: Path) -> list[UnitResult]:
+        if not folder.is_dir():
+            raise SbabenchError(
+                f"results folder {str(folder)!r} does not exist",
+                fix="check the path or run the suite",
+            )
+        found = load_results(folder)
+        if not found:
+            raise SbabenchError(f"no result files under {str(folder)!r}", fix="run a suite first")
+        return found
+
+    current = [r for folder in (results or (Path("results"),)) for r in _load(folder)]
+    other = _load(against) if against else None
+    comparison = compare_results(
+        current, baseline=baseline, against=other, n_resamples=resamples, seed=seed, alpha=alpha
+    )
+    if fmt == "markdown":
+        text = comparison_markdown(comparison)
+    elif fmt == "json":
+        text = json.dumps(to_records(comparison), indent=2)
+    elif fmt == "csv":
+        import pandas as pd
+
+        text = pd.DataFrame(to_records(comparison)).to_csv(index=False)
+    else:
+        text = ""
+    if output:
+        output.write_text(
+            text if fmt != "table" else comparison_markdown(comparison), encoding="utf-8"
+        )
+    elif fmt == "table":
+        for table in comparison_tables(comparison):
+            console.print(table)
+        line = friedman_line(comparison)
+        if line:
+            console.print(line)
+    else:
+        click.echo(text, nl=False)
+    regressions = comparison.regressions(max_drop)
+    tested = sum(r.p_value is not None for r in comparison.rows)
+    if regressions:
+        worst = min(regressions, key=lambda r: r.delta or 0.0)
+        verdict = (
+            f"REGRESSION: {len(regressions)} of {tested} tested unit(s) dropped by more than {max_drop} "
+            f"(Holm p < {alpha}); worst {worst.model}/{worst.aggregator}/{worst.task} {worst.delta:+.4f}"
+        )
+    else:
+        verdict = f"OK: no significant drop larger than {max_drop} in {tested} tested unit(s)"
+    click.echo(verdict, err=fmt != "table" and output is None)
+    if fail_on_regression and regressions:
+        sys.exit(1)

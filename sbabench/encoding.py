@@ -57,6 +57,15 @@ class CachingEncoder:
             self.encoded_texts += len(missing)
         return np.stack([self.cache[(kind, t)] for t in texts])
 
+    def has(self, text: str, prompt_type: Any) -> bool:
+        """Whether `text` is already embedded for this prompt type."""
+        kind = getattr(prompt_type, "value", prompt_type) or "default"
+        return (kind, text) in self.cache
+
+    def embed(self, texts: list[str], prompt_type: Any = None) -> np.ndarray:
+        """Embeddings of plain texts (cached ones reused)."""
+        return self.encode([{"text": texts}], prompt_type=prompt_type)
+
     def similarity(self, a: Any, b: Any) -> torch.Tensor:
         """Cosine similarity matrix."""
         a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 from rich.table import Table
 
+from sbabench.compare import Comparison, Mark, Row, Summary
 from sbabench.results import UnitResult
 
 
@@ -49,3 +50,127 @@ def score_markdown(results: Sequence[UnitResult]) -> str:
     """The same table as GitHub-flavoured Markdown."""
     frame = score_frame(results)
     return frame.to_markdown(floatfmt=".4f") if not frame.empty else "(no results)"
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _signed(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.4f}"
+
+
+def _ci(row: Row) -> str:
+    if row.ci_low is None or row.item_delta is None:
+        return "—"
+    return f"{row.item_delta:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"
+
+
+COMPARE_COLUMNS = [
+    "",
+    "task",
+    "model/aggregator",
+    "score",
+    "baseline",
+    "Δ",
+    "Δ items [95% CI]",
+    "p",
+    "p (Holm)",
+    "Steiger p",
+    "note",
+]
+
+
+def _cells(row: Row) -> list[str]:
+    return [
+        row.mark.symbol,
+        row.task,
+        f"{row.model}/{row.aggregator}",
+        _fmt(row.score),
+        row.baseline or "—",
+        _signed(row.delta),
+        _ci(row),
+        _fmt(row.p_value, ".3g"),
+        _fmt(row.p_holm, ".3g"),
+        _fmt(row.steiger_p, ".3g"),
+        row.note,
+    ]
+
+
+def _summary_cells(summary: Summary) -> list[str]:
+    test = summary.test
+    p = "n/a" if test.p_value != test.p_value else f"{test.p_value:.3g}"
+    return [
+        summary.scope,
+        summary.candidate,
+        summary.baseline,
+        f"{summary.mean_score:.4f}",
+        f"{summary.mean_delta:+.4f}",
+        f"{summary.wins}/{summary.ties}/{summary.losses}",
+        f"{p} (n={test.n_tasks})",
+    ]
+
+
+SUMMARY_COLUMNS = ["scope", "candidate", "baseline", "mean score", "mean Δ", "W/T/L", "Wilcoxon p"]
+
+
+def comparison_tables(comparison: Comparison) -> list[Table]:
+    """Rich tables: per-task rows, then summaries by task type and overall."""
+    rows = Table(title="per task (+ better, - worse, ~ not significant, x not comparable)")
+    for column in COMPARE_COLUMNS:
+        rows.add_column(column, no_wrap=column not in ("note",))
+    for row in comparison.rows:
+        style = {Mark.BETTER: "green", Mark.WORSE: "red", Mark.INCOMPARABLE: "yellow"}.get(
+            row.mark, ""
+        )
+        rows.add_row(*_cells(row), style=style)
+    tables = [rows]
+    if comparison.summaries:
+        summary = Table(title="across tasks")
+        for column in SUMMARY_COLUMNS:
+            summary.add_column(column, no_wrap=True)
+        for item in comparison.summaries:
+            summary.add_row(*_summary_cells(item))
+        tables.append(summary)
+    return tables
+
+
+def friedman_line(comparison: Comparison) -> str | None:
+    """One sentence on the Friedman test and Nemenyi critical difference, if it ran."""
+    f = comparison.friedman
+    if f is None or f.mean_ranks is None:
+        return None
+    ranks = ", ".join(f"{k} {v:.2f}" for k, v in sorted(f.mean_ranks.items(), key=lambda kv: kv[1]))
+    if f.p_value != f.p_value:
+        return f"Mean ranks over {f.n_tasks} task(s) (1 = best): {ranks}. Friedman needs at least 2 tasks."
+    return (
+        f"Friedman over {f.n_tasks} tasks: chi2={f.statistic:.3f}, p={f.p_value:.3g}; mean ranks "
+        f"(1 = best): {ranks}; Nemenyi critical difference {f.critical_difference:.3f}."
+    )
+
+
+def comparison_markdown(comparison: Comparison) -> str:
+    """GitHub-flavoured Markdown (for PR comments and $GITHUB_STEP_SUMMARY)."""
+    from tabulate import tabulate
+
+    parts = [
+        "### Per task\n",
+        tabulate([_cells(r) for r in comparison.rows], headers=COMPARE_COLUMNS, tablefmt="github"),
+        "\nΔ: difference of mteb's main scores. Δ items: difference of the per-item statistic that the"
+        " paired bootstrap resamples (cosine Spearman for STS, cosine AP for pair classification, mean"
+        " V-measure of 10 seeded k-means runs for clustering), with its 95% CI; p from that bootstrap."
+        "\nMarks: `+` better, `-` worse (Holm-adjusted p < alpha), `~` not significant, `x` not comparable.",
+    ]
+    if comparison.summaries:
+        parts += [
+            "\n### Across tasks\n",
+            tabulate(
+                [_summary_cells(s) for s in comparison.summaries],
+                headers=SUMMARY_COLUMNS,
+                tablefmt="github",
+            ),
+        ]
+    line = friedman_line(comparison)
+    if line:
+        parts.append("\n" + line)
+    return "\n".join(parts) + "\n"

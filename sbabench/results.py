@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sbabench.per_item import ItemScores
+
 SCHEMA_VERSION = 1
 
 
@@ -31,6 +33,10 @@ class UnitResult(BaseModel):
     main_score_name: str
     main_score: float
     scores: dict[str, Any] = Field(description="every metric mteb reports, per subset")
+    items: dict[str, ItemScores] = Field(
+        default_factory=dict,
+        description="per-item gold and predictions, per subset (for paired tests)",
+    )
     timing_s: dict[str, float]
     provenance: dict[str, Any]
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())

@@ -20,7 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from sbabench import provenance
+from sbabench import per_item, provenance
 from sbabench.aggregators import ResolvedAggregator, resolve
 from sbabench.encoding import CachingEncoder
 from sbabench.errors import SbabenchError
@@ -31,7 +31,7 @@ from sbabench.results import UnitResult, key_digest, load_result, result_path, s
 from sbabench.suite import Suite, Unit, expand
 from sbabench.tasks import get_task
 
-SCORING_VERSION = 1
+SCORING_VERSION = 3
 """Bump when the way scores are computed changes; it is part of every unit key."""
 
 
@@ -91,6 +91,7 @@ def _score_unit(
     encoded_before = encoder.encoded_texts
     encode_before = encoder.encode_seconds
     scores = task.evaluate(encoder, split, encode_kwargs={"batch_size": suite.settings.batch_size})
+    items = per_item.collect(task, encoder, split, list(scores), suite.settings.seed)
     total = time.perf_counter() - start
     encode_s = encoder.encode_seconds - encode_before
     main = [float(s["main_score"]) for s in scores.values()]
@@ -106,6 +107,7 @@ def _score_unit(
         main_score_name=str(task.metadata.main_score),
         main_score=sum(main) / len(main),
         scores={subset: dict(values) for subset, values in scores.items()},
+        items=items,
         timing_s={
             "model_load": load_s,
             "encode": encode_s,

@@ -1,0 +1,280 @@
+"""Compare result sets: per-task paired tests, summaries across tasks, a regression verdict.
+
+`compare_results` is a pure function over loaded results (asv's compare is the model); the CLI
+only renders what it returns.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from sbabench import stats
+from sbabench.results import UnitResult
+
+
+class Mark(StrEnum):
+    """How a row compares with its baseline (asv-style marks)."""
+
+    BETTER = "better"
+    WORSE = "worse"
+    SAME = "not significant"
+    INCOMPARABLE = "not comparable"
+    BASELINE = "baseline"
+
+    @property
+    def symbol(self) -> str:
+        """One character for tables."""
+        return {
+            "better": "+",
+            "worse": "-",
+            "not significant": "~",
+            "not comparable": "x",
+            "baseline": " ",
+        }[self.value]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model x aggregator x task compared with its baseline."""
+
+    task: str
+    task_type: str
+    model: str
+    aggregator: str
+    score: float
+    """Main score (mteb's)."""
+    mark: Mark
+    baseline: str = ""
+    """`model/aggregator` of the baseline (or `other:model/aggregator` with --against)."""
+    baseline_score: float | None = None
+    delta: float | None = None
+    """Main score minus the baseline's main score."""
+    item_delta: float | None = None
+    """Difference of the per-item statistic the test resamples (equals delta for STS)."""
+    ci_low: float | None = None
+    """95% CI of item_delta (paired bootstrap)."""
+    ci_high: float | None = None
+    p_value: float | None = None
+    """Paired bootstrap p-value (of the per-item statistic)."""
+    p_holm: float | None = None
+    """Holm-adjusted over all rows' p-values."""
+    steiger_p: float | None = None
+    """STS only: Steiger's test of the two dependent Spearman correlations."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Across the tasks of one task type (or all), for one candidate vs its baseline."""
+
+    scope: str
+    candidate: str
+    baseline: str
+    mean_score: float
+    mean_delta: float
+    wins: int
+    ties: int
+    losses: int
+    test: stats.AcrossTasks
+
+
+@dataclass
+class Comparison:
+    """Everything `sbabench compare` shows."""
+
+    rows: list[Row] = field(default_factory=list)
+    summaries: list[Summary] = field(default_factory=list)
+    friedman: stats.AcrossTasks | None = None
+    alpha: float = 0.05
+
+    def regressions(self, max_drop: float) -> list[Row]:
+        """Rows whose main score dropped by more than `max_drop` with a significant drop."""
+        return [
+            r
+            for r in self.rows
+            if r.delta is not None
+            and r.delta < -max_drop
+            and r.p_holm is not None
+            and r.p_holm < self.alpha
+        ]
+
+
+_IDENTITY_PARTS = (
+    "model",
+    "model_identity",
+    "model_revision",
+    "task",
+    "settings",
+    "scoring_version",
+)
+
+
+def _comparable(a: UnitResult, b: UnitResult) -> str:
+    """'' when two results may be paired, else why not."""
+    for part in _IDENTITY_PARTS:
+        if a.key_parts.get(part) != b.key_parts.get(part):
+            return f"{part} differs"
+    if a.split != b.split:
+        return "split differs"
+    if not a.items or not b.items:
+        return "no per-item scores"
+    return ""
+
+
+def _row(
+    candidate: UnitResult, base: UnitResult | None, label: str, n_resamples: int, seed: int
+) -> Row:
+    row = Row(
+        candidate.task,
+        candidate.task_type,
+        candidate.model,
+        candidate.aggregator,
+        candidate.main_score,
+        Mark.INCOMPARABLE,
+        baseline=label,
+    )
+    if base is None:
+        return replace(row, note="no baseline result")
+    row = replace(row, baseline_score=base.main_score)
+    reason = _comparable(candidate, base)
+    if reason:
+        return replace(row, note=reason)
+    try:
+        test = stats.paired_bootstrap(candidate.items, base.items, n_resamples, seed)
+    except ValueError as exc:
+        return replace(row, note=str(exc))
+    steiger = None
+    if candidate.task_type == "STS":
+        ps = [
+            stats.steiger_z(c.gold, c.predicted, base.items[s].predicted)[1]
+            for s, c in candidate.items.items()
+        ]
+        steiger = float(np.min(ps)) if ps else None
+    return replace(
+        row,
+        mark=Mark.SAME,
+        delta=candidate.main_score - base.main_score,
+        item_delta=test.delta,
+        ci_low=test.ci_low,
+        ci_high=test.ci_high,
+        p_value=test.p_value,
+        steiger_p=steiger,
+    )
+
+
+def _with_marks(rows: list[Row], alpha: float) -> list[Row]:
+    tested = [i for i, r in enumerate(rows) if r.p_value is not None]
+    adjusted = stats.holm([p for i in tested if (p := rows[i].p_value) is not None])
+    out = list(rows)
+    for i, p in zip(tested, adjusted, strict=True):
+        row = rows[i]
+        mark = Mark.SAME
+        if p < alpha and row.delta is not None:
+            mark = Mark.BETTER if row.delta > 0 else Mark.WORSE if row.delta < 0 else Mark.SAME
+        out[i] = replace(row, p_holm=p, mark=mark)
+    return out
+
+
+def _summaries(rows: list[Row]) -> list[Summary]:
+    groups: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        if row.delta is None:
+            continue
+        candidate = f"{row.model}/{row.aggregator}"
+        groups[(row.task_type, candidate, row.baseline)].append(row)
+        groups[("all", candidate, row.baseline)].append(row)
+    out = []
+    for (scope, candidate, baseline), members in groups.items():
+        deltas = [r.delta for r in members if r.delta is not None]
+        out.append(
+            Summary(
+                scope=scope,
+                candidate=candidate,
+                baseline=baseline,
+                mean_score=float(np.mean([r.score for r in members])),
+                mean_delta=float(np.mean(deltas)),
+                wins=sum(r.mark is Mark.BETTER for r in members),
+                ties=sum(r.mark is Mark.SAME for r in members),
+                losses=sum(r.mark is Mark.WORSE for r in members),
+                test=stats.wilcoxon_across_tasks(deltas),
+            )
+        )
+    return sorted(out, key=lambda s: (s.scope != "all", s.scope, s.candidate))
+
+
+def compare_results(
+    results: Sequence[UnitResult],
+    *,
+    baseline: str = "linear",
+    against: Sequence[UnitResult] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> Comparison:
+    """Compare every result with its baseline.
+
+    Without `against`: each MoE model's operators against its `baseline` operator on the same
+    task (dense reference rows are shown, not tested). With `against`: every unit against the
+    unit of the same suite/model/aggregator/task in the other result set (before/after a change).
+    """
+    rows: list[Row] = []
+    if against is not None:
+        index = {(r.suite, r.model, r.aggregator, r.task): r for r in against}
+        for result in results:
+            base = index.get((result.suite, result.model, result.aggregator, result.task))
+            rows.append(
+                _row(
+                    result,
+                    base,
+                    f"other:{result.model}/{result.aggregator}",
+                    n_resamples,
+                    seed,
+                )
+            )
+    else:
+        index = {(r.suite, r.model, r.aggregator, r.task): r for r in results}
+        for result in results:
+            if result.aggregator in (baseline, "dense"):
+                row = Row(
+                    result.task,
+                    result.task_type,
+                    result.model,
+                    result.aggregator,
+                    result.main_score,
+                    Mark.BASELINE,
+                )
+                rows.append(row)
+                continue
+            base = index.get((result.suite, result.model, baseline, result.task))
+            rows.append(_row(result, base, f"{result.model}/{baseline}", n_resamples, seed))
+    rows = _with_marks(rows, alpha)
+    comparison = Comparison(rows=rows, summaries=_summaries(rows), alpha=alpha)
+    comparison.friedman = _friedman(results)
+    return comparison
+
+
+def _friedman(results: Sequence[UnitResult]) -> stats.AcrossTasks | None:
+    """Friedman + Nemenyi over every model/aggregator column that has all tasks."""
+    table: dict[str, dict[str, float]] = defaultdict(dict)
+    for r in results:
+        table[f"{r.model}/{r.aggregator}"][r.task] = r.main_score
+    tasks = sorted({r.task for r in results})
+    complete = {
+        name: [scores[t] for t in tasks]
+        for name, scores in table.items()
+        if set(scores) >= set(tasks)
+    }
+    if len(complete) < 3:
+        return None
+    return stats.friedman_nemenyi(complete)
+
+
+def to_records(comparison: Comparison) -> list[dict[str, Any]]:
+    """Rows as plain dicts (for CSV / JSON output)."""
+    return [{**row.__dict__, "mark": row.mark.value} for row in comparison.rows]

@@ -1,0 +1,184 @@
+"""Paired significance over the same test items, and tests across tasks.
+
+Pure functions over arrays; no printing. scipy/sklearn do the heavy lifting; what they lack
+(Steiger's test of dependent correlations, Holm's step-down, Nemenyi's critical difference) is
+written out below with its reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+from sklearn.metrics import average_precision_score, v_measure_score
+
+from sbabench.per_item import ItemScores
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired bootstrap of the difference of one statistic between two systems."""
+
+    delta: float
+    """Statistic of the candidate minus that of the baseline, on all items."""
+    ci_low: float
+    """Lower end of the 95% percentile interval of the resampled differences."""
+    ci_high: float
+    """Upper end of that interval."""
+    p_value: float
+    """Two-sided bootstrap p-value of delta = 0."""
+    n_items: int
+    """Items per resample (summed over subsets)."""
+
+
+def _row_spearman(gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each row pair of (B, n) arrays (ties get average ranks)."""
+    a = sps.rankdata(gold, axis=1)
+    b = sps.rankdata(predicted, axis=1)
+    a -= a.mean(1, keepdims=True)
+    b -= b.mean(1, keepdims=True)
+    denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    return np.divide((a * b).sum(1), denominator, out=np.zeros(len(a)), where=denominator > 0)
+
+
+def statistic(kind: str, gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """The per-item statistic of each row of (B, n) gold / predicted arrays.
+
+    sts: Spearman of gold vs cosine; pairs: average precision of the labels ranked by cosine;
+    clusters: V-measure of gold classes vs predicted clusters.
+    """
+    if kind == "sts":
+        return _row_spearman(gold, predicted)
+    if kind == "pairs":
+        return np.array(
+            [
+                average_precision_score(g, p) if 0 < g.sum() < len(g) else 0.0
+                for g, p in zip(gold, predicted, strict=True)
+            ]
+        )
+    if kind == "clusters":
+        return np.array([v_measure_score(g, p) for g, p in zip(gold, predicted, strict=True)])
+    raise ValueError(f"unknown item kind {kind!r}")
+
+
+def paired_bootstrap(
+    candidate: dict[str, ItemScores],
+    baseline: dict[str, ItemScores],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> PairedTest:
+    """Resample items (pairs or documents) with replacement, the same indices for both systems.
+
+    With several subsets, items are resampled within each subset and the statistic is the mean
+    over subsets, as mteb's main score is.
+    """
+    rng = np.random.default_rng(seed)
+    deltas = np.zeros(n_resamples)
+    observed = 0.0
+    n_items = 0
+    subsets = sorted(set(candidate) & set(baseline))
+    if not subsets:
+        raise ValueError("no common subsets to compare")
+    for subset in subsets:
+        a, b = candidate[subset], baseline[subset]
+        gold = np.asarray(a.gold)
+        if len(gold) != len(b.gold) or not np.allclose(gold, b.gold):
+            raise ValueError(f"subset {subset!r}: the two results were scored on different items")
+        n_items += len(gold)
+        index = rng.integers(0, len(gold), size=(n_resamples, len(gold)))
+        # Clustering: the statistic is the mean V-measure over the stored k-means runs.
+        runs_a = [np.asarray(r) for r in (a.runs or [a.predicted])]
+        runs_b = [np.asarray(r) for r in (b.runs or [b.predicted])]
+        for runs, sign in ((runs_a, 1.0), (runs_b, -1.0)):
+            for run in runs:
+                observed += sign * float(statistic(a.kind, gold[None], run[None])[0]) / len(runs)
+                deltas += sign * statistic(a.kind, gold[index], run[index]) / len(runs)
+    observed /= len(subsets)
+    deltas /= len(subsets)
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    # (count + 1) / (B + 1): a bootstrap p-value is never exactly 0 (Davison & Hinkley 1997).
+    below = (int(np.sum(deltas <= 0)) + 1) / (n_resamples + 1)
+    above = (int(np.sum(deltas >= 0)) + 1) / (n_resamples + 1)
+    p = min(1.0, 2 * min(below, above))
+    return PairedTest(observed, float(low), float(high), p, n_items)
+
+
+def steiger_z(gold: Sequence[float], a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Steiger's (1980) Z*2 test that corr(gold, a) = corr(gold, b), on ranks (Spearman).
+
+    The two correlations share `gold` and are dependent through corr(a, b). Returns (Z, p).
+    Steiger, J. H. (1980), Tests for comparing elements of a correlation matrix, Psychol. Bull.
+    87(2), eq. 15; scipy has no dependent-correlation test.
+    """
+    n = len(gold)
+    r12 = sps.spearmanr(gold, a).statistic
+    r13 = sps.spearmanr(gold, b).statistic
+    r23 = sps.spearmanr(a, b).statistic
+    if n < 4 or r23 >= 1.0:
+        return 0.0, 1.0
+    mean = (r12 + r13) / 2
+    psi = r23 * (1 - 2 * mean**2) - 0.5 * mean**2 * (1 - 2 * mean**2 - r23**2)
+    covariance = psi / (1 - mean**2) ** 2
+    z = (math.atanh(min(r12, 0.999999)) - math.atanh(min(r13, 0.999999))) * math.sqrt(n - 3)
+    z /= math.sqrt(max(2 - 2 * covariance, 1e-12))
+    return float(z), float(2 * sps.norm.sf(abs(z)))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error); scipy offers only FDR control."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
+class AcrossTasks:
+    """A test across tasks of per-task score differences or rankings."""
+
+    test: str
+    """`wilcoxon` (two systems) or `friedman` (more)."""
+    statistic: float
+    """The test statistic."""
+    p_value: float
+    """Its p-value (nan when there are too few tasks)."""
+    n_tasks: int
+    """Tasks used."""
+    critical_difference: float | None = None
+    """Nemenyi critical difference of mean ranks (friedman only)."""
+    mean_ranks: dict[str, float] | None = None
+    """Mean rank of each system, 1 = best (friedman only)."""
+
+
+def wilcoxon_across_tasks(differences: Sequence[float]) -> AcrossTasks:
+    """Wilcoxon signed-rank test that per-task differences are centred on 0."""
+    values = [d for d in differences if d != 0]
+    if len(values) < 2:
+        return AcrossTasks("wilcoxon", float("nan"), float("nan"), len(differences))
+    result = sps.wilcoxon(values)
+    return AcrossTasks("wilcoxon", float(result.statistic), float(result.pvalue), len(differences))
+
+
+def friedman_nemenyi(scores: Mapping[str, Sequence[float]], alpha: float = 0.05) -> AcrossTasks:
+    """Friedman test over systems (columns) x tasks (rows), with Nemenyi's critical difference.
+
+    CD = q_alpha * sqrt(k (k + 1) / (6 N)), q_alpha the studentized range quantile / sqrt(2)
+    (Demsar 2006, JMLR 7).
+    """
+    names = list(scores)
+    table = np.array([scores[n] for n in names]).T  # (tasks, systems)
+    n, k = table.shape
+    ranks = sps.rankdata(-table, axis=1).mean(0)
+    mean_ranks = {name: float(r) for name, r in zip(names, ranks, strict=True)}
+    if n < 2 or k < 3:
+        return AcrossTasks("friedman", float("nan"), float("nan"), n, None, mean_ranks)
+    result = sps.friedmanchisquare(*table.T)
+    q = sps.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    cd = float(q * math.sqrt(k * (k + 1) / (6 * n)))
+    return AcrossTasks("friedman", float(result.statistic), float(result.pvalue), n, cd, mean_ranks)

@@ -1,0 +1,128 @@
+"""Statistics: hand-checked cases and the behaviour the compare command relies on."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from sbabench import stats
+from sbabench.per_item import ItemScores
+
+
+def _sts(gold: np.ndarray, predicted: np.ndarray) -> dict[str, ItemScores]:
+    return {"default": ItemScores(kind="sts", gold=gold.tolist(), predicted=predicted.tolist())}
+
+
+def test_holm_hand_computed() -> None:
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5]) == [0.5]
+    assert stats.holm([0.6, 0.6]) == [1.0, 1.0]
+
+
+def test_row_statistics_match_scipy_and_sklearn() -> None:
+    from sklearn.metrics import average_precision_score, v_measure_score
+
+    rng = np.random.default_rng(0)
+    gold, pred = rng.random((3, 40)), rng.random((3, 40))
+    expected = [sps.spearmanr(g, p).statistic for g, p in zip(gold, pred, strict=True)]
+    assert stats.statistic("sts", gold, pred) == pytest.approx(expected)
+    labels = (rng.random((2, 40)) > 0.5).astype(float)
+    assert stats.statistic("pairs", labels, pred[:2]) == pytest.approx(
+        [average_precision_score(labels[i], pred[i]) for i in range(2)]
+    )
+    clusters = rng.integers(0, 3, (2, 40))
+    assert stats.statistic("clusters", clusters, clusters[::-1]) == pytest.approx(
+        [v_measure_score(clusters[0], clusters[1]), v_measure_score(clusters[1], clusters[0])]
+    )
+
+
+def test_identical_systems_give_zero_delta_and_p_one() -> None:
+    rng = np.random.default_rng(1)
+    gold = rng.random(300)
+    pred = gold + rng.normal(0, 0.5, 300)
+    test = stats.paired_bootstrap(_sts(gold, pred), _sts(gold, pred), n_resamples=500)
+    assert test.delta == 0 and test.ci_low <= 0 <= test.ci_high and test.p_value == 1.0
+
+
+def test_a_system_better_on_every_item_is_significant() -> None:
+    rng = np.random.default_rng(2)
+    gold = rng.random(400)
+    noise = rng.normal(0, 1, 400)
+    good, bad = (
+        gold + 0.2 * noise,
+        gold + 1.0 * noise,
+    )  # the same noise, smaller: closer on every item
+    test = stats.paired_bootstrap(_sts(gold, good), _sts(gold, bad), n_resamples=1000)
+    assert test.delta > 0 and test.ci_low > 0 and test.p_value < 0.01
+    z, p = stats.steiger_z(gold, good, bad)
+    assert z > 0 and p < 0.01
+
+
+def test_steiger_identical_predictions() -> None:
+    rng = np.random.default_rng(3)
+    gold, pred = rng.random(50), rng.random(50)
+    assert stats.steiger_z(gold, pred, pred) == (0.0, 1.0)
+
+
+def test_different_items_are_refused() -> None:
+    a = _sts(np.arange(10.0), np.arange(10.0))
+    b = _sts(np.arange(10.0)[::-1].copy(), np.arange(10.0))
+    with pytest.raises(ValueError, match="different items"):
+        stats.paired_bootstrap(a, b)
+
+
+def test_bootstrap_of_1225_pairs_x_1000_takes_seconds() -> None:
+    rng = np.random.default_rng(4)
+    gold = rng.random(1225)
+    start = time.perf_counter()
+    stats.paired_bootstrap(
+        _sts(gold, gold + rng.random(1225)), _sts(gold, rng.random(1225)), n_resamples=1000
+    )
+    # Generous bound on a shared machine: the vectorised version takes well under a second here.
+    assert time.perf_counter() - start < 20
+
+
+def test_across_tasks() -> None:
+    assert stats.wilcoxon_across_tasks([0.1, 0.2, 0.15, 0.3, 0.25, 0.2]).p_value < 0.05
+    assert np.isnan(stats.wilcoxon_across_tasks([0.0, 0.0]).p_value)
+    result = stats.friedman_nemenyi(
+        {"a": [0.9, 0.8, 0.7, 0.6], "b": [0.5, 0.4, 0.3, 0.2], "c": [0.1, 0.1, 0.1, 0.1]}
+    )
+    assert result.mean_ranks == {"a": 1.0, "b": 2.0, "c": 3.0}
+    assert result.p_value < 0.05 and result.critical_difference == pytest.approx(
+        2.343 * np.sqrt(12 / 24), rel=1e-3
+    )
+
+
+def test_clustering_statistic_is_the_mean_over_runs() -> None:
+    from sklearn.metrics import v_measure_score
+
+    rng = np.random.default_rng(5)
+    gold = rng.integers(0, 2, 120).astype(float)
+    runs_a = [np.where(rng.random(120) < 0.9, gold, 1 - gold) for _ in range(4)]
+    runs_b = [np.where(rng.random(120) < 0.6, gold, 1 - gold) for _ in range(4)]
+    a = {
+        "default": ItemScores(
+            kind="clusters",
+            gold=gold.tolist(),
+            predicted=runs_a[0].tolist(),
+            runs=[r.tolist() for r in runs_a],
+        )
+    }
+    b = {
+        "default": ItemScores(
+            kind="clusters",
+            gold=gold.tolist(),
+            predicted=runs_b[0].tolist(),
+            runs=[r.tolist() for r in runs_b],
+        )
+    }
+    expected = np.mean([v_measure_score(gold, r) for r in runs_a]) - np.mean(
+        [v_measure_score(gold, r) for r in runs_b]
+    )
+    test = stats.paired_bootstrap(a, b, n_resamples=300)
+    assert test.delta == pytest.approx(expected)
+    assert test.ci_low > 0 and test.p_value < 0.01
