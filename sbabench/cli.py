@@ -58,28 +58,116 @@ def main() -> None:
     show_default=True,
     help="Folder for result files (results/<suite>/<model>/<aggregator>/<task>.json).",
 )
-@click.option("--force", is_flag=True, help="Recompute units even when a valid result exists.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Recompute units even when a valid result exists (all, or --only).",
+)
+@click.option(
+    "--only",
+    metavar="GLOB",
+    help="Only units whose model/aggregator/task label matches, e.g. '*/sba/*'.",
+)
+@click.option(
+    "--shard", metavar="I/N", help="Run a deterministic 1/N of the units (for job arrays)."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="List what would run and what is already done; run nothing."
+)
 @_user_errors
-def run(suite: Path, results_dir: Path, force: bool) -> None:
+def run(
+    suite: Path, results_dir: Path, force: bool, only: str | None, shard: str | None, dry_run: bool
+) -> None:
     """Run every model x aggregator x task of SUITE that is not done yet.
 
-    Finished units are skipped (their result key must match); failed units are reported and the
-    others still run. Exit code: 0 all done, 1 some unit failed, 2 bad input.
+    Finished units are skipped (their stored key must match); corrupt or stale result files are
+    recomputed; a failed unit is recorded (<task>.error.json) and the others still run. Several
+    processes (or --shard jobs) may share one results folder: a lock per unit keeps any unit from
+    being computed twice. Exit code: 0 all done, 1 some unit failed, 2 bad input.
     """
     from sbabench.report import score_table
-    from sbabench.runner import run_suite
+    from sbabench.runner import parse_shard, plan_suite, run_suite
     from sbabench.suite import load_suite
 
     spec = load_suite(suite)
-    summary = run_suite(spec, results_dir, force=force, console=errors)
+    shard_spec = parse_shard(shard) if shard else None
+    if dry_run:
+        plan = plan_suite(spec, results_dir, force=force, only=only, shard=shard_spec)
+        table = Table(title=f"{spec.name}: dry run")
+        table.add_column("unit")
+        table.add_column("status")
+        for planned, _ in plan.done:
+            table.add_row(planned.unit.label, "[green]done (cached)[/green]")
+        for planned in plan.todo:
+            table.add_row(planned.unit.label, "[yellow]would run[/yellow]")
+        console.print(table)
+        for note in plan.invalid:
+            console.print(f"would recompute {note}", highlight=False)
+        console.print(f"{len(plan.todo)} to run, {len(plan.done)} done")
+        return
+    summary = run_suite(spec, results_dir, force=force, only=only, shard=shard_spec, console=errors)
     console.print(score_table(summary.results, title=f"{spec.name}: main scores"))
     console.print(
         f"{len(summary.computed)} computed, {len(summary.cached)} cached, "
-        f"{len(summary.failed)} failed — results in {results_dir / spec.name}"
+        f"{len(summary.failed)} failed, {summary.models_loaded} model(s) loaded — results in {results_dir / spec.name}"
     )
     for label, message in summary.failed.items():
         errors.print(f"[red]FAILED[/red] {label}: {message}", highlight=False)
     sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Results folder whose embedding cache (.cache/embeddings.sqlite) to show.",
+)
+@click.option("--prune", is_flag=True, help="Delete cached embeddings matching the filters below.")
+@click.option(
+    "--older-than", type=click.FloatRange(0), metavar="DAYS", help="Not used for DAYS days."
+)
+@click.option("--model", help="Of this model name.")
+@click.option("--suite", help="Of this suite.")
+@_user_errors
+def cache(
+    results_dir: Path, prune: bool, older_than: float | None, model: str | None, suite: str | None
+) -> None:
+    """Show the embedding cache's size per suite/model/aggregator, or prune it."""
+    from sbabench.embedding_store import EmbeddingStore
+
+    path = results_dir / ".cache" / "embeddings.sqlite"
+    if not path.is_file():
+        raise SbabenchError(
+            f"no embedding cache at {str(path)!r}", fix="run a suite first (or pass --results)"
+        )
+    store = EmbeddingStore(path)
+    if prune:
+        if older_than is None and model is None and suite is None:
+            raise SbabenchError(
+                "--prune needs a filter", fix="add --older-than DAYS, --model NAME or --suite NAME"
+            )
+        removed = store.prune(older_than_days=older_than, model=model, suite=suite)
+        console.print(f"removed {removed} vector(s)")
+    import datetime
+
+    table = Table(title=f"embedding cache: {path} ({path.stat().st_size / 1e6:.1f} MB on disk)")
+    for column in ("suite", "model", "aggregator", "vectors", "MB", "last used"):
+        table.add_column(column)
+    for usage in store.usage():
+        used = datetime.datetime.fromtimestamp(usage.last_used).strftime("%Y-%m-%d %H:%M")
+        table.add_row(
+            usage.suite,
+            usage.model,
+            usage.aggregator,
+            str(usage.vectors),
+            f"{usage.megabytes:.2f}",
+            used,
+        )
+    console.print(table)
+    store.close()
 
 
 @main.command()

@@ -10,11 +10,14 @@ import numpy as np
 import torch
 from mteb.models.model_meta import ModelMeta
 
+from sbabench.embedding_store import EmbeddingStore
 from sbabench.models import TextEncoder
 
 
 class CachingEncoder:
     """Serve mteb's evaluators from a per-(prompt type, text) embedding cache.
+
+    Lookups go memory -> on-disk store (if any) -> the model.
 
     mteb's evaluators ask for every pair side and every document; tasks repeat texts (LeeDocSTS
     has 50 distinct documents in 2 x 1225 pair sides), so only unseen texts reach the model.
@@ -22,20 +25,32 @@ class CachingEncoder:
 
     def __init__(
         self,
-        encoder: TextEncoder,
+        encoder: TextEncoder | Callable[[], TextEncoder],
         name: str,
         batch_size: int,
         on_batch: Callable[[int], None] | None = None,
         on_texts: Callable[[int], None] | None = None,
+        store: EmbeddingStore | None = None,
+        space: str = "",
     ) -> None:
-        self.encoder = encoder
+        self._encoder = encoder
         self.batch_size = batch_size
         self.on_batch = on_batch
         self.on_texts = on_texts
         self.cache: dict[tuple[str, str], np.ndarray] = {}
+        self.store = store
+        self.space = space
         self.encoded_texts = 0
+        self.reused_texts = 0
         self.encode_seconds = 0.0
         self._meta = ModelMeta.create_empty(overwrites={"name": f"sbabench/{name}"})
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """The text encoder, built on first use (a fully cached unit never loads the model)."""
+        if not isinstance(self._encoder, TextEncoder):
+            self._encoder = self._encoder()
+        return self._encoder
 
     @property
     def mteb_model_meta(self) -> ModelMeta:
@@ -47,12 +62,21 @@ class CachingEncoder:
         texts: list[str] = [t for batch in inputs for t in batch["text"]]
         kind = getattr(prompt_type, "value", prompt_type) or "default"
         missing = list(dict.fromkeys(t for t in texts if (kind, t) not in self.cache))
+        if missing and self.store is not None:
+            stored = self.store.get(self.space, kind, missing)
+            self.cache.update({(kind, t): v for t, v in stored.items()})
+            self.reused_texts += len(stored)
+            missing = [t for t in missing if t not in stored]
         if missing:
             if self.on_texts:
                 self.on_texts(len(missing))
             start = time.perf_counter()
             vectors = self.encoder.encode(missing, kind, self.batch_size, self.on_batch)
             self.encode_seconds += time.perf_counter() - start
+            if self.store is not None:
+                # Round fresh vectors as stored ones are, so a score never depends on which it got.
+                vectors = vectors.astype(self.store.dtype).astype(np.float32)
+                self.store.put(self.space, kind, missing, vectors)
             self.cache.update({(kind, t): v for t, v in zip(missing, vectors, strict=True)})
             self.encoded_texts += len(missing)
         return np.stack([self.cache[(kind, t)] for t in texts])

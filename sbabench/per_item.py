@@ -8,12 +8,13 @@ per-item statistic is close to, not identical with, mteb's V-measure).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from sbabench.encoding import CachingEncoder
+if TYPE_CHECKING:
+    from sbabench.encoding import CachingEncoder
 
 CLUSTER_RUNS = 10
 """k-means runs per clustering task, as in mteb."""

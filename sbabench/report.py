@@ -3,53 +3,58 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich.table import Table
 
-from sbabench.compare import Comparison, Mark, Row, Summary
 from sbabench.results import UnitResult
 
+if TYPE_CHECKING:
+    from sbabench.compare import Comparison, Row, Summary
 
-def score_frame(results: Sequence[UnitResult]) -> pd.DataFrame:
-    """Main scores as a task x 'model/aggregator' frame, in first-seen order."""
-    rows = [
-        {"task": r.task, "column": f"{r.model}/{r.aggregator}", "score": r.main_score}
-        for r in results
-    ]
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.DataFrame(rows)
-    table = frame.pivot_table(
-        index="task", columns="column", values="score", aggfunc="first", sort=False
-    )
-    return table.reindex(columns=list(dict.fromkeys(frame["column"])))
+
+def score_grid(
+    results: Sequence[UnitResult],
+) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
+    """Tasks (rows) and 'model/aggregator' columns in first-seen order, and the main scores."""
+    tasks = list(dict.fromkeys(r.task for r in results))
+    columns = list(dict.fromkeys(f"{r.model}/{r.aggregator}" for r in results))
+    scores = {(r.task, f"{r.model}/{r.aggregator}"): r.main_score for r in results}
+    return tasks, columns, scores
 
 
 def score_table(results: Sequence[UnitResult], title: str = "scores") -> Table:
     """A rich table of main scores; the best score of each task is bold."""
-    frame = score_frame(results)
+    tasks, columns, scores = score_grid(results)
     metric = {r.task: r.main_score_name for r in results}
     table = Table(title=title)
     table.add_column("task", no_wrap=True)
     table.add_column("metric", style="dim", no_wrap=True)
-    for column in frame.columns:
-        model, _, aggregator = str(column).partition("/")
+    for column in columns:
+        model, _, aggregator = column.partition("/")
         table.add_column(f"{model}\n{aggregator}", justify="right", no_wrap=True)
-    for task, row in frame.iterrows():
-        best = row.max()
+    for task in tasks:
+        values = [scores.get((task, c)) for c in columns]
+        best = max(v for v in values if v is not None)
         cells = [
-            "—" if pd.isna(v) else (f"[bold]{v:.4f}[/bold]" if v == best else f"{v:.4f}")
-            for v in row
+            "—" if v is None else (f"[bold]{v:.4f}[/bold]" if v == best else f"{v:.4f}")
+            for v in values
         ]
-        table.add_row(str(task), metric.get(str(task), ""), *cells)
+        table.add_row(task, metric.get(task, ""), *cells)
     return table
 
 
 def score_markdown(results: Sequence[UnitResult]) -> str:
     """The same table as GitHub-flavoured Markdown."""
-    frame = score_frame(results)
-    return frame.to_markdown(floatfmt=".4f") if not frame.empty else "(no results)"
+    from tabulate import tabulate
+
+    tasks, columns, scores = score_grid(results)
+    if not tasks:
+        return "(no results)"
+    rows = [[task, *(scores.get((task, c)) for c in columns)] for task in tasks]
+    return tabulate(
+        rows, headers=["task", *columns], tablefmt="github", floatfmt=".4f", missingval="—"
+    )
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -116,6 +121,8 @@ SUMMARY_COLUMNS = ["scope", "candidate", "baseline", "mean score", "mean Δ", "W
 
 def comparison_tables(comparison: Comparison) -> list[Table]:
     """Rich tables: per-task rows, then summaries by task type and overall."""
+    from sbabench.compare import Mark
+
     rows = Table(title="per task (+ better, - worse, ~ not significant, x not comparable)")
     for column in COMPARE_COLUMNS:
         rows.add_column(column, no_wrap=column not in ("note",))

@@ -68,16 +68,21 @@ def save_result(path: Path, result: UnitResult) -> None:
 
 
 def load_result(path: Path) -> UnitResult | None:
-    """A valid result from `path`, or None if it is missing, truncated or not a result."""
+    """A valid result from `path`, or None if it is missing, truncated, altered or not a result.
+
+    Altered: its stored key must be the digest of its stored key parts.
+    """
     try:
-        return UnitResult.model_validate_json(path.read_bytes())
+        result = UnitResult.model_validate_json(path.read_bytes())
     except (OSError, ValidationError, ValueError):
         return None
+    return result if result.key == key_digest(result.key_parts) else None
 
 
 def load_results(root: Path) -> list[UnitResult]:
     """Every valid result file below `root` (invalid ones are skipped)."""
-    found = (load_result(p) for p in sorted(root.rglob("*.json")))
+    files = (p for p in sorted(root.rglob("*.json")) if not p.name.endswith(".error.json"))
+    found = (load_result(p) for p in files)
     return [r for r in found if r is not None]
 
 

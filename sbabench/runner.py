@@ -1,38 +1,73 @@
-"""Run a suite: every unit not already done, models loaded once, results written atomically."""
+"""Run a suite: plan the units, skip finished ones, compute the rest with models loaded lazily.
+
+Guarantees: a result is read back only if its file is valid and its key matches; every write is
+atomic; a unit is computed by one process at a time (a lock per unit); a failing unit is
+recorded and the others go on.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import json
 import logging
+import resource
+import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from filelock import FileLock, Timeout
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
-from sbabench import per_item, provenance
 from sbabench.aggregators import ResolvedAggregator, resolve
-from sbabench.encoding import CachingEncoder
 from sbabench.errors import SbabenchError
-from sbabench.logs import quiet_libraries
-from sbabench.models import TextEncoder, build_encoder, resolve_base
-from sbabench.moe.base import set_aggregator
-from sbabench.results import UnitResult, key_digest, load_result, result_path, save_result
+from sbabench.keys import embedding_space, unit_key_parts
+from sbabench.results import (
+    UnitResult,
+    key_digest,
+    load_result,
+    result_path,
+    save_result,
+    write_atomic,
+)
 from sbabench.suite import Suite, Unit, expand
-from sbabench.tasks import get_task
 
-SCORING_VERSION = 3
-"""Bump when the way scores are computed changes; it is part of every unit key."""
+if TYPE_CHECKING:
+    from sbabench.encoding import CachingEncoder
+    from sbabench.models import TextEncoder
+
+log = logging.getLogger("sbabench")
+
+
+@dataclass(frozen=True)
+class PlannedUnit:
+    """A unit with its key and where its result lives."""
+
+    unit: Unit
+    aggregator: ResolvedAggregator | None
+    key_parts: dict[str, Any]
+    path: Path
+
+    @property
+    def key(self) -> str:
+        """The digest of the key parts."""
+        return key_digest(self.key_parts)
+
+
+@dataclass
+class Plan:
+    """Which units run and which are already done."""
+
+    todo: list[PlannedUnit] = field(default_factory=list)
+    done: list[tuple[PlannedUnit, UnitResult]] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    """Result files that exist but are corrupt or stale (they will be recomputed)."""
 
 
 @dataclass
@@ -42,11 +77,13 @@ class RunSummary:
     computed: list[str] = field(default_factory=list)
     """Units computed now."""
     cached: list[str] = field(default_factory=list)
-    """Units whose valid result already existed."""
+    """Units whose valid result already existed (or that another process finished)."""
     failed: dict[str, str] = field(default_factory=dict)
     """Units that failed, with their error."""
     results: list[UnitResult] = field(default_factory=list)
-    """Every result of the suite (computed or cached)."""
+    """Every result of the suite's selected units (computed or cached)."""
+    models_loaded: int = 0
+    """How many models were loaded (0 on a warm re-run)."""
 
     @property
     def exit_code(self) -> int:
@@ -54,54 +91,128 @@ class RunSummary:
         return 1 if self.failed else 0
 
 
-def unit_key_parts(
-    suite: Suite, unit: Unit, aggregator: ResolvedAggregator | None
-) -> dict[str, Any]:
-    """Everything that changes a unit's score."""
-    _, model_identity = resolve_base(unit.model.base)
-    return {
-        "model": unit.model.model_dump(exclude={"name"}),
-        "model_revision": getattr(unit.model, "revision", None),
-        "model_identity": model_identity,
-        "aggregator": None
-        if aggregator is None
-        else {
-            "name": aggregator.name,
-            "options": dict(aggregator.options),
-            "source_sha256": aggregator.source_hash,
-        },
-        "task": unit.task,
-        "settings": suite.settings.model_dump(include={"dtype", "seed"}),
-        "scoring_version": SCORING_VERSION,
-    }
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N` (1 <= I <= N) -> (I, N)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise SbabenchError(f"bad shard {text!r}", fix="write it as I/N, e.g. 2/8") from None
+    if not 1 <= index <= count:
+        raise SbabenchError(f"bad shard {text!r}: need 1 <= I <= N", fix="e.g. --shard 1/4")
+    return index, count
 
 
-def _resolved(unit: Unit) -> ResolvedAggregator | None:
-    if unit.aggregator is None:
-        return None
-    return resolve(unit.aggregator.name, unit.aggregator.options)
+def in_shard(label: str, shard: tuple[int, int] | None) -> bool:
+    """Deterministic assignment of a unit to one of N shards (stable when units are added)."""
+    if shard is None:
+        return True
+    index, count = shard
+    return int(hashlib.sha256(label.encode()).hexdigest(), 16) % count == index - 1
 
 
-def _score_unit(
-    suite: Suite, unit: Unit, encoder: CachingEncoder, key_parts: dict[str, Any], load_s: float
+def plan_suite(
+    suite: Suite,
+    results_dir: str | Path = "results",
+    *,
+    force: bool = False,
+    only: str | None = None,
+    shard: tuple[int, int] | None = None,
+) -> Plan:
+    """Decide, without loading any model, which units need computing.
+
+    `only` is a glob over unit labels (model/aggregator/task) selecting the units; `force`
+    recomputes the selected units even when done.
+    """
+    root = Path(results_dir)
+    plan = Plan()
+    for unit in expand(suite):
+        if not in_shard(unit.label, shard):
+            continue
+        if only and not fnmatch.fnmatch(unit.label, only):
+            continue
+        aggregator = (
+            None
+            if unit.aggregator is None
+            else resolve(unit.aggregator.name, unit.aggregator.options)
+        )
+        parts = unit_key_parts(suite, unit, aggregator)
+        path = result_path(root, suite.name, unit.model.name, unit.aggregator_key, unit.task)
+        planned = PlannedUnit(unit, aggregator, parts, path)
+        existing = load_result(path)
+        if existing is not None and existing.key == planned.key and not force:
+            plan.done.append((planned, existing))
+            continue
+        if path.exists() and existing is None:
+            plan.invalid.append(f"{path} (corrupt or truncated)")
+        elif existing is not None and existing.key != planned.key and not force:
+            plan.invalid.append(f"{path} (stale: its key no longer matches)")
+        plan.todo.append(planned)
+    return plan
+
+
+class _LazyModel:
+    """Builds a model on first use and switches its aggregator."""
+
+    def __init__(self, suite: Suite, unit: Unit) -> None:
+        self.suite, self.unit = suite, unit
+        self.encoder: TextEncoder | None = None
+        self.load_s = 0.0
+
+    def with_aggregator(self, aggregator: ResolvedAggregator | None) -> Callable[[], TextEncoder]:
+        def get() -> TextEncoder:
+            from sbabench.models import build_encoder
+            from sbabench.moe import set_aggregator
+
+            if self.encoder is None:
+                start = time.perf_counter()
+                self.encoder = build_encoder(
+                    self.unit.model, self.suite.settings.device, self.suite.settings.dtype
+                )
+                self.load_s = time.perf_counter() - start
+            if aggregator is not None:
+                set_aggregator(self.encoder.model, aggregator.fn)
+            return self.encoder
+
+        return get
+
+
+def _peak_memory() -> dict[str, float]:
+    import torch
+
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        peak["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
+
+
+def _score(
+    suite: Suite, planned: PlannedUnit, encoder: CachingEncoder, model: _LazyModel
 ) -> UnitResult:
+    from sbabench import per_item, provenance
+    from sbabench.models import pick_device
+    from sbabench.tasks import get_task
+
+    unit = planned.unit
     task = get_task(unit.task)
-    split = task.metadata.eval_splits[0]
+    split = planned.key_parts["task"]["split"]
     start = time.perf_counter()
-    encoded_before = encoder.encoded_texts
-    encode_before = encoder.encode_seconds
+    encoded_before, encode_before = encoder.encoded_texts, encoder.encode_seconds
+    reused_before = encoder.reused_texts
     scores = task.evaluate(encoder, split, encode_kwargs={"batch_size": suite.settings.batch_size})
     items = per_item.collect(task, encoder, split, list(scores), suite.settings.seed)
     total = time.perf_counter() - start
     encode_s = encoder.encode_seconds - encode_before
     main = [float(s["main_score"]) for s in scores.values()]
+    device = (
+        model.encoder.device if model.encoder is not None else pick_device(suite.settings.device)
+    )
     return UnitResult(
         suite=suite.name,
         model=unit.model.name,
         aggregator=unit.aggregator_key,
         task=unit.task,
-        key=key_digest(key_parts),
-        key_parts=key_parts,
+        key=planned.key,
+        key_parts=planned.key_parts,
         task_type=str(task.metadata.type),
         split=split,
         main_score_name=str(task.metadata.main_score),
@@ -109,14 +220,129 @@ def _score_unit(
         scores={subset: dict(values) for subset, values in scores.items()},
         items=items,
         timing_s={
-            "model_load": load_s,
+            "model_load": model.load_s,
             "encode": encode_s,
             "score": total - encode_s,
             "total": total,
             "texts_encoded": float(encoder.encoded_texts - encoded_before),
+            "texts_from_cache": float(encoder.reused_texts - reused_before),
         },
-        provenance=provenance.collect(encoder.encoder.device, suite.settings.model_dump()),
+        provenance=provenance.collect(device, suite.settings.model_dump()) | _peak_memory(),
     )
+
+
+def _failure_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".error.json")
+
+
+def _record_failure(
+    summary: RunSummary, planned: PlannedUnit, exc: BaseException, console: Console
+) -> None:
+    message = exc.render() if isinstance(exc, SbabenchError) else f"{type(exc).__name__}: {exc}"
+    summary.failed[planned.unit.label] = message
+    record = {
+        "unit": planned.unit.label,
+        "error": message,
+        "traceback": "".join(traceback.format_exception(exc)),
+        "key": planned.key,
+        "time": time.time(),
+        "command": " ".join(sys.argv),
+    }
+    write_atomic(_failure_path(planned.path), json.dumps(record, indent=2))
+    console.print(f"[red]failed[/red] {planned.unit.label}: {message}", highlight=False)
+
+
+@contextmanager
+def _unit_locks(
+    units: list[PlannedUnit], blocking: bool
+) -> Iterator[tuple[list[PlannedUnit], list[PlannedUnit]]]:
+    """Lock each unit's result path; yields (locked, held elsewhere). Released on exit (or death)."""
+    with ExitStack() as stack:
+        mine, theirs = [], []
+        for planned in units:
+            planned.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(planned.path) + ".lock", timeout=-1 if blocking else 0)
+            try:
+                stack.enter_context(lock)
+            except Timeout:
+                theirs.append(planned)
+            else:
+                mine.append(planned)
+        yield mine, theirs
+
+
+def _compute(
+    suite: Suite,
+    todo: list[PlannedUnit],
+    results_dir: Path,
+    summary: RunSummary,
+    console: Console,
+    blocking: bool,
+) -> list[PlannedUnit]:
+    """Compute the units this process can lock; returns those another process holds."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sbabench.embedding_store import EmbeddingStore
+    from sbabench.encoding import CachingEncoder
+    from sbabench.logs import quiet_libraries
+
+    deferred: list[PlannedUnit] = []
+    settings = suite.settings
+    store = None
+    if settings.embedding_cache != "off":
+        store = EmbeddingStore(
+            results_dir / ".cache" / "embeddings.sqlite", settings.embedding_cache
+        )
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    )  # fmt: skip
+    with quiet_libraries(), progress:
+        overall = progress.add_task("units", total=len(todo))
+        texts = progress.add_task("encoding", total=0, visible=False)
+        for _, model_group in groupby(todo, key=lambda p: p.unit.model.name):
+            group = list(model_group)
+            with _unit_locks(group, blocking) as (mine, theirs):
+                deferred.extend(theirs)
+                progress.advance(overall, len(theirs))
+                model = _LazyModel(suite, group[0].unit)
+                for _, agg_group in groupby(mine, key=lambda p: p.unit.aggregator_key):
+                    members = list(agg_group)
+                    space = embedding_space(members[0].key_parts)
+                    if store is not None:
+                        store.register(
+                            space,
+                            suite.name,
+                            members[0].unit.model.name,
+                            members[0].unit.aggregator_key,
+                        )
+                    cache = CachingEncoder(
+                        model.with_aggregator(members[0].aggregator),
+                        members[0].unit.model.name,
+                        settings.batch_size,
+                        on_batch=lambda n: progress.advance(texts, n),
+                        on_texts=lambda n: progress.reset(texts, total=n, visible=True),
+                        store=store,
+                        space=space,
+                    )
+                    for planned in members:
+                        progress.update(overall, description=planned.unit.label)
+                        try:
+                            result = _score(suite, planned, cache, model)
+                        except Exception as exc:
+                            _record_failure(summary, planned, exc, console)
+                        else:
+                            save_result(planned.path, result)
+                            _failure_path(planned.path).unlink(missing_ok=True)
+                            summary.computed.append(planned.unit.label)
+                            summary.results.append(result)
+                        progress.advance(overall)
+                if model.encoder is not None:
+                    summary.models_loaded += 1
+                del model
+    if store is not None:
+        store.close()
+    return deferred
 
 
 def run_suite(
@@ -124,96 +350,41 @@ def run_suite(
     results_dir: str | Path = "results",
     *,
     force: bool = False,
+    only: str | None = None,
+    shard: tuple[int, int] | None = None,
     console: Console | None = None,
 ) -> RunSummary:
-    """Run every unit of `suite` that has no valid result yet; never raises for one unit."""
+    """Run every selected unit of `suite` that has no valid result; never raises for one unit."""
     console = console or Console(stderr=True)
     root = Path(results_dir)
+    plan = plan_suite(suite, root, force=force, only=only, shard=shard)
     summary = RunSummary()
-    units = expand(suite)
-    torch.manual_seed(suite.settings.seed)
-    plan: list[tuple[Unit, ResolvedAggregator | None, dict[str, Any], Path]] = []
-    for unit in units:
-        aggregator = _resolved(unit)
-        parts = unit_key_parts(suite, unit, aggregator)
-        path = result_path(root, suite.name, unit.model.name, unit.aggregator_key, unit.task)
-        existing = None if force else load_result(path)
-        if existing is not None and existing.key == key_digest(parts):
-            summary.cached.append(unit.label)
-            summary.results.append(existing)
-        else:
-            plan.append((unit, aggregator, parts, path))
+    for planned, result in plan.done:
+        summary.cached.append(planned.unit.label)
+        summary.results.append(result)
+    for note in plan.invalid:
+        console.print(f"[yellow]recomputing[/yellow] {note}", highlight=False)
     if summary.cached:
         console.print(f"[dim]{len(summary.cached)} unit(s) already done, skipped[/dim]")
-    if not plan:
+    if not plan.todo:
         return summary
+    import torch
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-    with quiet_libraries(), progress:
-        overall = progress.add_task("units", total=len(plan))
-        texts = progress.add_task("encoding", total=0, visible=False)
-
-        def on_texts(count: int) -> None:
-            progress.reset(texts, total=count, visible=True)
-
-        def on_batch(count: int) -> None:
-            progress.advance(texts, count)
-
-        for model_name, group in groupby(plan, key=lambda item: item[0].model.name):
-            items = list(group)
-            progress.update(overall, description=f"loading {model_name}")
-            start = time.perf_counter()
-            try:
-                text_encoder: TextEncoder = build_encoder(
-                    items[0][0].model, suite.settings.device, suite.settings.dtype
-                )
-            except Exception as exc:
-                for unit, *_ in items:
-                    _record_failure(summary, unit, exc, console)
-                    progress.advance(overall)
-                continue
-            load_s = time.perf_counter() - start
-            for _, agg_items in groupby(items, key=lambda item: item[0].aggregator_key):
-                agg_list = list(agg_items)
-                aggregator = agg_list[0][1]
-                if aggregator is not None:
-                    set_aggregator(text_encoder.model, aggregator.fn)
-                cache = CachingEncoder(
-                    text_encoder,
-                    model_name,
-                    suite.settings.batch_size,
-                    on_batch=on_batch,
-                    on_texts=on_texts,
-                )
-                for unit, _, parts, path in agg_list:
-                    progress.update(overall, description=unit.label)
-                    try:
-                        result = _score_unit(suite, unit, cache, parts, load_s)
-                    except Exception as exc:
-                        _record_failure(summary, unit, exc, console)
-                    else:
-                        save_result(path, result)
-                        summary.computed.append(unit.label)
-                        summary.results.append(result)
-                    progress.advance(overall)
-            del text_encoder
-        progress.update(overall, description="done")
-        progress.update(texts, visible=False)
+    torch.manual_seed(suite.settings.seed)
+    deferred = _compute(suite, plan.todo, root, summary, console, blocking=False)
+    if deferred:
+        # Another process holds these: wait for it, then take its results (or compute the
+        # units it failed on ourselves).
+        console.print(f"[dim]{len(deferred)} unit(s) running in another process; waiting[/dim]")
+        leftover = []
+        for planned in deferred:
+            with FileLock(str(planned.path) + ".lock"):
+                theirs = load_result(planned.path)
+            if theirs is not None and theirs.key == planned.key:
+                summary.cached.append(planned.unit.label)
+                summary.results.append(theirs)
+            else:
+                leftover.append(planned)
+        if leftover:
+            _compute(suite, leftover, root, summary, console, blocking=True)
     return summary
-
-
-def _record_failure(summary: RunSummary, unit: Unit, exc: BaseException, console: Console) -> None:
-    if isinstance(exc, SbabenchError):
-        message = exc.render()
-    else:
-        message = f"{type(exc).__name__}: {exc}"
-        logging.getLogger("sbabench").debug("".join(traceback.format_exception(exc)))
-    summary.failed[unit.label] = message
-    console.print(f"[red]failed[/red] {unit.label}: {message}")

@@ -35,6 +35,8 @@ class Settings(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0
+    embedding_cache: Literal["float32", "float16", "off"] = "float32"
+    """On-disk embedding cache: vector precision, or off."""
 
 
 class _ModelBase(_Strict):

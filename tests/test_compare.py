@@ -11,7 +11,7 @@ from scipy import stats as sps
 from sbabench.cli import main
 from sbabench.compare import Mark, compare_results
 from sbabench.per_item import ItemScores
-from sbabench.results import UnitResult, result_path, save_result
+from sbabench.results import UnitResult, key_digest, result_path, save_result
 
 RNG = np.random.default_rng(0)
 GOLD = RNG.random(600)
@@ -31,7 +31,7 @@ def _result(
         "scoring_version": 1,
     }
     return UnitResult(
-        suite="s", model=model, aggregator=aggregator, task=task, key="k", key_parts=parts, task_type="STS",
+        suite="s", model=model, aggregator=aggregator, task=task, key=key_digest(parts), key_parts=parts, task_type="STS",
         split="test", main_score_name="cosine_spearman", main_score=score, scores={}, items=items,
         timing_s={}, provenance={},
     )  # fmt: skip
@@ -66,9 +66,9 @@ def test_operator_vs_baseline_marks() -> None:
 def test_incomparable_results_are_marked_not_paired() -> None:
     base = _result("linear", GOLD + NOISE)
     other = _result("sba", GOLD + 0.3 * NOISE)
-    other.key_parts["model_identity"] = "another-revision"
+    other.key_parts["model"] = {"source": "upcycle", "revision": "another"}
     row = next(r for r in compare_results([base, other]).rows if r.aggregator == "sba")
-    assert row.mark is Mark.INCOMPARABLE and "model_identity" in row.note and row.p_value is None
+    assert row.mark is Mark.INCOMPARABLE and "model differs" in row.note and row.p_value is None
 
 
 def test_gate_exits_1_on_a_significant_regression(tmp_path: Path) -> None:

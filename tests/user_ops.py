@@ -25,3 +25,15 @@ def fails_on_real_batches(outputs: torch.Tensor, weights: torch.Tensor) -> torch
     if outputs.shape[0] > 5:
         raise RuntimeError("simulated operator failure")
     return (outputs * weights.unsqueeze(-1)).sum(1)
+
+
+def slow_linear(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Linear, but slow, and touches $SBABENCH_TEST_MARKER on real batches: lets tests kill a run mid-encoding."""
+    import os
+    import time
+    from pathlib import Path
+
+    if outputs.shape[0] > 5 and os.environ.get("SBABENCH_TEST_MARKER"):
+        Path(os.environ["SBABENCH_TEST_MARKER"]).touch()
+        time.sleep(0.05)
+    return (outputs * weights.unsqueeze(-1)).sum(1)

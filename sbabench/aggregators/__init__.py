@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import ValidationError
 
 from sbabench.aggregators import builtin as _builtin  # noqa: F401  (registers the built-ins)
@@ -23,16 +22,21 @@ __all__ = ["AggregatorFn", "AggregatorInfo", "ResolvedAggregator", "registry", "
 
 @dataclass(frozen=True)
 class ResolvedAggregator:
-    """An operator ready to run: its function, validated options and code fingerprint."""
+    """An operator ready to run: validated options, code fingerprint, and its function."""
 
     name: str
     """As written in the suite (a registry name or `package.module:function`)."""
-    fn: AggregatorFn
-    """The callable (outputs, weights) -> combined."""
+    build: Callable[[], AggregatorFn] = field(repr=False)
+    """Builds the callable (outputs, weights) -> combined; imports torch."""
     options: Mapping[str, Any]
     """Validated options, defaults filled in."""
     source_hash: str
     """SHA-256 of the source file(s) defining the operator; editing them changes it."""
+
+    @cached_property
+    def fn(self) -> AggregatorFn:
+        """The operator function (built on first use, so planning a run needs no torch)."""
+        return self.build()
 
 
 def _file_hash(*paths: Path) -> str:
@@ -69,6 +73,8 @@ def _load_user_operator(path: str) -> tuple[Any, str]:
 
 def probe(fn: AggregatorFn, name: str) -> None:
     """Call the operator on a small random batch and check shape, dtype and finiteness."""
+    import torch
+
     generator = torch.Generator().manual_seed(0)
     outputs = torch.randn(5, 2, 8, generator=generator)
     weights = torch.softmax(torch.randn(5, 2, generator=generator), dim=-1)
@@ -96,7 +102,7 @@ def resolve(name: str, options: Mapping[str, Any] | None = None) -> ResolvedAggr
         fn, digest = _load_user_operator(name)
         bound: AggregatorFn = partial(fn, **options) if options else fn
         probe(bound, name)
-        return ResolvedAggregator(name, bound, options, digest)
+        return ResolvedAggregator(name, lambda: bound, options, digest)
     info = registry().get(name)
     if info is None:
         known = ", ".join(sorted(registry()))
@@ -115,5 +121,5 @@ def resolve(name: str, options: Mapping[str, Any] | None = None) -> ResolvedAggr
             fix=f"valid options: {', '.join(info.options.model_fields) or 'none'}",
         ) from None
     return ResolvedAggregator(
-        name, info.build(validated), validated.model_dump(), _builtin_source_hash()
+        name, partial(info.build, validated), validated.model_dump(), _builtin_source_hash()
     )

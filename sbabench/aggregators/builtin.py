@@ -1,4 +1,7 @@
-"""The built-in operators, registered with their option schemas."""
+"""The built-in operators, registered with their option schemas.
+
+Building an operator imports torch; validating a suite's operators and options does not.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ from functools import partial
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sbabench.aggregators import spherical
 from sbabench.aggregators.base import AggregatorFn, AggregatorInfo, NoOptions, register
 
 
@@ -25,26 +27,38 @@ class KarcherOptions(EpsOptions):
 
 
 def _linear(_: NoOptions) -> AggregatorFn:
+    from sbabench.aggregators import spherical  # torch loads only when an operator runs
+
     return spherical.linear
 
 
 def _sba(options: EpsOptions) -> AggregatorFn:
+    from sbabench.aggregators import spherical  # torch loads only when an operator runs
+
     return partial(spherical.sba, eps=options.eps)
 
 
 def _radius_only(options: EpsOptions) -> AggregatorFn:
+    from sbabench.aggregators import spherical  # torch loads only when an operator runs
+
     return partial(spherical.radius_only, eps=options.eps)
 
 
 def _direction_only(options: EpsOptions) -> AggregatorFn:
+    from sbabench.aggregators import spherical  # torch loads only when an operator runs
+
     return partial(spherical.direction_only, eps=options.eps)
 
 
 def _karcher(options: KarcherOptions) -> AggregatorFn:
+    from sbabench.aggregators import spherical  # torch loads only when an operator runs
+
     return partial(spherical.sba_karcher, eps=options.eps, iters=options.iters, tol=options.tol)
 
 
 def _slerp(options: EpsOptions) -> AggregatorFn:
+    from sbabench.aggregators import spherical  # torch loads only when an operator runs
+
     return partial(spherical.slerp, eps=options.eps)
 
 

