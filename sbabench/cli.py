@@ -21,6 +21,13 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
 
 
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
 def _user_errors(fn: F) -> F:
     """Turn SbabenchError into a readable message and exit code 2 (no traceback)."""
 
@@ -93,9 +100,7 @@ def run(
     shard_spec = parse_shard(shard) if shard else None
     if dry_run:
         plan = plan_suite(spec, results_dir, force=force, only=only, shard=shard_spec)
-        table = Table(title=f"{spec.name}: dry run")
-        table.add_column("unit")
-        table.add_column("status")
+        table = _table(f"{spec.name}: dry run", "unit", "status")
         for planned, _ in plan.done:
             table.add_row(planned.unit.label, "[green]done (cached)[/green]")
         for planned in plan.todo:
@@ -192,10 +197,7 @@ def aggregators() -> None:
     """List the built-in aggregation operators and their options."""
     from sbabench.aggregators import registry
 
-    table = Table(title="aggregators")
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    table.add_column("options")
+    table = _table("aggregators", "name", "description", "options")
     for name, info in registry().items():
         options = ", ".join(
             f"{key}={field.default!r}" for key, field in info.options.model_fields.items()
@@ -214,11 +216,7 @@ def tasks() -> None:
     from sbabench.tasks import SUPPORTED_TYPES
     from sbabench.tasks.bundled import BUNDLED
 
-    table = Table(title="bundled offline tasks")
-    table.add_column("name", style="bold")
-    table.add_column("type")
-    table.add_column("main score")
-    table.add_column("card")
+    table = _table("bundled offline tasks", "name", "type", "main score", "card")
     for name, cls in BUNDLED.items():
         meta = cls.metadata  # type: ignore[attr-defined]
         table.add_row(name, str(meta.type), str(meta.main_score), cls.card)

@@ -67,48 +67,33 @@ def _olmoe() -> nn.Module:
     )
 
 
+DEEPSEEK = {
+    **COMMON,
+    "intermediate_size": 48,
+    "moe_intermediate_size": 24,
+    "n_routed_experts": 4,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 2,
+    "first_k_dense_replace": 0,
+    "kv_lora_rank": 16,
+    "qk_rope_head_dim": 4,
+    "qk_nope_head_dim": 4,
+    "v_head_dim": 8,
+    "n_group": 1,
+    "topk_group": 1,
+}
+
+
 def _deepseek_v2() -> nn.Module:
     from transformers import DeepseekV2Config, DeepseekV2Model
 
-    config = DeepseekV2Config(
-        **COMMON,
-        intermediate_size=48,
-        moe_intermediate_size=24,
-        n_routed_experts=4,
-        n_shared_experts=1,
-        num_experts_per_tok=2,
-        first_k_dense_replace=0,
-        kv_lora_rank=16,
-        q_lora_rank=None,
-        qk_rope_head_dim=4,
-        qk_nope_head_dim=4,
-        v_head_dim=8,
-        n_group=1,
-        topk_group=1,
-    )
-    return DeepseekV2Model(config)
+    return DeepseekV2Model(DeepseekV2Config(**DEEPSEEK, q_lora_rank=None))
 
 
 def _deepseek_v3() -> nn.Module:
     from transformers import DeepseekV3Config, DeepseekV3Model
 
-    config = DeepseekV3Config(
-        **COMMON,
-        intermediate_size=48,
-        moe_intermediate_size=24,
-        n_routed_experts=4,
-        n_shared_experts=1,
-        num_experts_per_tok=2,
-        first_k_dense_replace=0,
-        kv_lora_rank=16,
-        q_lora_rank=16,
-        qk_rope_head_dim=4,
-        qk_nope_head_dim=4,
-        v_head_dim=8,
-        n_group=1,
-        topk_group=1,
-    )
-    return DeepseekV3Model(config)
+    return DeepseekV3Model(DeepseekV3Config(**DEEPSEEK, q_lora_rank=16))
 
 
 FAMILIES: dict[str, Callable[[], nn.Module]] = {
