@@ -233,10 +233,11 @@ def tasks() -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "markdown"]), default="table", show_default=True
 )
+@click.option("--geometry", is_flag=True, help="Also print the MoE-layer geometry statistics.")
 @_user_errors
-def show(results_dir: Path, fmt: str) -> None:
+def show(results_dir: Path, fmt: str, geometry: bool) -> None:
     """Print the main-score table of the results under RESULTS_DIR (a suite's folder or all)."""
-    from sbabench.report import score_markdown, score_table
+    from sbabench.report import geometry_markdown, geometry_table, score_markdown, score_table
     from sbabench.results import load_results
 
     if not results_dir.is_dir():
@@ -248,8 +249,15 @@ def show(results_dir: Path, fmt: str) -> None:
         raise SbabenchError(f"no result files under {str(results_dir)!r}", fix="run a suite first")
     if fmt == "markdown":
         click.echo(score_markdown(results))
+        if geometry:
+            click.echo("\n" + geometry_markdown(results))
     else:
         console.print(score_table(results, title=str(results_dir)))
+        table = geometry_table(results) if geometry else None
+        if table is not None:
+            console.print(table)
+        elif geometry:
+            console.print("no geometry statistics in these results (settings.geometry_tokens: 0?)")
 
 
 @main.command()
@@ -374,7 +382,13 @@ def compare(
     import json
 
     from sbabench.compare import compare_results, to_records
-    from sbabench.report import comparison_markdown, comparison_tables, friedman_line
+    from sbabench.report import (
+        comparison_markdown,
+        comparison_tables,
+        friedman_line,
+        geometry_markdown,
+        geometry_table,
+    )
     from sbabench.results import UnitResult, load_results
 
     def _load(folder: Path) -> list[UnitResult]:
@@ -395,6 +409,8 @@ def compare(
     )
     if fmt == "markdown":
         text = comparison_markdown(comparison)
+        if geometry_markdown(current):
+            text += "\n### Geometry per MoE layer\n\n" + geometry_markdown(current) + "\n"
     elif fmt == "json":
         text = json.dumps(to_records(comparison), indent=2)
     elif fmt == "csv":
@@ -410,6 +426,9 @@ def compare(
     elif fmt == "table":
         for table in comparison_tables(comparison):
             console.print(table)
+        geometry = geometry_table(current)
+        if geometry is not None:
+            console.print(geometry)
         line = friedman_line(comparison)
         if line:
             console.print(line)
@@ -428,3 +447,50 @@ def compare(
     click.echo(verdict, err=fmt != "table" and output is None)
     if fail_on_regression and regressions:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("results", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--output",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("plots"),
+    show_default=True,
+)
+@click.option(
+    "--baseline",
+    default="linear",
+    show_default=True,
+    help="Operator the forest plot compares with.",
+)
+@click.option("--resamples", default=1000, show_default=True, type=click.IntRange(100, 100_000))
+@_user_errors
+def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int) -> None:
+    """Write PNG figures: score differences with 95% CIs per task (forest plot), and per model/
+    aggregator the norm and angle histograms and the collapse ratio of every MoE layer.
+    """
+    from sbabench.compare import compare_results
+    from sbabench.plots import forest_plot, geometry_plots
+    from sbabench.results import load_results
+
+    loaded = []
+    for source in results or (Path("results"),):
+        if not source.is_dir():
+            raise SbabenchError(
+                f"results folder {str(source)!r} does not exist", fix="run a suite first"
+            )
+        loaded.extend(load_results(source))
+    if not loaded:
+        raise SbabenchError("no result files found", fix="run a suite first")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = geometry_plots(loaded, folder)
+    forest = forest_plot(
+        compare_results(loaded, baseline=baseline, n_resamples=resamples), folder / "forest.png"
+    )
+    if forest:
+        written.insert(0, forest)
+    for path in written:
+        console.print(f"wrote {path}")
+    if not written:
+        console.print("nothing to plot: no paired comparisons and no geometry statistics")

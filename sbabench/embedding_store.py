@@ -10,11 +10,13 @@ Keep the file on a local disk: SQLite's locking is unreliable on network file sy
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +28,7 @@ CREATE TABLE IF NOT EXISTS vectors (
     space TEXT, kind TEXT, text_sha256 BLOB, dtype TEXT, dim INTEGER, data BLOB,
     PRIMARY KEY (space, kind, text_sha256)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS geometry (space TEXT, task TEXT, data TEXT, PRIMARY KEY (space, task));
 """
 
 
@@ -103,6 +106,19 @@ class EmbeddingStore:
         with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?, ?, ?, ?, ?)", rows)
 
+    def get_geometry(self, space: str, task: str) -> dict[str, Any] | None:
+        """Geometry statistics recorded when this space's embeddings of `task` were computed."""
+        row = self._db.execute(
+            "SELECT data FROM geometry WHERE space = ? AND task = ?", (space, task)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put_geometry(self, space: str, task: str, block: dict[str, Any]) -> None:
+        """Keep geometry statistics for units whose embeddings later come from the cache."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO geometry VALUES (?, ?, ?)", (space, task, json.dumps(block))
+        )
+
     def _transaction(self) -> _Commit:
         self._db.execute("BEGIN IMMEDIATE")
         return _Commit(self._db)
@@ -143,6 +159,7 @@ class EmbeddingStore:
                     "DELETE FROM vectors WHERE space = ?", (space,)
                 ).rowcount
                 self._db.execute("DELETE FROM spaces WHERE space = ?", (space,))
+                self._db.execute("DELETE FROM geometry WHERE space = ?", (space,))
         self._db.execute("VACUUM")
         return removed
 

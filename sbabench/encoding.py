@@ -11,7 +11,9 @@ import torch
 from mteb.models.model_meta import ModelMeta
 
 from sbabench.embedding_store import EmbeddingStore
+from sbabench.geometry import GeometryRecorder
 from sbabench.models import TextEncoder
+from sbabench.moe.base import observing
 
 
 class CachingEncoder:
@@ -42,8 +44,21 @@ class CachingEncoder:
         self.space = space
         self.encoded_texts = 0
         self.reused_texts = 0
+        self.recorder: GeometryRecorder | None = None
+        self.requested: dict[tuple[str, str], None] = {}
+        """(prompt type, text) of every text asked for since start_unit, in order."""
         self.encode_seconds = 0.0
         self._meta = ModelMeta.create_empty(overwrites={"name": f"sbabench/{name}"})
+
+    def start_unit(self, recorder: GeometryRecorder | None) -> None:
+        """Begin a new unit: forget which texts were asked for; observe geometry with `recorder`."""
+        self.recorder = recorder
+        self.requested = {}
+
+    @property
+    def loaded_encoder(self) -> TextEncoder | None:
+        """The text encoder if it has been built (never builds it)."""
+        return self._encoder if isinstance(self._encoder, TextEncoder) else None
 
     @property
     def encoder(self) -> TextEncoder:
@@ -61,6 +76,7 @@ class CachingEncoder:
         """Embed a DataLoader of text batches; only texts not seen before are encoded."""
         texts: list[str] = [t for batch in inputs for t in batch["text"]]
         kind = getattr(prompt_type, "value", prompt_type) or "default"
+        self.requested.update(dict.fromkeys((kind, t) for t in texts))
         missing = list(dict.fromkeys(t for t in texts if (kind, t) not in self.cache))
         if missing and self.store is not None:
             stored = self.store.get(self.space, kind, missing)
@@ -70,8 +86,15 @@ class CachingEncoder:
         if missing:
             if self.on_texts:
                 self.on_texts(len(missing))
+            encoder = self.encoder  # may build the model: timed as model_load, not encode
             start = time.perf_counter()
-            vectors = self.encoder.encode(missing, kind, self.batch_size, self.on_batch)
+            if self.recorder is not None:
+                encoder.recorder = self.recorder
+                with observing(encoder.model, self.recorder.observe):
+                    vectors = encoder.encode(missing, kind, self.batch_size, self.on_batch)
+                encoder.recorder = None
+            else:
+                vectors = encoder.encode(missing, kind, self.batch_size, self.on_batch)
             self.encode_seconds += time.perf_counter() - start
             if self.store is not None:
                 # Round fresh vectors as stored ones are, so a score never depends on which it got.

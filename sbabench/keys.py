@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sbabench.aggregators import ResolvedAggregator
     from sbabench.suite import Suite, Unit
 
-SCORING_VERSION = 3
+SCORING_VERSION = 4
 """Bump when the way scores are computed changes; it is part of every unit key."""
 
 _PACKAGE = Path(__file__).resolve().parent

@@ -18,6 +18,7 @@ from sbabench.model_sources import resolve_base
 from sbabench.moe.base import MoELayer
 
 if TYPE_CHECKING:
+    from sbabench.geometry import GeometryRecorder
     from sbabench.suite import AnyModel
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -115,6 +116,11 @@ class TextEncoder:
         self.dtype = dtype
         self.moe_layers = list(moe_layers)
         self.identity = identity
+        self.recorder: GeometryRecorder | None = None
+        """While set, receives each batch's real-token mask (for geometry sampling)."""
+        self.prenorm: dict[str, float] = {}
+        """Norm of each encoded text's pooled embedding before normalisation."""
+        self._last_prenorm = torch.zeros(0)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Padded, truncated token tensors on the encoder's device."""
@@ -131,8 +137,11 @@ class TextEncoder:
     def embed_batch(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings (float32, on CPU) of one batch of texts, prompts already applied."""
         batch = self.tokenize(texts)
+        if self.recorder is not None:
+            self.recorder.token_mask = batch["attention_mask"].reshape(-1).bool()
         states = self.model(**batch).last_hidden_state
         pooled = _pool(states, batch["attention_mask"], self.config.pooling).float()
+        self._last_prenorm = torch.linalg.vector_norm(pooled, dim=-1).cpu()
         if self.config.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled.cpu()
@@ -151,6 +160,9 @@ class TextEncoder:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             vectors = self.embed_batch([prefix + texts[i] for i in idx]).numpy()
+            self.prenorm.update(
+                {texts[i]: float(n) for i, n in zip(idx, self._last_prenorm, strict=True)}
+            )
             if out.shape[1] == 0:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
             out[idx] = vectors

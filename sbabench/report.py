@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -181,3 +181,73 @@ def comparison_markdown(comparison: Comparison) -> str:
     if line:
         parts.append("\n" + line)
     return "\n".join(parts) + "\n"
+
+
+GEOMETRY_COLUMNS = [
+    "model/aggregator",
+    "layer",
+    "tokens",
+    "norm CV (within token)",
+    "norm CV (all)",
+    "expert cosine",
+    "collapse (operator)",
+    "collapse (linear)",
+    "angle to linear °",
+    "load CV",
+]
+
+
+def geometry_rows(results: Sequence[UnitResult]) -> list[list[str]]:
+    """Per model/aggregator and MoE layer, statistics averaged over the tasks that have them."""
+    import numpy as np
+
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        for layer, stats in ((r.geometry or {}).get("layers") or {}).items():
+            grouped.setdefault((f"{r.model}/{r.aggregator}", layer), []).append(stats)
+
+    def mean(stats: list[dict[str, Any]], *path: str) -> str:
+        values: list[float] = []
+        for s in stats:
+            for key in path:
+                s = s.get(key, {}) if isinstance(s, dict) else {}
+            if isinstance(s, int | float):
+                values.append(float(s))
+        return f"{np.mean(values):.3f}" if values else "—"
+
+    return [
+        [
+            name,
+            layer,
+            str(sum(s["tokens"] for s in stats)),
+            mean(stats, "norm_cv_within_token", "mean"),
+            mean(stats, "norm", "cv"),
+            mean(stats, "pairwise_cosine", "mean"),
+            mean(stats, "collapse_ratio", "mean"),
+            mean(stats, "linear_collapse_ratio", "mean"),
+            mean(stats, "operator_vs_linear", "angle_deg", "mean"),
+            mean(stats, "routing", "load_cv"),
+        ]
+        for (name, layer), stats in grouped.items()
+    ]
+
+
+def geometry_table(results: Sequence[UnitResult]) -> Table | None:
+    """A rich table of the MoE-layer geometry, or None when no result has any."""
+    rows = geometry_rows(results)
+    if not rows:
+        return None
+    table = Table(title="geometry per MoE layer (mean over tasks)")
+    for column in GEOMETRY_COLUMNS:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def geometry_markdown(results: Sequence[UnitResult]) -> str:
+    """The geometry table as Markdown ('' when there is none)."""
+    from tabulate import tabulate
+
+    rows = geometry_rows(results)
+    return tabulate(rows, headers=GEOMETRY_COLUMNS, tablefmt="github") if rows else ""

@@ -37,6 +37,9 @@ class UnitResult(BaseModel):
         default_factory=dict,
         description="per-item gold and predictions, per subset (for paired tests)",
     )
+    geometry: dict[str, Any] | None = Field(
+        default=None, description="versioned geometry block: per MoE layer and final embeddings"
+    )
     timing_s: dict[str, float]
     provenance: dict[str, Any]
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())

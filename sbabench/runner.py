@@ -39,7 +39,9 @@ from sbabench.results import (
 from sbabench.suite import Suite, Unit, expand
 
 if TYPE_CHECKING:
+    from sbabench.embedding_store import EmbeddingStore
     from sbabench.encoding import CachingEncoder
+    from sbabench.geometry import GeometryRecorder
     from sbabench.models import TextEncoder
 
 log = logging.getLogger("sbabench")
@@ -185,23 +187,103 @@ def _peak_memory() -> dict[str, float]:
     return peak
 
 
+def _linear_space(planned: PlannedUnit) -> str | None:
+    """The embedding space of the same model with the linear operator (None for dense)."""
+    if planned.aggregator is None:
+        return None
+    from sbabench.keys import aggregator_parts
+
+    return embedding_space({**planned.key_parts, "aggregator": aggregator_parts(resolve("linear"))})
+
+
+def _geometry(
+    planned: PlannedUnit,
+    encoder: CachingEncoder,
+    recorder: GeometryRecorder | None,
+    store: EmbeddingStore | None,
+) -> dict[str, Any] | None:
+    """The unit's geometry block: observed now, or as recorded when its embeddings were made."""
+    import numpy as np
+
+    from sbabench.geometry import GEOMETRY_VERSION, embedding_stats
+
+    if recorder is None:
+        return None
+    space, task = embedding_space(planned.key_parts), planned.unit.task
+    if recorder.observed_tokens == 0 and store is not None:
+        stored = store.get_geometry(space, task)
+        if stored is not None:
+            return stored
+    requested = list(encoder.requested)
+    vectors = np.stack([encoder.cache[key] for key in requested]) if requested else np.zeros((0, 1))
+    loaded = encoder.loaded_encoder
+    prenorm = (
+        [loaded.prenorm[t] for _, t in requested if t in loaded.prenorm]
+        if loaded is not None
+        else []
+    )
+    linear_vectors = None
+    linear_space = _linear_space(planned)
+    if store is not None and linear_space is not None and linear_space != space and requested:
+        by_kind: dict[str, list[str]] = {}
+        for kind, text in requested:
+            by_kind.setdefault(kind, []).append(text)
+        found = {
+            (kind, t): v
+            for kind, texts in by_kind.items()
+            for t, v in store.get(linear_space, kind, texts).items()
+        }
+        if len(found) == len(requested):
+            linear_vectors = np.stack([found[key] for key in requested])
+    num_experts = (
+        {layer.name: layer.num_experts for layer in loaded.moe_layers}
+        if loaded is not None
+        else None
+    )
+    block: dict[str, Any] = {
+        "version": GEOMETRY_VERSION,
+        "tokens_per_layer": recorder.budget,
+        "layers": recorder.layers(num_experts),
+        "embeddings": embedding_stats(vectors, prenorm, linear_vectors) if requested else None,
+    }
+    if recorder.observed_tokens == 0 and planned.aggregator is not None:
+        block["note"] = "MoE layers not observed: every text came from the embedding cache"
+    elif store is not None:
+        store.put_geometry(space, task, block)
+    return block
+
+
 def _score(
-    suite: Suite, planned: PlannedUnit, encoder: CachingEncoder, model: _LazyModel
+    suite: Suite,
+    planned: PlannedUnit,
+    encoder: CachingEncoder,
+    model: _LazyModel,
+    store: EmbeddingStore | None,
 ) -> UnitResult:
     from sbabench import per_item, provenance
+    from sbabench.geometry import GeometryRecorder
     from sbabench.models import pick_device
     from sbabench.tasks import get_task
 
     unit = planned.unit
     task = get_task(unit.task)
     split = planned.key_parts["task"]["split"]
+    tokens = suite.settings.geometry_tokens
+    recorder = GeometryRecorder(tokens, seed=suite.settings.seed) if tokens else None
+    encoder.start_unit(recorder)
+    was_loaded = model.encoder is not None
     start = time.perf_counter()
     encoded_before, encode_before = encoder.encoded_texts, encoder.encode_seconds
     reused_before = encoder.reused_texts
     scores = task.evaluate(encoder, split, encode_kwargs={"batch_size": suite.settings.batch_size})
     items = per_item.collect(task, encoder, split, list(scores), suite.settings.seed)
+    geometry_start = time.perf_counter()
+    geometry = _geometry(planned, encoder, recorder, store)
+    geometry_s = time.perf_counter() - geometry_start
+    encoder.start_unit(None)
     total = time.perf_counter() - start
     encode_s = encoder.encode_seconds - encode_before
+    load_s = model.load_s if model.encoder is not None and not was_loaded else 0.0
     main = [float(s["main_score"]) for s in scores.values()]
     device = (
         model.encoder.device if model.encoder is not None else pick_device(suite.settings.device)
@@ -219,10 +301,12 @@ def _score(
         main_score=sum(main) / len(main),
         scores={subset: dict(values) for subset, values in scores.items()},
         items=items,
+        geometry=geometry,
         timing_s={
-            "model_load": model.load_s,
+            "geometry_summary": geometry_s,
+            "model_load": load_s,
             "encode": encode_s,
-            "score": total - encode_s,
+            "score": total - encode_s - load_s - geometry_s,
             "total": total,
             "texts_encoded": float(encoder.encoded_texts - encoded_before),
             "texts_from_cache": float(encoder.reused_texts - reused_before),
@@ -328,7 +412,7 @@ def _compute(
                     for planned in members:
                         progress.update(overall, description=planned.unit.label)
                         try:
-                            result = _score(suite, planned, cache, model)
+                            result = _score(suite, planned, cache, model, store)
                         except Exception as exc:
                             _record_failure(summary, planned, exc, console)
                         else:

@@ -37,6 +37,8 @@ class Settings(_Strict):
     seed: int = 0
     embedding_cache: Literal["float32", "float16", "off"] = "float32"
     """On-disk embedding cache: vector precision, or off."""
+    geometry_tokens: int = Field(4096, ge=0, le=1_000_000)
+    """Tokens sampled per MoE layer for geometry statistics (0: off)."""
 
 
 class _ModelBase(_Strict):

@@ -122,3 +122,14 @@ def test_markdown_is_a_github_table(tmp_path: Path) -> None:
     assert csv.exit_code == 0 and csv.output.splitlines()[0].startswith(
         "task,task_type,model,aggregator"
     )
+
+
+def test_plot_writes_a_forest_plot(tmp_path: Path) -> None:
+    folder = _folder(
+        tmp_path / "r", [_result("linear", GOLD + NOISE), _result("sba", GOLD + 0.5 * NOISE)]
+    )
+    result = CliRunner().invoke(
+        main, ["plot", str(folder), "--output", str(tmp_path / "plots"), "--resamples", "200"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "plots" / "forest.png").read_bytes()[:4] == b"\x89PNG"

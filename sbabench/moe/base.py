@@ -12,8 +12,8 @@ from torch import nn
 from sbabench.aggregators import AggregatorFn
 from sbabench.aggregators.spherical import linear
 
-Observer = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], None]
-"""Called as observer(layer_name, outputs[T,k,H], weights[T,k], combined[T,H])."""
+Observer = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], None]
+"""Called as observer(layer_name, outputs[T,k,H], weights[T,k], combined[T,H], index[T,k])."""
 
 
 class AggregationPoint(nn.Module):
@@ -32,11 +32,13 @@ class AggregationPoint(nn.Module):
         self.observers: list[Observer] = []
         self.layer_name = ""
 
-    def forward(self, outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Combine (tokens, k, hidden) outputs with (tokens, k) weights."""
+    def forward(
+        self, outputs: torch.Tensor, weights: torch.Tensor, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Combine (tokens, k, hidden) outputs with (tokens, k) weights; `index` names the experts."""
         combined = self.aggregator(outputs, weights)
         for observer in self.observers:
-            observer(self.layer_name, outputs, weights, combined)
+            observer(self.layer_name, outputs, weights, combined, index)
         return combined
 
 

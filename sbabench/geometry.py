@@ -1,0 +1,238 @@
+"""Geometry statistics: the evidence for or against SBA's premise on the model at hand.
+
+Per MoE layer, on a seeded sample of real (non-padding) tokens observed during the unit's own
+encoding (so collecting them adds no forward pass): norm concentration of the selected experts'
+outputs, angles between them, the collapse ratio ||sum_i w_i y_i|| / (s * sum_i p_i ||y_i||)
+(1 = no collapse), how far the operator's output is from the linear one, and routing (expert
+load, imbalance, entropy, gate mass). On the final embeddings: pre-normalisation norms,
+anisotropy (mean pairwise cosine), effective rank, and the mean cosine to the linear
+operator's embeddings of the same texts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+GEOMETRY_VERSION = 1
+_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+_EPS = 1e-12
+
+
+def describe(values: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """Mean, std, coefficient of variation and quantiles of a 1-D sample."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        return {}
+    mean, std = float(x.mean()), float(x.std())
+    out = {"mean": mean, "std": std, "cv": std / mean if mean else float("nan")}
+    for q, v in zip(_QUANTILES, np.quantile(x, _QUANTILES), strict=True):
+        out[f"q{round(q * 100):02d}"] = float(v)
+    return out
+
+
+def histogram(
+    values: torch.Tensor | np.ndarray, bins: int, lo: float | None = None, hi: float | None = None
+) -> dict[str, list[float]]:
+    """Bin edges and counts (for plots)."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        return {"edges": [], "counts": []}
+    lo = float(x.min()) if lo is None else lo
+    hi = float(x.max()) if hi is None else hi
+    counts, edges = np.histogram(x, bins=bins, range=(lo, hi if hi > lo else lo + 1.0))
+    return {"edges": edges.tolist(), "counts": counts.astype(float).tolist()}
+
+
+def token_stats(
+    outputs: torch.Tensor, weights: torch.Tensor, combined: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per-token geometry of one layer's combination step (float32, on the input's device).
+
+    norms (t*k,); norm_cv_within_token (t,): CV of the k selected outputs' norms of a token (the
+    shared-sphere premise); pairwise_cos (t * k(k-1)/2,); collapse (t,): ||operator output|| /
+    (s * sum_i p_i ||y_i||), 1 = on the experts' mean sphere; linear_collapse (t,): the same for
+    the linear combination; op_angle_deg and op_norm_ratio (t,): operator output vs linear;
+    gate_mass (t,); weight_entropy (t,) (normalised by log k).
+    """
+    y, w, out = outputs.float(), weights.float(), combined.float()
+    norms = torch.linalg.vector_norm(y, dim=-1)
+    units = y / norms.clamp_min(_EPS).unsqueeze(-1)
+    k = y.shape[1]
+    upper = torch.triu_indices(k, k, offset=1, device=y.device)
+    gram = units @ units.transpose(1, 2)
+    pairwise = gram[:, upper[0], upper[1]].reshape(-1)
+    mass = w.sum(-1)
+    probs = w / mass.clamp_min(_EPS).unsqueeze(-1)
+    linear = (y * w.unsqueeze(-1)).sum(1)
+    linear_norm = torch.linalg.vector_norm(linear, dim=-1)
+    sphere = (mass * (probs * norms).sum(-1)).clamp_min(_EPS)
+    out_norm = torch.linalg.vector_norm(out, dim=-1)
+    within = norms.std(dim=1, unbiased=False) / norms.mean(dim=1).clamp_min(_EPS)
+    u_out = out / out_norm.clamp_min(_EPS).unsqueeze(-1)
+    u_lin = linear / linear_norm.clamp_min(_EPS).unsqueeze(-1)
+    cos = (u_out * u_lin).sum(-1)
+    # atan2(sin, cos) is exact near 0 degrees, where acos(cos) turns rounding into ~0.01 degree.
+    sin = torch.linalg.vector_norm(u_out - cos.unsqueeze(-1) * u_lin, dim=-1)
+    entropy = (
+        -(probs * probs.clamp_min(_EPS).log()).sum(-1) / math.log(k)
+        if k > 1
+        else torch.zeros_like(mass)
+    )
+    return {
+        "norms": norms.reshape(-1),
+        "norm_cv_within_token": within,
+        "pairwise_cos": pairwise,
+        "collapse": out_norm / sphere,
+        "linear_collapse": linear_norm / sphere,
+        "op_angle_deg": torch.rad2deg(torch.atan2(sin, cos)),
+        "op_norm_ratio": out_norm / linear_norm.clamp_min(_EPS),
+        "gate_mass": mass,
+        "weight_entropy": entropy,
+    }
+
+
+def routing_stats(counts: np.ndarray) -> dict[str, Any]:
+    """Load fractions, imbalance (CV and max/mean - 1) and normalised entropy of expert loads."""
+    total = counts.sum()
+    if total == 0:
+        return {}
+    load = counts / total
+    mean = load.mean()
+    nonzero = load[load > 0]
+    entropy = (
+        float(-(nonzero * np.log(nonzero)).sum() / math.log(len(load))) if len(load) > 1 else 0.0
+    )
+    return {
+        "load": load.tolist(),
+        "load_cv": float(load.std() / mean),
+        "load_max_over_mean_minus_1": float(load.max() / mean - 1),
+        "load_entropy": entropy,
+    }
+
+
+class GeometryRecorder:
+    """An observer for AggregationPoints that samples real tokens up to a budget per layer."""
+
+    def __init__(self, budget_tokens: int = 4096, per_call: int = 512, seed: int = 0) -> None:
+        self.budget = budget_tokens
+        self.per_call = per_call
+        self.seed = seed
+        self.token_mask: torch.Tensor | None = None
+        """(tokens,) bool mask of the current batch's real tokens, set by the encoder."""
+        self._samples: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        self._counts: dict[str, np.ndarray] = {}
+        self._taken: dict[str, int] = defaultdict(int)
+        self._calls: dict[str, int] = defaultdict(int)
+
+    @property
+    def observed_tokens(self) -> int:
+        """Tokens sampled in the layer with the fewest."""
+        return min(self._taken.values(), default=0)
+
+    def observe(
+        self,
+        layer: str,
+        outputs: torch.Tensor,
+        weights: torch.Tensor,
+        combined: torch.Tensor,
+        index: torch.Tensor | None,
+    ) -> None:
+        """Sample up to `per_call` real tokens of this call, until the layer's budget is full."""
+        remaining = self.budget - self._taken[layer]
+        if remaining <= 0:
+            return
+        with torch.no_grad():
+            rows = torch.arange(outputs.shape[0], device=outputs.device)
+            mask = self.token_mask
+            if mask is not None and mask.numel() == outputs.shape[0]:
+                rows = rows[mask.to(outputs.device)]
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls[layer])
+            self._calls[layer] += 1
+            take = min(remaining, self.per_call, rows.numel())
+            chosen = rows[torch.randperm(rows.numel(), generator=generator)[:take].to(rows.device)]
+            stats = token_stats(outputs[chosen], weights[chosen], combined[chosen])
+            for name, values in stats.items():
+                self._samples[layer][name].append(values.cpu())
+            if index is not None:
+                picked = index[chosen].reshape(-1).cpu().numpy()
+                size = max(
+                    int(picked.max()) + 1 if picked.size else 0, len(self._counts.get(layer, []))
+                )
+                counts = np.zeros(size)
+                counts[: len(self._counts.get(layer, []))] = self._counts.get(layer, np.zeros(0))
+                np.add.at(counts, picked, 1)
+                self._counts[layer] = counts
+            self._taken[layer] += take
+
+    def layers(self, num_experts: dict[str, int] | None = None) -> dict[str, Any]:
+        """Summary statistics and histograms per layer."""
+        out: dict[str, Any] = {}
+        for layer, samples in self._samples.items():
+            data = {name: torch.cat(parts) for name, parts in samples.items()}
+            angles = torch.rad2deg(torch.acos(data["pairwise_cos"].clamp(-1, 1)))
+            counts = self._counts.get(layer, np.zeros(0))
+            if num_experts and layer in num_experts and len(counts) < num_experts[layer]:
+                counts = np.pad(counts, (0, num_experts[layer] - len(counts)))
+            out[layer] = {
+                "tokens": self._taken[layer],
+                "norm": describe(data["norms"]),
+                "norm_cv_within_token": describe(data["norm_cv_within_token"]),
+                "pairwise_cosine": describe(data["pairwise_cos"]),
+                "pairwise_angle_deg": describe(angles),
+                "collapse_ratio": describe(data["collapse"]),
+                "linear_collapse_ratio": describe(data["linear_collapse"]),
+                "operator_vs_linear": {
+                    "angle_deg": describe(data["op_angle_deg"]),
+                    "norm_ratio": describe(data["op_norm_ratio"]),
+                },
+                "gate_mass": describe(data["gate_mass"]),
+                "weight_entropy": describe(data["weight_entropy"]),
+                "routing": routing_stats(counts),
+                "histograms": {
+                    "norm": histogram(data["norms"], 40),
+                    "pairwise_angle_deg": histogram(angles, 36, 0.0, 180.0),
+                    "collapse_ratio": histogram(data["collapse"], 30, 0.0, 1.5),
+                },
+            }
+        return out
+
+
+def effective_rank(vectors: np.ndarray) -> float:
+    """exp(entropy of the normalised singular values) (Roy & Vetterli 2007)."""
+    singular = np.linalg.svd(np.asarray(vectors, dtype=np.float64), compute_uv=False)
+    p = singular / max(singular.sum(), _EPS)
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def embedding_stats(
+    vectors: np.ndarray,
+    prenorm_norms: Sequence[float],
+    linear_vectors: np.ndarray | None = None,
+    max_texts: int = 2000,
+) -> dict[str, Any]:
+    """Statistics of a task's final embeddings (rows: texts, at most `max_texts`)."""
+    x = np.asarray(vectors[:max_texts], dtype=np.float64)
+    units = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), _EPS, None)
+    n = len(units)
+    cos = units @ units.T
+    anisotropy = float((cos.sum() - np.trace(cos)) / (n * (n - 1))) if n > 1 else float("nan")
+    out: dict[str, Any] = {
+        "texts": n,
+        "anisotropy_mean_cosine": anisotropy,
+        "effective_rank": effective_rank(x),
+        "prenorm_norm": describe(np.asarray(prenorm_norms)) if len(prenorm_norms) else None,
+    }
+    if linear_vectors is not None:
+        y = np.asarray(linear_vectors[:max_texts], dtype=np.float64)
+        y = y / np.clip(np.linalg.norm(y, axis=1, keepdims=True), _EPS, None)
+        out["cosine_to_linear"] = describe((units * y).sum(1))
+    return out

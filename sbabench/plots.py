@@ -1,0 +1,98 @@
+"""PNG figures: score differences with CIs (forest plot) and per-layer geometry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sbabench.compare import Comparison
+from sbabench.results import UnitResult
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def forest_plot(comparison: Comparison, path: Path) -> Path | None:
+    """Difference to the baseline with its 95% CI, one row per tested model/aggregator/task."""
+    rows = [r for r in comparison.rows if r.item_delta is not None and r.ci_low is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    colors = {"better": "tab:green", "worse": "tab:red"}
+    for y, row in enumerate(rows):
+        color = colors.get(row.mark.value, "tab:gray")
+        ax.plot([row.ci_low, row.ci_high], [y, y], color=color, linewidth=2)
+        ax.plot([row.item_delta], [y], "o", color=color)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(
+        range(len(rows)),
+        [f"{r.task}\n{r.model}/{r.aggregator} vs {r.baseline}" for r in rows],
+        fontsize=8,
+    )
+    ax.invert_yaxis()
+    ax.set_xlabel("difference to baseline (per-item statistic), 95% bootstrap CI")
+    ax.set_title("green: significantly better, red: worse, grey: not significant (Holm)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def geometry_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
+    """Per model/aggregator: norm and angle histograms per layer, collapse ratio per layer."""
+    plt = _pyplot()
+    by_system: dict[str, dict[str, Any]] = {}
+    for r in results:
+        layers = (r.geometry or {}).get("layers") or {}
+        if layers:
+            by_system.setdefault(f"{r.model}__{r.aggregator}", {}).update(layers)
+    written = []
+    for system, layers in by_system.items():
+        names = list(layers)
+        fig, axes = plt.subplots(
+            2, len(names) + 1, figsize=(4 * (len(names) + 1), 6.5), squeeze=False
+        )
+        for col, name in enumerate(names):
+            hist = layers[name]["histograms"]
+            for row, key, label in (
+                (0, "norm", "||y_i|| of selected experts"),
+                (1, "pairwise_angle_deg", "angle between selected experts (°)"),
+            ):
+                edges, counts = hist[key]["edges"], hist[key]["counts"]
+                if edges:
+                    axes[row][col].stairs(counts, edges, fill=True, alpha=0.7)
+                axes[row][col].set_xlabel(label, fontsize=8)
+                axes[row][col].set_title(name.replace(".combine", ""), fontsize=8)
+        short = [
+            n.replace(".combine", "").split(".")[-3] if n.count(".") >= 3 else n for n in names
+        ]
+        operator = [layers[n]["collapse_ratio"]["mean"] for n in names]
+        linear = [layers[n]["linear_collapse_ratio"]["mean"] for n in names]
+        within = [layers[n]["norm_cv_within_token"]["mean"] for n in names]
+        ax = axes[0][-1]
+        x = range(len(names))
+        ax.bar([i - 0.2 for i in x], linear, width=0.4, label="linear")
+        ax.bar([i + 0.2 for i in x], operator, width=0.4, label=system.split("__")[1])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(list(x), short)
+        ax.set_title("collapse ratio per layer (1 = on the experts' sphere)", fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
+        ax = axes[1][-1]
+        ax.bar(list(x), within)
+        ax.set_xticks(list(x), short)
+        ax.set_title("norm CV of a token's selected experts", fontsize=8)
+        fig.suptitle(system.replace("__", " / "))
+        fig.tight_layout()
+        path = folder / f"geometry_{system}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

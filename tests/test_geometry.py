@@ -1,0 +1,118 @@
+"""Geometry statistics: hand-computed cases, no effect on embeddings, the quickstart MoE's premise."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sbabench.aggregators import resolve
+from sbabench.cli import main
+from sbabench.geometry import (
+    GeometryRecorder,
+    effective_rank,
+    embedding_stats,
+    routing_stats,
+    token_stats,
+)
+from sbabench.runner import run_suite
+from sbabench.suite import parse_suite
+
+
+def test_token_stats_hand_computed() -> None:
+    outputs = torch.tensor([[[3.0, 0.0], [0.0, 4.0]]])
+    weights = torch.tensor([[0.5, 0.5]])
+    sba = resolve("sba").fn(outputs, weights)
+    stats = token_stats(outputs, weights, sba)
+    assert stats["norms"].tolist() == [3.0, 4.0]
+    assert stats["norm_cv_within_token"].item() == pytest.approx(0.5 / 3.5)
+    assert stats["pairwise_cos"].item() == pytest.approx(0.0)
+    assert stats["linear_collapse"].item() == pytest.approx(2.5 / 3.5)  # ||(1.5, 2)|| / (1 * 3.5)
+    assert stats["collapse"].item() == pytest.approx(1.0)
+    assert stats["op_angle_deg"].item() == pytest.approx(
+        math.degrees(math.acos(3.5 / (math.sqrt(2) * 2.5))), abs=1e-3
+    )
+    assert stats["op_norm_ratio"].item() == pytest.approx(3.5 / 2.5)
+    assert stats["gate_mass"].item() == pytest.approx(1.0)
+    assert stats["weight_entropy"].item() == pytest.approx(1.0)
+
+
+def test_routing_stats_hand_computed() -> None:
+    stats = routing_stats(np.array([3.0, 1.0, 0.0, 0.0]))
+    assert stats["load"] == [0.75, 0.25, 0.0, 0.0]
+    assert stats["load_cv"] == pytest.approx(math.sqrt(0.09375) / 0.25)
+    assert stats["load_max_over_mean_minus_1"] == pytest.approx(2.0)
+    assert stats["load_entropy"] == pytest.approx(
+        -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(4)
+    )
+
+
+def test_embedding_statistics_hand_computed() -> None:
+    assert effective_rank(np.eye(5)) == pytest.approx(5.0)
+    assert effective_rank(np.outer([1.0, 2.0, 3.0], [1.0, 1.0])) == pytest.approx(1.0)
+    vectors = np.array([[1.0, 0.0], [0.0, 2.0]])
+    stats = embedding_stats(vectors, [1.0, 3.0], linear_vectors=vectors)
+    assert stats["anisotropy_mean_cosine"] == pytest.approx(0.0)
+    assert stats["prenorm_norm"]["mean"] == 2.0 and stats["prenorm_norm"]["cv"] == pytest.approx(
+        0.5
+    )
+    assert stats["cosine_to_linear"]["mean"] == pytest.approx(1.0)
+
+
+def test_recorder_samples_real_tokens_only_within_budget() -> None:
+    recorder = GeometryRecorder(budget_tokens=6, per_call=4)
+    outputs, weights = torch.randn(10, 2, 3), torch.rand(10, 2)
+    index = torch.tensor([[0, 1]] * 10)
+    recorder.token_mask = torch.tensor([True] * 3 + [False] * 7)
+    for _ in range(3):
+        recorder.observe("layer", outputs, weights, outputs.sum(1), index)
+    summary = recorder.layers({"layer": 4})["layer"]
+    assert summary["tokens"] == 6  # 3 real tokens per call, stopped at the budget
+    assert summary["routing"]["load"] == [0.5, 0.5, 0.0, 0.0]
+
+
+def test_geometry_does_not_change_scores_and_shows_the_premise(tmp_path: Path) -> None:
+    text = """\
+name: geo
+models:
+  - {name: moe, source: upcycle}
+aggregators: [linear, sba]
+tasks: [LeeDocSTS]
+settings: {device: cpu, SETTING}
+"""
+    with_geometry = run_suite(
+        parse_suite(text.replace("SETTING", "geometry_tokens: 4096")), tmp_path / "on"
+    )
+    without = run_suite(
+        parse_suite(text.replace("SETTING", "geometry_tokens: 0")), tmp_path / "off"
+    )
+    scores_on = {r.aggregator: r.main_score for r in with_geometry.results}
+    assert scores_on == {r.aggregator: r.main_score for r in without.results}
+    assert all(r.geometry is None for r in without.results)
+    by_operator = {r.aggregator: r.geometry for r in with_geometry.results}
+    for operator, geometry in by_operator.items():
+        assert geometry is not None and len(geometry["layers"]) == 3
+        for layer in geometry["layers"].values():
+            assert layer["norm_cv_within_token"]["mean"] < 0.1  # concentrated norms per token
+            assert layer["linear_collapse_ratio"]["mean"] < 1.0  # linear collapses inward
+            if operator == "sba":
+                assert layer["collapse_ratio"]["mean"] == pytest.approx(1.0, abs=1e-4)
+            else:
+                assert layer["collapse_ratio"]["mean"] < 1.0
+    sba_embeddings = by_operator["sba"]["embeddings"]
+    assert 0.5 < sba_embeddings["cosine_to_linear"]["mean"] < 1.0
+
+    plots = CliRunner().invoke(
+        main, ["plot", str(tmp_path / "on"), "--output", str(tmp_path / "png")]
+    )
+    assert plots.exit_code == 0, plots.output
+    assert {p.name for p in (tmp_path / "png").iterdir()} >= {
+        "geometry_moe__linear.png",
+        "geometry_moe__sba.png",
+    }
+    shown = CliRunner().invoke(main, ["show", str(tmp_path / "on"), "--geometry"])
+    assert shown.exit_code == 0 and "collapse (operator)" in shown.output
