@@ -96,7 +96,7 @@ def unit_key_parts(
     return {
         "model": model_parts(unit),
         "aggregator": aggregator_parts(aggregator),
-        "task": task_identity(unit.task),
+        "task": task_identity(unit.task_entry),
         "settings": suite.settings.model_dump(include={"dtype", "seed"}),
         "scoring_version": SCORING_VERSION,
     }

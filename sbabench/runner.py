@@ -263,11 +263,13 @@ def _score(
     from sbabench import per_item, provenance
     from sbabench.geometry import GeometryRecorder
     from sbabench.models import pick_device
-    from sbabench.tasks import get_task
+    from sbabench.tasks import get_task, load_task_data
 
     unit = planned.unit
-    task = get_task(unit.task)
+    task = get_task(unit.task_entry)
+    load_task_data(task, unit.task_entry)
     split = planned.key_parts["task"]["split"]
+    subsets = list(unit.task_entry.subsets) if unit.task_entry.subsets else None
     tokens = suite.settings.geometry_tokens
     recorder = GeometryRecorder(tokens, seed=suite.settings.seed) if tokens else None
     encoder.start_unit(recorder)
@@ -275,7 +277,12 @@ def _score(
     start = time.perf_counter()
     encoded_before, encode_before = encoder.encoded_texts, encoder.encode_seconds
     reused_before = encoder.reused_texts
-    scores = task.evaluate(encoder, split, encode_kwargs={"batch_size": suite.settings.batch_size})
+    scores = task.evaluate(
+        encoder,
+        split,
+        subsets_to_run=subsets,
+        encode_kwargs={"batch_size": suite.settings.batch_size},
+    )
     items = per_item.collect(task, encoder, split, list(scores), suite.settings.seed)
     geometry_start = time.perf_counter()
     geometry = _geometry(planned, encoder, recorder, store)

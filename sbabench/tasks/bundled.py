@@ -17,7 +17,7 @@ from mteb.abstasks.task_metadata import TaskMetadata
 from sbabench.tasks import sources
 
 
-def _metadata(
+def task_metadata(
     name: str,
     task_type: str,
     main_score: str,
@@ -75,7 +75,7 @@ class LeeDocSTS(BundledTask, AbsTaskSTS):
         "the score is the mean rating scaled to [0, 1]. Shipped by gensim (LGPL-2.1) as "
         "test_data/lee.cor and similarities0-1.txt. The original corpus states no licence."
     )
-    metadata = _metadata(
+    metadata = task_metadata(
         "LeeDocSTS",
         "STS",
         "cosine_spearman",
@@ -107,6 +107,75 @@ class LeeDocSTS(BundledTask, AbsTaskSTS):
         self.data_loaded = True
 
 
+class _WordPairSTS(BundledTask, AbsTaskSTS):
+    """Word-pair similarity rated by people, as an STS task over single words."""
+
+    _file: ClassVar[str]
+    min_score = 0
+    max_score = 10
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        """(word1, word2, mean human rating) rows."""
+        pairs = sources.word_pairs(self._file)
+        self.dataset = DatasetDict(
+            {
+                "test": Dataset.from_dict(
+                    {
+                        "sentence1": [a for a, _, _ in pairs],
+                        "sentence2": [b for _, b, _ in pairs],
+                        "score": [s for _, _, s in pairs],
+                    }
+                )
+            }
+        )
+        self.data_loaded = True
+
+
+class SimLex999(_WordPairSTS):
+    """SimLex-999: similarity (not relatedness) of 999 English word pairs."""
+
+    card = (
+        "SimLex-999 (Hill, Reichart & Korhonen 2015): 999 English word pairs rated for genuine "
+        "similarity (not association) on 0-10 by ~500 crowd workers; shipped by gensim "
+        "(test_data/simlex999.txt). Distributed by its authors for research; no licence is named "
+        "in the file. Each word is embedded as a text of one word."
+    )
+    _file = "simlex999.txt"
+    metadata = task_metadata(
+        "SimLex999",
+        "STS",
+        "cosine_spearman",
+        "Similarity of 999 English word pairs (Hill et al. 2015).",
+        "gensim:test_data/simlex999.txt",
+        _package_version("gensim"),
+        ["eng-Latn"],
+        "not specified",
+        "https://fh295.github.io/simlex.html",
+    )
+
+
+class WordSim353(_WordPairSTS):
+    """WordSim-353: relatedness of 353 English word pairs."""
+
+    card = (
+        "WordSimilarity-353 (Finkelstein et al. 2002): 353 English word pairs rated for "
+        "relatedness on 0-10 by 13-16 people; shipped by gensim (test_data/wordsim353.tsv). "
+        "The collection is free for research; no licence is named in the file."
+    )
+    _file = "wordsim353.tsv"
+    metadata = task_metadata(
+        "WordSim353",
+        "STS",
+        "cosine_spearman",
+        "Relatedness of 353 English word pairs (Finkelstein et al. 2002).",
+        "gensim:test_data/wordsim353.tsv",
+        _package_version("gensim"),
+        ["eng-Latn"],
+        "not specified",
+        "https://gabrilovich.com/resources/data/wordsim353/wordsim353.html",
+    )
+
+
 class _LabelledClustering(BundledTask, AbsTaskClustering):
     # Small corpora: embed every document; mteb's 10 k-means runs give the V-measure spread.
     max_fraction_of_documents_to_embed = None
@@ -132,7 +201,7 @@ class MiniNewsgroupsClustering(_LabelledClustering):
         "are stripped (they name the newsgroup). 20 Newsgroups states no licence; it is widely "
         "redistributed for research."
     )
-    metadata = _metadata(
+    metadata = task_metadata(
         "MiniNewsgroupsClustering",
         "Clustering",
         "v_measure",
@@ -156,7 +225,7 @@ class PangLeePolarityClustering(_LabelledClustering):
         "and 100 negative, as shipped by gensim (test_data/pang_lee_polarity.cor). The source "
         "distributes it for research without a named licence."
     )
-    metadata = _metadata(
+    metadata = task_metadata(
         "PangLeePolarityClustering",
         "Clustering",
         "v_measure",
@@ -183,7 +252,7 @@ class AIABDEDuplicates(BundledTask, AbsTaskPairClassification):
         "file, else sub-domain, else domain), chosen with a fixed seed: 1680 pairs, balanced. "
         "Machine-translated variants (VG1/VG2) are not used."
     )
-    metadata = _metadata(
+    metadata = task_metadata(
         "AIABDEDuplicates",
         "PairClassification",
         "max_ap",
@@ -208,6 +277,8 @@ BUNDLED: dict[str, type[BundledTask]] = {
     cls.metadata.name: cls
     for cls in (
         LeeDocSTS,
+        SimLex999,
+        WordSim353,
         MiniNewsgroupsClustering,
         PangLeePolarityClustering,
         AIABDEDuplicates,

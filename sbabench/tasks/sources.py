@@ -64,6 +64,17 @@ def lee_similarities() -> list[tuple[int, int, float]]:
     return [(i, j, matrix[i][j]) for i in range(n) for j in range(i + 1, n)]
 
 
+def word_pairs(name: str) -> list[tuple[str, str, float]]:
+    """Tab-separated (word1, word2, mean rating) rows of a gensim word-similarity file."""
+    pairs = []
+    for line in gensim_file(name).read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        first, second, score = line.split("\t")[:3]
+        pairs.append((first.strip(), second.strip(), float(score)))
+    return pairs
+
+
 def lee_background() -> list[str]:
     """300 unlabelled news documents (gensim's lee_background.cor), used as background text."""
     text = gensim_file("lee_background.cor").read_text(encoding="latin-1")

@@ -1,0 +1,195 @@
+"""Tasks from local files (CSV, JSONL, Parquet), scored by mteb's own task classes.
+
+A local task names its file (relative to the suite file), its type and its columns:
+  {name: my-sts, type: sts, path: data/pairs.csv, text1: s1, text2: s2, score: gold}
+  {name: my-clusters, type: clustering, path: data/docs.jsonl, text: body, label: topic}
+  {name: my-dups, type: pair-classification, path: data/q.parquet, text1: a, text2: b, label: is_dup}
+Bad files fail with the file, row and column at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sbabench.errors import TaskDataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mteb.abstasks.abstask import AbsTask
+
+COLUMNS = {
+    "sts": ("text1", "text2", "score"),
+    "clustering": ("text", "label"),
+    "pair-classification": ("text1", "text2", "label"),
+}
+"""The columns each local task type maps from the file."""
+
+_READERS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
+
+
+@cache
+def file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Content hash of a task file (cached per size and modification time)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    stat = path.stat()
+    return file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read CSV / TSV / JSONL / Parquet into a frame; errors name the file and how to fix it."""
+    import pandas as pd
+
+    kind = _READERS.get(path.suffix.lower())
+    where = str(path)
+    if kind is None:
+        raise TaskDataError(
+            f"unsupported file type {path.suffix!r}",
+            where=where,
+            fix="use .csv, .tsv, .jsonl or .parquet",
+        )
+    if not path.is_file():
+        raise TaskDataError(
+            "file not found", where=where, fix="paths are relative to the suite file"
+        )
+    try:
+        if kind in ("csv", "tsv"):
+            frame = pd.read_csv(
+                path,
+                sep="," if kind == "csv" else "\t",
+                encoding="utf-8",
+                dtype=object,
+                keep_default_na=True,
+            )
+        elif kind == "jsonl":
+            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+        else:
+            frame = pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise TaskDataError(
+            f"not UTF-8 text (byte {exc.start}, line {line})",
+            where=where,
+            fix="re-save the file as UTF-8",
+        ) from None
+    except (ValueError, OSError) as exc:
+        raise TaskDataError(f"cannot parse the file: {exc}", where=where) from None
+    if frame.empty:
+        raise TaskDataError("the file has no rows", where=where)
+    return frame
+
+
+def _row(frame: pd.DataFrame, position: int, path: Path) -> str:
+    # Report rows as a person counts them in the file: CSV has a header line first.
+    offset = 2 if path.suffix.lower() in (".csv", ".tsv") else 1
+    return f"{path}: row {position + offset}"
+
+
+def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[str, list[Any]]:
+    """The mapped columns of a local task file, validated for its type."""
+    import pandas as pd
+
+    frame = read_table(path)
+    missing = [f"{role}={name!r}" for role, name in columns.items() if name not in frame.columns]
+    if missing:
+        raise TaskDataError(
+            f"missing column(s) {', '.join(missing)}",
+            where=str(path),
+            fix=f"the file has columns {list(frame.columns)}; map them in the suite",
+        )
+    out: dict[str, list[Any]] = {}
+    for role, name in columns.items():
+        values = frame[name]
+        empty = values.isna() | (values.astype(str).str.strip() == "")
+        if empty.any():
+            first = int(empty.to_numpy().nonzero()[0][0])
+            raise TaskDataError(
+                f"empty or NaN value in column {name!r} ({int(empty.sum())} row(s))",
+                where=_row(frame, first, path),
+                fix="fill or drop those rows",
+            )
+        if role == "score":
+            numbers = pd.to_numeric(values, errors="coerce")
+            bad = numbers.isna()
+            if bad.any():
+                first = int(bad.to_numpy().nonzero()[0][0])
+                raise TaskDataError(
+                    f"score column {name!r} is not numeric ({values.iloc[first]!r})",
+                    where=_row(frame, first, path),
+                )
+            out[role] = numbers.astype(float).tolist()
+        elif role == "label" and task_type == "pair-classification":
+            labels = values.map(lambda v: {"true": 1, "false": 0}.get(str(v).strip().lower(), v))
+            numbers = pd.to_numeric(labels, errors="coerce")
+            bad = ~numbers.isin([0, 1])
+            if bad.any():
+                first = int(bad.to_numpy().nonzero()[0][0])
+                raise TaskDataError(
+                    f"label column {name!r} must be 0/1 or true/false, got {values.iloc[first]!r}",
+                    where=_row(frame, first, path),
+                )
+            out[role] = numbers.astype(int).tolist()
+        else:
+            out[role] = values.astype(str).tolist()
+    if "label" in out and len(set(out["label"])) < 2:
+        raise TaskDataError(
+            f"label column {columns['label']!r} has a single class ({out['label'][0]!r})",
+            where=str(path),
+            fix="a pair-classification or clustering task needs at least two classes",
+        )
+    return out
+
+
+def build_task(name: str, task_type: str, path: Path, columns: dict[str, str]) -> AbsTask:
+    """An mteb task object over a local file (same scoring as MTEB's task classes)."""
+    from datasets import Dataset, DatasetDict
+    from mteb.abstasks.clustering import AbsTaskClustering
+    from mteb.abstasks.pair_classification import AbsTaskPairClassification
+    from mteb.abstasks.sts import AbsTaskSTS
+
+    from sbabench.tasks.bundled import task_metadata
+
+    data = load_columns(path, task_type, columns)
+    if task_type == "sts":
+        base: type = AbsTaskSTS
+        rows = {"sentence1": data["text1"], "sentence2": data["text2"], "score": data["score"]}
+        mteb_type, main = "STS", "cosine_spearman"
+        extra = {"min_score": min(data["score"]), "max_score": max(data["score"])}
+    elif task_type == "clustering":
+        base = AbsTaskClustering
+        rows = {"sentences": data["text"], "labels": data["label"]}
+        mteb_type, main = "Clustering", "v_measure"
+        extra = {"max_fraction_of_documents_to_embed": None}
+    else:
+        base = AbsTaskPairClassification
+        rows = {"sentence1": data["text1"], "sentence2": data["text2"], "labels": data["label"]}
+        mteb_type, main = "PairClassification", "max_ap"
+        extra = {}
+    metadata = task_metadata(
+        name, mteb_type, main, f"Local {task_type} task from {path.name}.", f"file:{path}",
+        content_hash(path)[:16], ["eng-Latn"], "not specified", f"file://{path}",
+    )  # fmt: skip
+
+    def load_data(self: Any, num_proc: int | None = None, **kwargs: Any) -> None:
+        self.dataset = DatasetDict({"test": Dataset.from_dict(rows)})
+        self.data_loaded = True
+
+    cls = type(f"Local_{name}", (base,), {"metadata": metadata, "load_data": load_data, **extra})
+    task: AbsTask = cls()
+    return task
