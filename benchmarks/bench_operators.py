@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from sbabench.aggregators import registry, resolve
 from sbabench.models import build_encoder, torch_dtype
 from sbabench.moe.base import set_aggregator
-from sbabench.suite import UpcycleModel
+from sbabench.suite import DenseModel, UpcycleModel
 from sbabench.tasks.sources import lee_background
 
 
@@ -103,10 +103,14 @@ def main() -> None:
 
         return run
 
+    dense = build_encoder(
+        DenseModel(name="dense", source="dense", base=args.base), args.device, args.dtype
+    )
+    dense_batch = dense.tokenize(texts)
     with torch.inference_mode():
-        forward = _interleaved_medians(
-            {name: forward_with(name) for name in names}, device, args.repeats
-        )
+        fns = {name: forward_with(name) for name in names}
+        fns["dense"] = lambda: dense.model(**dense_batch)
+        forward = _interleaved_medians(fns, device, args.repeats)
     tokens = int(batch["attention_mask"].numel())
 
     print(
@@ -121,6 +125,12 @@ def main() -> None:
             f"{name:<16}{alone[name] * 1e3:>10.2f}{alone[name] / alone['linear']:>14.2f}"
             f"{forward[name] * 1e3:>12.1f}{forward[name] / forward['linear']:>16.3f}"
         )
+    real = int(batch["attention_mask"].sum())
+    print(
+        f"dense base model forward: {forward['dense'] * 1e3:.1f} ms; MoE (linear) / dense = "
+        f"{forward['linear'] / forward['dense']:.3f}x; throughput MoE {real / forward['linear']:.0f} vs dense "
+        f"{real / forward['dense']:.0f} real tokens/s"
+    )
 
 
 if __name__ == "__main__":
