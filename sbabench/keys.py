@@ -89,19 +89,39 @@ def aggregator_parts(aggregator: ResolvedAggregator | None) -> dict[str, Any] | 
     }
 
 
+def train_parts(suite: Suite) -> dict[str, Any] | None:
+    """The fine-tuning spec and the training code's hash (None without a `train:` block)."""
+    if suite.train is None:
+        return None
+    return {"spec": suite.train.model_dump(), "code_sha256": _source_hash("training.py")}
+
+
 def unit_key_parts(
     suite: Suite, unit: Unit, aggregator: ResolvedAggregator | None
 ) -> dict[str, Any]:
     """Everything that changes a unit's score."""
-    return {
+    parts = {
         "model": model_parts(unit),
         "aggregator": aggregator_parts(aggregator),
         "task": task_identity(unit.task_entry),
         "settings": suite.settings.model_dump(include={"dtype", "seed"}),
         "scoring_version": SCORING_VERSION,
     }
+    train = train_parts(suite)
+    if train is not None:
+        parts["train"] = train
+    return parts
 
 
 def embedding_space(parts: dict[str, Any]) -> str:
     """The key of the embeddings a unit uses: its parts without the task and scoring."""
-    return key_digest({k: parts[k] for k in ("model", "aggregator", "settings")})
+    return key_digest(
+        {k: parts[k] for k in ("model", "aggregator", "settings", "train") if k in parts}
+    )
+
+
+def checkpoint_key(parts: dict[str, Any]) -> str:
+    """The key of a trained model x operator."""
+    return key_digest(
+        {k: parts[k] for k in ("model", "aggregator", "train", "settings") if k in parts}
+    )

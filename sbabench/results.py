@@ -40,6 +40,10 @@ class UnitResult(BaseModel):
     geometry: dict[str, Any] | None = Field(
         default=None, description="versioned geometry block: per MoE layer and final embeddings"
     )
+    training: dict[str, Any] | None = Field(
+        default=None,
+        description="fine-tuning log (loss and gradient-norm curves) when the suite trains",
+    )
     timing_s: dict[str, float]
     provenance: dict[str, Any]
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())

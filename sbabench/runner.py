@@ -153,14 +153,22 @@ def plan_suite(
 
 
 class _LazyModel:
-    """Builds a model on first use and switches its aggregator."""
+    """Builds a model on first use, switches its aggregator and, with `train:`, fine-tunes it.
 
-    def __init__(self, suite: Suite, unit: Unit) -> None:
+    With a training stage every operator starts from the same initial weights (restored before
+    each), then loads its cached checkpoint or trains and caches one.
+    """
+
+    def __init__(self, suite: Suite, unit: Unit, checkpoints: Path) -> None:
         self.suite, self.unit = suite, unit
         self.encoder: TextEncoder | None = None
         self.load_s = 0.0
+        self.checkpoints = checkpoints
+        self._initial: dict[str, Any] | None = None
+        self.training: dict[str, dict[str, Any]] = {}
+        """Training log per checkpoint key."""
 
-    def with_aggregator(self, aggregator: ResolvedAggregator | None) -> Callable[[], TextEncoder]:
+    def with_aggregator(self, planned: PlannedUnit) -> Callable[[], TextEncoder]:
         def get() -> TextEncoder:
             from sbabench.models import build_encoder
             from sbabench.moe import set_aggregator
@@ -171,11 +179,43 @@ class _LazyModel:
                     self.unit.model, self.suite.settings.device, self.suite.settings.dtype
                 )
                 self.load_s = time.perf_counter() - start
-            if aggregator is not None:
-                set_aggregator(self.encoder.model, aggregator.fn)
+            if planned.aggregator is not None:
+                set_aggregator(self.encoder.model, planned.aggregator.fn)
+            if self.suite.train is not None:
+                self._train(planned, self.encoder)
             return self.encoder
 
         return get
+
+    def _train(self, planned: PlannedUnit, encoder: TextEncoder) -> None:
+        from sbabench import training
+        from sbabench.keys import checkpoint_key
+
+        assert self.suite.train is not None
+        if self._initial is None:
+            self._initial = {k: v.detach().clone() for k, v in encoder.model.state_dict().items()}
+        else:
+            encoder.model.load_state_dict(self._initial)
+        key = checkpoint_key(planned.key_parts)
+        if not encoder.moe_layers and self.suite.train.trainable == "moe":
+            self.training[key] = {"skipped": "dense model: `trainable: moe` trains nothing"}
+            return
+        log = training.load_checkpoint(self.checkpoints, key, encoder)
+        if log is None:
+            result = training.train(encoder, self.suite.train)
+            training.save_checkpoint(self.checkpoints, key, encoder, self.suite.train, result)
+            log = result.to_dict()
+        self.training[key] = log
+
+    def training_log(self, planned: PlannedUnit) -> dict[str, Any] | None:
+        """The log of this unit's model x operator: from this run or the checkpoint cache."""
+        if self.suite.train is None:
+            return None
+        from sbabench import training
+        from sbabench.keys import checkpoint_key
+
+        key = checkpoint_key(planned.key_parts)
+        return self.training.get(key) or training.load_log(self.checkpoints, key)
 
 
 def _peak_memory() -> dict[str, float]:
@@ -309,6 +349,7 @@ def _score(
         scores={subset: dict(values) for subset, values in scores.items()},
         items=items,
         geometry=geometry,
+        training=model.training_log(planned),
         timing_s={
             "geometry_summary": geometry_s,
             "model_load": load_s,
@@ -396,7 +437,7 @@ def _compute(
             with _unit_locks(group, blocking) as (mine, theirs):
                 deferred.extend(theirs)
                 progress.advance(overall, len(theirs))
-                model = _LazyModel(suite, group[0].unit)
+                model = _LazyModel(suite, group[0].unit, results_dir / ".cache" / "checkpoints")
                 for _, agg_group in groupby(mine, key=lambda p: p.unit.aggregator_key):
                     members = list(agg_group)
                     space = embedding_space(members[0].key_parts)
@@ -408,7 +449,7 @@ def _compute(
                             members[0].unit.aggregator_key,
                         )
                     cache = CachingEncoder(
-                        model.with_aggregator(members[0].aggregator),
+                        model.with_aggregator(members[0]),
                         members[0].unit.model.name,
                         settings.batch_size,
                         on_batch=lambda n: progress.advance(texts, n),

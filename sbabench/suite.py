@@ -236,6 +236,21 @@ class TaskEntry(_Strict):
         return self.model_copy(update={"path": str(resolved)})
 
 
+class TrainSpec(_Strict):
+    """An optional fine-tuning stage, identical for every operator of a model."""
+
+    objective: Literal["simcse", "pairs"] = "simcse"
+    data: str = "bundled:lee_background"
+    """`bundled:lee_background`, `bundled:aia-bde-paraphrases`, or a local file (text / text1,text2)."""
+    steps: int = Field(200, ge=1, le=1_000_000)
+    batch_size: int = Field(32, ge=2, le=65536)
+    lr: float = Field(2e-5, gt=0, le=1.0)
+    seed: int = 0
+    trainable: Literal["moe", "all"] = "moe"
+    max_length: int = Field(128, ge=8, le=8192)
+    temperature: float = Field(0.05, gt=0, le=10)
+
+
 class Suite(_Strict):
     """A benchmark suite: every model x aggregator x task is one unit."""
 
@@ -244,6 +259,8 @@ class Suite(_Strict):
     aggregators: list[AggregatorEntry] = Field(default_factory=list)
     tasks: list[TaskEntry] = Field(min_length=1)
     settings: Settings = Field(default_factory=Settings)
+    train: TrainSpec | None = None
+    """Fine-tune each model x operator before evaluating it (same budget for all)."""
 
     @field_validator("tasks")
     @classmethod

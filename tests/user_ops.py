@@ -37,3 +37,9 @@ def slow_linear(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         Path(os.environ["SBABENCH_TEST_MARKER"]).touch()
         time.sleep(0.05)
     return (outputs * weights.unsqueeze(-1)).sum(1)
+
+
+def nan_on_real_batches(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Passes the probe, then returns NaN: makes training diverge."""
+    combined = (outputs * weights.unsqueeze(-1)).sum(1)
+    return combined * float("nan") if outputs.shape[0] > 5 else combined

@@ -56,6 +56,8 @@ class MoELayer:
     """Experts selected per token."""
     renormalized: bool
     """Whether the top-k router weights are renormalised to sum to 1."""
+    block: str = ""
+    """Module name of the whole MoE block (router + experts): what `trainable: moe` trains."""
 
 
 def aggregation_points(model: nn.Module) -> list[tuple[str, AggregationPoint]]:

@@ -82,6 +82,13 @@ def attach(model: nn.Module) -> list[MoELayer]:
             module.experts = NomicExpertsAdapter(experts, top_k)
             experts = module.experts
         found.append(
-            MoELayer(f"{name}.experts.combine", "nomic-bert-moe", experts.num_experts, top_k, False)
+            MoELayer(
+                f"{name}.experts.combine",
+                "nomic-bert-moe",
+                experts.num_experts,
+                top_k,
+                False,
+                block=name,
+            )
         )
     return found

@@ -102,9 +102,15 @@ def attach(model: nn.Module) -> list[MoELayer]:
                 _POINT, AggregationPoint(int(module.num_experts), top_k, renormalized)
             )
         config._experts_implementation_internal = IMPLEMENTATION
+        block = name.rpartition(".")[0]  # the experts' parent holds the router too
         found.append(
             MoELayer(
-                f"{name}.{_POINT}", _family(module), int(module.num_experts), top_k, renormalized
+                f"{name}.{_POINT}",
+                _family(module),
+                int(module.num_experts),
+                top_k,
+                renormalized,
+                block=block,
             )
         )
     return found

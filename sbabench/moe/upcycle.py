@@ -252,6 +252,7 @@ def upcycle_bert(
                 config.experts,
                 config.top_k,
                 config.renormalize,
+                block=f"encoder.layer.{i}.output.dense",
             )
         )
     return found

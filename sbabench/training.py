@@ -1,0 +1,218 @@
+"""The fine-tuning stage: train every model x operator under the same budget, then evaluate.
+
+The SBA paper's claim is about training with SBA instead of linear aggregation at identical
+cost. Each model x operator starts from the same initial weights and trains with the same steps,
+batch size, learning rate, seed and data order; only the aggregation operator differs.
+Objectives: `simcse` (unsupervised SimCSE: the same batch encoded twice with dropout, InfoNCE
+over in-batch negatives) and `pairs` (contrastive, multiple-negatives ranking loss on
+(text1, text2) pairs). Stability is recorded: loss and gradient norm per step; a NaN or inf
+stops that model x operator with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from sbabench.errors import SbabenchError
+from sbabench.results import write_atomic
+
+if TYPE_CHECKING:
+    from sbabench.models import TextEncoder
+    from sbabench.suite import TrainSpec
+
+
+class TrainingError(SbabenchError):
+    """Training diverged (NaN / inf) or its data cannot be used."""
+
+
+@dataclass
+class TrainingLog:
+    """What happened while training one model x operator."""
+
+    steps: int = 0
+    loss: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    trainable_parameters: int = 0
+    router_load_cv: dict[str, float] = field(default_factory=dict)
+    """Per MoE layer, the expert-load coefficient of variation after training."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return dict(self.__dict__)
+
+
+def training_data(spec: TrainSpec, base_dir: Path | None = None) -> list[tuple[str, str]]:
+    """(anchor, positive) texts: a text twice for SimCSE, a pair for `pairs`."""
+    from sbabench.tasks import sources
+
+    data = spec.data
+    if data == "bundled:lee_background":
+        texts = sources.lee_background()
+        pairs = [(t, t) for t in texts]
+    elif data == "bundled:aia-bde-paraphrases":
+        first, second, labels = sources.aia_bde_pairs(seed=spec.seed)
+        pairs = [(a, b) for a, b, y in zip(first, second, labels, strict=True) if y == 1]
+    else:
+        from sbabench.tasks.local import read_table
+
+        frame = read_table(Path(data) if base_dir is None else base_dir / data)
+        if spec.objective == "pairs":
+            if not {"text1", "text2"} <= set(frame.columns):
+                raise TrainingError(
+                    f"training file {data!r} needs columns text1 and text2 for `pairs`"
+                )
+            pairs = list(zip(frame["text1"].astype(str), frame["text2"].astype(str), strict=True))
+        else:
+            if "text" not in frame.columns:
+                raise TrainingError(f"training file {data!r} needs a column `text` for `simcse`")
+            pairs = [(t, t) for t in frame["text"].astype(str)]
+    if spec.objective == "simcse":
+        pairs = [(a, a) for a, _ in pairs]
+    if len(pairs) < 2:
+        raise TrainingError(f"training data {data!r} has fewer than 2 examples")
+    return pairs
+
+
+def trainable_parameters(encoder: TextEncoder, which: str) -> list[torch.nn.Parameter]:
+    """`all`, or `moe`: the parameters of the MoE blocks (experts and routers)."""
+    named = dict(encoder.model.named_parameters())
+    if which == "all":
+        return list(named.values())
+    blocks = [layer.block for layer in encoder.moe_layers if layer.block]
+    chosen = [
+        p for name, p in named.items() if any(name.startswith(block + ".") for block in blocks)
+    ]
+    if not chosen:
+        raise TrainingError(
+            "`trainable: moe` found no MoE parameters", fix="use `trainable: all` for a dense model"
+        )
+    return chosen
+
+
+def _embed(encoder: TextEncoder, texts: list[str], max_length: int) -> torch.Tensor:
+    from sbabench.models import _pool
+
+    batch = encoder.tokenizer(  # type: ignore[operator]
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    batch = {k: v.to(encoder.device) for k, v in batch.items()}
+    states = encoder.model(**batch).last_hidden_state
+    return F.normalize(
+        _pool(states, batch["attention_mask"], encoder.config.pooling).float(), dim=-1
+    )
+
+
+def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -> TrainingLog:
+    """Train `encoder` in place with its current aggregation operator; returns the log."""
+    pairs = training_data(spec, base_dir)
+    params = trainable_parameters(encoder, spec.trainable)
+    for p in encoder.model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=spec.lr)
+    order_rng = random.Random(spec.seed)  # the same data order for every operator
+    torch.manual_seed(spec.seed)  # the same dropout masks for every operator
+    log = TrainingLog(trainable_parameters=sum(p.numel() for p in params))
+    autocast = encoder.device.type == "cuda"
+    order: list[int] = []
+    start = time.perf_counter()
+    encoder.model.train()
+    try:
+        for step in range(spec.steps):
+            if len(order) < spec.batch_size:
+                order += order_rng.sample(range(len(pairs)), len(pairs))
+            batch, order = order[: spec.batch_size], order[spec.batch_size :]
+            anchors = [pairs[i][0] for i in batch]
+            positives = [pairs[i][1] for i in batch]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                a = _embed(encoder, anchors, spec.max_length)
+                b = _embed(encoder, positives, spec.max_length)
+                logits = a @ b.T / spec.temperature
+                loss = F.cross_entropy(
+                    logits.float(), torch.arange(len(batch), device=logits.device)
+                )
+            if not torch.isfinite(loss):
+                raise TrainingError(f"training diverged: loss is {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=1.0))
+            if not math.isfinite(norm):
+                raise TrainingError(f"training diverged: gradient norm is {norm} at step {step}")
+            optimizer.step()
+            log.loss.append(float(loss.detach()))
+            log.grad_norm.append(norm)
+            log.steps = step + 1
+    finally:
+        encoder.model.eval()
+        for p in encoder.model.parameters():
+            p.requires_grad_(False)
+    log.seconds = time.perf_counter() - start
+    log.router_load_cv = _router_load(encoder, [a for a, _ in pairs[:64]])
+    return log
+
+
+def _router_load(encoder: TextEncoder, texts: list[str]) -> dict[str, float]:
+    from sbabench.geometry import GeometryRecorder
+    from sbabench.moe import observing
+
+    if not encoder.moe_layers:
+        return {}
+    recorder = GeometryRecorder(budget_tokens=4096)
+    encoder.recorder = recorder
+    with observing(encoder.model, recorder.observe):
+        encoder.encode(texts, batch_size=32)
+    encoder.recorder = None
+    layers = recorder.layers({layer.name: layer.num_experts for layer in encoder.moe_layers})
+    return {name: stats["routing"].get("load_cv", float("nan")) for name, stats in layers.items()}
+
+
+def checkpoint_paths(folder: Path, key: str) -> tuple[Path, Path]:
+    """Where the trained parameters and the training log of a key live."""
+    return folder / f"{key}.pt", folder / f"{key}.json"
+
+
+def save_checkpoint(
+    folder: Path, key: str, encoder: TextEncoder, spec: TrainSpec, log: TrainingLog
+) -> None:
+    """Trainable parameters (atomically) and the log."""
+    weights, log_path = checkpoint_paths(folder, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {id(p) for p in trainable_parameters(encoder, spec.trainable)}
+    state = {n: p.detach().cpu() for n, p in encoder.model.named_parameters() if id(p) in names}
+    tmp = weights.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    tmp.replace(weights)
+    write_atomic(log_path, json.dumps(log.to_dict()))
+
+
+def load_log(folder: Path, key: str) -> dict[str, Any] | None:
+    """A cached training log, if its checkpoint is complete."""
+    weights, log_path = checkpoint_paths(folder, key)
+    if not (weights.is_file() and log_path.is_file()):
+        return None
+    try:
+        data: dict[str, Any] = json.loads(log_path.read_text())
+    except ValueError:
+        return None
+    return data
+
+
+def load_checkpoint(folder: Path, key: str, encoder: TextEncoder) -> dict[str, Any] | None:
+    """Load cached trained parameters into `encoder`; returns the log, or None if not cached."""
+    log = load_log(folder, key)
+    if log is None:
+        return None
+    state = torch.load(checkpoint_paths(folder, key)[0], map_location=encoder.device)
+    encoder.model.load_state_dict(state, strict=False)
+    return log
