@@ -467,11 +467,12 @@ def compare(
 @click.option("--resamples", default=1000, show_default=True, type=click.IntRange(100, 100_000))
 @_user_errors
 def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int) -> None:
-    """Write PNG figures: score differences with 95% CIs per task (forest plot), and per model/
-    aggregator the norm and angle histograms and the collapse ratio of every MoE layer.
+    """Write PNG figures: score differences with 95% CIs per task (forest plot); per model/
+    aggregator the norm and angle histograms and the collapse ratio of every MoE layer; and, for
+    fine-tuned suites, the loss and gradient-norm curves per operator.
     """
     from sbabench.compare import compare_results
-    from sbabench.plots import forest_plot, geometry_plots
+    from sbabench.plots import forest_plot, geometry_plots, training_plots
     from sbabench.results import load_results
 
     loaded = []
@@ -484,7 +485,7 @@ def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int)
     if not loaded:
         raise SbabenchError("no result files found", fix="run a suite first")
     folder.mkdir(parents=True, exist_ok=True)
-    written = geometry_plots(loaded, folder)
+    written = geometry_plots(loaded, folder) + training_plots(loaded, folder)
     forest = forest_plot(
         compare_results(loaded, baseline=baseline, n_resamples=resamples), folder / "forest.png"
     )

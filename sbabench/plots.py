@@ -96,3 +96,32 @@ def geometry_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def training_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
+    """Per model: the training loss and gradient-norm curves of each operator."""
+    curves: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        if r.training and r.training.get("loss"):
+            curves.setdefault(r.model, {})[r.aggregator] = r.training
+    written: list[Path] = []
+    if not curves:
+        return written
+    plt = _pyplot()
+    for model, by_operator in curves.items():
+        fig, (loss_ax, norm_ax) = plt.subplots(1, 2, figsize=(11, 4))
+        for operator, log in by_operator.items():
+            loss_ax.plot(log["loss"], label=operator)
+            norm_ax.plot(log["grad_norm"], label=operator)
+        loss_ax.set_title("training loss (same steps, batch, seed, data order)", fontsize=9)
+        norm_ax.set_title("gradient norm before clipping at 1.0", fontsize=9)
+        for ax in (loss_ax, norm_ax):
+            ax.set_xlabel("step")
+            ax.legend(fontsize=8)
+        fig.suptitle(model)
+        fig.tight_layout()
+        path = folder / f"training_{model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -6,7 +6,9 @@ SBABENCH_GPU_TEST_BASE may name a local copy of the MiniLM folder where the pack
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,3 +61,25 @@ def test_upcycled_model_on_cuda(dtype: str) -> None:
         # ~1%; a broken path (NaN, wrong dtype math) gives far lower values.
         floor = 0.9999 if dtype == "float32" else 0.98
         assert cosine.min() > floor, (name, float(cosine.min()))
+
+
+@pytest.mark.parametrize("name", ["linear", "sba"])
+def test_training_steps_on_cuda_with_mixed_precision(name: str, tmp_path: Path) -> None:
+    from sbabench.models import build_encoder
+    from sbabench.moe import set_aggregator
+    from sbabench.suite import TrainSpec, UpcycleModel
+    from sbabench.training import train
+
+    data = tmp_path / "texts.csv"
+    data.write_text(
+        "text\n" + "\n".join(f"sentence {i} about topic {i % 7}" for i in range(64)) + "\n"
+    )
+    encoder = build_encoder(
+        UpcycleModel(name="m", source="upcycle", base=BASE, router="random"), device="cuda"
+    )
+    set_aggregator(encoder.model, resolve(name).fn)
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items() if "output.dense.w1" in k}
+    log = train(encoder, TrainSpec(data=str(data), steps=5, batch_size=16, lr=1e-3, max_length=32))
+    assert log.steps == 5 and all(math.isfinite(x) for x in log.loss + log.grad_norm)
+    after = encoder.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)

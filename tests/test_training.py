@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from sbabench.cli import main
 from sbabench.runner import run_suite
 from sbabench.suite import parse_suite
 
@@ -37,6 +40,8 @@ def test_each_operator_trains_with_the_same_budget_and_checkpoints_are_reused(
         }
     assert logs["linear"]["trainable_parameters"] == logs["sba"]["trainable_parameters"]
     assert logs["linear"]["loss"] != logs["sba"]["loss"]  # the operator changes training
+    plots = CliRunner().invoke(main, ["plot", str(tmp_path), "--output", str(tmp_path / "png")])
+    assert plots.exit_code == 0 and (tmp_path / "png" / "training_moe.png").is_file(), plots.output
 
     untrained = run_suite(
         parse_suite(

@@ -58,7 +58,7 @@ class NomicExpertsAdapter(nn.Module):
         out = x.new_zeros(index.shape[0], index.shape[1], x.shape[-1])
         for expert in torch.unique(index).tolist():
             token, slot = torch.nonzero(index == expert, as_tuple=True)
-            out[token, slot] = self.activation(x[token] @ w1[expert].T) @ w2[expert]
+            out[token, slot] = (self.activation(x[token] @ w1[expert].T) @ w2[expert]).to(out.dtype)
         return out
 
     def forward(self, x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:

@@ -124,7 +124,7 @@ class UpcycledMoE(nn.Module):
             if token.numel() == 0:
                 continue
             hidden = F.gelu(F.linear(x[token], self.w1[expert], self.b1[expert]))
-            out[token, slot] = F.linear(hidden, self.w2[expert])
+            out[token, slot] = F.linear(hidden, self.w2[expert]).to(out.dtype)  # autocast: bf16 out
         return out
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
