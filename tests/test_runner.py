@@ -87,3 +87,17 @@ def test_cli_run_prints_the_table(tmp_path: Path) -> None:
     assert shown.exit_code == 0 and "| LeeDocSTS" in shown.output
     missing = CliRunner().invoke(main, ["show", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_result_files_are_readable_by_others(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from sbabench.results import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
