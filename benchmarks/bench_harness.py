@@ -30,6 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
+from sbabench.encoding import CosineSimilarity
 from sbabench.geometry import GeometryRecorder
 from sbabench.logs import quiet_libraries
 from sbabench.models import TextEncoder, build_encoder
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "suites" / "quickstart.yaml"
 
 
-class PlainEncoder:
+class PlainEncoder(CosineSimilarity):
     """What a hand-written mteb script does: encode each batch mteb hands over, as it comes."""
 
     def __init__(self, encoder: TextEncoder) -> None:
@@ -58,16 +59,6 @@ class PlainEncoder:
         return np.concatenate(
             [self.encoder.embed_batch([prefix + t for t in b["text"]]).numpy() for b in inputs]
         )
-
-    def similarity(self, a: Any, b: Any) -> torch.Tensor:
-        a, b = (
-            torch.nn.functional.normalize(torch.as_tensor(a), dim=-1),
-            torch.nn.functional.normalize(torch.as_tensor(b), dim=-1),
-        )
-        return a @ b.T
-
-    def similarity_pairwise(self, a: Any, b: Any) -> torch.Tensor:
-        return torch.nn.functional.cosine_similarity(torch.as_tensor(a), torch.as_tensor(b), dim=-1)
 
 
 def plain_mteb(suite_path: Path) -> tuple[float, dict[str, float]]:

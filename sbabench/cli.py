@@ -21,6 +21,17 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
 
 
+def _results_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--results",
+        "results_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("results"),
+        show_default=True,
+        help=help_text,
+    )
+
+
 def _table(title: str, *columns: str) -> Table:
     table = Table(title=title)
     for column in columns:
@@ -57,14 +68,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--results",
-    "results_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("results"),
-    show_default=True,
-    help="Folder for result files (results/<suite>/<model>/<aggregator>/<task>.json).",
-)
+@_results_option("Folder for result files (results/<suite>/<model>/<aggregator>/<task>.json).")
 @click.option(
     "--force",
     is_flag=True,
@@ -122,14 +126,7 @@ def run(
 
 
 @main.command()
-@click.option(
-    "--results",
-    "results_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("results"),
-    show_default=True,
-    help="Results folder whose embedding cache (.cache/embeddings.sqlite) to show.",
-)
+@_results_option("Results folder whose embedding cache (.cache/embeddings.sqlite) to show.")
 @click.option("--prune", is_flag=True, help="Delete cached embeddings matching the filters below.")
 @click.option(
     "--older-than", type=click.FloatRange(0), metavar="DAYS", help="Not used for DAYS days."

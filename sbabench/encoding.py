@@ -16,7 +16,21 @@ from sbabench.models import TextEncoder
 from sbabench.moe.base import observing
 
 
-class CachingEncoder:
+class CosineSimilarity:
+    """The similarity half of mteb's EncoderProtocol: cosine, as every task here scores."""
+
+    def similarity(self, a: Any, b: Any) -> torch.Tensor:
+        """Cosine similarity matrix."""
+        a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+        return torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
+
+    def similarity_pairwise(self, a: Any, b: Any) -> torch.Tensor:
+        """Cosine similarity of corresponding rows."""
+        a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+        return torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+
+class CachingEncoder(CosineSimilarity):
     """Serve mteb's evaluators from a per-(prompt type, text) embedding cache.
 
     Lookups go memory -> on-disk store (if any) -> the model.
@@ -112,13 +126,3 @@ class CachingEncoder:
     def embed(self, texts: list[str], prompt_type: Any = None) -> np.ndarray:
         """Embeddings of plain texts (cached ones reused)."""
         return self.encode([{"text": texts}], prompt_type=prompt_type)
-
-    def similarity(self, a: Any, b: Any) -> torch.Tensor:
-        """Cosine similarity matrix."""
-        a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
-        return torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
-
-    def similarity_pairwise(self, a: Any, b: Any) -> torch.Tensor:
-        """Cosine similarity of corresponding rows."""
-        a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
-        return torch.nn.functional.cosine_similarity(a, b, dim=-1)

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
 from mteb.models.model_meta import ModelMeta
 
 from sbabench.cli import main
+from sbabench.encoding import CosineSimilarity
 from sbabench.runner import run_suite
 from sbabench.suite import load_suite, parse_suite
 from sbabench.tasks import get_task
@@ -23,7 +23,7 @@ from sbabench.tasks.bundled import BUNDLED
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class HashEncoder:
+class HashEncoder(CosineSimilarity):
     """A deterministic bag-of-character-trigrams encoder (an mteb EncoderProtocol)."""
 
     mteb_model_meta = ModelMeta.create_empty(overwrites={"name": "test/hash"})
@@ -35,16 +35,6 @@ class HashEncoder:
             for i in range(max(1, len(text) - 2)):
                 out[row, hashlib.md5(text[i : i + 3].encode()).digest()[0] % 64] += 1.0
         return out
-
-    def similarity(self, a: Any, b: Any) -> torch.Tensor:
-        a, b = (
-            torch.nn.functional.normalize(torch.as_tensor(a), dim=-1),
-            torch.nn.functional.normalize(torch.as_tensor(b), dim=-1),
-        )
-        return a @ b.T
-
-    def similarity_pairwise(self, a: Any, b: Any) -> torch.Tensor:
-        return torch.nn.functional.cosine_similarity(torch.as_tensor(a), torch.as_tensor(b), dim=-1)
 
 
 def _score(task: Any) -> float:
