@@ -40,7 +40,7 @@ def _table(title: str, *columns: str) -> Table:
 
 
 def _user_errors(fn: F) -> F:
-    """Turn SbabenchError into a readable message and exit code 2 (no traceback)."""
+    """Turn SbabenchError into a readable message and exit code 2, Ctrl-C into 130 (no traceback)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -51,6 +51,11 @@ def _user_errors(fn: F) -> F:
             click.secho("error: ", fg="red", err=True, nl=False)
             click.echo(exc.render(), err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo(
+                "\ninterrupted: finished units are saved; run the same command to resume", err=True
+            )
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
 

@@ -160,3 +160,20 @@ def test_two_concurrent_runs_compute_every_unit_once(tmp_path: Path) -> None:
     computed = [int(re.search(r"(\d+) computed", out).group(1)) for out, _ in outputs]  # type: ignore[union-attr]
     assert sum(computed) == 4, outputs
     assert len(_scores(results)) == 4
+
+
+def test_ctrl_c_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    suite_file = tmp_path / "tiny.yaml"
+    suite_file.write_text(SUITE.replace("[linear, sba]", "['tests.user_ops:slow_linear']"))
+    marker = tmp_path / "encoding-started"
+    proc = _cli(
+        ["run", str(suite_file), "--results", str(tmp_path / "r")],
+        env={"SBABENCH_TEST_MARKER": str(marker)},
+    )
+    deadline = time.time() + 180
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
