@@ -19,6 +19,13 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save(fig: Any, path: Path, dpi: int = 110) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def forest_plot(comparison: Comparison, path: Path) -> Path | None:
     """Difference to the baseline with its 95% CI, one row per tested model/aggregator/task."""
     rows = [r for r in comparison.rows if r.item_delta is not None and r.ci_low is not None]
@@ -40,10 +47,7 @@ def forest_plot(comparison: Comparison, path: Path) -> Path | None:
     ax.invert_yaxis()
     ax.set_xlabel("difference to baseline (per-item statistic), 95% bootstrap CI")
     ax.set_title("green: significantly better, red: worse, grey: not significant (Holm)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def geometry_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
@@ -90,11 +94,7 @@ def geometry_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
         ax.set_xticks(list(x), short)
         ax.set_title("norm CV of a token's selected experts", fontsize=8)
         fig.suptitle(system.replace("__", " / "))
-        fig.tight_layout()
-        path = folder / f"geometry_{system}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, folder / f"geometry_{system}.png"))
     return written
 
 
@@ -119,9 +119,5 @@ def training_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
             ax.set_xlabel("step")
             ax.legend(fontsize=8)
         fig.suptitle(model)
-        fig.tight_layout()
-        path = folder / f"training_{model}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, folder / f"training_{model}.png"))
     return written

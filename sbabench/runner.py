@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +57,7 @@ class PlannedUnit:
     key_parts: dict[str, Any]
     path: Path
 
-    @property
+    @cached_property
     def key(self) -> str:
         """The digest of the key parts."""
         return key_digest(self.key_parts)
@@ -127,16 +128,14 @@ def plan_suite(
     """
     root = Path(results_dir)
     plan = Plan()
+    # One resolution per operator, not per unit: a user operator is imported, hashed and probed.
+    operators = {a.key: resolve(a.name, a.options) for a in suite.aggregators}
     for unit in expand(suite):
         if not in_shard(unit.label, shard):
             continue
         if only and not fnmatch.fnmatch(unit.label, only):
             continue
-        aggregator = (
-            None
-            if unit.aggregator is None
-            else resolve(unit.aggregator.name, unit.aggregator.options)
-        )
+        aggregator = None if unit.aggregator is None else operators[unit.aggregator.key]
         parts = unit_key_parts(suite, unit, aggregator)
         path = result_path(root, suite.name, unit.model.name, unit.aggregator_key, unit.task)
         planned = PlannedUnit(unit, aggregator, parts, path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -414,8 +413,3 @@ def load_suite(path: str | Path) -> Suite:
     except UnicodeDecodeError:
         raise SuiteError([f"{file}:1:1: not UTF-8 text"], path=str(file)) from None
     return parse_suite(text, str(file))
-
-
-def iter_problems(exc: SuiteError) -> Iterator[str]:
-    """The located problems of a suite error, one per line."""
-    yield from exc.problems

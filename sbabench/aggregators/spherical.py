@@ -80,29 +80,28 @@ def linear(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (outputs * weights.unsqueeze(-1).to(outputs.dtype)).sum(dim=1)
 
 
-def _spherical_mean(
-    outputs: torch.Tensor, weights: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gate mass s, weighted mean radius r, and the unit spherical mean direction u.
+def _radius_and_direction(
+    outputs: torch.Tensor, weights: torch.Tensor, eps: float, spherical: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gate mass s (T, 1), weighted mean radius r (T, 1) and a unit mean direction u (T, H).
 
-    u = normalize(sum_i p_i y_i / n_i) is computed as one weighted sum with coefficients
-    p_i / n_i, so the (T, k, H) outputs are read twice (norms, sum) and never copied; half
-    precision outputs stay half (reductions accumulate in float32), the (T, k) and (T, 1)
-    scalars are float32. Returns s, r (T, 1), u (T, H) and a (T, 1) mask of where u fell back
-    to the highest-weight expert's direction.
+    u = normalize(sum_i c_i y_i) with c_i = p_i / n_i (spherical: the mean of the unit
+    directions) or c_i = p_i (the linear direction). Computed as one weighted sum, so the
+    (T, k, H) outputs are read twice (norms, sum) and never copied; half precision outputs stay
+    half (reductions accumulate in float32), the (T, k) and (T, 1) scalars are float32. Where the
+    mean vanishes, u falls back to the highest-weight expert's direction.
     """
     mass, probs = _mass_and_probs(weights.to(_compute_dtype(weights.dtype)), eps)
     radii = _norm(outputs).squeeze(-1)
     radius = (probs * radii).sum(-1, keepdim=True)
-    coefficients = probs / radii.clamp_min(eps)
+    coefficients = probs / radii.clamp_min(eps) if spherical else probs
     mean = torch.einsum("tk,tkh->th", coefficients.to(outputs.dtype), outputs)
     length = _norm(mean)
     top = probs.argmax(dim=-1)
     rows = torch.arange(outputs.shape[0], device=outputs.device)
     fallback = outputs[rows, top] / radii[rows, top].clamp_min(eps).unsqueeze(-1)
-    degenerate = length <= eps
-    direction = torch.where(degenerate, fallback, mean / length.clamp_min(eps))
-    return mass, radius, direction, degenerate
+    direction = torch.where(length > eps, mean / length.clamp_min(eps), fallback)
+    return mass, radius, direction
 
 
 def sba(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -112,27 +111,19 @@ def sba(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torc
     Scaling by the gate mass s makes equal expert outputs give exactly the linear result, also
     for routers whose top-k weights do not sum to 1.
     """
-    mass, radius, direction, _ = _spherical_mean(outputs, weights, eps)
+    mass, radius, direction = _radius_and_direction(outputs, weights, eps, spherical=True)
     return (mass * radius * direction).to(outputs.dtype)
 
 
 def radius_only(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Ablation: the linear direction normalize(sum_i w_i y_i) with SBA's radius s * r."""
-    mass, probs = _mass_and_probs(weights.to(_compute_dtype(weights.dtype)), eps)
-    radii = _norm(outputs).squeeze(-1)
-    radius = (probs * radii).sum(-1, keepdim=True)
-    combined = torch.einsum("tk,tkh->th", probs.to(outputs.dtype), outputs)
-    length = _norm(combined)
-    top = probs.argmax(dim=-1)
-    rows = torch.arange(outputs.shape[0], device=outputs.device)
-    fallback = outputs[rows, top] / radii[rows, top].clamp_min(eps).unsqueeze(-1)
-    direction = torch.where(length > eps, combined / length.clamp_min(eps), fallback)
+    mass, radius, direction = _radius_and_direction(outputs, weights, eps, spherical=False)
     return (mass * radius * direction).to(outputs.dtype)
 
 
 def direction_only(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Ablation: SBA's direction u with the linear radius ||sum_i w_i y_i||."""
-    _, _, direction, _ = _spherical_mean(outputs, weights, eps)
+    _, _, direction = _radius_and_direction(outputs, weights, eps, spherical=True)
     radius = _norm(linear(outputs, weights))
     return (radius * direction).to(outputs.dtype)
 
