@@ -239,7 +239,7 @@ def tasks() -> None:
 @_user_errors
 def show(results_dir: Path, fmt: str, geometry: bool) -> None:
     """Print the main-score table of the results under RESULTS_DIR (a suite's folder or all)."""
-    from sbabench.report import geometry_markdown, geometry_table, score_markdown, score_table
+    from sbabench.report import geometry_markdown, geometry_tables, score_markdown, score_table
     from sbabench.results import load_results
 
     if not results_dir.is_dir():
@@ -255,11 +255,11 @@ def show(results_dir: Path, fmt: str, geometry: bool) -> None:
             click.echo("\n" + geometry_markdown(results))
     else:
         console.print(score_table(results, title=str(results_dir)))
-        table = geometry_table(results) if geometry else None
-        if table is not None:
+        tables = geometry_tables(results) if geometry else []
+        for table in tables:
             console.print(table)
-        elif geometry:
-            console.print("no geometry statistics in these results (settings.geometry_tokens: 0?)")
+        if geometry and not tables:
+            console.print("no geometry statistics in these results (geometry: {tokens: 0}?)")
 
 
 @main.command()
@@ -389,7 +389,7 @@ def compare(
         comparison_tables,
         friedman_line,
         geometry_markdown,
-        geometry_table,
+        geometry_tables,
     )
     from sbabench.results import UnitResult, load_results
 
@@ -428,9 +428,8 @@ def compare(
     elif fmt == "table":
         for table in comparison_tables(comparison):
             console.print(table)
-        geometry = geometry_table(current)
-        if geometry is not None:
-            console.print(geometry)
+        for table in geometry_tables(current):
+            console.print(table)
         line = friedman_line(comparison)
         if line:
             console.print(line)
@@ -470,11 +469,13 @@ def compare(
 @_user_errors
 def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int) -> None:
     """Write PNG figures: score differences with 95% CIs per task (forest plot); per model/
-    aggregator the norm and angle histograms and the collapse ratio of every MoE layer; and, for
-    fine-tuned suites, the loss and gradient-norm curves per operator.
+    aggregator the norm and angle histograms and the collapse ratio of every MoE layer; with
+    geometry probes, expert x expert heatmaps (Jacobian alignment, Grassmann distance, router
+    coupling) and Jacobian spectra; and, for fine-tuned suites, the loss and gradient-norm
+    curves per operator.
     """
     from sbabench.compare import compare_results
-    from sbabench.plots import forest_plot, geometry_plots, training_plots
+    from sbabench.plots import forest_plot, geometry_plots, probe_plots, training_plots
     from sbabench.results import load_results
 
     loaded = []
@@ -487,7 +488,11 @@ def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int)
     if not loaded:
         raise SbabenchError("no result files found", fix="run a suite first")
     folder.mkdir(parents=True, exist_ok=True)
-    written = geometry_plots(loaded, folder) + training_plots(loaded, folder)
+    written = (
+        geometry_plots(loaded, folder)
+        + probe_plots(loaded, folder)
+        + training_plots(loaded, folder)
+    )
     forest = forest_plot(
         compare_results(loaded, baseline=baseline, n_resamples=resamples), folder / "forest.png"
     )

@@ -59,15 +59,21 @@ class CachingEncoder(CosineSimilarity):
         self.encoded_texts = 0
         self.reused_texts = 0
         self.recorder: GeometryRecorder | None = None
+        self._fresh: set[tuple[str, str]] | None = None
         self.requested: dict[tuple[str, str], None] = {}
         """(prompt type, text) of every text asked for since start_unit, in order."""
         self.encode_seconds = 0.0
         self._meta = ModelMeta.create_empty(overwrites={"name": f"sbabench/{name}"})
 
-    def start_unit(self, recorder: GeometryRecorder | None) -> None:
-        """Begin a new unit: forget which texts were asked for; observe geometry with `recorder`."""
+    def start_unit(self, recorder: GeometryRecorder | None, fresh: bool = False) -> None:
+        """Begin a new unit: forget which texts were asked for; observe geometry with `recorder`.
+
+        `fresh`: encode every text of the unit once with the model, whatever the caches hold
+        (the geometry probes need the model to see them); the vectors are the same.
+        """
         self.recorder = recorder
         self.requested = {}
+        self._fresh = set() if fresh else None
 
     @property
     def loaded_encoder(self) -> TextEncoder | None:
@@ -91,8 +97,9 @@ class CachingEncoder(CosineSimilarity):
         texts: list[str] = [t for batch in inputs for t in batch["text"]]
         kind = getattr(prompt_type, "value", prompt_type) or "default"
         self.requested.update(dict.fromkeys((kind, t) for t in texts))
-        missing = list(dict.fromkeys(t for t in texts if (kind, t) not in self.cache))
-        if missing and self.store is not None:
+        known = self.cache if self._fresh is None else self._fresh
+        missing = list(dict.fromkeys(t for t in texts if (kind, t) not in known))
+        if missing and self.store is not None and self._fresh is None:
             stored = self.store.get(self.space, kind, missing)
             self.cache.update({(kind, t): v for t, v in stored.items()})
             self.reused_texts += len(stored)
@@ -115,6 +122,8 @@ class CachingEncoder(CosineSimilarity):
                 vectors = vectors.astype(self.store.dtype).astype(np.float32)
                 self.store.put(self.space, kind, missing, vectors)
             self.cache.update({(kind, t): v for t, v in zip(missing, vectors, strict=True)})
+            if self._fresh is not None:
+                self._fresh.update((kind, t) for t in missing)
             self.encoded_texts += len(missing)
         return np.stack([self.cache[(kind, t)] for t in texts])
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-GEOMETRY_VERSION = 1
+if TYPE_CHECKING:
+    from sbabench.moe.base import Combination
+
+GEOMETRY_VERSION = 2
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _EPS = 1e-12
 
@@ -119,10 +122,21 @@ def routing_stats(counts: np.ndarray) -> dict[str, Any]:
 class GeometryRecorder:
     """An observer for AggregationPoints that samples real tokens up to a budget per layer."""
 
-    def __init__(self, budget_tokens: int = 4096, per_call: int = 512, seed: int = 0) -> None:
+    def __init__(
+        self,
+        budget_tokens: int = 4096,
+        per_call: int = 512,
+        seed: int = 0,
+        keep_inputs: bool = False,
+    ) -> None:
         self.budget = budget_tokens
         self.per_call = per_call
         self.seed = seed
+        self.keep_inputs = keep_inputs
+        """Also keep the sampled tokens' layer inputs, weights and experts (for the probes)."""
+        self._kept: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
         self.token_mask: torch.Tensor | None = None
         """(tokens,) bool mask of the current batch's real tokens, set by the encoder."""
         self._samples: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(
@@ -137,15 +151,9 @@ class GeometryRecorder:
         """Tokens sampled in the layer with the fewest."""
         return min(self._taken.values(), default=0)
 
-    def observe(
-        self,
-        layer: str,
-        outputs: torch.Tensor,
-        weights: torch.Tensor,
-        combined: torch.Tensor,
-        index: torch.Tensor | None,
-    ) -> None:
+    def observe(self, call: Combination) -> None:
         """Sample up to `per_call` real tokens of this call, until the layer's budget is full."""
+        layer, outputs, weights, index = call.layer, call.outputs, call.weights, call.index
         remaining = self.budget - self._taken[layer]
         if remaining <= 0:
             return
@@ -158,7 +166,12 @@ class GeometryRecorder:
             self._calls[layer] += 1
             take = min(remaining, self.per_call, rows.numel())
             chosen = rows[torch.randperm(rows.numel(), generator=generator)[:take].to(rows.device)]
-            stats = token_stats(outputs[chosen], weights[chosen], combined[chosen])
+            stats = token_stats(outputs[chosen], weights[chosen], call.combined[chosen])
+            if self.keep_inputs and call.inputs is not None and index is not None:
+                kept = self._kept[layer]
+                kept["inputs"].append(call.inputs[chosen].float().cpu())
+                kept["weights"].append(weights[chosen].float().cpu())
+                kept["index"].append(index[chosen].cpu())
             for name, values in stats.items():
                 self._samples[layer][name].append(values.cpu())
             if index is not None:
@@ -171,6 +184,13 @@ class GeometryRecorder:
                 np.add.at(counts, picked, 1)
                 self._counts[layer] = counts
             self._taken[layer] += take
+
+    def probe_sample(self, layer: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(inputs, weights, index) of the tokens sampled in `layer`, if inputs were kept."""
+        kept = self._kept.get(layer)
+        if not kept or not kept["inputs"]:
+            return None
+        return torch.cat(kept["inputs"]), torch.cat(kept["weights"]), torch.cat(kept["index"])
 
     def layers(self, num_experts: dict[str, int] | None = None) -> dict[str, Any]:
         """Summary statistics and histograms per layer."""
@@ -236,3 +256,11 @@ def embedding_stats(
         y = y / np.clip(np.linalg.norm(y, axis=1, keepdims=True), _EPS, None)
         out["cosine_to_linear"] = describe((units * y).sum(1))
     return out
+
+
+def has_probes(block: dict[str, Any] | None, probes: Sequence[str]) -> bool:
+    """Whether a geometry block observed MoE layers and holds every one of `probes`."""
+    layers = (block or {}).get("layers") or {}
+    return bool(layers) and all(
+        set(probes) <= set(layer.get("probes") or {}) for layer in layers.values()
+    )

@@ -98,6 +98,68 @@ def geometry_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
     return written
 
 
+_PROBE_PANELS = (
+    ("jacobian", "alignment_matrix", "Jacobian alignment |<J_i,J_j>| (1 = same map)", (0.0, 1.0)),
+    ("expert-pca", "grassmann_matrix", "Grassmann distance of top-m subspaces (1 = orthogonal)", (0.0, 1.0)),
+    ("router-coupling", "matrix", "cos(router row i, mean input of expert j)", (-1.0, 1.0)),
+)  # fmt: skip
+
+
+def probe_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
+    """Per model/aggregator with probes: expert x expert heatmaps and Jacobian spectra per layer."""
+    import numpy as np
+
+    by_system: dict[str, dict[str, Any]] = {}
+    for r in results:
+        for name, layer in ((r.geometry or {}).get("layers") or {}).items():
+            if layer.get("probes"):
+                by_system.setdefault(f"{r.model}__{r.aggregator}", {})[name] = layer["probes"]
+    written: list[Path] = []
+    if not by_system:
+        return written
+    plt = _pyplot()
+    for system, layers in by_system.items():
+        fig, axes = plt.subplots(len(layers), 4, figsize=(16, 3.6 * len(layers)), squeeze=False)
+        for row, (name, probes) in enumerate(layers.items()):
+            title = name.replace(".combine", "")
+            for col, (probe, key, label, (lo, hi)) in enumerate(_PROBE_PANELS):
+                ax = axes[row][col]
+                values = (probes.get(probe) or {}).get(key)
+                if values is None:
+                    reason = (probes.get(probe) or {}).get("unavailable", "not requested")
+                    ax.text(
+                        0.5,
+                        0.5,
+                        f"{probe}: {reason}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        wrap=True,
+                    )
+                    ax.axis("off")
+                    continue
+                matrix = np.array([[np.nan if v is None else v for v in r] for r in values])
+                image = ax.imshow(matrix, vmin=lo, vmax=hi, cmap="viridis")
+                fig.colorbar(image, ax=ax, fraction=0.046)
+                ax.set_xlabel("expert", fontsize=8)
+                ax.set_ylabel("expert", fontsize=8)
+                ax.set_title(f"{title}\n{label}", fontsize=7)
+            ax = axes[row][3]
+            spectrum = (probes.get("jacobian") or {}).get("normalised_spectrum")
+            if spectrum:
+                ax.plot(range(1, len(spectrum) + 1), spectrum, marker="o", markersize=3)
+                ax.set_xlabel("singular value index", fontsize=8)
+                ax.set_ylim(0, 1.05)
+                ax.set_title(
+                    f"{title}\nselected experts' Jacobian spectrum (s_i / s_1)", fontsize=7
+                )
+            else:
+                ax.axis("off")
+        fig.suptitle(system.replace("__", " / ") + ": geometry probes")
+        written.append(_save(fig, folder / f"probes_{system}.png"))
+    return written
+
+
 def training_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
     """Per model: the training loss and gradient-norm curves of each operator."""
     curves: dict[str, dict[str, dict[str, Any]]] = {}

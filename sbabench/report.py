@@ -183,22 +183,32 @@ def comparison_markdown(comparison: Comparison) -> str:
     return "\n".join(parts) + "\n"
 
 
-GEOMETRY_COLUMNS = [
-    "model/aggregator",
-    "layer",
-    "tokens",
-    "norm CV (within token)",
-    "norm CV (all)",
-    "expert cosine",
-    "collapse (operator)",
-    "collapse (linear)",
-    "angle to linear °",
-    "load CV",
+GEOMETRY_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
+    ("norm CV (within token)", ("norm_cv_within_token", "mean")),
+    ("norm CV (all)", ("norm", "cv")),
+    ("expert cosine", ("pairwise_cosine", "mean")),
+    ("collapse (operator)", ("collapse_ratio", "mean")),
+    ("collapse (linear)", ("linear_collapse_ratio", "mean")),
+    ("angle to linear °", ("operator_vs_linear", "angle_deg", "mean")),
+    ("load CV", ("routing", "load_cv")),
 ]
+"""Column title and where its value sits in a layer's geometry statistics."""
+
+PROBE_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
+    ("J align", ("probes", "jacobian", "alignment_mean")),
+    ("J stable rank", ("probes", "jacobian", "stable_rank", "mean")),
+    ("J decay", ("probes", "jacobian", "decay_exponent", "mean")),
+    ("PCA Grassmann", ("probes", "expert-pca", "grassmann_mean")),
+    ("PCA eff. rank", ("probes", "expert-pca", "effective_rank_mean")),
+    ("router margin", ("probes", "router-coupling", "margin_mean")),
+]
+"""The deeper probes' columns, shown when any result has them."""
 
 
-def geometry_rows(results: Sequence[UnitResult]) -> list[list[str]]:
-    """Per model/aggregator and MoE layer, statistics averaged over the tasks that have them."""
+def geometry_rows(
+    results: Sequence[UnitResult], columns: Sequence[tuple[str, tuple[str, ...]]]
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows: per model/aggregator and MoE layer, means over the tasks that have them."""
     import numpy as np
 
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -206,7 +216,7 @@ def geometry_rows(results: Sequence[UnitResult]) -> list[list[str]]:
         for layer, stats in ((r.geometry or {}).get("layers") or {}).items():
             grouped.setdefault((f"{r.model}/{r.aggregator}", layer), []).append(stats)
 
-    def mean(stats: list[dict[str, Any]], *path: str) -> str:
+    def mean(stats: list[dict[str, Any]], path: tuple[str, ...]) -> str:
         values: list[float] = []
         for s in stats:
             for key in path:
@@ -215,39 +225,54 @@ def geometry_rows(results: Sequence[UnitResult]) -> list[list[str]]:
                 values.append(float(s))
         return f"{np.mean(values):.3f}" if values else "—"
 
-    return [
-        [
-            name,
-            layer,
-            str(sum(s["tokens"] for s in stats)),
-            mean(stats, "norm_cv_within_token", "mean"),
-            mean(stats, "norm", "cv"),
-            mean(stats, "pairwise_cosine", "mean"),
-            mean(stats, "collapse_ratio", "mean"),
-            mean(stats, "linear_collapse_ratio", "mean"),
-            mean(stats, "operator_vs_linear", "angle_deg", "mean"),
-            mean(stats, "routing", "load_cv"),
-        ]
+    headers = ["model/aggregator", "layer", "tokens", *(title for title, _ in columns)]
+    rows = [
+        [name, layer.removesuffix(".combine"), str(sum(s["tokens"] for s in stats))]
+        + [mean(stats, path) for _, path in columns]
         for (name, layer), stats in grouped.items()
     ]
+    return headers, rows
 
 
-def geometry_table(results: Sequence[UnitResult]) -> Table | None:
-    """A rich table of the MoE-layer geometry, or None when no result has any."""
-    rows = geometry_rows(results)
-    if not rows:
-        return None
-    table = Table(title="geometry per MoE layer (mean over tasks)")
-    for column in GEOMETRY_COLUMNS:
-        table.add_column(column, no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    return table
+def _has_probes(results: Sequence[UnitResult]) -> bool:
+    return any(
+        layer.get("probes")
+        for r in results
+        for layer in ((r.geometry or {}).get("layers") or {}).values()
+    )
+
+
+def _geometry_grids(
+    results: Sequence[UnitResult],
+) -> list[tuple[str, list[str], list[list[str]]]]:
+    grids = []
+    headers, rows = geometry_rows(results, GEOMETRY_COLUMNS)
+    if rows:
+        grids.append(("geometry per MoE layer (mean over tasks)", headers, rows))
+    if _has_probes(results):
+        headers, rows = geometry_rows(results, PROBE_COLUMNS)
+        grids.append(("geometry probes per MoE layer (mean over tasks)", headers, rows))
+    return grids
+
+
+def geometry_tables(results: Sequence[UnitResult]) -> list[Table]:
+    """Rich tables of the MoE-layer geometry (and the probes, when any result has them)."""
+    tables = []
+    for title, headers, rows in _geometry_grids(results):
+        table = Table(title=title)
+        for column in headers:
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
 
 
 def geometry_markdown(results: Sequence[UnitResult]) -> str:
-    """The geometry table as Markdown ('' when there is none)."""
+    """The geometry tables as Markdown ('' when there are none)."""
     from tabulate import tabulate
 
-    rows = geometry_rows(results)
-    return tabulate(rows, headers=GEOMETRY_COLUMNS, tablefmt="github") if rows else ""
+    return "\n\n".join(
+        tabulate(rows, headers=headers, tablefmt="github")
+        for _, headers, rows in _geometry_grids(results)
+    )

@@ -37,7 +37,7 @@ from sbabench.results import (
     save_result,
     write_atomic,
 )
-from sbabench.suite import Suite, Unit, expand
+from sbabench.suite import GeometrySpec, Suite, Unit, expand
 
 if TYPE_CHECKING:
     from sbabench.embedding_store import EmbeddingStore
@@ -113,6 +113,14 @@ def in_shard(label: str, shard: tuple[int, int] | None) -> bool:
     return int(hashlib.sha256(label.encode()).hexdigest(), 16) % count == index - 1
 
 
+def _lacks_probes(suite: Suite, unit: Unit, result: UnitResult) -> bool:
+    """Whether the suite asks for geometry probes that an MoE unit's result does not hold."""
+    from sbabench.geometry import has_probes
+
+    probes = suite.geometry.probes if suite.geometry.tokens else ()
+    return bool(probes) and unit.model.is_moe and not has_probes(result.geometry, probes)
+
+
 def plan_suite(
     suite: Suite,
     results_dir: str | Path = "results",
@@ -141,9 +149,12 @@ def plan_suite(
         planned = PlannedUnit(unit, aggregator, parts, path)
         existing = load_result(path)
         if existing is not None and existing.key == planned.key and not force:
-            plan.done.append((planned, existing))
-            continue
-        if path.exists() and existing is None:
+            if _lacks_probes(suite, unit, existing):
+                plan.invalid.append(f"{path} (geometry probes requested: re-encoding its texts)")
+            else:
+                plan.done.append((planned, existing))
+                continue
+        elif path.exists() and existing is None:
             plan.invalid.append(f"{path} (corrupt or truncated)")
         elif existing is not None and existing.key != planned.key and not force:
             plan.invalid.append(f"{path} (stale: its key no longer matches)")
@@ -236,6 +247,7 @@ def _linear_space(planned: PlannedUnit) -> str | None:
 
 
 def _geometry(
+    spec: GeometrySpec,
     planned: PlannedUnit,
     encoder: CachingEncoder,
     recorder: GeometryRecorder | None,
@@ -244,14 +256,14 @@ def _geometry(
     """The unit's geometry block: observed now, or as recorded when its embeddings were made."""
     import numpy as np
 
-    from sbabench.geometry import GEOMETRY_VERSION, embedding_stats
+    from sbabench.geometry import GEOMETRY_VERSION, embedding_stats, has_probes
 
     if recorder is None:
         return None
     space, task = embedding_space(planned.key_parts), planned.unit.task
     if recorder.observed_tokens == 0 and store is not None:
         stored = store.get_geometry(space, task)
-        if stored is not None:
+        if stored is not None and (not spec.probes or has_probes(stored, spec.probes)):
             return stored
     requested = list(encoder.requested)
     vectors = np.stack([encoder.cache[key] for key in requested]) if requested else np.zeros((0, 1))
@@ -279,10 +291,25 @@ def _geometry(
         if loaded is not None
         else None
     )
+    layers = recorder.layers(num_experts)
+    if spec.probes and loaded is not None and recorder.observed_tokens:
+        from sbabench.probes import run_probes
+
+        probed = run_probes(
+            list(spec.probes),
+            recorder,
+            loaded.model,
+            loaded.moe_layers,
+            jacobian_tokens=spec.jacobian_tokens,
+            subspace_dim=spec.subspace_dim,
+        )
+        for name, results in probed.items():
+            layers[name]["probes"] = results
     block: dict[str, Any] = {
         "version": GEOMETRY_VERSION,
         "tokens_per_layer": recorder.budget,
-        "layers": recorder.layers(num_experts),
+        "probes": spec.model_dump(include={"probes", "jacobian_tokens", "subspace_dim"}),
+        "layers": layers,
         "embeddings": embedding_stats(vectors, prenorm, linear_vectors) if requested else None,
     }
     if recorder.observed_tokens == 0 and planned.aggregator is not None:
@@ -300,7 +327,7 @@ def _score(
     store: EmbeddingStore | None,
 ) -> UnitResult:
     from sbabench import per_item, provenance
-    from sbabench.geometry import GeometryRecorder
+    from sbabench.geometry import GeometryRecorder, has_probes
     from sbabench.models import pick_device
     from sbabench.tasks import get_task, load_task_data
 
@@ -309,9 +336,21 @@ def _score(
     load_task_data(task, unit.task_entry)
     split = planned.key_parts["task"]["split"]
     subsets = list(unit.task_entry.subsets) if unit.task_entry.subsets else None
-    tokens = suite.settings.geometry_tokens
-    recorder = GeometryRecorder(tokens, seed=suite.settings.seed) if tokens else None
-    encoder.start_unit(recorder)
+    spec = suite.geometry
+    recorder = None
+    fresh = False
+    if spec.tokens:
+        recorder = GeometryRecorder(
+            spec.tokens, seed=suite.settings.seed, keep_inputs=bool(spec.probes)
+        )
+        if spec.probes and unit.model.is_moe:
+            # The probes need the layer inputs of this task's tokens, which no cache holds:
+            # unless they were recorded with these embeddings, encode the unit's texts anew.
+            stored = (
+                store.get_geometry(embedding_space(planned.key_parts), unit.task) if store else None
+            )
+            fresh = not has_probes(stored, spec.probes)
+    encoder.start_unit(recorder, fresh=fresh)
     was_loaded = model.encoder is not None
     start = time.perf_counter()
     encoded_before, encode_before = encoder.encoded_texts, encoder.encode_seconds
@@ -324,7 +363,7 @@ def _score(
     )
     items = per_item.collect(task, encoder, split, list(scores), suite.settings.seed)
     geometry_start = time.perf_counter()
-    geometry = _geometry(planned, encoder, recorder, store)
+    geometry = _geometry(spec, planned, encoder, recorder, store)
     geometry_s = time.perf_counter() - geometry_start
     encoder.start_unit(None)
     total = time.perf_counter() - start

@@ -36,8 +36,34 @@ class Settings(_Strict):
     seed: int = 0
     embedding_cache: Literal["float32", "float16", "off"] = "float32"
     """On-disk embedding cache: vector precision, or off."""
-    geometry_tokens: int = Field(4096, ge=0, le=1_000_000)
-    """Tokens sampled per MoE layer for geometry statistics (0: off)."""
+
+
+Probe = Literal["jacobian", "expert-pca", "router-coupling"]
+
+
+class GeometrySpec(_Strict):
+    """Geometry statistics recorded with every MoE unit, and the opt-in deeper probes."""
+
+    tokens: int = Field(4096, ge=0, le=1_000_000)
+    """Tokens sampled per MoE layer (0: no geometry)."""
+    probes: tuple[Probe, ...] = ()
+    """Deeper probes: jacobian, expert-pca, router-coupling (see sbabench.probes)."""
+    jacobian_tokens: int = Field(32, ge=1, le=100_000)
+    """Sampled tokens at which every expert's Jacobian is evaluated (the `jacobian` probe)."""
+    subspace_dim: int = Field(8, ge=1, le=4096)
+    """Principal components per expert compared by the `expert-pca` probe."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GeometrySpec:
+        if len(set(self.probes)) != len(self.probes):
+            raise ValueError(f"probes must not repeat, got {list(self.probes)}")
+        if self.probes and self.tokens == 0:
+            raise ValueError("probes need sampled tokens: set `tokens` above 0")
+        if "jacobian" in self.probes and self.jacobian_tokens > self.tokens:
+            raise ValueError(
+                f"jacobian_tokens ({self.jacobian_tokens}) cannot exceed tokens ({self.tokens})"
+            )
+        return self
 
 
 class _ModelBase(_Strict):
@@ -260,6 +286,24 @@ class Suite(_Strict):
     settings: Settings = Field(default_factory=Settings)
     train: TrainSpec | None = None
     """Fine-tune each model x operator before evaluating it (same budget for all)."""
+    geometry: GeometrySpec = Field(default_factory=GeometrySpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _geometry_tokens_setting(cls, data: Any) -> Any:
+        """`settings: {geometry_tokens: N}` (the older spelling) means `geometry: {tokens: N}`."""
+        if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+            return data
+        if "geometry_tokens" not in data["settings"]:
+            return data
+        settings = dict(data["settings"])
+        tokens = settings.pop("geometry_tokens")
+        geometry = data.get("geometry") or {}
+        if not isinstance(geometry, dict):
+            return data
+        if "tokens" in geometry:
+            raise ValueError("settings.geometry_tokens and geometry.tokens are both set; keep one")
+        return {**data, "settings": settings, "geometry": {**geometry, "tokens": tokens}}
 
     @field_validator("tasks")
     @classmethod

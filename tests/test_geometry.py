@@ -19,6 +19,7 @@ from sbabench.geometry import (
     routing_stats,
     token_stats,
 )
+from sbabench.moe.base import Combination
 from sbabench.runner import run_suite
 from sbabench.suite import parse_suite
 
@@ -69,7 +70,7 @@ def test_recorder_samples_real_tokens_only_within_budget() -> None:
     index = torch.tensor([[0, 1]] * 10)
     recorder.token_mask = torch.tensor([True] * 3 + [False] * 7)
     for _ in range(3):
-        recorder.observe("layer", outputs, weights, outputs.sum(1), index)
+        recorder.observe(Combination("layer", outputs, weights, outputs.sum(1), index, None))
     summary = recorder.layers({"layer": 4})["layer"]
     assert summary["tokens"] == 6  # 3 real tokens per call, stopped at the budget
     assert summary["routing"]["load"] == [0.5, 0.5, 0.0, 0.0]

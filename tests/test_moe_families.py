@@ -134,7 +134,7 @@ def test_linear_patch_reproduces_the_model_and_sba_changes_it(family: str) -> No
     sba = resolve("sba").fn
     set_aggregator(model, sba)
     seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    with observing(model, lambda _, y, w, out, __: seen.append((y, w, out))):
+    with observing(model, lambda c: seen.append((c.outputs, c.weights, c.combined))):
         patched = _states(model)
     assert (patched - unpatched).abs().max() > 1e-4
     assert len(seen) == 2
@@ -165,7 +165,7 @@ def test_nomic_layout_is_patched_in_place() -> None:
         torch.testing.assert_close(model(ids), unpatched, atol=1e-6, rtol=1e-6)
         set_aggregator(model, resolve("sba").fn)
         seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        with observing(model, lambda _, y, w, out, __: seen.append((y, w, out))):
+        with observing(model, lambda c: seen.append((c.outputs, c.weights, c.combined))):
             patched = model(ids)
     assert (patched - unpatched).abs().max() > 1e-4
     for outputs, weights, combined in seen:

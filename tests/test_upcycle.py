@@ -48,7 +48,7 @@ def test_linear_patch_equals_unpatched_and_sba_matches_captured_outputs() -> Non
 
     set_aggregator(model, resolve("sba").fn)
     seen: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    with observing(model, lambda name, y, w, out, _: seen.append((name, y, w, out))):
+    with observing(model, lambda c: seen.append((c.layer, c.outputs, c.weights, c.combined))):
         _states(model, tokenizer)
     assert [name for name, *_ in seen] == [
         "encoder.layer.1.output.dense.combine",

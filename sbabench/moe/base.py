@@ -12,8 +12,26 @@ from torch import nn
 from sbabench.aggregators import AggregatorFn
 from sbabench.aggregators.spherical import linear
 
-Observer = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], None]
-"""Called as observer(layer_name, outputs[T,k,H], weights[T,k], combined[T,H], index[T,k])."""
+
+@dataclass(frozen=True)
+class Combination:
+    """One call of a layer's combination step, as observers see it."""
+
+    layer: str
+    """Qualified module name of the AggregationPoint."""
+    outputs: torch.Tensor
+    """(tokens, k, hidden) outputs of each token's selected experts."""
+    weights: torch.Tensor
+    """(tokens, k) router weights of those experts."""
+    combined: torch.Tensor
+    """(tokens, hidden) the operator's result."""
+    index: torch.Tensor | None
+    """(tokens, k) which experts were selected (None if the adapter cannot tell)."""
+    inputs: torch.Tensor | None
+    """(tokens, hidden) the layer's input: what the router and the experts saw."""
+
+
+Observer = Callable[[Combination], None]
 
 
 class AggregationPoint(nn.Module):
@@ -33,12 +51,22 @@ class AggregationPoint(nn.Module):
         self.layer_name = ""
 
     def forward(
-        self, outputs: torch.Tensor, weights: torch.Tensor, index: torch.Tensor | None = None
+        self,
+        outputs: torch.Tensor,
+        weights: torch.Tensor,
+        index: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Combine (tokens, k, hidden) outputs with (tokens, k) weights; `index` names the experts."""
+        """Combine (tokens, k, hidden) outputs with (tokens, k) weights.
+
+        `index` names the selected experts and `inputs` (tokens, hidden) is the layer input;
+        both only reach the observers.
+        """
         combined = self.aggregator(outputs, weights)
-        for observer in self.observers:
-            observer(self.layer_name, outputs, weights, combined, index)
+        if self.observers:
+            call = Combination(self.layer_name, outputs, weights, combined, index, inputs)
+            for observer in self.observers:
+                observer(call)
         return combined
 
 

@@ -65,7 +65,8 @@ class NomicExpertsAdapter(nn.Module):
         """Accepts (x, top_weights, top_experts) or (x, weights, top_weights, top_experts)."""
         top_weights, top_experts = args[-2], args[-1]
         flat = x.reshape(-1, x.shape[-1])
-        combined = self.combine(self.expert_outputs(flat, top_experts), top_weights, top_experts)
+        outputs = self.expert_outputs(flat, top_experts)
+        combined = self.combine(outputs, top_weights, top_experts, flat)
         return combined.reshape(x.shape) + self.bias
 
 

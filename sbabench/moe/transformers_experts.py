@@ -63,7 +63,7 @@ def sbabench_experts_forward(
     outputs = _slot_outputs(self, hidden_states, top_k_index)
     weights = top_k_weights.masked_fill(top_k_index >= self.num_experts, 0.0)  # type: ignore[operator]
     point: AggregationPoint = getattr(self, _POINT)
-    return point(outputs, weights, top_k_index).to(hidden_states.dtype)
+    return point(outputs, weights, top_k_index, hidden_states).to(hidden_states.dtype)
 
 
 def _register() -> None:

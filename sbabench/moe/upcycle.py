@@ -131,7 +131,7 @@ class UpcycledMoE(nn.Module):
         """Route, run the selected experts, combine through the aggregation point, add bias."""
         flat = hidden_states.reshape(-1, hidden_states.shape[-1])
         weights, index = self.route(flat)
-        combined = self.combine(self.expert_outputs(flat, index), weights, index)
+        combined = self.combine(self.expert_outputs(flat, index), weights, index, flat)
         return (combined + self.bias).reshape(hidden_states.shape)
 
 

@@ -1,0 +1,226 @@
+"""Deeper geometry probes (opt-in: `geometry: {probes: [...]}` in the suite).
+
+Each is computed per MoE layer on the tokens the GeometryRecorder sampled, with the layer's input
+(what the router and the experts saw) kept for them:
+
+- `jacobian`: each expert's input Jacobian J_e(x) (closed form for two-layer MLP experts, see
+  sbabench.moe.experts) at the first `jacobian_tokens` sampled tokens. Spectra of the experts a
+  token selected (leading singular value, stable rank ||J||_F^2 / s_1^2, the power-law decay
+  exponent a of s_i ~ s_1 i^-a over the leading singular values) and the cross-expert alignment
+  |<J_i, J_j>_F| / (||J_i||_F ||J_j||_F) for every pair of experts at the same token
+  ("functional decorrelation": 0 = unrelated maps, 1 = the same map up to scale).
+- `expert-pca`: a router-weighted PCA of the inputs routed to each expert (weights = the
+  token's top-k router weight for that expert): effective rank, variance in the top-m
+  components, and Grassmann distances between the experts' top-m principal subspaces
+  (||principal angles||_2, normalised so 1 = orthogonal subspaces) ("representational overlap").
+- `router-coupling`: cosine between each router row (or centroid) and the router-weighted mean
+  input routed to that expert, against the other experts' mean inputs (the margin says whether
+  a router row points at what its expert actually receives).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from sbabench.geometry import describe, effective_rank
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from sbabench.geometry import GeometryRecorder
+    from sbabench.moe.base import MoELayer
+    from sbabench.moe.experts import ExpertMLPs
+
+PROBES = ("jacobian", "expert-pca", "router-coupling")
+_SPECTRUM_SHOWN = 16
+_DECAY_FIT = 32
+_EPS = 1e-12
+
+
+def _matrix(values: np.ndarray) -> list[list[float | None]]:
+    """A JSON-friendly matrix (NaN -> None)."""
+    return [[None if math.isnan(v) else float(v) for v in row] for row in values]
+
+
+def _off_diagonal_mean(values: np.ndarray) -> float | None:
+    off = values[~np.eye(len(values), dtype=bool)]
+    off = off[~np.isnan(off)]
+    return float(off.mean()) if off.size else None
+
+
+def jacobian_probe(
+    mlps: ExpertMLPs, x: torch.Tensor, index: torch.Tensor, chunk: int = 8
+) -> dict[str, Any]:
+    """Spectra of the selected experts' Jacobians and the alignment of all experts' Jacobians."""
+    experts = mlps.num_experts
+    alignment_sum = torch.zeros(experts, experts, dtype=torch.float64)
+    selected_alignment: list[torch.Tensor] = []
+    singular: list[torch.Tensor] = []
+    frobenius: list[torch.Tensor] = []
+    k = index.shape[1]
+    pairs = torch.triu_indices(k, k, offset=1)
+    for start in range(0, x.shape[0], chunk):
+        xs, idx = x[start : start + chunk], index[start : start + chunk].to(x.device)
+        jac = mlps.jacobians(xs)  # (t, experts, hidden, hidden)
+        flat = jac.flatten(2)
+        gram = flat @ flat.transpose(1, 2)
+        norms = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
+        align = gram.abs() / (norms.unsqueeze(2) * norms.unsqueeze(1)).clamp_min(_EPS)
+        alignment_sum += align.sum(0).double().cpu()
+        valid = idx.clamp_max(experts - 1)  # an out-of-range sentinel is masked just below
+        rows = torch.arange(len(xs), device=x.device).unsqueeze(1)
+        if k > 1:
+            picked = align[rows, valid[:, pairs[0]], valid[:, pairs[1]]]
+            ok = (idx[:, pairs[0]] < experts) & (idx[:, pairs[1]] < experts)
+            selected_alignment.append(picked[ok].cpu())
+        chosen = jac[rows, valid][idx < experts]  # (selected, hidden, hidden)
+        singular.append(torch.linalg.svdvals(chosen).cpu())
+        frobenius.append(norms[rows, valid][idx < experts].cpu())
+    s = torch.cat(singular).double()
+    fro = torch.cat(frobenius).double()
+    top = s[:, 0].clamp_min(_EPS)
+    fit = min(_DECAY_FIT, s.shape[1])
+    log_i = torch.log(torch.arange(1, fit + 1, dtype=torch.float64))
+    log_s = torch.log(s[:, :fit].clamp_min(_EPS))
+    centred = log_i - log_i.mean()
+    # least-squares slope of log s_i on log i; the decay exponent is its negative
+    decay = -((log_s - log_s.mean(1, keepdim=True)) * centred).sum(1) / (centred**2).sum()
+    alignment = (alignment_sum / x.shape[0]).numpy()
+    return {
+        "tokens": int(x.shape[0]),
+        "sigma_1": describe(top),
+        "stable_rank": describe(fro**2 / top**2),
+        "decay_exponent": describe(decay),
+        "normalised_spectrum": (s[:, :_SPECTRUM_SHOWN] / top.unsqueeze(1)).mean(0).tolist(),
+        "alignment_matrix": _matrix(alignment),
+        "alignment_mean": _off_diagonal_mean(alignment),
+        "alignment_selected_pairs": describe(torch.cat(selected_alignment))
+        if selected_alignment
+        else None,
+    }
+
+
+def _routed(
+    x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor, expert: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs routed to `expert` and their router weights."""
+    token, slot = torch.nonzero(index == expert, as_tuple=True)
+    return x[token].double(), weights[token, slot].double().clamp_min(0)
+
+
+def expert_pca_probe(
+    x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor, experts: int, dim: int
+) -> dict[str, Any]:
+    """Router-weighted PCA of each expert's inputs and Grassmann distances between subspaces."""
+    from scipy.linalg import subspace_angles
+
+    bases: dict[int, np.ndarray] = {}
+    per_expert: list[dict[str, Any]] = []
+    for e in range(experts):
+        xs, w = _routed(x, weights, index, e)
+        if xs.shape[0] <= dim or float(w.sum()) <= 0:
+            per_expert.append({"tokens": int(xs.shape[0]), "note": f"needs more than {dim} tokens"})
+            continue
+        p = w / w.sum()
+        mean = (p.unsqueeze(1) * xs).sum(0)
+        scaled = (xs - mean) * p.sqrt().unsqueeze(1)  # rows: weighted, centred inputs
+        _, singular, vt = torch.linalg.svd(scaled, full_matrices=False)
+        variance = singular**2
+        bases[e] = vt[:dim].T.numpy()
+        per_expert.append(
+            {
+                "tokens": int(xs.shape[0]),
+                "weight": float(w.sum()),
+                "effective_rank": effective_rank(scaled.numpy()),
+                "top_m_variance": float(variance[:dim].sum() / variance.sum().clamp_min(_EPS)),
+            }
+        )
+    distance = np.full((experts, experts), np.nan)
+    angle = np.full((experts, experts), np.nan)
+    for i in bases:
+        for j in bases:
+            theta = subspace_angles(bases[i], bases[j]) if i != j else np.zeros(dim)
+            distance[i, j] = np.linalg.norm(theta) / (math.sqrt(dim) * math.pi / 2)
+            angle[i, j] = np.degrees(theta).mean()
+    ranks = [p["effective_rank"] for p in per_expert if "effective_rank" in p]
+    return {
+        "subspace_dim": dim,
+        "experts": per_expert,
+        "effective_rank_mean": float(np.mean(ranks)) if ranks else None,
+        "grassmann_matrix": _matrix(distance),
+        "grassmann_mean": _off_diagonal_mean(distance),
+        "principal_angle_mean_deg": _off_diagonal_mean(angle),
+    }
+
+
+def router_coupling_probe(
+    rows: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor
+) -> dict[str, Any]:
+    """Cosine of each router row with the mean input routed to each expert."""
+    experts = rows.shape[0]
+    means = torch.full((experts, x.shape[1]), float("nan"), dtype=torch.float64)
+    for e in range(experts):
+        xs, w = _routed(x, weights, index, e)
+        if float(w.sum()) > 0:
+            means[e] = (w.unsqueeze(1) * xs).sum(0) / w.sum()
+    r = rows.double().cpu()
+    r = r / r.norm(dim=1, keepdim=True).clamp_min(_EPS)
+    m = means / means.norm(dim=1, keepdim=True).clamp_min(_EPS)
+    cosine = (r @ m.T).numpy()  # [row e, mean input of expert j]
+    own = np.diag(cosine)
+    off = np.where(np.eye(experts, dtype=bool), np.nan, cosine)
+    with np.errstate(invalid="ignore"):
+        others = np.nanmean(off, axis=1) if experts > 1 else np.full(experts, np.nan)
+    margin = own - others
+    return {
+        "cosine_own": [None if math.isnan(v) else float(v) for v in own],
+        "cosine_own_mean": float(np.nanmean(own)) if not np.isnan(own).all() else None,
+        "cosine_other_mean": _off_diagonal_mean(cosine),
+        "margin_mean": float(np.nanmean(margin)) if not np.isnan(margin).all() else None,
+        "matrix": _matrix(cosine),
+    }
+
+
+def run_probes(
+    probes: list[str],
+    recorder: GeometryRecorder,
+    model: nn.Module,
+    layers: list[MoELayer],
+    *,
+    jacobian_tokens: int,
+    subspace_dim: int,
+) -> dict[str, dict[str, Any]]:
+    """Probe results per layer name and probe name; a probe that cannot run says why."""
+    from sbabench.moe.experts import Unsupported, expert_mlps, router_rows
+
+    out: dict[str, dict[str, Any]] = {}
+    device = next(model.parameters()).device
+    for layer in layers:
+        sample = recorder.probe_sample(layer.name)
+        if sample is None:
+            continue
+        x, weights, index = sample
+        results: dict[str, Any] = {}
+        for probe in probes:
+            try:
+                with torch.no_grad():
+                    if probe == "jacobian":
+                        mlps = expert_mlps(model, layer)
+                        results[probe] = jacobian_probe(
+                            mlps, x[:jacobian_tokens].to(device), index[:jacobian_tokens]
+                        )
+                    elif probe == "expert-pca":
+                        results[probe] = expert_pca_probe(
+                            x, weights, index, layer.num_experts, subspace_dim
+                        )
+                    else:
+                        rows = router_rows(model, layer, x.shape[1])
+                        results[probe] = router_coupling_probe(rows, x, weights, index)
+            except Unsupported as exc:
+                results[probe] = {"unavailable": str(exc)}
+        out[layer.name] = results
+    return out

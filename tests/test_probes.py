@@ -1,0 +1,223 @@
+"""The deeper geometry probes: expert weights read right, closed-form Jacobians, hand cases, runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch import nn
+
+from sbabench.cli import main
+from sbabench.moe import attach_moe, observing
+from sbabench.moe.base import Combination, MoELayer
+from sbabench.moe.experts import ExpertMLPs, Unsupported, expert_mlps, router_rows
+from sbabench.moe.upcycle import UpcycleConfig, upcycle_bert
+from sbabench.probes import expert_pca_probe, jacobian_probe, router_coupling_probe
+from sbabench.runner import run_suite
+from sbabench.suite import parse_suite
+from tests.nomic_layout import TinyNomicMoE
+from tests.test_moe_families import FAMILIES, _build, _states
+
+
+def _capture(model: nn.Module, forward: object) -> list[Combination]:
+    seen: list[Combination] = []
+    with observing(model, seen.append):
+        forward()  # type: ignore[operator]
+    return seen
+
+
+def _family_model(family: str) -> tuple[nn.Module, list[MoELayer], list[Combination]]:
+    if family == "nomic":
+        torch.manual_seed(0)
+        model = TinyNomicMoE().eval()
+        layers = attach_moe(model)
+        ids = torch.randint(0, 50, (2, 9))
+        return model, layers, _capture(model, lambda: model(ids))
+    if family == "upcycled":
+        from tests.test_upcycle import _minilm
+
+        model, tokenizer = _minilm()
+        config = UpcycleConfig(experts=4, top_k=2, layers=(1,), drop_ratio=0.3, router="random")
+        layers = upcycle_bert(model, config)
+        batch = tokenizer(
+            ["a sphere of experts", "linear sums collapse"], return_tensors="pt", padding=True
+        )  # type: ignore[operator]
+        return model, layers, _capture(model, lambda: model(**batch))
+    model = _build(family)
+    layers = attach_moe(model)
+    return model, layers, _capture(model, lambda: _states(model))
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "nomic", "upcycled"])
+def test_expert_weights_reproduce_the_experts_and_the_closed_form_jacobian_is_exact(
+    family: str,
+) -> None:
+    model, layers, calls = _family_model(family)
+    assert len(calls) == len(layers)
+    for layer, call in zip(layers, calls, strict=True):
+        assert call.inputs is not None and call.index is not None
+        mlps = expert_mlps(model, layer)
+        assert mlps.num_experts == layer.num_experts
+        # the extracted weights give exactly the outputs the model's experts produced
+        every = mlps.forward(call.inputs.float())
+        rows = torch.arange(len(call.index)).unsqueeze(1)
+        torch.testing.assert_close(
+            every[rows, call.index], call.outputs.float(), atol=2e-5, rtol=1e-4
+        )
+        # the closed form equals autograd's Jacobian of those outputs
+        x = call.inputs[:3].float()
+        closed = mlps.jacobians(x)
+        for t in range(len(x)):
+            auto = torch.func.jacrev(lambda v, m=mlps: m.forward(v.unsqueeze(0))[0])(x[t])
+            torch.testing.assert_close(closed[t], auto, atol=1e-5, rtol=1e-4)
+        # the router rows are the ones that picked each token's top expert
+        rows_ = router_rows(model, layer, x.shape[1])
+        logits = call.inputs.float() @ rows_.T
+        if family == "upcycled":
+            logits = F.normalize(call.inputs.float(), dim=-1) @ F.normalize(rows_, dim=-1).T
+        assert torch.equal(logits.argmax(-1), call.index[:, 0])
+
+
+def _hand_mlps() -> ExpertMLPs:
+    # identity activation: J_e = W_out[e] W_in[e], constant; W_in = I
+    w_in = torch.eye(2).repeat(2, 1, 1)
+    w_out = torch.stack([torch.diag(torch.tensor([3.0, 1.0])), torch.eye(2)])
+    return ExpertMLPs(w_in, None, w_out, lambda z: z)
+
+
+def test_jacobian_probe_hand_computed() -> None:
+    x = torch.randn(5, 2)
+    index = torch.tensor([[0, 1]] * 5)
+    probe = jacobian_probe(_hand_mlps(), x, index, chunk=2)
+    # J0 = diag(3, 1), J1 = I: <J0, J1>_F = 4, ||J0||_F = sqrt(10), ||J1||_F = sqrt(2)
+    assert probe["alignment_mean"] == pytest.approx(4 / math.sqrt(20))
+    assert probe["alignment_matrix"][0][0] == pytest.approx(1.0)
+    assert probe["alignment_selected_pairs"]["mean"] == pytest.approx(4 / math.sqrt(20))
+    # singular values: (3, 1) for J0 and (1, 1) for J1, five tokens each
+    assert probe["sigma_1"]["mean"] == pytest.approx(2.0)
+    assert probe["stable_rank"]["mean"] == pytest.approx((10 / 9 + 2) / 2)
+    assert probe["normalised_spectrum"] == pytest.approx([1.0, (1 / 3 + 1) / 2])
+    # s_i ~ s_1 i^-a: a = log 3 / log 2 for J0, 0 for J1
+    assert probe["decay_exponent"]["mean"] == pytest.approx(math.log(3) / math.log(2) / 2)
+
+
+def test_expert_pca_probe_hand_computed() -> None:
+    t = torch.linspace(-1, 1, 9)
+    along_x = torch.stack([t, torch.zeros(9), torch.zeros(9)], 1)
+    along_y = torch.stack([torch.zeros(9), 2 * t, torch.ones(9)], 1)
+    x = torch.cat([along_x, along_y])
+    index = torch.tensor([[0]] * 9 + [[1]] * 9)
+    weights = torch.rand(18, 1) + 0.1
+    probe = expert_pca_probe(x, weights, index, experts=3, dim=1)
+    assert probe["grassmann_matrix"][0][1] == pytest.approx(1.0)  # orthogonal 1-D subspaces
+    assert probe["principal_angle_mean_deg"] == pytest.approx(90.0)
+    assert [e["effective_rank"] for e in probe["experts"][:2]] == pytest.approx([1.0, 1.0])
+    assert probe["experts"][0]["top_m_variance"] == pytest.approx(1.0)
+    assert probe["experts"][2] == {"tokens": 0, "note": "needs more than 1 tokens"}
+    assert probe["grassmann_matrix"][2][0] is None
+
+    same = expert_pca_probe(torch.cat([along_x, 3 * along_x]), weights, index, 2, 1)
+    assert same["grassmann_mean"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_router_coupling_probe_hand_computed() -> None:
+    rows = torch.tensor([[1.0, 0.0], [0.0, 5.0]])
+    x = torch.tensor([[2.0, 0.0], [4.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    index = torch.tensor([[0, 1], [0, 1], [1, 0], [1, 0]])
+    weights = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.5, 0.0], [0.5, 0.0]])
+    probe = router_coupling_probe(rows, x, weights, index)
+    # expert 0 receives (2,0),(4,0) -> direction (1,0); expert 1 receives (0,1),(1,1) -> (1,2)/√5
+    assert probe["cosine_own"] == pytest.approx([1.0, 2 / math.sqrt(5)])
+    assert probe["matrix"][0][1] == pytest.approx(1 / math.sqrt(5))
+    assert probe["matrix"][1][0] == pytest.approx(0.0)
+    assert probe["margin_mean"] == pytest.approx((1 - 1 / math.sqrt(5) + 2 / math.sqrt(5)) / 2)
+
+
+def test_unsupported_experts_say_why() -> None:
+    model = _build("mixtral")
+    layer = attach_moe(model)[0]
+    experts = model.get_submodule(layer.name.rpartition(".")[0])
+    experts.has_post_expert_norm = True  # type: ignore[assignment]
+    with pytest.raises(Unsupported, match="norm layer"):
+        expert_mlps(model, layer)
+
+
+SUITE = """\
+name: probes
+models:
+  - {name: moe, source: upcycle, experts: 4, layers: [1, 3]}
+aggregators: [linear, sba]
+tasks: [LeeDocSTS]
+settings: {device: cpu}
+GEOMETRY
+"""
+
+
+def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
+    plain = run_suite(parse_suite(SUITE.replace("GEOMETRY", "")), tmp_path)
+    scores = {r.aggregator: r.main_score for r in plain.results}
+    assert all(
+        "probes" not in layer for r in plain.results for layer in r.geometry["layers"].values()
+    )  # type: ignore[index]
+
+    probed_text = SUITE.replace(
+        "GEOMETRY",
+        "geometry: {probes: [jacobian, expert-pca, router-coupling], jacobian_tokens: 8}",
+    )
+    # the results exist but lack the probes: the units are redone, their texts encoded anew
+    probed = run_suite(parse_suite(probed_text), tmp_path)
+    assert sorted(probed.computed) == ["moe/linear/LeeDocSTS", "moe/sba/LeeDocSTS"]
+    assert {r.aggregator: r.main_score for r in probed.results} == scores
+    for r in probed.results:
+        assert r.timing_s["texts_encoded"] == 50 and r.timing_s["texts_from_cache"] == 0
+        layers = r.geometry["layers"]  # type: ignore[index]
+        assert len(layers) == 2
+        for layer in layers.values():
+            jac, pca, coupling = (
+                layer["probes"][p] for p in ("jacobian", "expert-pca", "router-coupling")
+            )
+            assert jac["tokens"] == 8 and 0 < jac["alignment_mean"] < 1
+            assert np.allclose(np.diag(jac["alignment_matrix"]), 1.0)
+            assert 0 < pca["grassmann_mean"] <= 1 and pca["effective_rank_mean"] > 1
+            # the k-means router's centroids point at what their experts receive
+            assert coupling["margin_mean"] > 0
+
+    again = run_suite(parse_suite(probed_text), tmp_path)
+    assert again.computed == [] and len(again.cached) == 2
+
+    shown = CliRunner().invoke(main, ["show", str(tmp_path), "--geometry"])
+    assert shown.exit_code == 0 and "J align" in shown.output
+    plots = CliRunner().invoke(main, ["plot", str(tmp_path), "--output", str(tmp_path / "png")])
+    assert plots.exit_code == 0, plots.output
+    assert (tmp_path / "png" / "probes_moe__sba.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("geometry", "message"),
+    [
+        ("geometry: {probes: [hessian]}", ":7:21: geometry.probes[0]: Input should be 'jacobian'"),
+        ("geometry: {tokens: 0, probes: [jacobian]}", "probes need sampled tokens"),
+        ("geometry: {probes: [jacobian, jacobian]}", "must not repeat"),
+        ("geometry: {tokens: 16, probes: [jacobian], jacobian_tokens: 32}", "cannot exceed"),
+    ],
+)
+def test_bad_geometry_blocks_are_located_errors(
+    tmp_path: Path, geometry: str, message: str
+) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE.replace("GEOMETRY", geometry))
+    result = CliRunner().invoke(main, ["validate", str(suite)])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_older_geometry_tokens_setting_still_works() -> None:
+    suite = parse_suite(
+        SUITE.replace("GEOMETRY", "").replace("{device: cpu}", "{device: cpu, geometry_tokens: 64}")
+    )
+    assert suite.geometry.tokens == 64
