@@ -83,3 +83,34 @@ def test_training_steps_on_cuda_with_mixed_precision(name: str, tmp_path: Path) 
     assert log.steps == 5 and all(math.isfinite(x) for x in log.loss + log.grad_norm)
     after = encoder.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_geometry_probes_on_cuda_agree_with_cpu(dtype: str) -> None:
+    from sbabench.geometry import GeometryRecorder
+    from sbabench.models import build_encoder
+    from sbabench.moe import observing
+    from sbabench.probes import PROBES, run_probes
+    from sbabench.suite import UpcycleModel
+
+    spec = UpcycleModel(name="m", source="upcycle", base=BASE, router="random", seed=0)
+    found = {}
+    for device, kind in (("cpu", "float32"), ("cuda", dtype)):
+        encoder = build_encoder(spec, device=device, dtype=kind)
+        recorder = GeometryRecorder(512, keep_inputs=True)
+        encoder.recorder = recorder
+        with observing(encoder.model, recorder.observe):
+            encoder.encode(TEXTS, batch_size=16)
+        found[device] = run_probes(
+            list(PROBES), recorder, encoder.model, encoder.moe_layers,
+            jacobian_tokens=16, subspace_dim=8,
+        )  # fmt: skip
+    tol = 1e-3 if dtype == "float32" else 0.05  # bf16 inputs and routing flips move the sample
+    for layer, probes in found["cpu"].items():
+        gpu = found["cuda"][layer]
+        for probe, key in (
+            ("jacobian", "alignment_mean"),
+            ("expert-pca", "grassmann_mean"),
+            ("router-coupling", "margin_mean"),
+        ):
+            assert gpu[probe][key] == pytest.approx(probes[probe][key], abs=tol), (layer, probe)

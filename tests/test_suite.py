@@ -130,3 +130,11 @@ def test_validate_ok(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 0, result.output
     assert "6 unit(s)" in result.output
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parent.parent / "suites").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_suite_validates(path: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
