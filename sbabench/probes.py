@@ -39,6 +39,7 @@ PROBES = ("jacobian", "expert-pca", "router-coupling")
 _SPECTRUM_SHOWN = 16
 _DECAY_FIT = 32
 _EPS = 1e-12
+_CHUNK_BYTES = 512 * 2**20
 
 
 def _matrix(values: np.ndarray) -> list[list[float | None]]:
@@ -53,10 +54,17 @@ def _off_diagonal_mean(values: np.ndarray) -> float | None:
 
 
 def jacobian_probe(
-    mlps: ExpertMLPs, x: torch.Tensor, index: torch.Tensor, chunk: int = 8
+    mlps: ExpertMLPs, x: torch.Tensor, index: torch.Tensor, chunk: int | None = None
 ) -> dict[str, Any]:
-    """Spectra of the selected experts' Jacobians and the alignment of all experts' Jacobians."""
+    """Spectra of the selected experts' Jacobians and the alignment of all experts' Jacobians.
+
+    Tokens go through in chunks of `chunk` (default: as many as keep one chunk's Jacobians and
+    intermediates near 512 MiB).
+    """
     experts = mlps.num_experts
+    if chunk is None:
+        per_token = 4 * experts * x.shape[1] * max(x.shape[1], mlps.w_in.shape[1])
+        chunk = max(1, _CHUNK_BYTES // per_token)
     alignment_sum = torch.zeros(experts, experts, dtype=torch.float64)
     selected_alignment: list[torch.Tensor] = []
     singular: list[torch.Tensor] = []

@@ -96,6 +96,21 @@ def _deepseek_v3() -> nn.Module:
     return DeepseekV3Model(DeepseekV3Config(**DEEPSEEK, q_lora_rank=16))
 
 
+def _gpt_oss() -> nn.Module:
+    from transformers import GptOssConfig, GptOssModel
+
+    config = GptOssConfig(
+        **COMMON,
+        intermediate_size=24,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        head_dim=8,
+        layer_types=["full_attention"] * 2,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    return GptOssModel(config)
+
+
 FAMILIES: dict[str, Callable[[], nn.Module]] = {
     "mixtral": _mixtral,
     "qwen2_moe": _qwen2_moe,
@@ -103,6 +118,7 @@ FAMILIES: dict[str, Callable[[], nn.Module]] = {
     "olmoe": _olmoe,
     "deepseek_v2": _deepseek_v2,
     "deepseek_v3": _deepseek_v3,
+    "gpt_oss": _gpt_oss,  # transposed, biased experts with their own gate
 }
 
 

@@ -19,7 +19,7 @@ __all__ = [
 
 SUPPORTED_FAMILIES = (
     "transformers MoE families with an *Experts module (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, "
-    "DeepSeek-V2/V3, and others built on transformers' ExpertsInterface)",
+    "DeepSeek-V2/V3, GPT-OSS, and others built on transformers' ExpertsInterface)",
     "NomicBERT-MoE (nomic-ai/nomic-embed-text-v2-moe, trust_remote_code)",
     "drop-upcycled BERT encoders (source: upcycle)",
 )
