@@ -5,10 +5,11 @@ Prints, from one run on this machine:
      operators x tasks through `mteb.evaluate` with the same encoder, built per model x operator,
      encoding every text mteb asks for in mteb's order; scores must agree to 1e-6;
   2. a warm re-run of the finished suite through the CLI (median of 3; no model may load);
-  3. geometry statistics overhead on encode time (default sample size);
+  3. geometry statistics overhead on encode time (default sample size), and the cost of the
+     opt-in probes (jacobian, expert-pca, router-coupling) at their defaults;
   4. throughput of the upcycled MoE (linear) vs the dense model, with their FLOP ratio;
   5. peak resident memory of the cold run.
-Usage: python benchmarks/bench_harness.py [--repeats 5]
+Usage: python benchmarks/bench_harness.py [--repeats 5] [--skip-end-to-end]  (skips 1, 2, 5)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sbabench.geometry import GeometryRecorder
 from sbabench.logs import quiet_libraries
 from sbabench.models import TextEncoder, build_encoder
 from sbabench.moe import observing, set_aggregator
+from sbabench.probes import PROBES, run_probes
 from sbabench.runner import run_suite
 from sbabench.suite import DenseModel, UpcycleModel, load_suite
 from sbabench.tasks import get_task
@@ -115,10 +117,18 @@ def main() -> None:
     """Measure and print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-end-to-end", action="store_true", help="only sections 3 and 4")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads="
           f"{torch.get_num_threads()}, torch={torch.__version__}, python={platform.python_version()}")  # fmt: skip
 
+    if not args.skip_end_to_end:
+        end_to_end()
+    per_encode(args.repeats)
+
+
+def end_to_end() -> None:
+    """Sections 1, 2 and 5."""
     with quiet_libraries(), tempfile.TemporaryDirectory() as tmp:
         get_task("LeeDocSTS").load_data()  # imports and first data read out of both timings
         start = time.perf_counter()
@@ -149,6 +159,9 @@ def main() -> None:
         )
         print(f"\n5. peak resident memory of the cold run (whole process): {peak_mb:.0f} MB")
 
+
+def per_encode(repeats: int) -> None:
+    """Sections 3 and 4."""
     spec = UpcycleModel(name="quickstart-moe", source="upcycle")
     moe = build_encoder(spec, "cpu")
     dense = build_encoder(DenseModel(name="dense", source="dense"), "cpu")
@@ -162,16 +175,30 @@ def main() -> None:
         moe.recorder = None
         recorder.layers()
 
+    def encode_with_probes() -> None:
+        recorder = GeometryRecorder(4096, keep_inputs=True)
+        moe.recorder = recorder
+        with observing(moe.model, recorder.observe):
+            moe.encode(texts, batch_size=32)
+        moe.recorder = None
+        recorder.layers()
+        run_probes(
+            list(PROBES), recorder, moe.model, moe.moe_layers, jacobian_tokens=32, subspace_dim=8
+        )
+
     timings = _interleaved(
         {
             "moe": lambda: moe.encode(texts, batch_size=32),
             "moe+geometry": encode_with_geometry,
+            "moe+geometry+probes": encode_with_probes,
             "dense": lambda: dense.encode(texts, batch_size=32),
         },
-        args.repeats,
+        repeats,
     )
     print(f"\n3. geometry statistics (4096 tokens per layer) on encode time, {len(texts)} texts: "
           f"{timings['moe+geometry'] / timings['moe']:.3f}x ({timings['moe'] * 1e3:.0f} ms -> {timings['moe+geometry'] * 1e3:.0f} ms)")  # fmt: skip
+    print(f"   with the three probes (opt-in; 32 Jacobian tokens, m = 8, {len(moe.moe_layers)} layers): "
+          f"{timings['moe+geometry+probes'] / timings['moe']:.2f}x ({timings['moe+geometry+probes'] * 1e3:.0f} ms)")  # fmt: skip
     tokens = sum(
         int(moe.tokenize(texts[i : i + 32])["attention_mask"].sum())
         for i in range(0, len(texts), 32)
