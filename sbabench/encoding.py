@@ -59,21 +59,26 @@ class CachingEncoder(CosineSimilarity):
         self.encoded_texts = 0
         self.reused_texts = 0
         self.recorder: GeometryRecorder | None = None
-        self._fresh: set[tuple[str, str]] | None = None
+        self._observe_cached = False
+        self._observed: set[tuple[str, str]] = set()
+        self.observed_texts = 0
+        """Cached texts run through the model only for the geometry sample."""
         self.requested: dict[tuple[str, str], None] = {}
         """(prompt type, text) of every text asked for since start_unit, in order."""
         self.encode_seconds = 0.0
         self._meta = ModelMeta.create_empty(overwrites={"name": f"sbabench/{name}"})
 
-    def start_unit(self, recorder: GeometryRecorder | None, fresh: bool = False) -> None:
+    def start_unit(self, recorder: GeometryRecorder | None, observe_cached: bool = False) -> None:
         """Begin a new unit: forget which texts were asked for; observe geometry with `recorder`.
 
-        `fresh`: encode every text of the unit once with the model, whatever the caches hold
-        (the geometry probes need the model to see them); the vectors are the same.
+        `observe_cached`: texts served from a cache are still run through the model, in the
+        order asked for, until `recorder` has its sample (the vectors are not used again):
+        geometry needs the model to see the task's tokens, which no cache holds.
         """
         self.recorder = recorder
         self.requested = {}
-        self._fresh = set() if fresh else None
+        self._observe_cached = observe_cached and recorder is not None
+        self._observed = set()
 
     @property
     def loaded_encoder(self) -> TextEncoder | None:
@@ -97,9 +102,8 @@ class CachingEncoder(CosineSimilarity):
         texts: list[str] = [t for batch in inputs for t in batch["text"]]
         kind = getattr(prompt_type, "value", prompt_type) or "default"
         self.requested.update(dict.fromkeys((kind, t) for t in texts))
-        known = self.cache if self._fresh is None else self._fresh
-        missing = list(dict.fromkeys(t for t in texts if (kind, t) not in known))
-        if missing and self.store is not None and self._fresh is None:
+        missing = list(dict.fromkeys(t for t in texts if (kind, t) not in self.cache))
+        if missing and self.store is not None:
             stored = self.store.get(self.space, kind, missing)
             self.cache.update({(kind, t): v for t, v in stored.items()})
             self.reused_texts += len(stored)
@@ -107,25 +111,42 @@ class CachingEncoder(CosineSimilarity):
         if missing:
             if self.on_texts:
                 self.on_texts(len(missing))
-            encoder = self.encoder  # may build the model: timed as model_load, not encode
-            start = time.perf_counter()
-            if self.recorder is not None:
-                encoder.recorder = self.recorder
-                with observing(encoder.model, self.recorder.observe):
-                    vectors = encoder.encode(missing, kind, self.batch_size, self.on_batch)
-                encoder.recorder = None
-            else:
-                vectors = encoder.encode(missing, kind, self.batch_size, self.on_batch)
-            self.encode_seconds += time.perf_counter() - start
+            vectors = self._run_model(missing, kind)
             if self.store is not None:
                 # Round fresh vectors as stored ones are, so a score never depends on which it got.
                 vectors = vectors.astype(self.store.dtype).astype(np.float32)
                 self.store.put(self.space, kind, missing, vectors)
             self.cache.update({(kind, t): v for t, v in zip(missing, vectors, strict=True)})
-            if self._fresh is not None:
-                self._fresh.update((kind, t) for t in missing)
             self.encoded_texts += len(missing)
+        if self._observe_cached:
+            self._observe(texts, kind)
         return np.stack([self.cache[(kind, t)] for t in texts])
+
+    def _run_model(self, texts: list[str], kind: str) -> np.ndarray:
+        """Encode with the model (built on first use), observed by the unit's recorder."""
+        encoder = self.encoder  # may build the model: timed as model_load, not encode
+        start = time.perf_counter()
+        if self.recorder is not None:
+            encoder.recorder = self.recorder
+            with observing(encoder.model, self.recorder.observe):
+                vectors = encoder.encode(texts, kind, self.batch_size, self.on_batch)
+            encoder.recorder = None
+            self._observed.update((kind, t) for t in texts)
+        else:
+            vectors = encoder.encode(texts, kind, self.batch_size, self.on_batch)
+        self.encode_seconds += time.perf_counter() - start
+        return vectors
+
+    def _observe(self, texts: list[str], kind: str) -> None:
+        """Run cached texts through the model, a batch at a time, until the sample is complete."""
+        assert self.recorder is not None
+        pending = [t for t in dict.fromkeys(texts) if (kind, t) not in self._observed]
+        for start in range(0, len(pending), self.batch_size):
+            if self.recorder.complete:
+                return
+            chunk = pending[start : start + self.batch_size]
+            self._run_model(chunk, kind)
+            self.observed_texts += len(chunk)
 
     def has(self, text: str, prompt_type: Any) -> bool:
         """Whether `text` is already embedded for this prompt type."""

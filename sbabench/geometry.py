@@ -22,7 +22,7 @@ import torch
 if TYPE_CHECKING:
     from sbabench.moe.base import Combination
 
-GEOMETRY_VERSION = 2
+GEOMETRY_VERSION = 3
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _EPS = 1e-12
 
@@ -147,6 +147,11 @@ class GeometryRecorder:
         self._calls: dict[str, int] = defaultdict(int)
 
     @property
+    def complete(self) -> bool:
+        """Whether every layer seen so far has its full sample (False before any call)."""
+        return bool(self._taken) and min(self._taken.values()) >= self.budget
+
+    @property
     def observed_tokens(self) -> int:
         """Tokens sampled in the layer with the fewest."""
         return min(self._taken.values(), default=0)
@@ -256,6 +261,11 @@ def embedding_stats(
         y = y / np.clip(np.linalg.norm(y, axis=1, keepdims=True), _EPS, None)
         out["cosine_to_linear"] = describe((units * y).sum(1))
     return out
+
+
+def reusable(block: dict[str, Any] | None, probes: Sequence[str]) -> bool:
+    """Whether a stored geometry block is of this version and holds every one of `probes`."""
+    return (block or {}).get("version") == GEOMETRY_VERSION and has_probes(block, probes)
 
 
 def has_probes(block: dict[str, Any] | None, probes: Sequence[str]) -> bool:

@@ -12,7 +12,8 @@ Each is computed per MoE layer on the tokens the GeometryRecorder sampled, with 
 - `expert-pca`: a router-weighted PCA of the inputs routed to each expert (weights = the
   token's top-k router weight for that expert): effective rank, variance in the top-m
   components, and Grassmann distances between the experts' top-m principal subspaces
-  (||principal angles||_2, normalised so 1 = orthogonal subspaces) ("representational overlap").
+  (||principal angles||_2, normalised so 1 = orthogonal subspaces) ("representational overlap"),
+  next to the split-half distance of each expert with itself (the sampling-noise floor).
 - `router-coupling`: cosine between each router row (or centroid) and the router-weighted mean
   input routed to that expert, against the other experts' mean inputs (the margin says whether
   a router row points at what its expert actually receives).
@@ -120,47 +121,78 @@ def _routed(
     return x[token].double(), weights[token, slot].double().clamp_min(0)
 
 
-def expert_pca_probe(
-    x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor, experts: int, dim: int
-) -> dict[str, Any]:
-    """Router-weighted PCA of each expert's inputs and Grassmann distances between subspaces."""
+def _weighted_pca(
+    xs: torch.Tensor, w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weighted, centred rows, their singular values and right singular vectors (float64)."""
+    p = w / w.sum()
+    mean = (p.unsqueeze(1) * xs).sum(0)
+    scaled = (xs - mean) * p.sqrt().unsqueeze(1)
+    _, singular, vt = torch.linalg.svd(scaled, full_matrices=False)
+    return scaled, singular, vt
+
+
+def _grassmann(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Normalised Grassmann distance (1 = orthogonal) and mean principal angle in degrees."""
     from scipy.linalg import subspace_angles
 
+    theta = subspace_angles(a, b)
+    dim = a.shape[1]
+    return float(np.linalg.norm(theta) / (math.sqrt(dim) * math.pi / 2)), float(
+        np.degrees(theta).mean()
+    )
+
+
+def expert_pca_probe(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    index: torch.Tensor,
+    experts: int,
+    dim: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Router-weighted PCA of each expert's inputs and Grassmann distances between subspaces.
+
+    The split-half distance (an expert's subspace from one random half of its tokens against
+    the other half) is the sampling-noise floor the distances between experts compare with.
+    """
     bases: dict[int, np.ndarray] = {}
     per_expert: list[dict[str, Any]] = []
+    generator = torch.Generator().manual_seed(seed)
     for e in range(experts):
         xs, w = _routed(x, weights, index, e)
         if xs.shape[0] <= dim or float(w.sum()) <= 0:
             per_expert.append({"tokens": int(xs.shape[0]), "note": f"needs more than {dim} tokens"})
             continue
-        p = w / w.sum()
-        mean = (p.unsqueeze(1) * xs).sum(0)
-        scaled = (xs - mean) * p.sqrt().unsqueeze(1)  # rows: weighted, centred inputs
-        _, singular, vt = torch.linalg.svd(scaled, full_matrices=False)
+        scaled, singular, vt = _weighted_pca(xs, w)
         variance = singular**2
         bases[e] = vt[:dim].T.numpy()
-        per_expert.append(
-            {
-                "tokens": int(xs.shape[0]),
-                "weight": float(w.sum()),
-                "effective_rank": effective_rank(scaled.numpy()),
-                "top_m_variance": float(variance[:dim].sum() / variance.sum().clamp_min(_EPS)),
-            }
-        )
+        stats: dict[str, Any] = {
+            "tokens": int(xs.shape[0]),
+            "weight": float(w.sum()),
+            "effective_rank": effective_rank(scaled.numpy()),
+            "top_m_variance": float(variance[:dim].sum() / variance.sum().clamp_min(_EPS)),
+        }
+        order = torch.randperm(xs.shape[0], generator=generator)
+        halves = order[: len(order) // 2], order[len(order) // 2 :]
+        if min(len(h) for h in halves) > dim:
+            a, b = (_weighted_pca(xs[h], w[h])[2][:dim].T.numpy() for h in halves)
+            stats["split_half_grassmann"] = _grassmann(a, b)[0]
+        per_expert.append(stats)
     distance = np.full((experts, experts), np.nan)
     angle = np.full((experts, experts), np.nan)
     for i in bases:
         for j in bases:
-            theta = subspace_angles(bases[i], bases[j]) if i != j else np.zeros(dim)
-            distance[i, j] = np.linalg.norm(theta) / (math.sqrt(dim) * math.pi / 2)
-            angle[i, j] = np.degrees(theta).mean()
+            distance[i, j], angle[i, j] = _grassmann(bases[i], bases[j]) if i != j else (0.0, 0.0)
     ranks = [p["effective_rank"] for p in per_expert if "effective_rank" in p]
+    floor = [p["split_half_grassmann"] for p in per_expert if "split_half_grassmann" in p]
     return {
         "subspace_dim": dim,
         "experts": per_expert,
         "effective_rank_mean": float(np.mean(ranks)) if ranks else None,
         "grassmann_matrix": _matrix(distance),
         "grassmann_mean": _off_diagonal_mean(distance),
+        "grassmann_split_half_mean": float(np.mean(floor)) if floor else None,
         "principal_angle_mean_deg": _off_diagonal_mean(angle),
     }
 
@@ -201,6 +233,7 @@ def run_probes(
     *,
     jacobian_tokens: int,
     subspace_dim: int,
+    seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """Probe results per layer name and probe name; a probe that cannot run says why."""
     from sbabench.moe.experts import Unsupported, expert_mlps, router_rows
@@ -223,7 +256,7 @@ def run_probes(
                         )
                     elif probe == "expert-pca":
                         results[probe] = expert_pca_probe(
-                            x, weights, index, layer.num_experts, subspace_dim
+                            x, weights, index, layer.num_experts, subspace_dim, seed
                         )
                     else:
                         rows = router_rows(model, layer, x.shape[1])

@@ -150,7 +150,7 @@ def plan_suite(
         existing = load_result(path)
         if existing is not None and existing.key == planned.key and not force:
             if _lacks_probes(suite, unit, existing):
-                plan.invalid.append(f"{path} (geometry probes requested: re-encoding its texts)")
+                plan.invalid.append(f"{path} (geometry probes requested)")
             else:
                 plan.done.append((planned, existing))
                 continue
@@ -256,14 +256,14 @@ def _geometry(
     """The unit's geometry block: observed now, or as recorded when its embeddings were made."""
     import numpy as np
 
-    from sbabench.geometry import GEOMETRY_VERSION, embedding_stats, has_probes
+    from sbabench.geometry import GEOMETRY_VERSION, embedding_stats, reusable
 
     if recorder is None:
         return None
     space, task = embedding_space(planned.key_parts), planned.unit.task
     if recorder.observed_tokens == 0 and store is not None:
         stored = store.get_geometry(space, task)
-        if stored is not None and (not spec.probes or has_probes(stored, spec.probes)):
+        if reusable(stored, spec.probes):
             return stored
     requested = list(encoder.requested)
     vectors = np.stack([encoder.cache[key] for key in requested]) if requested else np.zeros((0, 1))
@@ -302,13 +302,16 @@ def _geometry(
             loaded.moe_layers,
             jacobian_tokens=spec.jacobian_tokens,
             subspace_dim=spec.subspace_dim,
+            seed=recorder.seed,
         )
         for name, results in probed.items():
             layers[name]["probes"] = results
     block: dict[str, Any] = {
         "version": GEOMETRY_VERSION,
         "tokens_per_layer": recorder.budget,
-        "probes": spec.model_dump(include={"probes", "jacobian_tokens", "subspace_dim"}),
+        "probes": spec.model_dump(
+            mode="json", include={"probes", "jacobian_tokens", "subspace_dim"}
+        ),
         "layers": layers,
         "embeddings": embedding_stats(vectors, prenorm, linear_vectors) if requested else None,
     }
@@ -327,7 +330,7 @@ def _score(
     store: EmbeddingStore | None,
 ) -> UnitResult:
     from sbabench import per_item, provenance
-    from sbabench.geometry import GeometryRecorder, has_probes
+    from sbabench.geometry import GeometryRecorder, reusable
     from sbabench.models import pick_device
     from sbabench.tasks import get_task, load_task_data
 
@@ -338,23 +341,20 @@ def _score(
     subsets = list(unit.task_entry.subsets) if unit.task_entry.subsets else None
     spec = suite.geometry
     recorder = None
-    fresh = False
+    observe_cached = False
     if spec.tokens:
         recorder = GeometryRecorder(
             spec.tokens, seed=suite.settings.seed, keep_inputs=bool(spec.probes)
         )
-        if spec.probes and unit.model.is_moe:
-            # The probes need the layer inputs of this task's tokens, which no cache holds:
-            # unless they were recorded with these embeddings, encode the unit's texts anew.
-            stored = (
-                store.get_geometry(embedding_space(planned.key_parts), unit.task) if store else None
-            )
-            fresh = not has_probes(stored, spec.probes)
-    encoder.start_unit(recorder, fresh=fresh)
+        if unit.model.is_moe:
+            space = embedding_space(planned.key_parts)
+            stored = store.get_geometry(space, unit.task) if store is not None else None
+            observe_cached = not reusable(stored, spec.probes)
+    encoder.start_unit(recorder, observe_cached=observe_cached)
     was_loaded = model.encoder is not None
     start = time.perf_counter()
     encoded_before, encode_before = encoder.encoded_texts, encoder.encode_seconds
-    reused_before = encoder.reused_texts
+    reused_before, observed_before = encoder.reused_texts, encoder.observed_texts
     scores = task.evaluate(
         encoder,
         split,
@@ -396,6 +396,7 @@ def _score(
             "total": total,
             "texts_encoded": float(encoder.encoded_texts - encoded_before),
             "texts_from_cache": float(encoder.reused_texts - reused_before),
+            "texts_run_for_geometry_only": float(encoder.observed_texts - observed_before),
         },
         provenance=provenance.collect(device, suite.settings.model_dump()) | _peak_memory(),
     )

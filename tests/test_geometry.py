@@ -117,3 +117,29 @@ settings: {device: cpu, SETTING}
     }
     shown = CliRunner().invoke(main, ["show", str(tmp_path / "on"), "--geometry"])
     assert shown.exit_code == 0 and "collapse (operator)" in shown.output
+
+
+def test_cached_embeddings_still_get_geometry_from_a_bounded_sample(tmp_path: Path) -> None:
+    text = """\
+name: geo
+models:
+  - {name: moe, source: upcycle, experts: 4, layers: [1]}
+aggregators: [sba]
+tasks: [LeeDocSTS]
+settings: {device: cpu}
+geometry: {tokens: TOKENS}
+"""
+    first = run_suite(parse_suite(text.replace("TOKENS", "0")), tmp_path)
+    assert first.results[0].geometry is None
+    # every embedding is cached now; geometry needs the model to see some of the texts again
+    again = run_suite(parse_suite(text.replace("TOKENS", "64")), tmp_path, force=True)
+    result = again.results[0]
+    assert result.main_score == first.results[0].main_score
+    assert result.timing_s["texts_encoded"] == 0 and result.timing_s["texts_from_cache"] == 50
+    # one batch of 32 long documents fills a 64-token sample: the other 18 are not run
+    assert result.timing_s["texts_run_for_geometry_only"] == 32
+    assert result.geometry is not None
+    assert result.geometry["layers"]["encoder.layer.1.output.dense.combine"]["tokens"] == 64
+    # the stored sample serves a forced re-run without the model
+    third = run_suite(parse_suite(text.replace("TOKENS", "64")), tmp_path, force=True)
+    assert third.models_loaded == 0 and third.results[0].geometry == result.geometry

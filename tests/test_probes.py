@@ -124,6 +124,7 @@ def test_expert_pca_probe_hand_computed() -> None:
     assert probe["principal_angle_mean_deg"] == pytest.approx(90.0)
     assert [e["effective_rank"] for e in probe["experts"][:2]] == pytest.approx([1.0, 1.0])
     assert probe["experts"][0]["top_m_variance"] == pytest.approx(1.0)
+    assert probe["grassmann_split_half_mean"] == pytest.approx(0.0, abs=1e-6)  # noise-free lines
     assert probe["experts"][2] == {"tokens": 0, "note": "needs more than 1 tokens"}
     assert probe["grassmann_matrix"][2][0] is None
 
@@ -175,12 +176,14 @@ def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
         "GEOMETRY",
         "geometry: {probes: [jacobian, expert-pca, router-coupling], jacobian_tokens: 8}",
     )
-    # the results exist but lack the probes: the units are redone, their texts encoded anew
+    # the results exist but lack the probes: the units are redone, the embeddings come from
+    # the cache and the model sees the texts again only for the geometry sample
     probed = run_suite(parse_suite(probed_text), tmp_path)
     assert sorted(probed.computed) == ["moe/linear/LeeDocSTS", "moe/sba/LeeDocSTS"]
     assert {r.aggregator: r.main_score for r in probed.results} == scores
     for r in probed.results:
-        assert r.timing_s["texts_encoded"] == 50 and r.timing_s["texts_from_cache"] == 0
+        assert r.timing_s["texts_encoded"] == 0 and r.timing_s["texts_from_cache"] == 50
+        assert r.timing_s["texts_run_for_geometry_only"] == 50  # LeeDocSTS: < 4096 tokens
         layers = r.geometry["layers"]  # type: ignore[index]
         assert len(layers) == 2
         for layer in layers.values():
