@@ -232,7 +232,14 @@ class GeometryRecorder:
 
 def effective_rank(vectors: np.ndarray) -> float:
     """exp(entropy of the normalised singular values) (Roy & Vetterli 2007)."""
-    singular = np.linalg.svd(np.asarray(vectors, dtype=np.float64), compute_uv=False)
+    return rank_from_singular(
+        np.linalg.svd(np.asarray(vectors, dtype=np.float64), compute_uv=False)
+    )
+
+
+def rank_from_singular(singular: np.ndarray) -> float:
+    """The effective rank of a matrix given its singular values."""
+    singular = np.clip(np.asarray(singular, dtype=np.float64), 0, None)
     p = singular / max(singular.sum(), _EPS)
     p = p[p > 0]
     return float(np.exp(-(p * np.log(p)).sum()))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from sbabench.geometry import describe, effective_rank
+from sbabench.geometry import describe, rank_from_singular
 
 if TYPE_CHECKING:
     from torch import nn
@@ -121,15 +121,15 @@ def _routed(
     return x[token].double(), weights[token, slot].double().clamp_min(0)
 
 
-def _weighted_pca(
-    xs: torch.Tensor, w: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Weighted, centred rows, their singular values and right singular vectors (float64)."""
+def _weighted_pca(xs: torch.Tensor, w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values of the weighted, centred rows and the principal directions (columns),
+    largest first, from the eigendecomposition of the weighted covariance (float64)."""
     p = w / w.sum()
-    mean = (p.unsqueeze(1) * xs).sum(0)
-    scaled = (xs - mean) * p.sqrt().unsqueeze(1)
-    _, singular, vt = torch.linalg.svd(scaled, full_matrices=False)
-    return scaled, singular, vt
+    centred = xs - (p.unsqueeze(1) * xs).sum(0)
+    covariance = (centred * p.unsqueeze(1)).T @ centred
+    eigenvalues, vectors = torch.linalg.eigh(covariance)
+    singular = eigenvalues.flip(0).clamp_min(0).sqrt()
+    return singular.numpy(), vectors.flip(1).numpy()
 
 
 def _grassmann(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -164,19 +164,19 @@ def expert_pca_probe(
         if xs.shape[0] <= dim or float(w.sum()) <= 0:
             per_expert.append({"tokens": int(xs.shape[0]), "note": f"needs more than {dim} tokens"})
             continue
-        scaled, singular, vt = _weighted_pca(xs, w)
+        singular, directions = _weighted_pca(xs, w)
         variance = singular**2
-        bases[e] = vt[:dim].T.numpy()
+        bases[e] = directions[:, :dim]
         stats: dict[str, Any] = {
             "tokens": int(xs.shape[0]),
             "weight": float(w.sum()),
-            "effective_rank": effective_rank(scaled.numpy()),
-            "top_m_variance": float(variance[:dim].sum() / variance.sum().clamp_min(_EPS)),
+            "effective_rank": rank_from_singular(singular),
+            "top_m_variance": float(variance[:dim].sum() / max(variance.sum(), _EPS)),
         }
         order = torch.randperm(xs.shape[0], generator=generator)
         halves = order[: len(order) // 2], order[len(order) // 2 :]
         if min(len(h) for h in halves) > dim:
-            a, b = (_weighted_pca(xs[h], w[h])[2][:dim].T.numpy() for h in halves)
+            a, b = (_weighted_pca(xs[h], w[h])[1][:, :dim] for h in halves)
             stats["split_half_grassmann"] = _grassmann(a, b)[0]
         per_expert.append(stats)
     distance = np.full((experts, experts), np.nan)
