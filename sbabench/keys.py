@@ -78,6 +78,18 @@ def model_parts(unit: Unit) -> dict[str, Any]:
     return parts
 
 
+def router_cache_key(spec: Any) -> str:
+    """The key of an upcycled model's cached k-means router: its spec, base weights, and the
+    code that builds it (upcycling, background text, tokenisation)."""
+    return key_digest(
+        {
+            "spec": spec.model_dump(exclude={"name"}),
+            "weights": model_identity(spec.base, None),
+            "code_sha256": _source_hash("moe/upcycle.py", "tasks/sources.py", "models.py"),
+        }
+    )
+
+
 def aggregator_parts(aggregator: ResolvedAggregator | None) -> dict[str, Any] | None:
     """The operator's name, validated options and source-code hash."""
     if aggregator is None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +18,8 @@ from torch import nn
 from sbabench.errors import ModelSpecError
 from sbabench.model_sources import resolve_base
 from sbabench.moe.base import MoELayer
+
+log = logging.getLogger("sbabench")
 
 if TYPE_CHECKING:
     from sbabench.geometry import GeometryRecorder
@@ -199,13 +203,46 @@ def torch_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def build_encoder(spec: AnyModel, device: str = "auto", dtype: str = "float32") -> TextEncoder:
+def _cached_centroids(
+    folder: Path | None, key: str, compute: Callable[[], dict[int, torch.Tensor]]
+) -> dict[int, torch.Tensor]:
+    """k-means router centroids from `folder/<key>.pt`, or computed and stored there.
+
+    They take most of an upcycled model's build time (a forward pass over the background text
+    and k-means per layer) and are a few kilobytes.
+    """
+    from sbabench.results import write_bytes_atomic
+
+    path = folder / f"{key}.pt" if folder is not None else None
+    if path is not None and path.is_file():
+        try:
+            loaded = torch.load(path, weights_only=True)
+            return {int(layer): tensor for layer, tensor in loaded.items()}
+        except Exception:  # a torn or foreign file: recompute and replace it
+            log.warning("ignoring unreadable router cache %s", path)
+    centroids = compute()
+    if path is not None:
+        buffer = io.BytesIO()
+        torch.save({str(layer): tensor for layer, tensor in centroids.items()}, buffer)
+        write_bytes_atomic(path, buffer.getvalue())
+    return centroids
+
+
+def build_encoder(
+    spec: AnyModel, device: str = "auto", dtype: str = "float32", cache: Path | None = None
+) -> TextEncoder:
     """Load the spec's encoder: dense as is, upcycled into an MoE, or a hub MoE with its
-    MoE layers found and patched (an error if it has none)."""
+    MoE layers found and patched (an error if it has none). `cache`: a folder for the
+    upcycled models' k-means router centroids."""
     from dataclasses import replace
 
     from sbabench.moe import attach_moe
-    from sbabench.moe.upcycle import UpcycleConfig, resolve_layers, upcycle_bert
+    from sbabench.moe.upcycle import (
+        UpcycleConfig,
+        kmeans_centroids,
+        resolve_layers,
+        upcycle_bert,
+    )
     from sbabench.suite import HuggingFaceModel, UpcycleModel
     from sbabench.tasks.sources import lee_background
 
@@ -246,18 +283,24 @@ def build_encoder(spec: AnyModel, device: str = "auto", dtype: str = "float32") 
             seed=spec.seed,
         )
         model.eval()
-        background = []
+        centroids = None
         if spec.router == "kmeans":
-            docs = lee_background()
-            bg = TextEncoder(
-                model,
-                tokenizer,
-                replace(config, max_length=128),
-                torch.device("cpu"),
-                torch.float32,
-            )
-            background = [bg.tokenize(docs[i : i + 32]) for i in range(0, len(docs), 32)]
-        layers = upcycle_bert(model, upcycle, background)
+            from sbabench.keys import router_cache_key
+
+            def compute() -> dict[int, torch.Tensor]:
+                docs = lee_background()
+                bg = TextEncoder(
+                    model,
+                    tokenizer,
+                    replace(config, max_length=128),
+                    torch.device("cpu"),
+                    torch.float32,
+                )
+                batches = [bg.tokenize(docs[i : i + 32]) for i in range(0, len(docs), 32)]
+                return kmeans_centroids(model, upcycle, batches)
+
+            centroids = _cached_centroids(cache, router_cache_key(spec), compute)
+        layers = upcycle_bert(model, upcycle, centroids=centroids)
     return TextEncoder(
         model, tokenizer, config, pick_device(device), torch_dtype(dtype), layers, identity
     )

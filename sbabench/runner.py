@@ -186,7 +186,10 @@ class _LazyModel:
             if self.encoder is None:
                 start = time.perf_counter()
                 self.encoder = build_encoder(
-                    self.unit.model, self.suite.settings.device, self.suite.settings.dtype
+                    self.unit.model,
+                    self.suite.settings.device,
+                    self.suite.settings.dtype,
+                    cache=self.checkpoints.parent / "routers",
                 )
                 self.load_s = time.perf_counter() - start
             if planned.aggregator is not None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from sbabench.aggregators import resolve
 from sbabench.models import build_encoder, load_transformer, resolve_base
+from sbabench.moe import upcycle
 from sbabench.moe.base import aggregation_points, observing, set_aggregator
 from sbabench.moe.upcycle import UpcycleConfig, upcycle_bert
 from sbabench.suite import UpcycleModel
@@ -83,3 +87,33 @@ def test_drop_ratio_reinitialises_that_fraction_of_neurons() -> None:
     for expert in range(3):
         changed = (w1[expert] != original).any(dim=-1).float().mean().item()
         assert abs(changed - 0.25) < 0.01
+
+
+def test_kmeans_router_is_cached_and_the_cached_model_is_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = UpcycleModel(name="m", source="upcycle", experts=4, layers=[1, 3], seed=2)
+    uncached = build_encoder(spec, device="cpu")
+    first = build_encoder(spec, device="cpu", cache=tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+
+    def no_capture(*_: object, **__: object) -> None:
+        raise AssertionError("the cached centroids should have been used")
+
+    monkeypatch.setattr(upcycle, "capture_ffn_inputs", no_capture)
+    second = build_encoder(spec, device="cpu", cache=tmp_path)
+    for built in (first, second):
+        for (name, a), (_, b) in zip(
+            uncached.model.state_dict().items(), built.model.state_dict().items(), strict=True
+        ):
+            assert torch.equal(a, b), name
+    # another seed is another key; a torn cache file is recomputed, not trusted
+    with pytest.raises(AssertionError, match="cached centroids"):
+        build_encoder(spec.model_copy(update={"seed": 5}), device="cpu", cache=tmp_path)
+    monkeypatch.undo()
+    next(tmp_path.glob("*.pt")).write_bytes(b"torn")
+    rebuilt = build_encoder(spec, device="cpu", cache=tmp_path)
+    assert torch.equal(
+        rebuilt.model.state_dict()["encoder.layer.1.output.dense.router.centroids"],
+        uncached.model.state_dict()["encoder.layer.1.output.dense.router.centroids"],
+    )

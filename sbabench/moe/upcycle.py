@@ -208,22 +208,32 @@ def capture_ffn_inputs(
     return {i: torch.cat(chunks)[:max_tokens] for i, chunks in captured.items()}
 
 
+def kmeans_centroids(
+    model: nn.Module, config: UpcycleConfig, background: Sequence[dict[str, torch.Tensor]]
+) -> dict[int, torch.Tensor]:
+    """The centroid router of each chosen layer: k-means of the dense model's FFN inputs on
+    `background` (tokenised batches of background text). Call before upcycling."""
+    if not background:
+        raise ValueError("the kmeans router needs background text")
+    inputs = capture_ffn_inputs(model, background, config.layers, max_tokens=8192)
+    return {i: _kmeans_centroids(inputs[i], config.experts, config.seed + i) for i in config.layers}
+
+
 def upcycle_bert(
     model: nn.Module,
     config: UpcycleConfig,
     background: Sequence[dict[str, torch.Tensor]] = (),
+    centroids: dict[int, torch.Tensor] | None = None,
 ) -> list[MoELayer]:
     """Turn the chosen FFNs of a dense BERT into drop-upcycled MoE layers, in place.
 
-    `background` holds tokenised batches of background text for the k-means router.
+    The k-means router uses `centroids` (from `kmeans_centroids`, e.g. cached) or computes
+    them from `background`.
     """
     bert_layers = _bert_layers(model)
     gen = torch.Generator().manual_seed(config.seed)
-    inputs: dict[int, torch.Tensor] = {}
-    if config.router == "kmeans":
-        if not background:
-            raise ValueError("the kmeans router needs background text")
-        inputs = capture_ffn_inputs(model, background, config.layers, max_tokens=8192)
+    if config.router == "kmeans" and centroids is None:
+        centroids = kmeans_centroids(model, config, background)
     found = []
     for i in config.layers:
         layer: Any = bert_layers[i]
@@ -234,8 +244,8 @@ def upcycle_bert(
         )
         router: nn.Module
         if config.router == "kmeans":
-            centroids = _kmeans_centroids(inputs[i], config.experts, config.seed + i)
-            router = CentroidRouter(centroids, config.router_temperature)
+            assert centroids is not None
+            router = CentroidRouter(centroids[i].clone(), config.router_temperature)
         else:
             hidden = w1.shape[-1]
             weight = torch.randn(config.experts, hidden, generator=gen) / hidden**0.5
