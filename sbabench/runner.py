@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,6 +255,7 @@ def _geometry(
     encoder: CachingEncoder,
     recorder: GeometryRecorder | None,
     store: EmbeddingStore | None,
+    phase: Callable[[str], None],
 ) -> dict[str, Any] | None:
     """The unit's geometry block: observed now, or as recorded when its embeddings were made."""
     import numpy as np
@@ -298,6 +299,7 @@ def _geometry(
     if spec.probes and loaded is not None and recorder.observed_tokens:
         from sbabench.probes import run_probes
 
+        phase("geometry probes")
         probed = run_probes(
             list(spec.probes),
             recorder,
@@ -331,7 +333,9 @@ def _score(
     encoder: CachingEncoder,
     model: _LazyModel,
     store: EmbeddingStore | None,
+    phase: Callable[[str], None] = lambda _: None,
 ) -> UnitResult:
+    """Evaluate one unit; `phase` is told when a long step without its own bar begins."""
     from sbabench import per_item, provenance
     from sbabench.geometry import GeometryRecorder, reusable
     from sbabench.models import pick_device
@@ -366,7 +370,7 @@ def _score(
     )
     items = per_item.collect(task, encoder, split, list(scores), suite.settings.seed)
     geometry_start = time.perf_counter()
-    geometry = _geometry(spec, planned, encoder, recorder, store)
+    geometry = _geometry(spec, planned, encoder, recorder, store, phase)
     geometry_s = time.perf_counter() - geometry_start
     encoder.start_unit(None)
     total = time.perf_counter() - start
@@ -445,6 +449,10 @@ def _unit_locks(
         yield mine, theirs
 
 
+def _describe(progress: Any, task: Any, label: str, note: str) -> None:
+    progress.update(task, description=f"{label} ({note})")
+
+
 def _compute(
     suite: Suite,
     todo: list[PlannedUnit],
@@ -502,7 +510,10 @@ def _compute(
                     for planned in members:
                         progress.update(overall, description=planned.unit.label)
                         try:
-                            result = _score(suite, planned, cache, model, store)
+                            result = _score(
+                                suite, planned, cache, model, store,
+                                partial(_describe, progress, overall, planned.unit.label),
+                            )  # fmt: skip
                         except Exception as exc:
                             _record_failure(summary, planned, exc, console)
                         else:
