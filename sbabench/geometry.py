@@ -22,7 +22,7 @@ import torch
 if TYPE_CHECKING:
     from sbabench.moe.base import Combination
 
-GEOMETRY_VERSION = 3
+GEOMETRY_VERSION = 4
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _EPS = 1e-12
 

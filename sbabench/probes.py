@@ -4,7 +4,7 @@ Each is computed per MoE layer on the tokens the GeometryRecorder sampled, with 
 (what the router and the experts saw) kept for them:
 
 - `jacobian`: each expert's input Jacobian J_e(x) (closed form for two-layer MLP experts, see
-  sbabench.moe.experts) at the first `jacobian_tokens` sampled tokens. Spectra of the experts a
+  sbabench.moe.experts) at `jacobian_tokens` of the sampled tokens. Spectra of the experts a
   token selected (leading singular value, stable rank ||J||_F^2 / s_1^2, the power-law decay
   exponent a of s_i ~ s_1 i^-a over the leading singular values) and the cross-expert alignment
   |<J_i, J_j>_F| / (||J_i||_F ||J_j||_F) for every pair of experts at the same token
@@ -251,9 +251,10 @@ def run_probes(
                 with torch.no_grad():
                     if probe == "jacobian":
                         mlps = expert_mlps(model, layer)
-                        results[probe] = jacobian_probe(
-                            mlps, x[:jacobian_tokens].to(device), index[:jacobian_tokens]
-                        )
+                        # a seeded subset spread over the whole sample, not its first batch
+                        generator = torch.Generator().manual_seed(seed)
+                        pick = torch.randperm(len(x), generator=generator)[:jacobian_tokens]
+                        results[probe] = jacobian_probe(mlps, x[pick].to(device), index[pick])
                     elif probe == "expert-pca":
                         results[probe] = expert_pca_probe(
                             x, weights, index, layer.num_experts, subspace_dim, seed

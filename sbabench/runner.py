@@ -553,6 +553,15 @@ def run_suite(
         console.print(f"[dim]{len(summary.cached)} unit(s) already done, skipped[/dim]")
     if not plan.todo:
         return summary
+    _run(suite, plan, root, summary, console)
+    # cached units first, computed ones after: put them back in the suite's order for tables
+    order = {unit.label: i for i, unit in enumerate(expand(suite))}
+    summary.results.sort(key=lambda r: order.get(f"{r.model}/{r.aggregator}/{r.task}", len(order)))
+    return summary
+
+
+def _run(suite: Suite, plan: Plan, root: Path, summary: RunSummary, console: Console) -> None:
+    """Compute the units to do; wait for those another process holds and take its results."""
     import torch
 
     torch.manual_seed(suite.settings.seed)
@@ -572,4 +581,3 @@ def run_suite(
                 leftover.append(planned)
         if leftover:
             _compute(suite, leftover, root, summary, console, blocking=True)
-    return summary
