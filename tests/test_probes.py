@@ -15,7 +15,7 @@ from torch import nn
 from sbabench.cli import main
 from sbabench.moe import attach_moe, observing
 from sbabench.moe.base import Combination, MoELayer
-from sbabench.moe.experts import ExpertMLPs, Unsupported, expert_mlps, router_rows
+from sbabench.moe.experts import ExpertMLPs, Unsupported, expert_mlps, router_rows, unit_owners
 from sbabench.moe.upcycle import UpcycleConfig, upcycle_bert
 from sbabench.probes import expert_pca_probe, jacobian_probe, router_coupling_probe
 from sbabench.runner import run_suite
@@ -69,10 +69,6 @@ def test_expert_weights_reproduce_the_experts_and_the_closed_form_jacobian_is_ex
         if family == "gpt_oss":  # its router adds a bias (the coupling probe compares rows only)
             logits = logits + model.get_submodule(layer.block).router.bias
         assert torch.equal(logits.argmax(-1), call.index[:, 0])
-        if family == "gpt_oss":
-            with pytest.raises(Unsupported, match="gates its experts in its own way"):
-                expert_mlps(model, layer)
-            continue
         mlps = expert_mlps(model, layer)
         assert mlps.num_experts == layer.num_experts
         # the extracted weights give exactly the outputs the model's experts produced
@@ -93,7 +89,7 @@ def _hand_mlps() -> ExpertMLPs:
     # identity activation: J_e = W_out[e] W_in[e], constant; W_in = I
     w_in = torch.eye(2).repeat(2, 1, 1)
     w_out = torch.stack([torch.diag(torch.tensor([3.0, 1.0])), torch.eye(2)])
-    return ExpertMLPs(w_in, None, w_out, lambda z: z)
+    return ExpertMLPs(w_in, None, w_out, lambda z: z, owner=torch.arange(2))
 
 
 def test_jacobian_probe_hand_computed() -> None:
@@ -149,9 +145,25 @@ def test_unsupported_experts_say_why() -> None:
     model = _build("mixtral")
     layer = attach_moe(model)[0]
     experts = model.get_submodule(layer.name.rpartition(".")[0])
+    experts._apply_gate = lambda z: z.cumsum(-1)[..., : z.shape[-1] // 2]  # type: ignore[assignment]
+    with pytest.raises(Unsupported, match="mixes hidden units"):
+        expert_mlps(model, layer)
     experts.has_post_expert_norm = True  # type: ignore[assignment]
     with pytest.raises(Unsupported, match="norm layer"):
         expert_mlps(model, layer)
+
+
+def test_unit_owners_follow_interleaved_and_chunked_gates() -> None:
+    def chunked(z: torch.Tensor) -> torch.Tensor:
+        gate, up = z.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    def interleaved(z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(z[..., ::2]) * (z[..., 1::2] + 1)
+
+    assert unit_owners(chunked, 6, 3, torch.device("cpu")).tolist() == [0, 1, 2, 0, 1, 2]
+    assert unit_owners(interleaved, 6, 3, torch.device("cpu")).tolist() == [0, 0, 1, 1, 2, 2]
+    assert unit_owners(F.relu, 4, 4, torch.device("cpu")).tolist() == [0, 1, 2, 3]
 
 
 SUITE = """\

@@ -1,13 +1,15 @@
 """A layer's experts and router as plain tensors, for the geometry probes.
 
-Every supported family's experts are two-layer MLPs, plain or gated:
+Every supported family's experts are two-layer MLPs, y_e(x) = W_out[e] g(W_in[e] x + b_in[e]),
+where g is the activation (plain MLPs) or the gate (gated MLPs: W_in stacks the gate and up
+projections and g combines each pair, e.g. silu(gate) * up); output biases do not change the
+Jacobian and are left out. Each pre-activation z_j feeds exactly one hidden unit o(j), so the
+input Jacobian has the closed form
 
-    plain:  y_e(x) = W_out[e] act(W_in[e] x + b_in[e])
-    gated:  y_e(x) = W_out[e] (act(W_in[e] x + b_in[e]) * (W_up[e] x + b_up[e]))
+    J_e(x) = W_out[e][:, o] diag(d) W_in[e],   d_j = sum_f dg_f / dz_j   (one VJP of g),
 
-(output biases do not change the Jacobian and are left out). Their input Jacobians have a closed
-form, J_e(x) = W_out[e] diag(act'(z)) W_in[e] (plus W_out[e] diag(act(z)) W_up[e] when gated),
-so the probes need no autograd through the model.
+found without autograd through the model; o is read once per layer from g's Jacobian at a few
+points (a gate that mixes units is refused).
 """
 
 from __future__ import annotations
@@ -31,49 +33,64 @@ class ExpertMLPs:
     """The experts of one MoE layer as stacked weight tensors (float32)."""
 
     w_in: torch.Tensor
-    """(experts, ffn, hidden): the first projection (the gate projection of a gated MLP)."""
+    """(experts, pre-activations, hidden): the first projection (gate and up, when gated)."""
     b_in: torch.Tensor | None
-    """(experts, ffn)."""
+    """(experts, pre-activations)."""
     w_out: torch.Tensor
     """(experts, hidden, ffn)."""
-    act: Callable[[torch.Tensor], torch.Tensor]
-    """The elementwise activation."""
-    w_up: torch.Tensor | None = None
-    """(experts, ffn, hidden): the up projection of a gated MLP."""
-    b_up: torch.Tensor | None = None
-    """(experts, ffn)."""
+    g: Callable[[torch.Tensor], torch.Tensor]
+    """(..., pre-activations) -> (..., ffn): the activation or the gate."""
+    owner: torch.Tensor
+    """(pre-activations,): the hidden unit each pre-activation feeds (see `unit_owners`)."""
 
     @property
     def num_experts(self) -> int:
         """Experts in the layer."""
         return int(self.w_in.shape[0])
 
+    def _pre(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.einsum("ezh,th->tez", self.w_in, x)
+        return z + self.b_in if self.b_in is not None else z
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(tokens, hidden) -> (tokens, experts, hidden): every expert's output, no output bias."""
-        z = torch.einsum("efh,th->tef", self.w_in, x)
-        if self.b_in is not None:
-            z = z + self.b_in
-        h = self.act(z)
-        if self.w_up is not None:
-            up = torch.einsum("efh,th->tef", self.w_up, x)
-            h = h * (up + self.b_up if self.b_up is not None else up)
-        return torch.einsum("ehf,tef->teh", self.w_out, h)
+        return torch.einsum("ehf,tef->teh", self.w_out, self.g(self._pre(x)))
 
     def jacobians(self, x: torch.Tensor) -> torch.Tensor:
         """(tokens, hidden) -> (tokens, experts, hidden, hidden): d y_e / d x at each token."""
-        z = torch.einsum("efh,th->tef", self.w_in, x)
-        if self.b_in is not None:
-            z = z + self.b_in
-        # The derivative of an elementwise activation is its JVP along a tangent of ones.
-        value, slope = torch.func.jvp(self.act, (z,), (torch.ones_like(z),))  # type: ignore[misc]
-        if self.w_up is not None:
-            up = torch.einsum("efh,th->tef", self.w_up, x)
-            if self.b_up is not None:
-                up = up + self.b_up
-            return (self.w_out * (slope * up).unsqueeze(2)) @ self.w_in + (
-                self.w_out * value.unsqueeze(2)
-            ) @ self.w_up
-        return (self.w_out * slope.unsqueeze(2)) @ self.w_in
+        z = self._pre(x)
+        _, pullback = torch.func.vjp(self.g, z)  # type: ignore[misc]
+        (slope,) = pullback(
+            torch.ones(*z.shape[:-1], self.w_out.shape[-1], dtype=z.dtype, device=z.device)
+        )
+        return (self.w_out[:, :, self.owner] * slope.unsqueeze(2)) @ self.w_in
+
+
+def unit_owners(
+    g: Callable[[torch.Tensor], torch.Tensor], pre: int, ffn: int, device: torch.device
+) -> torch.Tensor:
+    """(pre,) the hidden unit each pre-activation of `g` feeds, read from g's Jacobian at a few
+    points; raises Unsupported when one feeds several units or none shows up."""
+    generator = torch.Generator().manual_seed(0)
+    points = [torch.full((pre,), 0.5), torch.full((pre,), -0.5)]
+    points += [torch.randn(pre, generator=generator) for _ in range(2)]
+    seen = torch.zeros(ffn, pre, dtype=torch.bool, device=device)
+    for z in points:
+        jac = torch.func.jacrev(g)(z.to(device))
+        if tuple(jac.shape) != (ffn, pre):
+            raise Unsupported(f"its activation maps {pre} values to {tuple(jac.shape)}, not {ffn}")
+        seen |= jac != 0
+    feeds = seen.sum(0)
+    if (feeds != 1).any():
+        raise Unsupported("its gate mixes hidden units: the closed-form Jacobian does not apply")
+    return seen.int().argmax(0)
+
+
+def _mlps(
+    w_in: torch.Tensor, b_in: torch.Tensor | None, w_out: torch.Tensor, g: Callable[..., Any]
+) -> ExpertMLPs:
+    owner = unit_owners(g, w_in.shape[1], w_out.shape[-1], w_in.device)
+    return ExpertMLPs(w_in, b_in, w_out, g, owner)
 
 
 def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -83,7 +100,7 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
 def _upcycled(block: Any) -> ExpertMLPs:
     import torch.nn.functional as F
 
-    return ExpertMLPs(block.w1.detach().float(), _f32(block.b1), block.w2.detach().float(), F.gelu)
+    return _mlps(block.w1.detach().float(), _f32(block.b1), block.w2.detach().float(), F.gelu)
 
 
 def _nomic(block: Any) -> ExpertMLPs:
@@ -91,12 +108,10 @@ def _nomic(block: Any) -> ExpertMLPs:
     shape = (adapter.num_experts, adapter.ffn, adapter.mlp.w1.shape[-1])
     w1 = adapter.mlp.w1.detach().float().view(shape)
     w2 = adapter.mlp.w2.detach().float().view(shape)
-    return ExpertMLPs(w1, None, w2.transpose(1, 2), adapter.activation)
+    return _mlps(w1, None, w2.transpose(1, 2), adapter.activation)
 
 
 def _transformers(experts: Any) -> ExpertMLPs:
-    from transformers.integrations.moe import _default_apply_gate
-
     if getattr(experts, "has_post_expert_norm", False):
         raise Unsupported("its experts end in a norm layer: not a two-layer MLP")
     transposed = bool(getattr(experts, "is_transposed", False))
@@ -106,16 +121,11 @@ def _transformers(experts: Any) -> ExpertMLPs:
         return (t.transpose(1, 2) if transposed else t).detach().float()
 
     down = weight(experts.down_proj)
-    if not experts.has_gate:
-        bias = _f32(experts.up_proj_bias) if has_bias else None
-        return ExpertMLPs(weight(experts.up_proj), bias, down, experts.act_fn)
-    if getattr(type(experts), "_apply_gate", _default_apply_gate) is not _default_apply_gate:
-        raise Unsupported(f"{type(experts).__name__} gates its experts in its own way")
-    gate, up = weight(experts.gate_up_proj).chunk(2, dim=1)
-    b_gate = b_up = None
-    if has_bias:
-        b_gate, b_up = experts.gate_up_proj_bias.detach().float().chunk(2, dim=-1)
-    return ExpertMLPs(gate, b_gate, down, experts.act_fn, up, b_up)
+    if experts.has_gate:
+        bias = _f32(experts.gate_up_proj_bias) if has_bias else None
+        return _mlps(weight(experts.gate_up_proj), bias, down, experts._apply_gate)
+    bias = _f32(experts.up_proj_bias) if has_bias else None
+    return _mlps(weight(experts.up_proj), bias, down, experts.act_fn)
 
 
 def expert_mlps(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
