@@ -199,7 +199,7 @@ PROBE_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("J stable rank", ("probes", "jacobian", "stable_rank", "mean")),
     ("J decay", ("probes", "jacobian", "decay_exponent", "mean")),
     ("PCA Grassmann", ("probes", "expert-pca", "grassmann_mean")),
-    ("(split-half)", ("probes", "expert-pca", "grassmann_split_half_mean")),
+    ("Grassmann floor", ("probes", "expert-pca", "grassmann_split_half_mean")),
     ("PCA eff. rank", ("probes", "expert-pca", "effective_rank_mean")),
     ("router margin", ("probes", "router-coupling", "margin_mean")),
 ]
