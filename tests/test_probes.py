@@ -164,6 +164,8 @@ def test_unit_owners_follow_interleaved_and_chunked_gates() -> None:
     assert unit_owners(chunked, 6, 3, torch.device("cpu")).tolist() == [0, 1, 2, 0, 1, 2]
     assert unit_owners(interleaved, 6, 3, torch.device("cpu")).tolist() == [0, 0, 1, 1, 2, 2]
     assert unit_owners(F.relu, 4, 4, torch.device("cpu")).tolist() == [0, 1, 2, 3]
+    with pytest.raises(Unsupported, match="no effect"):
+        unit_owners(lambda z: z[..., :2], 4, 2, torch.device("cpu"))
 
 
 SUITE = """\

@@ -81,8 +81,10 @@ def unit_owners(
             raise Unsupported(f"its activation maps {pre} values to {tuple(jac.shape)}, not {ffn}")
         seen |= jac != 0
     feeds = seen.sum(0)
-    if (feeds != 1).any():
+    if (feeds > 1).any():
         raise Unsupported("its gate mixes hidden units: the closed-form Jacobian does not apply")
+    if (feeds == 0).any():
+        raise Unsupported("some pre-activations showed no effect on any hidden unit")
     return seen.int().argmax(0)
 
 
