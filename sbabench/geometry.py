@@ -21,6 +21,7 @@ import torch
 
 if TYPE_CHECKING:
     from sbabench.moe.base import Combination
+    from sbabench.suite import GeometrySpec
 
 GEOMETRY_VERSION = 4
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -270,14 +271,23 @@ def embedding_stats(
     return out
 
 
-def reusable(block: dict[str, Any] | None, probes: Sequence[str]) -> bool:
-    """Whether a stored geometry block is of this version and holds every one of `probes`."""
-    return (block or {}).get("version") == GEOMETRY_VERSION and has_probes(block, probes)
+def reusable(block: dict[str, Any] | None, spec: GeometrySpec) -> bool:
+    """Whether a stored geometry block is of this version and holds what `spec` asks for."""
+    return (block or {}).get("version") == GEOMETRY_VERSION and has_probes(block, spec)
 
 
-def has_probes(block: dict[str, Any] | None, probes: Sequence[str]) -> bool:
-    """Whether a geometry block observed MoE layers and holds every one of `probes`."""
+def has_probes(block: dict[str, Any] | None, spec: GeometrySpec) -> bool:
+    """Whether a geometry block observed MoE layers and holds `spec`'s probes, computed with
+    the same probe settings."""
     layers = (block or {}).get("layers") or {}
-    return bool(layers) and all(
-        set(probes) <= set(layer.get("probes") or {}) for layer in layers.values()
+    if not layers:
+        return False
+    if not spec.probes:
+        return True
+    recorded = (block or {}).get("probes") or {}
+    same = (
+        "jacobian" not in spec.probes or recorded.get("jacobian_tokens") == spec.jacobian_tokens
+    ) and ("expert-pca" not in spec.probes or recorded.get("subspace_dim") == spec.subspace_dim)
+    return same and all(
+        set(spec.probes) <= set(layer.get("probes") or {}) for layer in layers.values()
     )

@@ -114,11 +114,12 @@ def in_shard(label: str, shard: tuple[int, int] | None) -> bool:
 
 
 def _lacks_probes(suite: Suite, unit: Unit, result: UnitResult) -> bool:
-    """Whether the suite asks for geometry probes that an MoE unit's result does not hold."""
+    """Whether the suite asks for geometry probes (or probe settings) an MoE unit's result lacks."""
     from sbabench.geometry import has_probes
 
-    probes = suite.geometry.probes if suite.geometry.tokens else ()
-    return bool(probes) and unit.model.is_moe and not has_probes(result.geometry, probes)
+    spec = suite.geometry
+    wanted = bool(spec.probes and spec.tokens)
+    return wanted and unit.model.is_moe and not has_probes(result.geometry, spec)
 
 
 def plan_suite(
@@ -267,7 +268,7 @@ def _geometry(
     space, task = embedding_space(planned.key_parts), planned.unit.task
     if recorder.observed_tokens == 0 and store is not None:
         stored = store.get_geometry(space, task)
-        if reusable(stored, spec.probes):
+        if reusable(stored, spec):
             return stored
     requested = list(encoder.requested)
     vectors = np.stack([encoder.cache[key] for key in requested]) if requested else np.zeros((0, 1))
@@ -356,7 +357,7 @@ def _score(
         if unit.model.is_moe:
             space = embedding_space(planned.key_parts)
             stored = store.get_geometry(space, unit.task) if store is not None else None
-            observe_cached = not reusable(stored, spec.probes)
+            observe_cached = not reusable(stored, spec)
     encoder.start_unit(recorder, observe_cached=observe_cached)
     was_loaded = model.encoder is not None
     start = time.perf_counter()

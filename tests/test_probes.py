@@ -212,6 +212,16 @@ def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
 
     again = run_suite(parse_suite(probed_text), tmp_path)
     assert again.computed == [] and len(again.cached) == 2
+    # other probe settings are other numbers: those units are redone
+    fewer = run_suite(
+        parse_suite(probed_text.replace("jacobian_tokens: 8", "jacobian_tokens: 4")), tmp_path
+    )
+    assert len(fewer.computed) == 2
+    assert all(
+        layer["probes"]["jacobian"]["tokens"] == 4
+        for r in fewer.results
+        for layer in r.geometry["layers"].values()  # type: ignore[index]
+    )
 
     shown = CliRunner().invoke(main, ["show", str(tmp_path), "--geometry"])
     assert shown.exit_code == 0 and "J align" in shown.output
