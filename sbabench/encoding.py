@@ -141,6 +141,8 @@ class CachingEncoder(CosineSimilarity):
         """Run cached texts through the model, a batch at a time, until the sample is complete."""
         assert self.recorder is not None
         pending = [t for t in dict.fromkeys(texts) if (kind, t) not in self._observed]
+        if pending and not self.recorder.complete and self.on_texts:
+            self.on_texts(len(pending))  # an upper bound: it stops once the sample is full
         for start in range(0, len(pending), self.batch_size):
             if self.recorder.complete:
                 return
