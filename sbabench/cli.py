@@ -271,13 +271,15 @@ def show(results_dir: Path, fmt: str, geometry: bool) -> None:
 def inspect(
     target: str, model_name: str | None, trust_remote_code: bool, revision: str | None
 ) -> None:
-    """Show the MoE layers sbabench finds in a model: experts, top-k, renormalisation, sizes.
+    """Show the MoE layers sbabench finds in a model: experts, top-k, renormalisation, sizes,
+    and which geometry probes can run on each.
 
     TARGET is a suite file (every model in it, or --model NAME) or a hub id / local folder of an
     MoE model (as `source: huggingface`).
     """
     from sbabench.logs import quiet_libraries
     from sbabench.models import build_encoder
+    from sbabench.probes import support
     from sbabench.suite import HuggingFaceModel, load_suite
 
     if target.endswith((".yaml", ".yml")):
@@ -301,15 +303,19 @@ def inspect(
         table = Table(
             title=f"{spec.name}: {type(encoder.model).__name__}, {total / 1e6:.1f}M parameters"
         )
-        for column in ("MoE layer", "family", "experts", "top-k", "renormalised"):
+        for column in ("MoE layer", "family", "experts", "top-k", "renormalised", "probes"):
             table.add_column(column)
         for layer in encoder.moe_layers:
+            unavailable = {
+                p: why for p, why in support(encoder.model, layer).items() if why != "ok"
+            }
             table.add_row(
                 layer.name,
                 layer.family,
                 str(layer.num_experts),
                 str(layer.top_k),
                 "yes" if layer.renormalized else "no",
+                "; ".join(f"no {p}: {why}" for p, why in unavailable.items()) or "all",
             )
         console.print(table)
         if not encoder.moe_layers:

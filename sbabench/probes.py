@@ -225,6 +225,23 @@ def router_coupling_probe(
     }
 
 
+def support(model: nn.Module, layer: MoELayer) -> dict[str, str]:
+    """Per probe, "ok" or why it cannot run on `layer` (reads the weights, runs nothing)."""
+    from sbabench.moe.experts import Unsupported, expert_mlps, router_rows
+
+    out = dict.fromkeys(PROBES, "ok")
+    hidden = int(getattr(getattr(model, "config", None), "hidden_size", 0))
+    try:
+        hidden = int(expert_mlps(model, layer).w_in.shape[2])
+    except Unsupported as exc:
+        out["jacobian"] = str(exc)
+    try:
+        router_rows(model, layer, hidden)
+    except Unsupported as exc:
+        out["router-coupling"] = str(exc)
+    return out
+
+
 def run_probes(
     probes: list[str],
     recorder: GeometryRecorder,

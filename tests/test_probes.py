@@ -17,7 +17,7 @@ from sbabench.moe import attach_moe, observing
 from sbabench.moe.base import Combination, MoELayer
 from sbabench.moe.experts import ExpertMLPs, Unsupported, expert_mlps, router_rows, unit_owners
 from sbabench.moe.upcycle import UpcycleConfig, upcycle_bert
-from sbabench.probes import expert_pca_probe, jacobian_probe, router_coupling_probe
+from sbabench.probes import expert_pca_probe, jacobian_probe, router_coupling_probe, support
 from sbabench.runner import run_suite
 from sbabench.suite import parse_suite
 from tests.nomic_layout import TinyNomicMoE
@@ -254,3 +254,27 @@ def test_the_older_geometry_tokens_setting_still_works() -> None:
         SUITE.replace("GEOMETRY", "").replace("{device: cpu}", "{device: cpu, geometry_tokens: 64}")
     )
     assert suite.geometry.tokens == 64
+
+
+def test_inspect_lists_which_probes_can_run(tmp_path: Path) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        SUITE.replace("GEOMETRY", "").replace(
+            "experts: 4, layers: [1, 3]", "experts: 4, layers: [1], router: random"
+        )
+    )
+    shown = CliRunner().invoke(main, ["inspect", str(suite)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "encoder.layer.1.output.dense.combine" in shown.output and "│ all" in shown.output
+    missing = CliRunner().invoke(main, ["inspect", str(suite), "--model", "nope"])
+    assert missing.exit_code == 2 and "no model named 'nope'" in missing.output
+
+    model = _build("mixtral")
+    layer = attach_moe(model)[0]
+    assert support(model, layer) == dict.fromkeys(
+        ("jacobian", "expert-pca", "router-coupling"), "ok"
+    )
+    model.get_submodule(layer.name.rpartition(".")[0]).has_post_expert_norm = True  # type: ignore[assignment]
+    model.get_submodule(layer.block).gate.weight = nn.Parameter(torch.zeros(3, 3))
+    verdict = support(model, layer)
+    assert "norm layer" in verdict["jacobian"] and "expected one" in verdict["router-coupling"]
