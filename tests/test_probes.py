@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from sbabench.cli import main
@@ -278,3 +280,77 @@ def test_inspect_lists_which_probes_can_run(tmp_path: Path) -> None:
     model.get_submodule(layer.block).gate.weight = nn.Parameter(torch.zeros(3, 3))
     verdict = support(model, layer)
     assert "norm layer" in verdict["jacobian"] and "expected one" in verdict["router-coupling"]
+
+
+def _chunked_silu(z: torch.Tensor) -> torch.Tensor:
+    gate, up = z.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def _interleaved_sigmoid(z: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(1.7 * z[..., ::2]) * (z[..., 1::2] + 1)
+
+
+_GATES = {
+    "gelu": (F.gelu, 1),
+    "tanh": (torch.tanh, 1),
+    "swiglu": (_chunked_silu, 2),
+    "gpt-oss-like": (_interleaved_sigmoid, 2),
+}
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    gate=st.sampled_from(sorted(_GATES)),
+    experts=st.integers(1, 4),
+    hidden=st.integers(1, 6),
+    ffn=st.integers(1, 7),
+    bias=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_closed_form_jacobian_equals_autograd_for_any_shape_and_gate(
+    gate: str, experts: int, hidden: int, ffn: int, bias: bool, seed: int
+) -> None:
+    g, per_unit = _GATES[gate]
+    gen = torch.Generator().manual_seed(seed)
+    w_in = torch.randn(experts, per_unit * ffn, hidden, generator=gen, dtype=torch.float64)
+    b_in = (
+        torch.randn(experts, per_unit * ffn, generator=gen, dtype=torch.float64) if bias else None
+    )
+    w_out = torch.randn(experts, hidden, ffn, generator=gen, dtype=torch.float64)
+    mlps = ExpertMLPs(
+        w_in, b_in, w_out, g, unit_owners(g, per_unit * ffn, ffn, torch.device("cpu"))
+    )
+    x = torch.randn(3, hidden, generator=gen, dtype=torch.float64)
+    closed = mlps.jacobians(x)
+    for t in range(3):
+        auto = torch.func.jacrev(lambda v: mlps.forward(v.unsqueeze(0))[0])(x[t])
+        torch.testing.assert_close(closed[t], auto)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), scale=st.floats(1e-3, 1e3))
+def test_probe_invariants(seed: int, scale: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    experts, hidden = 4, 6
+    mlps = ExpertMLPs(
+        torch.randn(experts, 5, hidden, generator=gen),
+        None,
+        torch.randn(experts, hidden, 5, generator=gen),
+        torch.tanh,
+        torch.arange(5),
+    )
+    x = torch.randn(40, hidden, generator=gen)
+    index = torch.stack([torch.randperm(experts, generator=gen)[:2] for _ in range(40)])
+    weights = torch.rand(40, 2, generator=gen)
+    jac = np.array(jacobian_probe(mlps, x, index)["alignment_matrix"], dtype=float)
+    assert np.allclose(jac, jac.T, atol=1e-5) and np.allclose(np.diag(jac), 1, atol=1e-5)
+    assert (jac >= 0).all() and (jac <= 1 + 1e-5).all()
+    pca = expert_pca_probe(x, weights, index, experts, dim=2)
+    grass = np.array([[np.nan if v is None else v for v in row] for row in pca["grassmann_matrix"]])
+    assert np.allclose(grass, grass.T, equal_nan=True) and np.nanmax(grass) <= 1 + 1e-9
+    # cosines do not depend on the scale of the inputs or of the router rows
+    rows = torch.randn(experts, hidden, generator=gen)
+    base = router_coupling_probe(rows, x, weights, index)["matrix"]
+    scaled = router_coupling_probe(rows * scale, x * scale, weights, index)["matrix"]
+    assert np.allclose(np.array(base, dtype=float), np.array(scaled, dtype=float), atol=1e-6)
