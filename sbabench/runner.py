@@ -256,9 +256,10 @@ def _geometry(
     encoder: CachingEncoder,
     recorder: GeometryRecorder | None,
     store: EmbeddingStore | None,
+    stored: dict[str, Any] | None,
     phase: Callable[[str], None],
 ) -> dict[str, Any] | None:
-    """The unit's geometry block: observed now, or as recorded when its embeddings were made."""
+    """The unit's geometry block: observed now, or `stored` when its embeddings were made."""
     import numpy as np
 
     from sbabench.geometry import GEOMETRY_VERSION, embedding_stats, reusable
@@ -266,10 +267,8 @@ def _geometry(
     if recorder is None:
         return None
     space, task = embedding_space(planned.key_parts), planned.unit.task
-    if recorder.observed_tokens == 0 and store is not None:
-        stored = store.get_geometry(space, task)
-        if reusable(stored, spec):
-            return stored
+    if recorder.observed_tokens == 0 and reusable(stored, spec):
+        return stored
     requested = list(encoder.requested)
     vectors = np.stack([encoder.cache[key] for key in requested]) if requested else np.zeros((0, 1))
     loaded = encoder.loaded_encoder
@@ -349,15 +348,15 @@ def _score(
     subsets = list(unit.task_entry.subsets) if unit.task_entry.subsets else None
     spec = suite.geometry
     recorder = None
-    observe_cached = False
+    stored = None
     if spec.tokens:
         recorder = GeometryRecorder(
             spec.tokens, seed=suite.settings.seed, keep_inputs=bool(spec.probes)
         )
-        if unit.model.is_moe:
-            space = embedding_space(planned.key_parts)
-            stored = store.get_geometry(space, unit.task) if store is not None else None
-            observe_cached = not reusable(stored, spec)
+        if store is not None:
+            stored = store.get_geometry(embedding_space(planned.key_parts), unit.task)
+    # Unless this unit's geometry was recorded with its embeddings, the model must see its texts.
+    observe_cached = recorder is not None and unit.model.is_moe and not reusable(stored, spec)
     encoder.start_unit(recorder, observe_cached=observe_cached)
     was_loaded = model.encoder is not None
     start = time.perf_counter()
@@ -371,7 +370,7 @@ def _score(
     )
     items = per_item.collect(task, encoder, split, list(scores), suite.settings.seed)
     geometry_start = time.perf_counter()
-    geometry = _geometry(spec, planned, encoder, recorder, store, phase)
+    geometry = _geometry(spec, planned, encoder, recorder, store, stored, phase)
     geometry_s = time.perf_counter() - geometry_start
     encoder.start_unit(None)
     total = time.perf_counter() - start
