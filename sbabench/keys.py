@@ -66,13 +66,18 @@ def model_identity(base: str, revision: str | None) -> dict[str, Any]:
     return {"hub": base, "revision": revision}
 
 
-def model_parts(unit: Unit) -> dict[str, Any]:
-    """The model half of a key (shared by every task of a model x aggregator)."""
-    spec = unit.model
-    parts: dict[str, Any] = {
+def _spec_parts(spec: Any) -> dict[str, Any]:
+    """A model spec's options (not its name) and its weights' identity."""
+    return {
         "spec": spec.model_dump(exclude={"name"}),
         "weights": model_identity(spec.base, getattr(spec, "revision", None)),
     }
+
+
+def model_parts(unit: Unit) -> dict[str, Any]:
+    """The model half of a key (shared by every task of a model x aggregator)."""
+    spec = unit.model
+    parts = _spec_parts(spec)
     if spec.source == "upcycle":
         parts["upcycle_code_sha256"] = _source_hash("moe/upcycle.py", "tasks/sources.py")
     return parts
@@ -81,13 +86,8 @@ def model_parts(unit: Unit) -> dict[str, Any]:
 def router_cache_key(spec: Any) -> str:
     """The key of an upcycled model's cached k-means router: its spec, base weights, and the
     code that builds it (upcycling, background text, tokenisation)."""
-    return key_digest(
-        {
-            "spec": spec.model_dump(exclude={"name"}),
-            "weights": model_identity(spec.base, None),
-            "code_sha256": _source_hash("moe/upcycle.py", "tasks/sources.py", "models.py"),
-        }
-    )
+    code = _source_hash("moe/upcycle.py", "tasks/sources.py", "models.py")
+    return key_digest({**_spec_parts(spec), "code_sha256": code})
 
 
 def aggregator_parts(aggregator: ResolvedAggregator | None) -> dict[str, Any] | None:
