@@ -182,30 +182,24 @@ def per_encode(repeats: int) -> None:
     dense = build_encoder(DenseModel(name="dense", source="dense"), "cpu")
     texts = lee_background()[:128]
 
-    def encode_with_geometry() -> None:
-        recorder = GeometryRecorder(4096)
+    def encode_with_geometry(probes: bool = False) -> None:
+        recorder = GeometryRecorder(4096, keep_inputs=probes)
         moe.recorder = recorder
         with observing(moe.model, recorder.observe):
             moe.encode(texts, batch_size=32)
         moe.recorder = None
         recorder.layers()
-
-    def encode_with_probes() -> None:
-        recorder = GeometryRecorder(4096, keep_inputs=True)
-        moe.recorder = recorder
-        with observing(moe.model, recorder.observe):
-            moe.encode(texts, batch_size=32)
-        moe.recorder = None
-        recorder.layers()
-        run_probes(
-            list(PROBES), recorder, moe.model, moe.moe_layers, jacobian_tokens=32, subspace_dim=8
-        )
+        if probes:
+            run_probes(
+                list(PROBES), recorder, moe.model, moe.moe_layers,
+                jacobian_tokens=32, subspace_dim=8,
+            )  # fmt: skip
 
     timings = _interleaved(
         {
             "moe": lambda: moe.encode(texts, batch_size=32),
             "moe+geometry": encode_with_geometry,
-            "moe+geometry+probes": encode_with_probes,
+            "moe+geometry+probes": lambda: encode_with_geometry(probes=True),
             "dense": lambda: dense.encode(texts, batch_size=32),
         },
         repeats,
