@@ -273,10 +273,10 @@ def embedding_stats(
 
 def reusable(block: dict[str, Any] | None, spec: GeometrySpec) -> bool:
     """Whether a stored geometry block is of this version and holds what `spec` asks for."""
-    return (block or {}).get("version") == GEOMETRY_VERSION and has_probes(block, spec)
+    return (block or {}).get("version") == GEOMETRY_VERSION and covers(block, spec)
 
 
-def has_probes(block: dict[str, Any] | None, spec: GeometrySpec) -> bool:
+def covers(block: dict[str, Any] | None, spec: GeometrySpec) -> bool:
     """Whether a geometry block observed MoE layers and holds `spec`'s probes, computed with
     the same probe settings."""
     layers = (block or {}).get("layers") or {}

@@ -55,7 +55,7 @@ def geometry_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
     plt = _pyplot()
     by_system: dict[str, dict[str, Any]] = {}
     for r in results:
-        layers = (r.geometry or {}).get("layers") or {}
+        layers = r.geometry_layers
         if layers:
             by_system.setdefault(f"{r.model}__{r.aggregator}", {}).update(layers)
     written = []
@@ -111,7 +111,7 @@ def probe_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
 
     by_system: dict[str, dict[str, Any]] = {}
     for r in results:
-        for name, layer in ((r.geometry or {}).get("layers") or {}).items():
+        for name, layer in r.geometry_layers.items():
             if layer.get("probes"):
                 by_system.setdefault(f"{r.model}__{r.aggregator}", {})[name] = layer["probes"]
     written: list[Path] = []

@@ -214,7 +214,7 @@ def geometry_rows(
 
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
-        for layer, stats in ((r.geometry or {}).get("layers") or {}).items():
+        for layer, stats in r.geometry_layers.items():
             grouped.setdefault((f"{r.model}/{r.aggregator}", layer), []).append(stats)
 
     def mean(stats: list[dict[str, Any]], path: tuple[str, ...]) -> str:
@@ -236,11 +236,7 @@ def geometry_rows(
 
 
 def _has_probes(results: Sequence[UnitResult]) -> bool:
-    return any(
-        layer.get("probes")
-        for r in results
-        for layer in ((r.geometry or {}).get("layers") or {}).values()
-    )
+    return any(layer.get("probes") for r in results for layer in r.geometry_layers.values())
 
 
 def _geometry_grids(

@@ -48,6 +48,11 @@ class UnitResult(BaseModel):
     provenance: dict[str, Any]
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
+    @property
+    def geometry_layers(self) -> dict[str, Any]:
+        """The geometry block's statistics per MoE layer ({} when there are none)."""
+        return (self.geometry or {}).get("layers") or {}
+
 
 def result_path(root: Path, suite: str, model: str, aggregator: str, task: str) -> Path:
     """results/<suite>/<model>/<aggregator>/<task>.json."""

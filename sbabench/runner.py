@@ -115,11 +115,11 @@ def in_shard(label: str, shard: tuple[int, int] | None) -> bool:
 
 def _lacks_probes(suite: Suite, unit: Unit, result: UnitResult) -> bool:
     """Whether the suite asks for geometry probes (or probe settings) an MoE unit's result lacks."""
-    from sbabench.geometry import has_probes
+    from sbabench.geometry import covers
 
     spec = suite.geometry
     wanted = bool(spec.probes and spec.tokens)
-    return wanted and unit.model.is_moe and not has_probes(result.geometry, spec)
+    return wanted and unit.model.is_moe and not covers(result.geometry, spec)
 
 
 def plan_suite(
