@@ -23,6 +23,7 @@ quickstart: install
 lint: install
 	$(VENV)/bin/ruff check sbabench tests benchmarks
 	$(VENV)/bin/ruff format --check sbabench tests benchmarks
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy sbabench

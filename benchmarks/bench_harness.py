@@ -32,13 +32,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
-from sbabench.encoding import CosineSimilarity
-from sbabench.geometry import GeometryRecorder
-from sbabench.logs import quiet_libraries
-from sbabench.models import TextEncoder, build_encoder
+from sbabench.geometry.probes import run_probes
+from sbabench.geometry.recorder import GeometryRecorder
+from sbabench.geometry.spec import GeometrySpec
+from sbabench.models.encoder import TextEncoder, build_encoder
 from sbabench.moe import observing, set_aggregator
-from sbabench.probes import PROBES, run_probes
-from sbabench.runner import run_suite
+from sbabench.run.encoding import CosineSimilarity
+from sbabench.run.execute import run_suite
+from sbabench.run.quiet import quiet_libraries
 from sbabench.suite import DenseModel, UpcycleModel, load_suite
 from sbabench.tasks import get_task
 from sbabench.tasks.sources import lee_background
@@ -191,8 +192,8 @@ def per_encode(repeats: int) -> None:
         recorder.layers()
         if probes:
             run_probes(
-                list(PROBES), recorder, moe.model, moe.moe_layers,
-                jacobian_tokens=32, subspace_dim=8,
+                GeometrySpec(probes=tuple(probes()), jacobian_tokens=32).requested(),
+            recorder, moe.model, moe.moe_layers,
             )  # fmt: skip
 
     timings = _interleaved(

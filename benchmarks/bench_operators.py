@@ -21,7 +21,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sbabench.aggregators import registry, resolve
-from sbabench.models import build_encoder, torch_dtype
+from sbabench.models.encoder import build_encoder, torch_dtype
 from sbabench.moe.base import set_aggregator
 from sbabench.suite import DenseModel, UpcycleModel
 from sbabench.tasks.sources import lee_background

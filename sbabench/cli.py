@@ -39,6 +39,60 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
+class _ProgressBar:
+    """Draws a run's progress events: one bar over units, one over the texts being encoded."""
+
+    def __init__(self, out: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.out = out
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=out, transient=True,
+        )  # fmt: skip
+        self.units = self.bar.add_task("units", total=0, visible=False)
+        self.texts = self.bar.add_task("encoding", total=0, visible=False)
+
+    def __enter__(self) -> _ProgressBar:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def event(self, event: Any) -> None:
+        """Draw one `sbabench.run.progress.Event`."""
+        from sbabench.run.progress import EventKind
+
+        kind = event.kind
+        if kind is EventKind.PLANNED:
+            self.bar.reset(self.units, total=event.count, visible=True)
+        elif kind is EventKind.NOTE:
+            style = "yellow" if event.message.startswith("recomputing") else "dim"
+            self.bar.console.print(f"[{style}]{event.message}[/{style}]", highlight=False)
+        elif kind is EventKind.UNIT_STARTED:
+            self.bar.update(self.units, description=event.label)
+        elif kind is EventKind.PHASE:
+            self.bar.update(self.units, description=f"{event.label} ({event.message})")
+        elif kind is EventKind.TEXTS:
+            self.bar.reset(self.texts, total=event.count, visible=True)
+        elif kind is EventKind.BATCH:
+            self.bar.advance(self.texts, event.count)
+        elif kind is EventKind.UNIT_FAILED:
+            self.bar.console.print(
+                f"[red]failed[/red] {event.label}: {event.message}", highlight=False
+            )
+            self.bar.advance(self.units)
+        elif kind in (EventKind.UNIT_FINISHED, EventKind.UNIT_ELSEWHERE):
+            self.bar.advance(self.units)
+
+
 def _user_errors(fn: F) -> F:
     """Turn SbabenchError into a readable message and exit code 2, Ctrl-C into 130 (no traceback)."""
 
@@ -101,8 +155,9 @@ def run(
     processes (or --shard jobs) may share one results folder: a lock per unit keeps any unit from
     being computed twice. Exit code: 0 all done, 1 some unit failed, 2 bad input.
     """
-    from sbabench.report import score_table
-    from sbabench.runner import parse_shard, plan_suite, run_suite
+    from sbabench.analysis.report import score_table
+    from sbabench.run.execute import run_suite
+    from sbabench.run.plan import parse_shard, plan_suite
     from sbabench.suite import load_suite
 
     spec = load_suite(suite)
@@ -111,15 +166,18 @@ def run(
         plan = plan_suite(spec, results_dir, force=force, only=only, shard=shard_spec)
         table = _table(f"{spec.name}: dry run", "unit", "status")
         for planned, _ in plan.done:
-            table.add_row(planned.unit.label, "[green]done (cached)[/green]")
+            table.add_row(planned.label, "[green]done (cached)[/green]")
         for planned in plan.todo:
-            table.add_row(planned.unit.label, "[yellow]would run[/yellow]")
+            table.add_row(planned.label, "[yellow]would run[/yellow]")
         console.print(table)
         for note in plan.invalid:
             console.print(f"would recompute {note}", highlight=False)
         console.print(f"{len(plan.todo)} to run, {len(plan.done)} done")
         return
-    summary = run_suite(spec, results_dir, force=force, only=only, shard=shard_spec, console=errors)
+    with _ProgressBar(errors) as bar:
+        summary = run_suite(
+            spec, results_dir, force=force, only=only, shard=shard_spec, progress=bar.event
+        )
     console.print(score_table(summary.results, title=f"{spec.name}: main scores"))
     console.print(
         f"{len(summary.computed)} computed, {len(summary.cached)} cached, "
@@ -143,7 +201,7 @@ def cache(
     results_dir: Path, prune: bool, older_than: float | None, model: str | None, suite: str | None
 ) -> None:
     """Show the embedding cache's size per suite/model/aggregator, or prune it."""
-    from sbabench.embedding_store import EmbeddingStore
+    from sbabench.run.embedding_store import EmbeddingStore
 
     path = results_dir / ".cache" / "embeddings.sqlite"
     if not path.is_file():
@@ -215,8 +273,8 @@ def aggregators() -> None:
 @main.command()
 def tasks() -> None:
     """List the bundled offline tasks and explain how to name MTEB tasks."""
-    from sbabench.tasks import SUPPORTED_TYPES
     from sbabench.tasks.bundled import BUNDLED
+    from sbabench.tasks.types import mteb_types
 
     table = _table("bundled offline tasks", "name", "type", "main score", "card")
     for name, cls in BUNDLED.items():
@@ -224,7 +282,7 @@ def tasks() -> None:
         table.add_row(name, str(meta.type), str(meta.main_score), cls.card)
     console.print(table)
     console.print(
-        f"Any MTEB task of type {', '.join(SUPPORTED_TYPES)} can be named too "
+        f"Any MTEB task of type {', '.join(mteb_types())} can be named too "
         "(e.g. STSBenchmark, TwentyNewsgroupsClustering, SprintDuplicateQuestions); "
         "those need access to the Hugging Face hub."
     )
@@ -239,8 +297,13 @@ def tasks() -> None:
 @_user_errors
 def show(results_dir: Path, fmt: str, geometry: bool) -> None:
     """Print the main-score table of the results under RESULTS_DIR (a suite's folder or all)."""
-    from sbabench.report import geometry_markdown, geometry_tables, score_markdown, score_table
-    from sbabench.results import load_results
+    from sbabench.analysis.report import (
+        geometry_markdown,
+        geometry_tables,
+        score_markdown,
+        score_table,
+    )
+    from sbabench.run.results import load_results
 
     if not results_dir.is_dir():
         raise SbabenchError(
@@ -277,53 +340,64 @@ def inspect(
     TARGET is a suite file (every model in it, or --model NAME) or a hub id / local folder of an
     MoE model (as `source: huggingface`).
     """
-    from sbabench.logs import quiet_libraries
-    from sbabench.models import build_encoder
-    from sbabench.probes import support
-    from sbabench.suite import HuggingFaceModel, load_suite
+    from sbabench.models.encoder import build_encoder
+    from sbabench.run.quiet import quiet_libraries
 
-    if target.endswith((".yaml", ".yml")):
-        specs = [m for m in load_suite(target).models if model_name in (None, m.name)]
-        if not specs:
-            raise SbabenchError(f"suite {target!r} has no model named {model_name!r}")
-    else:
-        specs = [
-            HuggingFaceModel(
-                name="inspected",
-                source="huggingface",
-                path=target,
-                revision=revision,
-                trust_remote_code=trust_remote_code,
-            )
-        ]
-    for spec in specs:
+    for spec in _inspected_specs(target, model_name, trust_remote_code, revision):
         with quiet_libraries():
             encoder = build_encoder(spec, device="cpu")
-        total = sum(p.numel() for p in encoder.model.parameters())
-        table = Table(
-            title=f"{spec.name}: {type(encoder.model).__name__}, {total / 1e6:.1f}M parameters"
-        )
-        for column in ("MoE layer", "family", "experts", "top-k", "renormalised", "probes"):
-            table.add_column(column)
-        for layer in encoder.moe_layers:
-            unavailable = {
-                p: why for p, why in support(encoder.model, layer).items() if why != "ok"
-            }
-            table.add_row(
-                layer.name,
-                layer.family,
-                str(layer.num_experts),
-                str(layer.top_k),
-                "yes" if layer.renormalized else "no",
-                "; ".join(f"no {p}: {why}" for p, why in unavailable.items()) or "all",
-            )
-        console.print(table)
+        console.print(_moe_layer_table(spec.name, encoder))
         if not encoder.moe_layers:
             console.print("  dense model: no MoE layers (aggregators do not apply)")
         console.print(
             f"  pooling={encoder.config.pooling} normalize={encoder.config.normalize} "
             f"max_length={encoder.config.max_length} prompts={encoder.config.prompts or 'none'}"
         )
+
+
+def _inspected_specs(
+    target: str, model_name: str | None, trust_remote_code: bool, revision: str | None
+) -> list[Any]:
+    """The models `inspect` looks at: a suite's (or one of them), or one hub id / folder."""
+    from sbabench.models.spec import HuggingFaceModel
+    from sbabench.suite import load_suite
+
+    if target.endswith((".yaml", ".yml")):
+        specs = [m for m in load_suite(target).models if model_name in (None, m.name)]
+        if not specs:
+            raise SbabenchError(f"suite {target!r} has no model named {model_name!r}")
+        return specs
+    return [
+        HuggingFaceModel(
+            name="inspected",
+            source="huggingface",
+            path=target,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+        )
+    ]
+
+
+def _moe_layer_table(name: str, encoder: Any) -> Table:
+    """One row per MoE layer: family, experts, top-k, renormalisation, which probes can run."""
+    from sbabench.geometry.probes import support
+
+    total = sum(p.numel() for p in encoder.model.parameters())
+    table = _table(
+        f"{name}: {type(encoder.model).__name__}, {total / 1e6:.1f}M parameters",
+        "MoE layer", "family", "experts", "top-k", "renormalised", "probes",
+    )  # fmt: skip
+    for layer in encoder.moe_layers:
+        unavailable = {p: why for p, why in support(encoder.model, layer).items() if why != "ok"}
+        table.add_row(
+            layer.name,
+            layer.family,
+            str(layer.num_experts),
+            str(layer.top_k),
+            "yes" if layer.renormalized else "no",
+            "; ".join(f"no {p}: {why}" for p, why in unavailable.items()) or "all",
+        )
+    return table
 
 
 @main.command()
@@ -387,73 +461,57 @@ def compare(
     Nemenyi with three or more systems. Exit code: 0, or 1 with --fail-on-regression when a
     regression is found, 2 on bad input.
     """
+    from sbabench.analysis.compare import compare as compare_folders
+
+    outcome = compare_folders(
+        results or (Path("results"),),
+        against=against,
+        baseline=baseline,
+        n_resamples=resamples,
+        seed=seed,
+        alpha=alpha,
+        max_drop=max_drop,
+        fail_on_regression=fail_on_regression,
+    )
+    _render_comparison(outcome, fmt, output)
+    click.echo(outcome.verdict.text, err=fmt != "table" and output is None)
+    sys.exit(outcome.exit_code)
+
+
+def _comparison_text(outcome: Any, fmt: str) -> str:
+    """The comparison as Markdown (with the geometry tables), JSON or CSV."""
     import json
 
-    from sbabench.compare import compare_results, to_records
-    from sbabench.report import (
-        comparison_markdown,
-        comparison_tables,
-        friedman_line,
-        geometry_markdown,
-        geometry_tables,
-    )
-    from sbabench.results import UnitResult, load_results
+    from sbabench.analysis.compare import to_records
+    from sbabench.analysis.report import comparison_markdown, geometry_markdown
 
-    def _load(folder: Path) -> list[UnitResult]:
-        if not folder.is_dir():
-            raise SbabenchError(
-                f"results folder {str(folder)!r} does not exist",
-                fix="check the path or run the suite",
-            )
-        found = load_results(folder)
-        if not found:
-            raise SbabenchError(f"no result files under {str(folder)!r}", fix="run a suite first")
-        return found
-
-    current = [r for folder in (results or (Path("results"),)) for r in _load(folder)]
-    other = _load(against) if against else None
-    comparison = compare_results(
-        current, baseline=baseline, against=other, n_resamples=resamples, seed=seed, alpha=alpha
-    )
-    if fmt == "markdown":
-        text = comparison_markdown(comparison)
-        if geometry_markdown(current):
-            text += "\n### Geometry per MoE layer\n\n" + geometry_markdown(current) + "\n"
-    elif fmt == "json":
-        text = json.dumps(to_records(comparison), indent=2)
-    elif fmt == "csv":
+    if fmt == "json":
+        return json.dumps(to_records(outcome.comparison), indent=2)
+    if fmt == "csv":
         import pandas as pd
 
-        text = pd.DataFrame(to_records(comparison)).to_csv(index=False)
-    else:
-        text = ""
+        return str(pd.DataFrame(to_records(outcome.comparison)).to_csv(index=False))
+    text = comparison_markdown(outcome.comparison)
+    geometry = geometry_markdown(outcome.results)
+    if fmt == "markdown" and geometry:
+        text += "\n### Geometry per MoE layer\n\n" + geometry + "\n"
+    return text
+
+
+def _render_comparison(outcome: Any, fmt: str, output: Path | None) -> None:
+    """Write the comparison to `output`, or print it: rich tables, or text in `fmt`."""
+    from sbabench.analysis.report import comparison_tables, friedman_line, geometry_tables
+
     if output:
-        output.write_text(
-            text if fmt != "table" else comparison_markdown(comparison), encoding="utf-8"
-        )
-    elif fmt == "table":
-        for table in comparison_tables(comparison):
+        output.write_text(_comparison_text(outcome, fmt), encoding="utf-8")
+    elif fmt != "table":
+        click.echo(_comparison_text(outcome, fmt), nl=False)
+    else:
+        for table in [*comparison_tables(outcome.comparison), *geometry_tables(outcome.results)]:
             console.print(table)
-        for table in geometry_tables(current):
-            console.print(table)
-        line = friedman_line(comparison)
+        line = friedman_line(outcome.comparison)
         if line:
             console.print(line)
-    else:
-        click.echo(text, nl=False)
-    regressions = comparison.regressions(max_drop)
-    tested = sum(r.p_value is not None for r in comparison.rows)
-    if regressions:
-        worst = min(regressions, key=lambda r: r.delta or 0.0)
-        verdict = (
-            f"REGRESSION: {len(regressions)} of {tested} tested unit(s) dropped by more than {max_drop} "
-            f"(Holm p < {alpha}); worst {worst.model}/{worst.aggregator}/{worst.task} {worst.delta:+.4f}"
-        )
-    else:
-        verdict = f"OK: no significant drop larger than {max_drop} in {tested} tested unit(s)"
-    click.echo(verdict, err=fmt != "table" and output is None)
-    if fail_on_regression and regressions:
-        sys.exit(1)
 
 
 @main.command()
@@ -480,19 +538,10 @@ def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int)
     coupling) and Jacobian spectra; and, for fine-tuned suites, the loss and gradient-norm
     curves per operator.
     """
-    from sbabench.compare import compare_results
-    from sbabench.plots import forest_plot, geometry_plots, probe_plots, training_plots
-    from sbabench.results import load_results
+    from sbabench.analysis.compare import compare_results, load_folder
+    from sbabench.analysis.plots import forest_plot, geometry_plots, probe_plots, training_plots
 
-    loaded = []
-    for source in results or (Path("results"),):
-        if not source.is_dir():
-            raise SbabenchError(
-                f"results folder {str(source)!r} does not exist", fix="run a suite first"
-            )
-        loaded.extend(load_results(source))
-    if not loaded:
-        raise SbabenchError("no result files found", fix="run a suite first")
+    loaded = [r for source in results or (Path("results"),) for r in load_folder(source)]
     folder.mkdir(parents=True, exist_ok=True)
     written = (
         geometry_plots(loaded, folder)

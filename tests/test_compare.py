@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from scipy import stats as sps
 
+from sbabench.analysis.compare import Mark, compare_results
 from sbabench.cli import main
-from sbabench.compare import Mark, compare_results
-from sbabench.per_item import ItemScores
-from sbabench.results import UnitResult, key_digest, result_path, save_result
+from sbabench.run.results import UnitResult, result_path, save_result
+from sbabench.tasks.items import ItemScores
+from tests import factories
 
 RNG = np.random.default_rng(0)
 GOLD = RNG.random(600)
@@ -24,18 +26,7 @@ def _result(
 ) -> UnitResult:
     items = {"default": ItemScores(kind="sts", gold=GOLD.tolist(), predicted=predicted.tolist())}
     score = float(sps.spearmanr(GOLD, predicted).statistic)
-    parts = {
-        "model": {"source": "upcycle"},
-        "model_identity": "x",
-        "task": task,
-        "settings": {},
-        "scoring_version": 1,
-    }
-    return UnitResult(
-        suite="s", model=model, aggregator=aggregator, task=task, key=key_digest(parts), key_parts=parts, task_type="STS",
-        split="test", main_score_name="cosine_spearman", main_score=score, scores={}, items=items,
-        timing_s={}, provenance={},
-    )  # fmt: skip
+    return factories.result(aggregator, items, score, task=task, model=model)
 
 
 def _folder(root: Path, results: list[UnitResult]) -> Path:
@@ -67,7 +58,7 @@ def test_operator_vs_baseline_marks() -> None:
 def test_incomparable_results_are_marked_not_paired() -> None:
     base = _result("linear", GOLD + NOISE)
     other = _result("sba", GOLD + 0.3 * NOISE)
-    other.key_parts["model"] = {"source": "upcycle", "revision": "another"}
+    other.key_parts = factories.key_parts(model={"source": "upcycle", "revision": "another"})
     row = next(r for r in compare_results([base, other]).rows if r.aggregator == "sba")
     assert row.mark is Mark.INCOMPARABLE and "model differs" in row.note and row.p_value is None
 
@@ -133,3 +124,78 @@ def test_plot_writes_a_forest_plot(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "plots" / "forest.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _pairs_result(aggregator: str, noise: float) -> UnitResult:
+    from sklearn.metrics import average_precision_score
+
+    labels = (np.random.default_rng(1).random(600) < 0.4).astype(float)
+    predicted = labels + noise * np.random.default_rng(2).normal(0, 1, 600)
+    items = {
+        "default": ItemScores(kind="pairs", gold=labels.tolist(), predicted=predicted.tolist())
+    }
+    score = float(average_precision_score(labels, predicted))
+    return factories.result(
+        aggregator,
+        items,
+        score,
+        task="Dups",
+        task_type="PairClassification",
+        main_score_name="max_ap",
+    )
+
+
+def _clusters_result(aggregator: str, flip: float) -> UnitResult:
+    from sklearn.metrics import v_measure_score
+
+    gold = np.random.default_rng(3).integers(0, 3, 300)
+    runs = []
+    for run in range(10):
+        wrong = np.random.default_rng(10 + run).random(300) < flip
+        runs.append(np.where(wrong, (gold + 1) % 3, gold).astype(float))
+    items = {
+        "default": ItemScores(
+            kind="clusters",
+            gold=gold.astype(float).tolist(),
+            predicted=runs[0].tolist(),
+            runs=[r.tolist() for r in runs],
+        )
+    }
+    score = float(np.mean([v_measure_score(gold, r) for r in runs]))
+    return factories.result(
+        aggregator, items, score, task="Topics", task_type="Clustering", main_score_name="v_measure"
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "good", "bad"),
+    [(_pairs_result, 0.3, 0.9), (_clusters_result, 0.05, 0.3)],
+    ids=["pair-classification", "clustering"],
+)
+def test_gate_fails_on_a_regression_of_every_task_type(
+    tmp_path: Path, make: Any, good: float, bad: float
+) -> None:
+    from sbabench.analysis.compare import compare
+
+    main_branch = _folder(tmp_path / "main", [make("sba", good)])
+    worse = _folder(tmp_path / "worse", [make("sba", bad)])
+    same = _folder(tmp_path / "same", [make("sba", good)])
+    outcome = compare([worse], against=main_branch, n_resamples=300, fail_on_regression=True)
+    assert outcome.exit_code == 1 and outcome.verdict.text.startswith("REGRESSION: 1 of 1")
+    row = outcome.verdict.regressions[0]
+    assert row.delta is not None and row.delta < -0.05 and row.p_holm is not None
+    unchanged = compare([same], against=main_branch, n_resamples=300, fail_on_regression=True)
+    assert unchanged.exit_code == 0 and unchanged.verdict.text.startswith("OK:")
+    cli = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            str(worse),
+            "--against",
+            str(main_branch),
+            "--fail-on-regression",
+            "--resamples",
+            "300",
+        ],
+    )
+    assert cli.exit_code == 1 and "REGRESSION" in cli.output.strip().splitlines()[-1]

@@ -12,15 +12,10 @@ from click.testing import CliRunner
 
 from sbabench.aggregators import resolve
 from sbabench.cli import main
-from sbabench.geometry import (
-    GeometryRecorder,
-    effective_rank,
-    embedding_stats,
-    routing_stats,
-    token_stats,
-)
+from sbabench.geometry.recorder import GeometryRecorder, token_stats
+from sbabench.geometry.stats import effective_rank, embedding_stats, routing_stats
 from sbabench.moe.base import Combination
-from sbabench.runner import run_suite
+from sbabench.run.execute import run_suite
 from sbabench.suite import parse_suite
 
 
@@ -96,16 +91,18 @@ settings: {device: cpu, SETTING}
     assert all(r.geometry is None for r in without.results)
     by_operator = {r.aggregator: r.geometry for r in with_geometry.results}
     for operator, geometry in by_operator.items():
-        assert geometry is not None and len(geometry["layers"]) == 3
-        for layer in geometry["layers"].values():
-            assert layer["norm_cv_within_token"]["mean"] < 0.1  # concentrated norms per token
-            assert layer["linear_collapse_ratio"]["mean"] < 1.0  # linear collapses inward
+        assert geometry is not None and len(geometry.layers) == 3
+        for layer in geometry.layers.values():
+            assert layer.norm_cv_within_token["mean"] < 0.1  # concentrated norms per token
+            assert layer.linear_collapse_ratio["mean"] < 1.0  # linear collapses inward
             if operator == "sba":
-                assert layer["collapse_ratio"]["mean"] == pytest.approx(1.0, abs=1e-4)
+                assert layer.collapse_ratio["mean"] == pytest.approx(1.0, abs=1e-4)
             else:
-                assert layer["collapse_ratio"]["mean"] < 1.0
-    sba_embeddings = by_operator["sba"]["embeddings"]
-    assert 0.5 < sba_embeddings["cosine_to_linear"]["mean"] < 1.0
+                assert layer.collapse_ratio["mean"] < 1.0
+    sba_geometry = by_operator["sba"]
+    assert sba_geometry is not None and sba_geometry.embeddings is not None
+    cosine_to_linear = sba_geometry.embeddings.cosine_to_linear
+    assert cosine_to_linear is not None and 0.5 < cosine_to_linear["mean"] < 1.0
 
     plots = CliRunner().invoke(
         main, ["plot", str(tmp_path / "on"), "--output", str(tmp_path / "png")]
@@ -135,11 +132,11 @@ geometry: {tokens: TOKENS}
     again = run_suite(parse_suite(text.replace("TOKENS", "64")), tmp_path, force=True)
     result = again.results[0]
     assert result.main_score == first.results[0].main_score
-    assert result.timing_s["texts_encoded"] == 0 and result.timing_s["texts_from_cache"] == 50
+    assert result.timing_s.texts_encoded == 0 and result.timing_s.texts_from_cache == 50
     # one batch of 32 long documents fills a 64-token sample: the other 18 are not run
-    assert result.timing_s["texts_run_for_geometry_only"] == 32
+    assert result.timing_s.texts_run_for_geometry_only == 32
     assert result.geometry is not None
-    assert result.geometry["layers"]["encoder.layer.1.output.dense.combine"]["tokens"] == 64
+    assert result.geometry_layers["encoder.layer.1.output.dense.combine"]["tokens"] == 64
     # the stored sample serves a forced re-run without the model
     third = run_suite(parse_suite(text.replace("TOKENS", "64")), tmp_path, force=True)
     assert third.models_loaded == 0 and third.results[0].geometry == result.geometry

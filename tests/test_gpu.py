@@ -42,9 +42,9 @@ def test_operator_on_cuda_matches_cpu(name: str, dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 def test_upcycled_model_on_cuda(dtype: str) -> None:
-    from sbabench.models import build_encoder
+    from sbabench.models.encoder import build_encoder
+    from sbabench.models.spec import UpcycleModel
     from sbabench.moe import set_aggregator
-    from sbabench.suite import UpcycleModel
 
     spec = UpcycleModel(name="m", source="upcycle", base=BASE, router="random", seed=0)
     cpu = build_encoder(spec, device="cpu", dtype="float32")
@@ -65,10 +65,11 @@ def test_upcycled_model_on_cuda(dtype: str) -> None:
 
 @pytest.mark.parametrize("name", ["linear", "sba"])
 def test_training_steps_on_cuda_with_mixed_precision(name: str, tmp_path: Path) -> None:
-    from sbabench.models import build_encoder
+    from sbabench.models.encoder import build_encoder
+    from sbabench.models.spec import UpcycleModel
     from sbabench.moe import set_aggregator
-    from sbabench.suite import TrainSpec, UpcycleModel
-    from sbabench.training import train
+    from sbabench.run.training import train
+    from sbabench.suite import TrainSpec
 
     data = tmp_path / "texts.csv"
     data.write_text(
@@ -87,11 +88,13 @@ def test_training_steps_on_cuda_with_mixed_precision(name: str, tmp_path: Path) 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_geometry_probes_on_cuda_agree_with_cpu(dtype: str) -> None:
-    from sbabench.geometry import GeometryRecorder
-    from sbabench.models import build_encoder
+    from sbabench.geometry.probes import probes as registered_probes
+    from sbabench.geometry.probes import run_probes
+    from sbabench.geometry.recorder import GeometryRecorder
+    from sbabench.geometry.spec import GeometrySpec
+    from sbabench.models.encoder import build_encoder
+    from sbabench.models.spec import UpcycleModel
     from sbabench.moe import observing
-    from sbabench.probes import PROBES, run_probes
-    from sbabench.suite import UpcycleModel
 
     spec = UpcycleModel(name="m", source="upcycle", base=BASE, router="random", seed=0)
     found = {}
@@ -102,8 +105,8 @@ def test_geometry_probes_on_cuda_agree_with_cpu(dtype: str) -> None:
         with observing(encoder.model, recorder.observe):
             encoder.encode(TEXTS, batch_size=16)
         found[device] = run_probes(
-            list(PROBES), recorder, encoder.model, encoder.moe_layers,
-            jacobian_tokens=16, subspace_dim=8,
+            GeometrySpec(probes=tuple(registered_probes()), jacobian_tokens=16).requested(),
+            recorder, encoder.model, encoder.moe_layers,
         )  # fmt: skip
     tol = 1e-3 if dtype == "float32" else 0.05  # bf16 inputs and routing flips move the sample
     for layer, probes in found["cpu"].items():

@@ -15,12 +15,15 @@ from hypothesis import strategies as st
 from torch import nn
 
 from sbabench.cli import main
-from sbabench.moe import attach_moe, observing
+from sbabench.geometry.probes import support
+from sbabench.geometry.probes.expert_pca import expert_pca_probe
+from sbabench.geometry.probes.jacobian import jacobian_probe
+from sbabench.geometry.probes.router_coupling import router_coupling_probe
+from sbabench.moe import attach_moe, expert_mlps, observing
 from sbabench.moe.base import Combination, MoELayer
-from sbabench.moe.experts import ExpertMLPs, Unsupported, expert_mlps, router_rows, unit_owners
+from sbabench.moe.experts import ExpertMLPs, Unsupported, router_rows, unit_owners
 from sbabench.moe.upcycle import UpcycleConfig, upcycle_bert
-from sbabench.probes import expert_pca_probe, jacobian_probe, router_coupling_probe, support
-from sbabench.runner import run_suite
+from sbabench.run.execute import run_suite
 from sbabench.suite import parse_suite
 from tests.nomic_layout import TinyNomicMoE
 from tests.test_moe_families import FAMILIES, _build, _states
@@ -184,9 +187,7 @@ GEOMETRY
 def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
     plain = run_suite(parse_suite(SUITE.replace("GEOMETRY", "")), tmp_path)
     scores = {r.aggregator: r.main_score for r in plain.results}
-    assert all(
-        "probes" not in layer for r in plain.results for layer in r.geometry["layers"].values()
-    )  # type: ignore[index]
+    assert all("probes" not in layer for r in plain.results for layer in r.geometry_layers.values())  # type: ignore[index]
 
     probed_text = SUITE.replace(
         "GEOMETRY",
@@ -198,9 +199,9 @@ def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
     assert sorted(probed.computed) == ["moe/linear/LeeDocSTS", "moe/sba/LeeDocSTS"]
     assert {r.aggregator: r.main_score for r in probed.results} == scores
     for r in probed.results:
-        assert r.timing_s["texts_encoded"] == 0 and r.timing_s["texts_from_cache"] == 50
-        assert r.timing_s["texts_run_for_geometry_only"] == 50  # LeeDocSTS: < 4096 tokens
-        layers = r.geometry["layers"]  # type: ignore[index]
+        assert r.timing_s.texts_encoded == 0 and r.timing_s.texts_from_cache == 50
+        assert r.timing_s.texts_run_for_geometry_only == 50  # LeeDocSTS: < 4096 tokens
+        layers = r.geometry_layers
         assert len(layers) == 2
         for layer in layers.values():
             jac, pca, coupling = (
@@ -222,7 +223,7 @@ def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
     assert all(
         layer["probes"]["jacobian"]["tokens"] == 4
         for r in fewer.results
-        for layer in r.geometry["layers"].values()  # type: ignore[index]
+        for layer in r.geometry_layers.values()  # type: ignore[index]
     )
 
     shown = CliRunner().invoke(main, ["show", str(tmp_path), "--geometry"])
@@ -235,7 +236,10 @@ def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("geometry", "message"),
     [
-        ("geometry: {probes: [hessian]}", ":7:21: geometry.probes[0]: Input should be 'jacobian'"),
+        (
+            "geometry: {probes: [hessian]}",
+            ":7:21: geometry.probes[0]: unknown probe 'hessian'; use any of: expert-pca, jacobian, router-coupling",
+        ),
         ("geometry: {tokens: 0, probes: [jacobian]}", "probes need sampled tokens"),
         ("geometry: {probes: [jacobian, jacobian]}", "must not repeat"),
         ("geometry: {tokens: 16, probes: [jacobian], jacobian_tokens: 32}", "cannot exceed"),

@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from sbabench.cli import main
-from sbabench.results import load_results
-from sbabench.runner import in_shard, plan_suite, run_suite
+from sbabench.run.execute import run_suite
+from sbabench.run.plan import in_shard, plan_suite
+from sbabench.run.results import load_results
 from sbabench.suite import expand, parse_suite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def test_warm_rerun_loads_no_model_and_cache_reuses_embeddings(tmp_path: Path) -
     assert {r.task + r.aggregator: r.main_score for r in again.results} == {
         r.task + r.aggregator: r.main_score for r in first.results
     }
-    assert all(r.timing_s["texts_encoded"] == 0 for r in again.results)
+    assert all(r.timing_s.texts_encoded == 0 for r in again.results)
 
     listing = CliRunner().invoke(main, ["cache", "--results", str(tmp_path)])
     assert listing.exit_code == 0 and "moe" in listing.output and "sba" in listing.output
@@ -95,7 +96,10 @@ def test_editing_an_operator_invalidates_exactly_its_units(
     monkeypatch.syspath_prepend(str(tmp_path))
     suite = parse_suite(SUITE.replace("[linear, sba]", "[linear, 'myops_pkg.ops:op']"))
     assert len(run_suite(suite, tmp_path / "r").computed) == 4
-    (package / "ops.py").write_text(source + "# a change to the operator's code\n")
+    # comments and formatting are not code: nothing to recompute
+    (package / "ops.py").write_text(source + "# a comment about the operator\n")
+    assert run_suite(suite, tmp_path / "r").computed == []
+    (package / "ops.py").write_text(source.replace(".sum(1)", ".sum(1) * 1.0"))
     rerun = run_suite(suite, tmp_path / "r")
     assert sorted(rerun.computed) == [
         "moe/myops_pkg.ops.op/LeeDocSTS",

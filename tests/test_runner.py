@@ -8,8 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from sbabench.cli import main
-from sbabench.results import load_result, result_path
-from sbabench.runner import run_suite
+from sbabench.run.execute import run_suite
+from sbabench.run.results import load_result, result_path
 from sbabench.suite import parse_suite
 
 SUITE = """\
@@ -38,8 +38,8 @@ def test_run_writes_results_and_skips_finished_units(tmp_path: Path) -> None:
     assert result.main_score_name == "cosine_spearman"
     assert 0.2 < result.main_score < 0.8
     assert result.scores["default"]["cosine_spearman"] == result.main_score
-    assert result.provenance["versions"]["mteb"] and result.timing_s["encode"] > 0
-    assert result.key_parts["aggregator"]["name"] == "sba"
+    assert result.provenance.versions["mteb"] and result.timing_s.encode > 0
+    assert result.key_parts.aggregator.name == "sba"
     scores = {r.aggregator: r.main_score for r in first.results}
     assert scores["linear"] != scores["sba"]
 
@@ -93,7 +93,7 @@ def test_result_files_are_readable_by_others(tmp_path: Path) -> None:
     import os
     import stat
 
-    from sbabench.results import write_atomic
+    from sbabench.atomic import write_atomic
 
     old = os.umask(0o022)
     try:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from sbabench import stats
-from sbabench.per_item import ItemScores
+from sbabench.analysis import stats
+from sbabench.tasks.items import ItemScores
 
 
 def _sts(gold: np.ndarray, predicted: np.ndarray) -> dict[str, ItemScores]:

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from mteb.models.model_meta import ModelMeta
 
 from sbabench.cli import main
-from sbabench.encoding import CosineSimilarity
-from sbabench.runner import run_suite
+from sbabench.run.encoding import CosineSimilarity
+from sbabench.run.execute import run_suite
 from sbabench.suite import load_suite, parse_suite
 from sbabench.tasks import get_task
 from sbabench.tasks.bundled import BUNDLED

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import torch
 from click.testing import CliRunner
 
 from sbabench.cli import main
-from sbabench.runner import run_suite
-from sbabench.suite import parse_suite
+from sbabench.models.encoder import build_encoder
+from sbabench.run.execute import run_suite
+from sbabench.suite import Suite, parse_suite
 
 SUITE = """\
 name: ft
@@ -19,6 +22,22 @@ tasks: [WordSim353]
 train: {steps: 3, batch_size: 4, lr: 1.0e-3, max_length: 32}
 settings: {device: cpu}
 """
+TRAIN = "train: {steps: 3, batch_size: 4, lr: 1.0e-3, max_length: 32}\n"
+
+
+def _assert_trained_moe_only(checkpoints: Path, suite: Suite) -> None:
+    """Each checkpoint holds exactly the MoE block's parameters, every one moved from its start."""
+    initial = build_encoder(suite.models[0], device="cpu")
+    start = dict(initial.model.named_parameters())
+    block = "encoder.layer.1.output.dense."
+    files = sorted(checkpoints.glob("*.pt"))
+    assert len(files) == 2  # one per operator
+    for file in files:
+        state = torch.load(file, weights_only=True)
+        assert state and all(name.startswith(block) for name in state)
+        assert {n for n in start if n.startswith(block)} == set(state)
+        for name, value in state.items():
+            assert not torch.equal(value, start[name].detach()), f"{name} did not train"
 
 
 def test_each_operator_trains_with_the_same_budget_and_checkpoints_are_reused(
@@ -29,28 +48,34 @@ def test_each_operator_trains_with_the_same_budget_and_checkpoints_are_reused(
     assert first.exit_code == 0, first.failed
     logs = {r.aggregator: r.training for r in first.results}
     for log in logs.values():
-        assert (
-            log is not None
-            and log["steps"] == 3
-            and len(log["loss"]) == 3
-            and len(log["grad_norm"]) == 3
-        )
-        assert log["trainable_parameters"] > 0 and set(log["router_load_cv"]) == {
-            "encoder.layer.1.output.dense.combine"
-        }
-    assert logs["linear"]["trainable_parameters"] == logs["sba"]["trainable_parameters"]
-    assert logs["linear"]["loss"] != logs["sba"]["loss"]  # the operator changes training
+        assert log is not None and log.steps == 3
+        assert len(log.loss) == 3 and len(log.grad_norm) == 3
+        assert all(math.isfinite(v) for v in log.loss + log.grad_norm)
+        assert log.trainable_parameters > 0
+        assert set(log.router_load_cv) == {"encoder.layer.1.output.dense.combine"}
+    linear, sba = logs["linear"], logs["sba"]
+    assert linear is not None and sba is not None
+    assert linear.trainable_parameters == sba.trainable_parameters
+    # Same data, same order, same dropout masks, same starting weights: the first step sees the
+    # same batch through the same model, so only the operator separates the curves.
+    assert linear.loss != sba.loss
+    _assert_trained_moe_only(tmp_path / ".cache" / "checkpoints", suite)
     plots = CliRunner().invoke(main, ["plot", str(tmp_path), "--output", str(tmp_path / "png")])
     assert plots.exit_code == 0 and (tmp_path / "png" / "training_moe.png").is_file(), plots.output
 
-    untrained = run_suite(
-        parse_suite(
-            SUITE.replace("train: {steps: 3, batch_size: 4, lr: 1.0e-3, max_length: 32}\n", "")
-        ),
-        tmp_path / "u",
-    )
+    # Training is deterministic: a fresh folder reproduces every curve and score exactly.
+    fresh = run_suite(suite, tmp_path / "fresh")
+    curves = {a: (log.loss, log.grad_norm) for a, log in logs.items() if log is not None}
+    assert {
+        r.aggregator: (r.training.loss, r.training.grad_norm) for r in fresh.results if r.training
+    } == curves
     trained_scores = {r.aggregator: r.main_score for r in first.results}
-    assert trained_scores != {r.aggregator: r.main_score for r in untrained.results}
+    assert {r.aggregator: r.main_score for r in fresh.results} == trained_scores
+
+    # The trained weights are what is scored: without the train block every score changes.
+    untrained = run_suite(parse_suite(SUITE.replace(TRAIN, "")), tmp_path / "u")
+    untrained_scores = {r.aggregator: r.main_score for r in untrained.results}
+    assert all(untrained_scores[a] != trained_scores[a] for a in trained_scores)
 
     # Recomputing without the embedding cache reloads the cached checkpoints: same scores, no training.
     again = run_suite(

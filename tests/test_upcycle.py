@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from sbabench.aggregators import resolve
-from sbabench.models import build_encoder, load_transformer, resolve_base
+from sbabench.models.encoder import build_encoder, load_transformer, resolve_base
+from sbabench.models.spec import UpcycleModel
 from sbabench.moe import upcycle
 from sbabench.moe.base import aggregation_points, observing, set_aggregator
 from sbabench.moe.upcycle import UpcycleConfig, upcycle_bert
-from sbabench.suite import UpcycleModel
 
 TEXTS = ["The cat sat on the mat.", "Spherical means of expert outputs.", "short", "a b c d e f g"]
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from sbabench.aggregators import builtin as _builtin  # noqa: F401  (registers the built-ins)
 from sbabench.aggregators.base import AggregatorFn, AggregatorInfo, registry
+from sbabench.digests import code_digest
 from sbabench.errors import AggregatorError
 
 __all__ = ["AggregatorFn", "AggregatorInfo", "ResolvedAggregator", "registry", "resolve"]
@@ -30,25 +28,19 @@ class ResolvedAggregator:
     """Builds the callable (outputs, weights) -> combined; imports torch."""
     options: Mapping[str, Any]
     """Validated options, defaults filled in."""
-    source_hash: str
-    """SHA-256 of the source file(s) defining the operator; editing them changes it."""
+    source: Callable[..., Any] = field(repr=False)
+    """The function whose code (and the helpers it calls) defines the operator."""
 
     @cached_property
     def fn(self) -> AggregatorFn:
         """The operator function (built on first use, so planning a run needs no torch)."""
         return self.build()
 
-
-def _file_hash(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def _builtin_source_hash() -> str:
-    here = Path(__file__).parent
-    return _file_hash(here / "spherical.py", here / "builtin.py")
+    @cached_property
+    def code_sha256(self) -> str:
+        """Digest of the operator's own code: its function and the helpers it calls (see
+        `sbabench.digests`). Editing another operator leaves it unchanged."""
+        return code_digest(self.source)
 
 
 def is_user_operator(name: str) -> bool:
@@ -56,7 +48,7 @@ def is_user_operator(name: str) -> bool:
     return ":" in name
 
 
-def _load_user_operator(path: str) -> tuple[Any, str]:
+def _load_user_operator(path: str) -> Any:
     module_name, _, attr = path.partition(":")
     fix = "write it as 'package.module:function' with the package importable (on PYTHONPATH)"
     try:
@@ -66,9 +58,7 @@ def _load_user_operator(path: str) -> tuple[Any, str]:
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise AggregatorError(f"{module_name!r} has no callable {attr!r}", fix=fix)
-    source = inspect.getsourcefile(fn)
-    digest = _file_hash(Path(source)) if source else hashlib.sha256(path.encode()).hexdigest()
-    return fn, digest
+    return fn
 
 
 def probe(fn: AggregatorFn, name: str) -> None:
@@ -96,13 +86,17 @@ def probe(fn: AggregatorFn, name: str) -> None:
 
 
 def resolve(name: str, options: Mapping[str, Any] | None = None) -> ResolvedAggregator:
-    """Turn a suite entry (name + options) into a runnable, validated operator."""
+    """Turn a suite entry (name + options) into a runnable, validated operator.
+
+    A user operator is imported and run once on a probe batch; a built-in one only has its
+    options validated (nothing is imported or read until it runs or its key is needed).
+    """
     options = dict(options or {})
     if is_user_operator(name):
-        fn, digest = _load_user_operator(name)
+        fn = _load_user_operator(name)
         bound: AggregatorFn = partial(fn, **options) if options else fn
         probe(bound, name)
-        return ResolvedAggregator(name, lambda: bound, options, digest)
+        return ResolvedAggregator(name, lambda: bound, options, fn)
     info = registry().get(name)
     if info is None:
         known = ", ".join(sorted(registry()))
@@ -121,5 +115,5 @@ def resolve(name: str, options: Mapping[str, Any] | None = None) -> ResolvedAggr
             fix=f"valid options: {', '.join(info.options.model_fields) or 'none'}",
         ) from None
     return ResolvedAggregator(
-        name, partial(info.build, validated), validated.model_dump(), _builtin_source_hash()
+        name, partial(info.build, validated), validated.model_dump(), info.build
     )

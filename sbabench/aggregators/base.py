@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -44,8 +44,6 @@ class AggregatorInfo:
     """One line for `sbabench aggregators`."""
     options: type[BaseModel] = NoOptions
     """Pydantic model of the operator's options (extra keys forbidden)."""
-    source_objects: tuple[Callable[..., Any], ...] = field(default=())
-    """Functions whose source code defines the operator (hashed into result keys)."""
 
 
 _REGISTRY: dict[str, AggregatorInfo] = {}

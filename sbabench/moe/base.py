@@ -86,6 +86,8 @@ class MoELayer:
     """Whether the top-k router weights are renormalised to sum to 1."""
     block: str = ""
     """Module name of the whole MoE block (router + experts): what `trainable: moe` trains."""
+    adapter: str = ""
+    """The registered MoE family (`sbabench.moe.registry`) that found it."""
 
 
 def aggregation_points(model: nn.Module) -> list[tuple[str, AggregationPoint]]:

@@ -88,56 +88,17 @@ def unit_owners(
     return seen.int().argmax(0)
 
 
-def _mlps(
+def mlps(
     w_in: torch.Tensor, b_in: torch.Tensor | None, w_out: torch.Tensor, g: Callable[..., Any]
 ) -> ExpertMLPs:
+    """Experts from stacked weights: w_in (experts, pre, in), w_out (experts, out, hidden)."""
     owner = unit_owners(g, w_in.shape[1], w_out.shape[-1], w_in.device)
     return ExpertMLPs(w_in, b_in, w_out, g, owner)
 
 
-def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+def float32(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A detached float32 copy (None stays None)."""
     return None if t is None else t.detach().float()
-
-
-def _upcycled(block: Any) -> ExpertMLPs:
-    import torch.nn.functional as F
-
-    return _mlps(block.w1.detach().float(), _f32(block.b1), block.w2.detach().float(), F.gelu)
-
-
-def _nomic(block: Any) -> ExpertMLPs:
-    adapter = block.experts
-    shape = (adapter.num_experts, adapter.ffn, adapter.mlp.w1.shape[-1])
-    w1 = adapter.mlp.w1.detach().float().view(shape)
-    w2 = adapter.mlp.w2.detach().float().view(shape)
-    return _mlps(w1, None, w2.transpose(1, 2), adapter.activation)
-
-
-def _transformers(experts: Any) -> ExpertMLPs:
-    if getattr(experts, "has_post_expert_norm", False):
-        raise Unsupported("its experts end in a norm layer: not a two-layer MLP")
-    transposed = bool(getattr(experts, "is_transposed", False))
-    has_bias = bool(getattr(experts, "has_bias", False))
-
-    def weight(t: torch.Tensor) -> torch.Tensor:  # -> (experts, out, in)
-        return (t.transpose(1, 2) if transposed else t).detach().float()
-
-    down = weight(experts.down_proj)
-    if experts.has_gate:
-        bias = _f32(experts.gate_up_proj_bias) if has_bias else None
-        return _mlps(weight(experts.gate_up_proj), bias, down, experts._apply_gate)
-    bias = _f32(experts.up_proj_bias) if has_bias else None
-    return _mlps(weight(experts.up_proj), bias, down, experts.act_fn)
-
-
-def expert_mlps(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
-    """The experts of `layer` (raises Unsupported with the reason when they are not MLPs)."""
-    if layer.family == "upcycled-bert":
-        return _upcycled(model.get_submodule(layer.block))
-    if layer.family == "nomic-bert-moe":
-        return _nomic(model.get_submodule(layer.block))
-    point_parent = layer.name.rpartition(".")[0]
-    return _transformers(model.get_submodule(point_parent))
 
 
 def router_rows(model: nn.Module, layer: MoELayer, hidden: int) -> torch.Tensor:

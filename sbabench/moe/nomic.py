@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sbabench.moe.base import AggregationPoint, MoELayer
+from sbabench.moe.experts import ExpertMLPs, mlps
+from sbabench.moe.registry import MoEFamily, register
 
 
 def is_nomic_moe_layer(module: nn.Module) -> bool:
@@ -90,6 +92,28 @@ def attach(model: nn.Module) -> list[MoELayer]:
                 top_k,
                 False,
                 block=name,
+                adapter=FAMILY,
             )
         )
     return found
+
+
+def read_experts(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
+    """The packed `mlp.w1/w2` of `layer` as (experts, ffn, hidden) MLPs."""
+    adapter: Any = model.get_submodule(layer.block).experts
+    shape = (adapter.num_experts, adapter.ffn, adapter.mlp.w1.shape[-1])
+    w1 = adapter.mlp.w1.detach().float().view(shape)
+    w2 = adapter.mlp.w2.detach().float().view(shape)
+    return mlps(w1, None, w2.transpose(1, 2), adapter.activation)
+
+
+FAMILY = "nomic-bert-moe"
+
+register(
+    MoEFamily(
+        FAMILY,
+        "NomicBERT-MoE (nomic-ai/nomic-embed-text-v2-moe, trust_remote_code)",
+        attach,
+        read_experts,
+    )
+)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sbabench.moe.base import AggregationPoint, MoELayer
+from sbabench.moe.experts import ExpertMLPs, Unsupported, float32, mlps
+from sbabench.moe.registry import MoEFamily, register
 
 IMPLEMENTATION = "sbabench"
 _POINT = "sbabench_combine"
@@ -111,6 +113,39 @@ def attach(model: nn.Module) -> list[MoELayer]:
                 top_k,
                 renormalized,
                 block=block,
+                adapter=FAMILY,
             )
         )
     return found
+
+
+def read_experts(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
+    """The experts module of `layer` as two-layer MLPs (gated or not, biased, transposed)."""
+    experts: Any = model.get_submodule(layer.name.rpartition(".")[0])
+    if getattr(experts, "has_post_expert_norm", False):
+        raise Unsupported("its experts end in a norm layer: not a two-layer MLP")
+    transposed = bool(getattr(experts, "is_transposed", False))
+    has_bias = bool(getattr(experts, "has_bias", False))
+
+    def weight(t: torch.Tensor) -> torch.Tensor:  # -> (experts, out, in)
+        return (t.transpose(1, 2) if transposed else t).detach().float()
+
+    down = weight(experts.down_proj)
+    if experts.has_gate:
+        bias = float32(experts.gate_up_proj_bias) if has_bias else None
+        return mlps(weight(experts.gate_up_proj), bias, down, experts._apply_gate)
+    bias = float32(experts.up_proj_bias) if has_bias else None
+    return mlps(weight(experts.up_proj), bias, down, experts.act_fn)
+
+
+FAMILY = "transformers-experts"
+
+register(
+    MoEFamily(
+        FAMILY,
+        "transformers MoE families with an *Experts module (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, "
+        "DeepSeek-V2/V3, GPT-OSS, and others built on transformers' ExpertsInterface)",
+        attach,
+        read_experts,
+    )
+)

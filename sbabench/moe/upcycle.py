@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sbabench.moe.base import AggregationPoint, MoELayer
+from sbabench.moe.experts import ExpertMLPs, float32, mlps
+from sbabench.moe.registry import MoEFamily, register
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,35 @@ def upcycle_bert(
                 config.top_k,
                 config.renormalize,
                 block=f"encoder.layer.{i}.output.dense",
+                adapter=FAMILY,
             )
         )
     return found
+
+
+def attach(model: nn.Module) -> list[MoELayer]:
+    """The drop-upcycled layers already in a model (upcycling itself is `upcycle_bert`)."""
+    return [
+        MoELayer(
+            f"{name}.combine",
+            "upcycled-bert",
+            int(module.w1.shape[0]),
+            module.top_k,
+            module.combine.renormalized,
+            block=name,
+            adapter=FAMILY,
+        )
+        for name, module in model.named_modules()
+        if isinstance(module, UpcycledMoE)
+    ]
+
+
+def read_experts(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
+    """The copied-and-perturbed FFNs of an upcycled layer."""
+    block: Any = model.get_submodule(layer.block)
+    return mlps(block.w1.detach().float(), float32(block.b1), block.w2.detach().float(), F.gelu)
+
+
+FAMILY = "upcycled-bert"
+
+register(MoEFamily(FAMILY, "drop-upcycled BERT encoders (source: upcycle)", attach, read_experts))

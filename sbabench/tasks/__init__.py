@@ -5,15 +5,13 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from sbabench.digests import file_sha256
 from sbabench.errors import TaskDataError
+from sbabench.tasks.spec import TaskEntry
+from sbabench.tasks.types import find, mteb_types
 
 if TYPE_CHECKING:
     from mteb.abstasks.abstask import AbsTask
-
-    from sbabench.suite import TaskEntry
-
-SUPPORTED_TYPES = ("STS", "Clustering", "PairClassification")
-"""MTEB task types sbabench scores (their main scores are MTEB's own)."""
 
 
 BUNDLED_SOURCES = {
@@ -33,13 +31,11 @@ def task_identity(entry: TaskEntry) -> dict[str, Any]:
     if entry.is_local:
         from pathlib import Path
 
-        from sbabench.tasks.local import content_hash
-
         path = Path(str(entry.path))
         return {
             "name": name,
             "data": f"file:{path.name}",
-            "revision": content_hash(path),
+            "revision": file_sha256(path),
             "split": "test",
             "type": entry.type,
             "columns": entry.columns(),
@@ -89,18 +85,16 @@ def known_task(name: str) -> str | None:
             f"unknown task {name!r}: not a bundled task ({', '.join(bundled_names())}) "
             "and not an MTEB task name (see `sbabench tasks`)"
         )
-    if task.metadata.type not in SUPPORTED_TYPES:
+    if find(str(task.metadata.type)) is None:
         return (
             f"MTEB task {name!r} is of type {task.metadata.type}; sbabench runs "
-            f"{', '.join(SUPPORTED_TYPES)} tasks"
+            f"{', '.join(mteb_types())} tasks"
         )
     return None
 
 
 def get_task(entry: TaskEntry | str) -> AbsTask:
     """A fresh task object (data not loaded yet) for a suite entry or a task name."""
-    from sbabench.suite import TaskEntry
-
     entry = entry if isinstance(entry, TaskEntry) else TaskEntry(name=entry)
     if entry.is_local:
         from pathlib import Path

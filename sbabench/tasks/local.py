@@ -9,23 +9,17 @@ Bad files fail with the file, row and column at fault.
 
 from __future__ import annotations
 
-import hashlib
-from functools import cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sbabench.digests import file_sha256
 from sbabench.errors import TaskDataError
+from sbabench.tasks.types import find
 
 if TYPE_CHECKING:
     import pandas as pd
     from mteb.abstasks.abstask import AbsTask
-
-COLUMNS = {
-    "sts": ("text1", "text2", "score"),
-    "clustering": ("text", "label"),
-    "pair-classification": ("text1", "text2", "label"),
-}
-"""The columns each local task type maps from the file."""
 
 _READERS = {
     ".csv": "csv",
@@ -36,20 +30,9 @@ _READERS = {
 }
 
 
-@cache
-def file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """Content hash of a task file (cached per size and modification time)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def content_hash(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    stat = path.stat()
-    return file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    """SHA-256 of a file's bytes (cached per size and modification time)."""
+    return file_sha256(path)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -101,10 +84,53 @@ def _row(frame: pd.DataFrame, position: int, path: Path) -> str:
     return f"{path}: row {position + offset}"
 
 
-def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[str, list[Any]]:
-    """The mapped columns of a local task file, validated for its type."""
+def _binary_labels(task_type: str) -> bool:
+    registered = find(task_type)
+    return registered is not None and registered.binary_label
+
+
+def _no_empty(values: pd.Series, name: str, frame: pd.DataFrame, path: Path) -> None:
+    empty = values.isna() | (values.astype(str).str.strip() == "")
+    if empty.any():
+        first = int(empty.to_numpy().nonzero()[0][0])
+        raise TaskDataError(
+            f"empty or NaN value in column {name!r} ({int(empty.sum())} row(s))",
+            where=_row(frame, first, path),
+            fix="fill or drop those rows",
+        )
+
+
+def _scores(values: pd.Series, name: str, frame: pd.DataFrame, path: Path) -> list[float]:
     import pandas as pd
 
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna()
+    if bad.any():
+        first = int(bad.to_numpy().nonzero()[0][0])
+        raise TaskDataError(
+            f"score column {name!r} is not numeric ({values.iloc[first]!r})",
+            where=_row(frame, first, path),
+        )
+    return list(numbers.astype(float).tolist())
+
+
+def _binary(values: pd.Series, name: str, frame: pd.DataFrame, path: Path) -> list[int]:
+    import pandas as pd
+
+    labels = values.map(lambda v: {"true": 1, "false": 0}.get(str(v).strip().lower(), v))
+    numbers = pd.to_numeric(labels, errors="coerce")
+    bad = ~numbers.isin([0, 1])
+    if bad.any():
+        first = int(bad.to_numpy().nonzero()[0][0])
+        raise TaskDataError(
+            f"label column {name!r} must be 0/1 or true/false, got {values.iloc[first]!r}",
+            where=_row(frame, first, path),
+        )
+    return list(numbers.astype(int).tolist())
+
+
+def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[str, list[Any]]:
+    """The mapped columns of a local task file, validated for its type."""
     frame = read_table(path)
     missing = [f"{role}={name!r}" for role, name in columns.items() if name not in frame.columns]
     if missing:
@@ -116,35 +142,11 @@ def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[st
     out: dict[str, list[Any]] = {}
     for role, name in columns.items():
         values = frame[name]
-        empty = values.isna() | (values.astype(str).str.strip() == "")
-        if empty.any():
-            first = int(empty.to_numpy().nonzero()[0][0])
-            raise TaskDataError(
-                f"empty or NaN value in column {name!r} ({int(empty.sum())} row(s))",
-                where=_row(frame, first, path),
-                fix="fill or drop those rows",
-            )
+        _no_empty(values, name, frame, path)
         if role == "score":
-            numbers = pd.to_numeric(values, errors="coerce")
-            bad = numbers.isna()
-            if bad.any():
-                first = int(bad.to_numpy().nonzero()[0][0])
-                raise TaskDataError(
-                    f"score column {name!r} is not numeric ({values.iloc[first]!r})",
-                    where=_row(frame, first, path),
-                )
-            out[role] = numbers.astype(float).tolist()
-        elif role == "label" and task_type == "pair-classification":
-            labels = values.map(lambda v: {"true": 1, "false": 0}.get(str(v).strip().lower(), v))
-            numbers = pd.to_numeric(labels, errors="coerce")
-            bad = ~numbers.isin([0, 1])
-            if bad.any():
-                first = int(bad.to_numpy().nonzero()[0][0])
-                raise TaskDataError(
-                    f"label column {name!r} must be 0/1 or true/false, got {values.iloc[first]!r}",
-                    where=_row(frame, first, path),
-                )
-            out[role] = numbers.astype(int).tolist()
+            out[role] = _scores(values, name, frame, path)
+        elif role == "label" and _binary_labels(task_type):
+            out[role] = _binary(values, name, frame, path)
         else:
             out[role] = values.astype(str).tolist()
     if "label" in out and len(set(out["label"])) < 2:
@@ -156,40 +158,67 @@ def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[st
     return out
 
 
+@dataclass(frozen=True)
+class LocalLayout:
+    """How a local file's columns become an mteb task of one type."""
+
+    base: type
+    """The mteb task class that scores it."""
+    rows: dict[str, list[Any]]
+    """The dataset columns mteb's task class reads."""
+    mteb_type: str
+    main_score: str
+    attributes: dict[str, Any]
+    """Class attributes the mteb task class needs."""
+
+
+def sts_layout(data: dict[str, list[Any]]) -> LocalLayout:
+    """An STS task: pairs with a gold similarity."""
+    from mteb.abstasks.sts import AbsTaskSTS
+
+    rows = {"sentence1": data["text1"], "sentence2": data["text2"], "score": data["score"]}
+    limits = {"min_score": min(data["score"]), "max_score": max(data["score"])}
+    return LocalLayout(AbsTaskSTS, rows, "STS", "cosine_spearman", limits)
+
+
+def clustering_layout(data: dict[str, list[Any]]) -> LocalLayout:
+    """A clustering task: documents with a class label."""
+    from mteb.abstasks.clustering import AbsTaskClustering
+
+    rows = {"sentences": data["text"], "labels": data["label"]}
+    extra = {"max_fraction_of_documents_to_embed": None}
+    return LocalLayout(AbsTaskClustering, rows, "Clustering", "v_measure", extra)
+
+
+def pairs_layout(data: dict[str, list[Any]]) -> LocalLayout:
+    """A pair-classification task: pairs with a 0/1 label."""
+    from mteb.abstasks.pair_classification import AbsTaskPairClassification
+
+    rows = {"sentence1": data["text1"], "sentence2": data["text2"], "labels": data["label"]}
+    return LocalLayout(AbsTaskPairClassification, rows, "PairClassification", "max_ap", {})
+
+
 def build_task(name: str, task_type: str, path: Path, columns: dict[str, str]) -> AbsTask:
     """An mteb task object over a local file (same scoring as MTEB's task classes)."""
     from datasets import Dataset, DatasetDict
-    from mteb.abstasks.clustering import AbsTaskClustering
-    from mteb.abstasks.pair_classification import AbsTaskPairClassification
-    from mteb.abstasks.sts import AbsTaskSTS
 
     from sbabench.tasks.bundled import task_metadata
 
-    data = load_columns(path, task_type, columns)
-    if task_type == "sts":
-        base: type = AbsTaskSTS
-        rows = {"sentence1": data["text1"], "sentence2": data["text2"], "score": data["score"]}
-        mteb_type, main = "STS", "cosine_spearman"
-        extra = {"min_score": min(data["score"]), "max_score": max(data["score"])}
-    elif task_type == "clustering":
-        base = AbsTaskClustering
-        rows = {"sentences": data["text"], "labels": data["label"]}
-        mteb_type, main = "Clustering", "v_measure"
-        extra = {"max_fraction_of_documents_to_embed": None}
-    else:
-        base = AbsTaskPairClassification
-        rows = {"sentence1": data["text1"], "sentence2": data["text2"], "labels": data["label"]}
-        mteb_type, main = "PairClassification", "max_ap"
-        extra = {}
+    registered = find(task_type)
+    if registered is None or registered.local_layout is None:
+        raise TaskDataError(f"task type {task_type!r} cannot be read from a local file")
+    layout = registered.local_layout_fn()(load_columns(path, task_type, columns))
     metadata = task_metadata(
-        name, mteb_type, main, f"Local {task_type} task from {path.name}.", f"file:{path}",
-        content_hash(path)[:16], ["eng-Latn"], "not specified", f"file://{path}",
+        name, layout.mteb_type, layout.main_score, f"Local {task_type} task from {path.name}.",
+        f"file:{path}", content_hash(path)[:16], ["eng-Latn"], "not specified", f"file://{path}",
     )  # fmt: skip
+    rows = layout.rows
 
     def load_data(self: Any, num_proc: int | None = None, **kwargs: Any) -> None:
         self.dataset = DatasetDict({"test": Dataset.from_dict(rows)})
         self.data_loaded = True
 
-    cls = type(f"Local_{name}", (base,), {"metadata": metadata, "load_data": load_data, **extra})
+    attributes = {"metadata": metadata, "load_data": load_data, **layout.attributes}
+    cls = type(f"Local_{name}", (layout.base,), attributes)
     task: AbsTask = cls()
     return task

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from mteb.models.model_meta import ModelMeta
 
-from sbabench.embedding_store import EmbeddingStore
-from sbabench.geometry import GeometryRecorder
-from sbabench.models import TextEncoder
+from sbabench.geometry.recorder import GeometryRecorder
+from sbabench.models.encoder import TextEncoder
 from sbabench.moe.base import observing
+from sbabench.run.embedding_store import EmbeddingStore
 
 
 class CosineSimilarity:

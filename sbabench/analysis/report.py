@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from sbabench.results import UnitResult
+from sbabench.run.results import UnitResult
 
 if TYPE_CHECKING:
-    from sbabench.compare import Comparison, Row, Summary
+    from sbabench.analysis.compare import Comparison, Row, Summary
 
 
 def score_grid(
@@ -121,7 +121,7 @@ SUMMARY_COLUMNS = ["scope", "candidate", "baseline", "mean score", "mean Δ", "W
 
 def comparison_tables(comparison: Comparison) -> list[Table]:
     """Rich tables: per-task rows, then summaries by task type and overall."""
-    from sbabench.compare import Mark
+    from sbabench.analysis.compare import Mark
 
     rows = Table(title="per task (+ better, - worse, ~ not significant, x not comparable)")
     for column in COMPARE_COLUMNS:

@@ -25,7 +25,7 @@ def _version(name: str) -> str:
 @cache
 def git_commit() -> str | None:
     """The commit of the sbabench checkout, if it is one."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
-from sklearn.metrics import average_precision_score, v_measure_score
 
-from sbabench.per_item import ItemScores
+from sbabench.tasks.items import ItemScores
+from sbabench.tasks.types import by_item_kind
 
 
 @dataclass(frozen=True)
@@ -34,34 +34,14 @@ class PairedTest:
     """Items per resample (summed over subsets)."""
 
 
-def _row_spearman(gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each row pair of (B, n) arrays (ties get average ranks)."""
-    a = sps.rankdata(gold, axis=1)
-    b = sps.rankdata(predicted, axis=1)
-    a -= a.mean(1, keepdims=True)
-    b -= b.mean(1, keepdims=True)
-    denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
-    return np.divide((a * b).sum(1), denominator, out=np.zeros(len(a)), where=denominator > 0)
-
-
 def statistic(kind: str, gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """The per-item statistic of each row of (B, n) gold / predicted arrays.
-
-    sts: Spearman of gold vs cosine; pairs: average precision of the labels ranked by cosine;
-    clusters: V-measure of gold classes vs predicted clusters.
-    """
-    if kind == "sts":
-        return _row_spearman(gold, predicted)
-    if kind == "pairs":
-        return np.array(
-            [
-                average_precision_score(g, p) if 0 < g.sum() < len(g) else 0.0
-                for g, p in zip(gold, predicted, strict=True)
-            ]
-        )
-    if kind == "clusters":
-        return np.array([v_measure_score(g, p) for g, p in zip(gold, predicted, strict=True)])
-    raise ValueError(f"unknown item kind {kind!r}")
+    """The per-item statistic of each row of (B, n) gold / predicted arrays, as the task type
+    whose per-item predictions carry the tag `kind` defines it (see `sbabench.tasks.types`)."""
+    task_type = by_item_kind(kind)
+    if task_type is None:
+        raise ValueError(f"unknown item kind {kind!r}")
+    result: np.ndarray = task_type.statistic_fn()(gold, predicted)
+    return result
 
 
 def paired_bootstrap(

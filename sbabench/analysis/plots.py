@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sbabench.compare import Comparison
-from sbabench.results import UnitResult
+from sbabench.analysis.compare import Comparison
+from sbabench.run.results import UnitResult
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -164,8 +164,8 @@ def training_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
     """Per model: the training loss and gradient-norm curves of each operator."""
     curves: dict[str, dict[str, dict[str, Any]]] = {}
     for r in results:
-        if r.training and r.training.get("loss"):
-            curves.setdefault(r.model, {})[r.aggregator] = r.training
+        if r.training and r.training.loss:
+            curves.setdefault(r.model, {})[r.aggregator] = r.training.model_dump()
     written: list[Path] = []
     if not curves:
         return written

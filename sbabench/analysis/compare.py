@@ -10,12 +10,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sbabench import stats
-from sbabench.results import UnitResult
+from sbabench.analysis import stats
+from sbabench.errors import SbabenchError
+from sbabench.run.results import UnitResult, load_results
+from sbabench.tasks.types import find
 
 
 class Mark(StrEnum):
@@ -84,6 +87,22 @@ class Summary:
     test: stats.AcrossTasks
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """The regression gate's answer."""
+
+    regressions: list[Row]
+    """Rows that dropped significantly by more than the tolerated drop."""
+    tested: int
+    """Rows with a paired test."""
+    text: str
+    """One line: OK or REGRESSION, with the worst drop."""
+
+    def exit_code(self, fail_on_regression: bool) -> int:
+        """1 when regressions fail the gate, else 0."""
+        return 1 if fail_on_regression and self.regressions else 0
+
+
 @dataclass
 class Comparison:
     """Everything `sbabench compare` shows."""
@@ -92,6 +111,24 @@ class Comparison:
     summaries: list[Summary] = field(default_factory=list)
     friedman: stats.AcrossTasks | None = None
     alpha: float = 0.05
+
+    def verdict(self, max_drop: float) -> Verdict:
+        """Whether any tested unit dropped significantly by more than `max_drop`."""
+        regressions = self.regressions(max_drop)
+        tested = sum(r.p_value is not None for r in self.rows)
+        if not regressions:
+            return Verdict(
+                [],
+                tested,
+                f"OK: no significant drop larger than {max_drop} in {tested} tested unit(s)",
+            )
+        worst = min(regressions, key=lambda r: r.delta or 0.0)
+        text = (
+            f"REGRESSION: {len(regressions)} of {tested} tested unit(s) dropped by more than "
+            f"{max_drop} (Holm p < {self.alpha}); worst {worst.model}/{worst.aggregator}/"
+            f"{worst.task} {worst.delta:+.4f}"
+        )
+        return Verdict(regressions, tested, text)
 
     def regressions(self, max_drop: float) -> list[Row]:
         """Rows whose main score dropped by more than `max_drop` with a significant drop."""
@@ -105,20 +142,14 @@ class Comparison:
         ]
 
 
-_IDENTITY_PARTS = (
-    "model",
-    "model_identity",
-    "model_revision",
-    "task",
-    "settings",
-    "scoring_version",
-)
+_IDENTITY_PARTS = ("model", "task", "settings", "scoring_version")
+"""Key parts two results must share to be paired (the operator is what differs)."""
 
 
 def _comparable(a: UnitResult, b: UnitResult) -> str:
     """'' when two results may be paired, else why not."""
     for part in _IDENTITY_PARTS:
-        if a.key_parts.get(part) != b.key_parts.get(part):
+        if getattr(a.key_parts, part) != getattr(b.key_parts, part):
             return f"{part} differs"
     if a.split != b.split:
         return "split differs"
@@ -150,7 +181,8 @@ def _row(
     except ValueError as exc:
         return replace(row, note=str(exc))
     steiger = None
-    if candidate.task_type == "STS":
+    task_type = find(candidate.task_type)
+    if task_type is not None and task_type.steiger:
         ps = [
             stats.steiger_z(c.gold, c.predicted, base.items[s].predicted)[1]
             for s, c in candidate.items.items()
@@ -208,6 +240,38 @@ def _summaries(rows: list[Row]) -> list[Summary]:
     return sorted(out, key=lambda s: (s.scope != "all", s.scope, s.candidate))
 
 
+def _unit_id(r: UnitResult) -> tuple[str, str, str, str]:
+    return (r.suite, r.model, r.aggregator, r.task)
+
+
+def _rows_against(
+    results: Sequence[UnitResult], against: Sequence[UnitResult], n_resamples: int, seed: int
+) -> list[Row]:
+    """Each unit against its twin (same suite/model/aggregator/task) in another result set."""
+    index = {_unit_id(r): r for r in against}
+    return [
+        _row(r, index.get(_unit_id(r)), f"other:{r.model}/{r.aggregator}", n_resamples, seed)
+        for r in results
+    ]
+
+
+def _rows_against_baseline(
+    results: Sequence[UnitResult], baseline: str, n_resamples: int, seed: int
+) -> list[Row]:
+    """Each MoE model's operators against its baseline operator on the same task."""
+    index = {_unit_id(r): r for r in results}
+    rows = []
+    for r in results:
+        if r.aggregator in (baseline, "dense"):
+            rows.append(
+                Row(r.task, r.task_type, r.model, r.aggregator, r.main_score, Mark.BASELINE)
+            )
+            continue
+        base = index.get((r.suite, r.model, baseline, r.task))
+        rows.append(_row(r, base, f"{r.model}/{baseline}", n_resamples, seed))
+    return rows
+
+
 def compare_results(
     results: Sequence[UnitResult],
     *,
@@ -223,36 +287,10 @@ def compare_results(
     task (dense reference rows are shown, not tested). With `against`: every unit against the
     unit of the same suite/model/aggregator/task in the other result set (before/after a change).
     """
-    rows: list[Row] = []
     if against is not None:
-        index = {(r.suite, r.model, r.aggregator, r.task): r for r in against}
-        for result in results:
-            base = index.get((result.suite, result.model, result.aggregator, result.task))
-            rows.append(
-                _row(
-                    result,
-                    base,
-                    f"other:{result.model}/{result.aggregator}",
-                    n_resamples,
-                    seed,
-                )
-            )
+        rows = _rows_against(results, against, n_resamples, seed)
     else:
-        index = {(r.suite, r.model, r.aggregator, r.task): r for r in results}
-        for result in results:
-            if result.aggregator in (baseline, "dense"):
-                row = Row(
-                    result.task,
-                    result.task_type,
-                    result.model,
-                    result.aggregator,
-                    result.main_score,
-                    Mark.BASELINE,
-                )
-                rows.append(row)
-                continue
-            base = index.get((result.suite, result.model, baseline, result.task))
-            rows.append(_row(result, base, f"{result.model}/{baseline}", n_resamples, seed))
+        rows = _rows_against_baseline(results, baseline, n_resamples, seed)
     rows = _with_marks(rows, alpha)
     comparison = Comparison(rows=rows, summaries=_summaries(rows), alpha=alpha)
     comparison.friedman = _friedman(results)
@@ -278,3 +316,49 @@ def _friedman(results: Sequence[UnitResult]) -> stats.AcrossTasks | None:
 def to_records(comparison: Comparison) -> list[dict[str, Any]]:
     """Rows as plain dicts (for CSV / JSON output)."""
     return [{**row.__dict__, "mark": row.mark.value} for row in comparison.rows]
+
+
+def load_folder(folder: Path) -> list[UnitResult]:
+    """Every result under a results folder; a user error if there is none."""
+    if not folder.is_dir():
+        raise SbabenchError(
+            f"results folder {str(folder)!r} does not exist", fix="check the path or run the suite"
+        )
+    found = load_results(folder)
+    if not found:
+        raise SbabenchError(f"no result files under {str(folder)!r}", fix="run a suite first")
+    return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `compare` returns: the results read, their comparison and the gate's verdict."""
+
+    results: list[UnitResult]
+    """The current results (every folder given)."""
+    comparison: Comparison
+    verdict: Verdict
+    exit_code: int
+    """0, or 1 when `fail_on_regression` and a regression was found."""
+
+
+def compare(
+    results: Sequence[str | Path] = ("results",),
+    *,
+    against: str | Path | None = None,
+    baseline: str = "linear",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    max_drop: float = 0.005,
+    fail_on_regression: bool = False,
+) -> Outcome:
+    """Read results folders, compare them (operators against `baseline`, or each unit against
+    its twin in `against`), and judge regressions: what `sbabench compare` does, as a value."""
+    current = [r for folder in results for r in load_folder(Path(folder))]
+    other = load_folder(Path(against)) if against is not None else None
+    comparison = compare_results(
+        current, baseline=baseline, against=other, n_resamples=n_resamples, seed=seed, alpha=alpha
+    )
+    verdict = comparison.verdict(max_drop)
+    return Outcome(current, comparison, verdict, verdict.exit_code(fail_on_regression))

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from sbabench.atomic import write_atomic
 from sbabench.errors import SbabenchError
-from sbabench.results import write_atomic
+from sbabench.run.results import TrainingRecord
 
 if TYPE_CHECKING:
-    from sbabench.models import TextEncoder
+    from sbabench.models.encoder import TextEncoder
     from sbabench.suite import TrainSpec
 
 
@@ -100,7 +101,7 @@ def trainable_parameters(encoder: TextEncoder, which: str) -> list[torch.nn.Para
 
 
 def _embed(encoder: TextEncoder, texts: list[str], max_length: int) -> torch.Tensor:
-    from sbabench.models import _pool
+    from sbabench.models.encoder import _pool
 
     batch = encoder.tokenizer(  # type: ignore[operator]
         texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
@@ -163,7 +164,7 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
 
 
 def _router_load(encoder: TextEncoder, texts: list[str]) -> dict[str, float]:
-    from sbabench.geometry import GeometryRecorder
+    from sbabench.geometry.recorder import GeometryRecorder
     from sbabench.moe import observing
 
     if not encoder.moe_layers:
@@ -196,19 +197,18 @@ def save_checkpoint(
     write_atomic(log_path, json.dumps(log.to_dict()))
 
 
-def load_log(folder: Path, key: str) -> dict[str, Any] | None:
+def load_log(folder: Path, key: str) -> TrainingRecord | None:
     """A cached training log, if its checkpoint is complete."""
     weights, log_path = checkpoint_paths(folder, key)
     if not (weights.is_file() and log_path.is_file()):
         return None
     try:
-        data: dict[str, Any] = json.loads(log_path.read_text())
+        return TrainingRecord.model_validate_json(log_path.read_text())
     except ValueError:
         return None
-    return data
 
 
-def load_checkpoint(folder: Path, key: str, encoder: TextEncoder) -> dict[str, Any] | None:
+def load_checkpoint(folder: Path, key: str, encoder: TextEncoder) -> TrainingRecord | None:
     """Load cached trained parameters into `encoder`; returns the log, or None if not cached."""
     log = load_log(folder, key)
     if log is None:

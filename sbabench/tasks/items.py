@@ -4,17 +4,18 @@ STS and pair classification: the cosine similarity of every pair with its gold s
 Clustering: the gold label of every document mteb embedded and the clusters predicted by ten
 seeded k-means runs (mteb's main score also averages ten runs; ours use their own seeds, so the
 per-item statistic is close to, not identical with, mteb's V-measure).
+
+Which collector runs is the task type's (see `sbabench.tasks.types`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-if TYPE_CHECKING:
-    from sbabench.encoding import CachingEncoder
+from sbabench.tasks.types import find
 
 CLUSTER_RUNS = 10
 """k-means runs per clustering task, as in mteb."""
@@ -25,13 +26,24 @@ class ItemScores(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["sts", "pairs", "clusters"]
+    kind: str
+    """The task type's item tag: `sts`, `pairs` or `clusters` for the built-in types."""
     gold: list[float]
     """Gold similarity (sts), label 0/1 (pairs) or class index (clusters)."""
     predicted: list[float]
     """Cosine similarity (sts, pairs) or the first run's predicted cluster index (clusters)."""
     runs: list[list[float]] = []
     """Clusters only: predicted cluster index of every k-means run."""
+
+
+class Embedder(Protocol):
+    """What collection needs from an encoder: embeddings of texts, and which it has seen."""
+
+    def embed(self, texts: list[str], prompt_type: Any = None) -> np.ndarray:
+        """Embeddings of plain texts (rows follow the input)."""
+
+    def has(self, text: str, prompt_type: Any) -> bool:
+        """Whether `text` was embedded for this prompt type."""
 
 
 def _rows(data: Any, columns: list[str]) -> dict[str, list[Any]]:
@@ -47,55 +59,54 @@ def _split_data(task: Any, subset: str, split: str) -> Any:
     return task.dataset[subset][split]
 
 
-def _cosines(
-    encoder: CachingEncoder, first: list[str], second: list[str], kinds: tuple[Any, Any]
-) -> list[float]:
-    a = encoder.embed(first, kinds[0])
-    b = encoder.embed(second, kinds[1])
+def _cosines(task: Any, embedder: Embedder, first: list[str], second: list[str]) -> list[float]:
+    kinds = (getattr(task, "input1_prompt_type", None), getattr(task, "input2_prompt_type", None))
+    a = embedder.embed(first, kinds[0])
+    b = embedder.embed(second, kinds[1])
     a = a / np.clip(np.linalg.norm(a, axis=1, keepdims=True), 1e-12, None)
     b = b / np.clip(np.linalg.norm(b, axis=1, keepdims=True), 1e-12, None)
     return (a * b).sum(1).astype(float).tolist()
 
 
 def collect(
-    task: Any, encoder: CachingEncoder, split: str, subsets: list[str], seed: int
+    task: Any, embedder: Embedder, split: str, subsets: list[str], seed: int
 ) -> dict[str, ItemScores]:
-    """Per-item scores of every evaluated subset of an mteb task scored with `encoder`."""
-    task_type = str(task.metadata.type)
-    kinds = (getattr(task, "input1_prompt_type", None), getattr(task, "input2_prompt_type", None))
-    items: dict[str, ItemScores] = {}
-    for subset in subsets:
-        data = _split_data(task, subset, split)
-        if task_type == "STS":
-            c1, c2 = (str(c) for c in task.column_names)
-            rows = _rows(data, [c1, c2, "score"])
-            predicted = _cosines(encoder, rows[c1], rows[c2], kinds)
-            items[subset] = ItemScores(
-                kind="sts", gold=[float(s) for s in rows["score"]], predicted=predicted
-            )
-        elif task_type == "PairClassification":
-            c1, c2, label = task.input1_column_name, task.input2_column_name, task.label_column_name
-            rows = _rows(data, [c1, c2, label])
-            predicted = _cosines(encoder, rows[c1], rows[c2], kinds)
-            items[subset] = ItemScores(
-                kind="pairs", gold=[float(v) for v in rows[label]], predicted=predicted
-            )
-        elif task_type == "Clustering":
-            items[subset] = _clusters(task, encoder, data, seed)
-    return items
+    """Per-item scores of every evaluated subset of an mteb task scored with `embedder`."""
+    task_type = find(str(task.metadata.type))
+    if task_type is None:
+        return {}
+    collector = task_type.collect_fn()
+    return {s: collector(task, _split_data(task, s, split), embedder, seed) for s in subsets}
 
 
-def _clusters(task: Any, encoder: CachingEncoder, data: Any, seed: int) -> ItemScores:
+def collect_sts(task: Any, data: Any, embedder: Embedder, seed: int) -> ItemScores:
+    """Cosine of every pair, with its gold similarity."""
+    c1, c2 = (str(c) for c in task.column_names)
+    rows = _rows(data, [c1, c2, "score"])
+    predicted = _cosines(task, embedder, rows[c1], rows[c2])
+    return ItemScores(kind="sts", gold=[float(s) for s in rows["score"]], predicted=predicted)
+
+
+def collect_pairs(task: Any, data: Any, embedder: Embedder, seed: int) -> ItemScores:
+    """Cosine of every pair, with its 0/1 label."""
+    c1, c2, label = task.input1_column_name, task.input2_column_name, task.label_column_name
+    rows = _rows(data, [c1, c2, label])
+    predicted = _cosines(task, embedder, rows[c1], rows[c2])
+    return ItemScores(kind="pairs", gold=[float(v) for v in rows[label]], predicted=predicted)
+
+
+def collect_clusters(task: Any, data: Any, embedder: Embedder, seed: int) -> ItemScores:
+    """Gold class and ten seeded k-means clusterings of every document mteb embedded."""
     from sklearn.cluster import MiniBatchKMeans
 
     text_col, label_col = str(task.input_column_name), str(task.label_column_name)
     texts, labels = list(data[text_col]), list(data[label_col])
     # Only the documents mteb embedded (it samples large corpora): the same items it scored.
-    keep = [i for i, t in enumerate(texts) if encoder.has(t, None)] or list(range(len(texts)))
+    keep = [i for i, t in enumerate(texts) if embedder.has(t, None)] or list(range(len(texts)))
     gold_raw = [labels[i][0] if isinstance(labels[i], list) else labels[i] for i in keep]
     classes = {v: n for n, v in enumerate(sorted(set(map(str, gold_raw))))}
     gold = [float(classes[str(v)]) for v in gold_raw]
-    vectors = encoder.embed([texts[i] for i in keep], None)
+    vectors = embedder.embed([texts[i] for i in keep], None)
     runs = [
         MiniBatchKMeans(n_clusters=len(classes), batch_size=512, n_init=1, random_state=seed + run)
         .fit_predict(vectors)

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from sbabench.errors import ModelSpecError
-from sbabench.model_sources import resolve_base
+from sbabench.models.sources import resolve_base
 from sbabench.moe.base import MoELayer
 
 log = logging.getLogger("sbabench")
 
 if TYPE_CHECKING:
-    from sbabench.geometry import GeometryRecorder
-    from sbabench.suite import AnyModel
+    from sbabench.models.spec import AnyModel, UpcycleModel
+    from sbabench.moe.upcycle import UpcycleConfig
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -100,6 +100,12 @@ def _pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tenso
     return (states * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
 
 
+class TokenMaskSink(Protocol):
+    """Told which tokens of the current batch are real (not padding)."""
+
+    token_mask: torch.Tensor | None
+
+
 class TextEncoder:
     """A transformer plus tokenizer that turns texts into embedding vectors."""
 
@@ -120,7 +126,7 @@ class TextEncoder:
         self.dtype = dtype
         self.moe_layers = list(moe_layers)
         self.identity = identity
-        self.recorder: GeometryRecorder | None = None
+        self.recorder: TokenMaskSink | None = None
         """While set, receives each batch's real-token mask (for geometry sampling)."""
         self.prenorm: dict[str, float] = {}
         """Norm of each encoded text's pooled embedding before normalisation."""
@@ -203,29 +209,55 @@ def torch_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def _cached_centroids(
-    folder: Path | None, key: str, compute: Callable[[], dict[int, torch.Tensor]]
+def background_centroids(
+    model: nn.Module, tokenizer: object, config: EncoderConfig, upcycle: UpcycleConfig
 ) -> dict[int, torch.Tensor]:
-    """k-means router centroids from `folder/<key>.pt`, or computed and stored there.
+    """k-means centroids of each chosen layer's FFN inputs on the background text."""
+    from sbabench.moe.upcycle import kmeans_centroids
+    from sbabench.tasks.sources import lee_background
 
-    They take most of an upcycled model's build time (a forward pass over the background text
-    and k-means per layer) and are a few kilobytes.
-    """
-    from sbabench.results import write_bytes_atomic
+    docs = lee_background()
+    bg = TextEncoder(
+        model, tokenizer, replace(config, max_length=128), torch.device("cpu"), torch.float32
+    )
+    batches = [bg.tokenize(docs[i : i + 32]) for i in range(0, len(docs), 32)]
+    return kmeans_centroids(model, upcycle, batches)
 
-    path = folder / f"{key}.pt" if folder is not None else None
-    if path is not None and path.is_file():
-        try:
-            loaded = torch.load(path, weights_only=True)
-            return {int(layer): tensor for layer, tensor in loaded.items()}
-        except Exception:  # a torn or foreign file: recompute and replace it
-            log.warning("ignoring unreadable router cache %s", path)
-    centroids = compute()
-    if path is not None:
-        buffer = io.BytesIO()
-        torch.save({str(layer): tensor for layer, tensor in centroids.items()}, buffer)
-        write_bytes_atomic(path, buffer.getvalue())
-    return centroids
+
+def _upcycled_layers(
+    spec: UpcycleModel,
+    model: nn.Module,
+    tokenizer: object,
+    config: EncoderConfig,
+    cache: Path | None,
+) -> list[MoELayer]:
+    """Turn the spec's layers of a dense BERT into drop-upcycled MoE layers."""
+    from sbabench.models.router_cache import cached_centroids, router_cache_key
+    from sbabench.moe.upcycle import UpcycleConfig, resolve_layers, upcycle_bert
+
+    num_layers = len(model.encoder.layer)  # type: ignore[union-attr,arg-type]
+    indices = resolve_layers(spec.layers, num_layers)
+    if not indices or max(indices) >= num_layers:
+        raise ModelSpecError(
+            f"model {spec.name!r}: layers {spec.layers} do not fit a {num_layers}-layer encoder",
+            fix=f"use odd / even / all or indices 0..{num_layers - 1}",
+        )
+    upcycle = UpcycleConfig(
+        experts=spec.experts,
+        top_k=spec.top_k,
+        layers=indices,
+        drop_ratio=spec.drop_ratio,
+        router=spec.router,
+        router_temperature=spec.router_temperature,
+        renormalize=spec.renormalize,
+        seed=spec.seed,
+    )
+    model.eval()
+    centroids = None
+    if spec.router == "kmeans":
+        compute = partial(background_centroids, model, tokenizer, config, upcycle)
+        centroids = cached_centroids(cache, router_cache_key(spec), compute)
+    return upcycle_bert(model, upcycle, centroids=centroids)
 
 
 def build_encoder(
@@ -234,17 +266,8 @@ def build_encoder(
     """Load the spec's encoder: dense as is, upcycled into an MoE, or a hub MoE with its
     MoE layers found and patched (an error if it has none). `cache`: a folder for the
     upcycled models' k-means router centroids."""
-    from dataclasses import replace
-
+    from sbabench.models.spec import HuggingFaceModel, UpcycleModel
     from sbabench.moe import attach_moe
-    from sbabench.moe.upcycle import (
-        UpcycleConfig,
-        kmeans_centroids,
-        resolve_layers,
-        upcycle_bert,
-    )
-    from sbabench.suite import HuggingFaceModel, UpcycleModel
-    from sbabench.tasks.sources import lee_background
 
     path, identity = resolve_base(spec.base)
     revision = spec.revision if isinstance(spec, HuggingFaceModel) else None
@@ -265,42 +288,7 @@ def build_encoder(
         )
         layers = attach_moe(model)
     elif isinstance(spec, UpcycleModel):
-        num_layers = len(model.encoder.layer)  # type: ignore[union-attr,arg-type]
-        indices = resolve_layers(spec.layers, num_layers)
-        if not indices or max(indices) >= num_layers:
-            raise ModelSpecError(
-                f"model {spec.name!r}: layers {spec.layers} do not fit a {num_layers}-layer encoder",
-                fix=f"use odd / even / all or indices 0..{num_layers - 1}",
-            )
-        upcycle = UpcycleConfig(
-            experts=spec.experts,
-            top_k=spec.top_k,
-            layers=indices,
-            drop_ratio=spec.drop_ratio,
-            router=spec.router,
-            router_temperature=spec.router_temperature,
-            renormalize=spec.renormalize,
-            seed=spec.seed,
-        )
-        model.eval()
-        centroids = None
-        if spec.router == "kmeans":
-            from sbabench.keys import router_cache_key
-
-            def compute() -> dict[int, torch.Tensor]:
-                docs = lee_background()
-                bg = TextEncoder(
-                    model,
-                    tokenizer,
-                    replace(config, max_length=128),
-                    torch.device("cpu"),
-                    torch.float32,
-                )
-                batches = [bg.tokenize(docs[i : i + 32]) for i in range(0, len(docs), 32)]
-                return kmeans_centroids(model, upcycle, batches)
-
-            centroids = _cached_centroids(cache, router_cache_key(spec), compute)
-        layers = upcycle_bert(model, upcycle, centroids=centroids)
+        layers = _upcycled_layers(spec, model, tokenizer, config, cache)
     return TextEncoder(
         model, tokenizer, config, pick_device(device), torch_dtype(dtype), layers, identity
     )

@@ -1,0 +1,60 @@
+"""Compare two results folders number by number: main scores, every mteb metric and every
+per-item prediction must be identical (used to check that a refactoring changed no score).
+
+    python benchmarks/diff_results.py RESULTS_BEFORE RESULTS_AFTER
+
+Reads the raw JSON, so it works across result-file schema versions. Exit code 1 on any
+difference or any unit present on one side only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _units(root: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted(root.rglob("*.json")):
+        if path.name.endswith(".error.json") or ".cache" in path.parts:
+            continue
+        data = json.loads(path.read_text())
+        out[f"{data['suite']}/{data['model']}/{data['aggregator']}/{data['task']}"] = data
+    return out
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    found = []
+    for field in ("main_score", "scores", "items", "task_type", "split", "main_score_name"):
+        if a.get(field) != b.get(field):
+            found.append(field)
+    return found
+
+
+def main(before: str, after: str) -> int:
+    """Print one line per unit and a total; 0 when everything is identical."""
+    a, b = _units(Path(before)), _units(Path(after))
+    bad = 0
+    for label in sorted(set(a) | set(b)):
+        if label not in a or label not in b:
+            print(f"MISSING  {label}: only in {'after' if label in b else 'before'}")
+            bad += 1
+            continue
+        diff = _differences(a[label], b[label])
+        items = sum(
+            len(s["predicted"]) + sum(map(len, s.get("runs", [])))
+            for s in a[label]["items"].values()
+        )
+        status = "DIFFERS " + ", ".join(diff) if diff else "same"
+        print(
+            f"{status:8} {label}: main {a[label]['main_score']:.6f} -> {b[label]['main_score']:.6f}, {items} per-item predictions"
+        )
+        bad += bool(diff)
+    print(f"{len(set(a) | set(b))} unit(s), {bad} with differences")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))

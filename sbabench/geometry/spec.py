@@ -1,0 +1,96 @@
+"""The suite's `geometry:` block: what is recorded about each MoE unit's geometry (pure).
+
+Besides `tokens` and `probes`, the block holds the settings of the probes it asks for; which
+keys exist, and what values they take, is each probe's settings model (see
+`sbabench.geometry.probes.registry`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from sbabench.geometry.probes.registry import probes as registered
+from sbabench.geometry.probes.registry import setting_owners
+
+
+def _known_probe(name: str) -> str:
+    if name not in registered():
+        raise ValueError(f"unknown probe {name!r}; use any of: {', '.join(registered())}")
+    return name
+
+
+ProbeName = Annotated[str, AfterValidator(_known_probe)]
+"""The name of a registered probe."""
+
+
+class GeometrySpec(BaseModel):
+    """Geometry statistics recorded with every MoE unit, and the opt-in deeper probes."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    tokens: int = Field(
+        4096, ge=0, le=1_000_000, description="tokens sampled per MoE layer (0: no geometry)"
+    )
+    probes: tuple[ProbeName, ...] = Field(
+        (), description="deeper probes: jacobian, expert-pca, router-coupling (opt-in)"
+    )
+    jacobian_tokens: int = Field(
+        32,
+        ge=1,
+        le=100_000,
+        description="`jacobian` probe: sampled tokens at which every expert's Jacobian is taken",
+    )
+    subspace_dim: int = Field(
+        8, ge=1, le=4096, description="`expert-pca` probe: principal components per expert"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GeometrySpec:
+        known = registered()
+        if len(set(self.probes)) != len(self.probes):
+            raise ValueError(f"probes must not repeat, got {list(self.probes)}")
+        if self.probes and self.tokens == 0:
+            raise ValueError("probes need sampled tokens: set `tokens` above 0")
+        owners = setting_owners()
+        strangers = [k for k in self.model_extra or {} if k not in owners]
+        if strangers:
+            raise ValueError(
+                f"unknown key(s) {strangers} in geometry (probe settings: {', '.join(owners)})"
+            )
+        for owner in {owners[k] for k in self.model_extra or {}}:
+            self.settings(owner)
+        for name in self.probes:
+            check = known[name].check
+            problem = check(self.settings(name), self.tokens) if check else None
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    def _values(self) -> dict[str, Any]:
+        return {**self.model_dump(exclude={"tokens", "probes"}), **(self.model_extra or {})}
+
+    def settings(self, probe: str) -> BaseModel:
+        """The settings model of one probe, filled from this block."""
+        model = registered()[probe].settings
+        values = self._values()
+        try:
+            return model(**{k: values[k] for k in model.model_fields if k in values})
+        except ValidationError as exc:
+            raise ValueError(f"{probe}: {exc.errors(include_url=False)[0]['msg']}") from None
+
+    def requested(self) -> dict[str, BaseModel]:
+        """Each requested probe with its settings."""
+        return {name: self.settings(name) for name in self.probes}
+
+    def recorded(self) -> dict[str, Any]:
+        """What a geometry block records of this spec: the probes and every probe setting."""
+        return {"probes": list(self.probes), **self._values()}

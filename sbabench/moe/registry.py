@@ -1,0 +1,68 @@
+"""The MoE-family registry: every family sbabench can patch, in one place.
+
+A family is one module that registers a `MoEFamily`: how to find and patch its MoE layers in a
+model (`attach`), and how to read its experts as two-layer MLPs for the geometry probes.
+`attach_moe` iterates the registry; nothing else switches on a family's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sbabench.moe.experts import Unsupported
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from sbabench.moe.base import MoELayer
+    from sbabench.moe.experts import ExpertMLPs
+
+
+@dataclass(frozen=True)
+class MoEFamily:
+    """One family of MoE layers."""
+
+    name: str
+    """Registry name; every `MoELayer` it finds carries it as `adapter`."""
+    description: str
+    """One line for error messages and docs."""
+    attach: Callable[[nn.Module], list[MoELayer]]
+    """Route every layer of this family in a model through an AggregationPoint; [] if none."""
+    expert_mlps: Callable[[nn.Module, MoELayer], ExpertMLPs] | None = None
+    """The layer's experts as two-layer MLPs (raises Unsupported); None: not readable."""
+
+
+_REGISTRY: dict[str, MoEFamily] = {}
+
+
+def register(family: MoEFamily) -> MoEFamily:
+    """Add a family (names are unique)."""
+    if family.name in _REGISTRY:
+        raise ValueError(f"MoE family {family.name!r} registered twice")
+    _REGISTRY[family.name] = family
+    return family
+
+
+def unregister(name: str) -> None:
+    """Remove a family (for tests that register their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def families() -> Mapping[str, MoEFamily]:
+    """Every registered family by name, in registration order."""
+    return dict(_REGISTRY)
+
+
+def expert_mlps(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
+    """The experts of `layer` (raises Unsupported with the reason when they are not MLPs)."""
+    family = _REGISTRY.get(layer.adapter)
+    if family is None or family.expert_mlps is None:
+        raise Unsupported(f"the {layer.adapter or 'unknown'} adapter cannot read its experts")
+    return family.expert_mlps(model, layer)
+
+
+def describe() -> list[str]:
+    """One line per registered family."""
+    return [family.description for family in _REGISTRY.values()]

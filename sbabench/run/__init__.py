@@ -1,0 +1,1 @@
+"""Running suites: plan, execute, keys, result files, caches, training, provenance."""

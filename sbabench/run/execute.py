@@ -1,0 +1,255 @@
+"""Run a suite: plan the units, skip finished ones, compute the rest with models loaded lazily.
+
+Guarantees: a result is read back only if its file is valid and its key matches; every write is
+atomic; a unit is computed by one process at a time (a lock per unit, under
+`<results>/.cache/locks/`); a failing unit is recorded and the others go on. Progress goes to a
+callback; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from filelock import FileLock, Timeout
+
+from sbabench.atomic import write_atomic
+from sbabench.errors import SbabenchError
+from sbabench.run.plan import Plan, PlannedUnit, plan_suite
+from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
+from sbabench.run.results import UnitResult, load_result, save_result
+from sbabench.suite import Suite, expand
+
+if TYPE_CHECKING:
+    from sbabench.run.embedding_store import EmbeddingStore
+    from sbabench.run.encoding import CachingEncoder
+    from sbabench.run.session import ModelSession
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+
+    computed: list[str] = field(default_factory=list)
+    """Units computed now."""
+    cached: list[str] = field(default_factory=list)
+    """Units whose valid result already existed (or that another process finished)."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """Units that failed, with their error."""
+    results: list[UnitResult] = field(default_factory=list)
+    """Every result of the suite's selected units (computed or cached)."""
+    models_loaded: int = 0
+    """How many models were loaded (0 on a warm re-run)."""
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every unit has a result, 1 when any failed."""
+        return 1 if self.failed else 0
+
+
+def _failure_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".error.json")
+
+
+def _record_failure(
+    summary: RunSummary, planned: PlannedUnit, exc: BaseException, progress: ProgressCallback
+) -> None:
+    message = exc.render() if isinstance(exc, SbabenchError) else f"{type(exc).__name__}: {exc}"
+    summary.failed[planned.label] = message
+    record = {
+        "unit": planned.label,
+        "error": message,
+        "traceback": "".join(traceback.format_exception(exc)),
+        "key": planned.key,
+        "time": time.time(),
+        "command": " ".join(sys.argv),
+    }
+    write_atomic(_failure_path(planned.path), json.dumps(record, indent=2))
+    progress(Event(EventKind.UNIT_FAILED, planned.label, message=message))
+
+
+@contextmanager
+def _unit_locks(
+    units: list[PlannedUnit], blocking: bool
+) -> Iterator[tuple[list[PlannedUnit], list[PlannedUnit]]]:
+    """Lock each unit; yields (locked, held elsewhere). Released on exit (or death)."""
+    with ExitStack() as stack:
+        mine, theirs = [], []
+        for planned in units:
+            planned.lock.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(planned.lock), timeout=-1 if blocking else 0)
+            try:
+                stack.enter_context(lock)
+            except Timeout:
+                theirs.append(planned)
+            else:
+                mine.append(planned)
+        yield mine, theirs
+
+
+@dataclass
+class _Run:
+    """The state one process's computation of a plan shares."""
+
+    suite: Suite
+    root: Path
+    summary: RunSummary
+    progress: ProgressCallback
+    store: EmbeddingStore | None
+
+    def caching_encoder(self, session: ModelSession, members: list[PlannedUnit]) -> CachingEncoder:
+        """The embedding cache of one model x operator, reporting encoding progress."""
+        from sbabench.run.encoding import CachingEncoder
+
+        first = members[0]
+        space = first.key_parts.embedding_space()
+        if self.store is not None:
+            self.store.register(
+                space, self.suite.name, first.unit.model.name, first.unit.aggregator_key
+            )
+        return CachingEncoder(
+            session.with_aggregator(first),
+            first.unit.model.name,
+            self.suite.settings.batch_size,
+            on_batch=lambda n: self.progress(Event(EventKind.BATCH, count=n)),
+            on_texts=lambda n: self.progress(Event(EventKind.TEXTS, count=n)),
+            store=self.store,
+            space=space,
+        )
+
+    def unit(self, planned: PlannedUnit, encoder: CachingEncoder, session: ModelSession) -> None:
+        """Compute one unit, save its result or record its failure."""
+        from sbabench.run.score import score_unit
+
+        self.progress(Event(EventKind.UNIT_STARTED, planned.label))
+
+        def phase(note: str) -> None:
+            self.progress(Event(EventKind.PHASE, planned.label, message=note))
+
+        try:
+            result = score_unit(self.suite, planned, encoder, session, self.store, phase)
+        except Exception as exc:
+            _record_failure(self.summary, planned, exc, self.progress)
+            return
+        save_result(planned.path, result)
+        _failure_path(planned.path).unlink(missing_ok=True)
+        self.summary.computed.append(planned.label)
+        self.summary.results.append(result)
+        self.progress(Event(EventKind.UNIT_FINISHED, planned.label))
+
+    def model(self, group: list[PlannedUnit], blocking: bool) -> list[PlannedUnit]:
+        """Compute the units of one model this process can lock; returns those held elsewhere."""
+        from sbabench.run.session import ModelSession
+
+        with _unit_locks(group, blocking) as (mine, theirs):
+            for planned in theirs:
+                self.progress(Event(EventKind.UNIT_ELSEWHERE, planned.label))
+            session = ModelSession(self.suite, group[0].unit, self.root / ".cache")
+            for _, operator_group in groupby(mine, key=lambda p: p.unit.aggregator_key):
+                members = list(operator_group)
+                encoder = self.caching_encoder(session, members)
+                for planned in members:
+                    self.unit(planned, encoder, session)
+            if session.encoder is not None:
+                self.summary.models_loaded += 1
+        return theirs
+
+    def compute(self, todo: list[PlannedUnit], blocking: bool) -> list[PlannedUnit]:
+        """Compute what this process can lock, model by model; returns the units held elsewhere."""
+        from sbabench.run.quiet import quiet_libraries
+
+        deferred: list[PlannedUnit] = []
+        with quiet_libraries():
+            for _, model_group in groupby(todo, key=lambda p: p.unit.model.name):
+                deferred.extend(self.model(list(model_group), blocking))
+        return deferred
+
+    def take_theirs(self, deferred: list[PlannedUnit]) -> list[PlannedUnit]:
+        """Wait for the units another process holds; keep its results, return what it failed."""
+        leftover = []
+        for planned in deferred:
+            with FileLock(str(planned.lock)):
+                theirs = load_result(planned.path)
+            if theirs is not None and theirs.key == planned.key:
+                self.summary.cached.append(planned.label)
+                self.summary.results.append(theirs)
+            else:
+                leftover.append(planned)
+        return leftover
+
+
+def _open_store(suite: Suite, root: Path) -> EmbeddingStore | None:
+    from sbabench.run.embedding_store import EmbeddingStore
+
+    if suite.settings.embedding_cache == "off":
+        return None
+    return EmbeddingStore(root / ".cache" / "embeddings.sqlite", suite.settings.embedding_cache)
+
+
+def _compute(
+    suite: Suite, plan: Plan, root: Path, summary: RunSummary, progress: ProgressCallback
+) -> None:
+    """Compute the units to do; wait for those another process holds and take its results."""
+    import torch
+
+    torch.manual_seed(suite.settings.seed)
+    progress(Event(EventKind.PLANNED, count=len(plan.todo)))
+    store = _open_store(suite, root)
+    run = _Run(suite, root, summary, progress, store)
+    try:
+        deferred = run.compute(plan.todo, blocking=False)
+        if deferred:
+            progress(
+                Event(
+                    EventKind.NOTE,
+                    message=f"{len(deferred)} unit(s) running in another process; waiting",
+                )
+            )
+            leftover = run.take_theirs(deferred)
+            if leftover:
+                run.compute(leftover, blocking=True)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def run_suite(
+    suite: Suite,
+    results_dir: str | Path = "results",
+    *,
+    force: bool = False,
+    only: str | None = None,
+    shard: tuple[int, int] | None = None,
+    progress: ProgressCallback = ignore,
+) -> RunSummary:
+    """Run every selected unit of `suite` that has no valid result; never raises for one unit.
+
+    `progress` receives an `Event` at each step (the CLI draws a progress bar from them).
+    """
+    root = Path(results_dir)
+    plan = plan_suite(suite, root, force=force, only=only, shard=shard)
+    summary = RunSummary()
+    for planned, result in plan.done:
+        summary.cached.append(planned.label)
+        summary.results.append(result)
+    for note in plan.invalid:
+        progress(Event(EventKind.NOTE, message=f"recomputing {note}"))
+    if summary.cached:
+        progress(
+            Event(EventKind.NOTE, message=f"{len(summary.cached)} unit(s) already done, skipped")
+        )
+    if not plan.todo:
+        return summary
+    _compute(suite, plan, root, summary, progress)
+    # cached units first, computed ones after: put them back in the suite's order for tables
+    order = {unit.label: i for i, unit in enumerate(expand(suite))}
+    summary.results.sort(key=lambda r: order.get(r.label, len(order)))
+    return summary

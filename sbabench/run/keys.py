@@ -1,0 +1,151 @@
+"""Unit keys: everything that changes a unit's number, and nothing else, hashed.
+
+A key covers the model (source, every build option, the weights' identity: packaged model
+version, hub id + revision, or the content hash of a local folder; and the code that builds and
+runs the encoder), the operator (name, validated options, and its own code: see
+`sbabench.digests`), the task (name, data source and revision, split, subsets, columns), the
+settings that change numbers (dtype, seed), the fine-tuning stage with its code, and sbabench's
+scoring version. The parts are stored in each result and checked when it is read back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from sbabench.aggregators import ResolvedAggregator, resolve
+from sbabench.digests import key_digest, source_digest
+from sbabench.models.router_cache import spec_parts
+from sbabench.suite import Suite, TrainSpec, Unit
+from sbabench.tasks import task_identity
+
+SCORING_VERSION = 4
+"""Bump when the way scores are computed changes; it is part of every unit key."""
+
+_ENCODER_CODE = ("sbabench.models.encoder", "build_encoder")
+"""Where a model is built and run: its code digest is part of every model's key."""
+_TRAINING_CODE = ("sbabench.run.training", "train")
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelKey(_Part):
+    """The model half of a key (shared by every task of a model x operator)."""
+
+    spec: dict[str, Any]
+    """Every option of the model entry except its name."""
+    weights: dict[str, Any]
+    """What identifies the weights (packaged version, hub id + revision, folder hash)."""
+    code_sha256: str | None = None
+    """Digest of the code that builds and runs the encoder."""
+
+
+class OperatorKey(_Part):
+    """The operator: name, validated options, and its own code's digest."""
+
+    name: str
+    options: dict[str, Any]
+    code_sha256: str
+
+
+class TaskKey(_Part):
+    """The task: name, where its data comes from and which revision, split (and subsets)."""
+
+    name: str
+    data: str | None
+    revision: str | None
+    split: str
+    type: str | None = None
+    """Local files: the task type."""
+    columns: dict[str, str] | None = None
+    """Local files: role -> column."""
+    subsets: list[str] | None = None
+    """MTEB tasks: the evaluated subsets (None: all)."""
+
+
+class SettingsKey(_Part):
+    """The run settings that change numbers."""
+
+    dtype: str
+    seed: int
+
+
+class TrainKey(_Part):
+    """The fine-tuning stage and the training code's digest."""
+
+    spec: dict[str, Any]
+    code_sha256: str
+
+
+class KeyParts(_Part):
+    """Everything that changes a unit's score."""
+
+    model: ModelKey
+    aggregator: OperatorKey | None
+    """None for a dense model."""
+    task: TaskKey
+    settings: SettingsKey
+    scoring_version: int
+    train: TrainKey | None = None
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of these parts (the unit's key)."""
+        return key_digest(self.model_dump(mode="json"))
+
+    def embedding_space(self) -> str:
+        """The key of the embeddings a unit uses: its parts without the task and scoring."""
+        return key_digest(
+            self.model_dump(mode="json", include={"model", "aggregator", "settings", "train"})
+        )
+
+    def checkpoint_key(self) -> str:
+        """The key of a trained model x operator (same parts as its embeddings)."""
+        return self.embedding_space()
+
+    def with_operator(self, operator: OperatorKey | None) -> KeyParts:
+        """The same unit with another operator (e.g. the linear twin of an sba unit)."""
+        return self.model_copy(update={"aggregator": operator})
+
+
+def model_key(unit: Unit) -> ModelKey:
+    """The model half of a unit's key."""
+    return ModelKey(**spec_parts(unit.model), code_sha256=source_digest(*_ENCODER_CODE))
+
+
+def operator_key(aggregator: ResolvedAggregator | None) -> OperatorKey | None:
+    """The operator's name, validated options and code digest."""
+    if aggregator is None:
+        return None
+    return OperatorKey(
+        name=aggregator.name, options=dict(aggregator.options), code_sha256=aggregator.code_sha256
+    )
+
+
+def linear_operator_key() -> OperatorKey:
+    """The built-in linear operator's key part."""
+    key = operator_key(resolve("linear"))
+    assert key is not None
+    return key
+
+
+def train_key(spec: TrainSpec | None) -> TrainKey | None:
+    """The fine-tuning spec and the training code's digest (None without a `train:` block)."""
+    if spec is None:
+        return None
+    return TrainKey(spec=spec.model_dump(), code_sha256=source_digest(*_TRAINING_CODE))
+
+
+def unit_key_parts(suite: Suite, unit: Unit, aggregator: ResolvedAggregator | None) -> KeyParts:
+    """Everything that changes a unit's score."""
+    return KeyParts(
+        model=model_key(unit),
+        aggregator=operator_key(aggregator),
+        task=TaskKey(**task_identity(unit.task_entry)),
+        settings=SettingsKey(dtype=suite.settings.dtype, seed=suite.settings.seed),
+        scoring_version=SCORING_VERSION,
+        train=train_key(suite.train),
+    )

@@ -1,0 +1,227 @@
+"""Result files: one JSON per unit, every block a pydantic model, written atomically, checked
+and migrated when read back.
+
+Version history of the file (`schema_version`):
+- 1: the first release; key parts, geometry, training, timing and provenance were plain dicts.
+- 2: every block typed; the operator's and the encoder's code digests are per definition
+  (`code_sha256`, see `sbabench.digests`). Version-1 files load (migrated on read); their keys
+  no longer match, so a run recomputes them, while `show` and `compare` read them as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sbabench.atomic import write_atomic
+from sbabench.digests import key_digest
+from sbabench.run.keys import KeyParts
+from sbabench.tasks.items import ItemScores
+
+SCHEMA_VERSION = 2
+
+Stats = dict[str, float]
+"""mean, std, cv and quantiles of a sample (see `sbabench.geometry.stats.describe`)."""
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LayerGeometry(_Block):
+    """Geometry of one MoE layer's combination step on the sampled tokens."""
+
+    tokens: int
+    norm: Stats
+    """Norms of the selected experts' outputs."""
+    norm_cv_within_token: Stats
+    """Coefficient of variation of the selected experts' norms within a token."""
+    pairwise_cosine: Stats
+    pairwise_angle_deg: Stats
+    collapse_ratio: Stats
+    """||operator output|| / (gate mass x weighted mean norm)."""
+    linear_collapse_ratio: Stats
+    operator_vs_linear: dict[str, Stats]
+    gate_mass: Stats
+    weight_entropy: Stats
+    routing: dict[str, Any]
+    """Expert load fractions, load CV, max/mean - 1, load entropy."""
+    histograms: dict[str, dict[str, list[float]]]
+    probes: dict[str, dict[str, Any]] | None = None
+    """Deeper probes by name (each a result or {"unavailable": reason})."""
+
+
+class ProbeSettings(BaseModel):
+    """The probes a geometry block was computed with, and every probe's settings (each probe's
+    settings model says which keys there are)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    probes: list[str] = Field(default_factory=list)
+    jacobian_tokens: int = 32
+    subspace_dim: int = 8
+
+
+class EmbeddingGeometry(_Block):
+    """Statistics of a task's final embeddings."""
+
+    texts: int
+    anisotropy_mean_cosine: float
+    effective_rank: float
+    prenorm_norm: Stats | None = None
+    cosine_to_linear: Stats | None = None
+
+
+class GeometryBlock(_Block):
+    """Versioned geometry of one unit: per MoE layer and of the final embeddings."""
+
+    version: int
+    tokens_per_layer: int
+    probes: ProbeSettings = Field(default_factory=ProbeSettings)
+    layers: dict[str, LayerGeometry] = Field(default_factory=dict)
+    embeddings: EmbeddingGeometry | None = None
+    note: str | None = None
+
+
+class TrainingRecord(_Block):
+    """The fine-tuning log of a unit's model x operator (or why it trained nothing)."""
+
+    steps: int = 0
+    loss: list[float] = Field(default_factory=list)
+    grad_norm: list[float] = Field(default_factory=list)
+    seconds: float = 0.0
+    trainable_parameters: int = 0
+    router_load_cv: dict[str, float] = Field(default_factory=dict)
+    """Per MoE layer, the expert-load coefficient of variation after training."""
+    skipped: str | None = None
+
+
+class Timing(_Block):
+    """Where a unit's time went (seconds), and where its texts came from (counts)."""
+
+    geometry_summary: float = 0.0
+    model_load: float = 0.0
+    encode: float = 0.0
+    score: float = 0.0
+    total: float = 0.0
+    texts_encoded: int = 0
+    texts_from_cache: int = 0
+    texts_run_for_geometry_only: int = 0
+    """Cached texts run through the model only for the geometry sample."""
+
+
+class Provenance(_Block):
+    """What produced a result: package versions, machine, settings, command line, memory."""
+
+    versions: dict[str, str]
+    python: str
+    git_commit: str | None
+    platform: str
+    device: str
+    device_name: str
+    settings: dict[str, Any]
+    command: str
+    peak_rss_mb: float | None = None
+    cuda_peak_allocated_mb: float | None = None
+
+
+class UnitResult(BaseModel):
+    """The outcome of one model x aggregator x task unit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    suite: str
+    model: str
+    aggregator: str
+    task: str
+    key: str = Field(description="SHA-256 over key_parts: what the score depends on")
+    key_parts: KeyParts
+    task_type: str
+    split: str
+    main_score_name: str
+    main_score: float
+    scores: dict[str, Any] = Field(description="every metric mteb reports, per subset")
+    items: dict[str, ItemScores] = Field(
+        default_factory=dict,
+        description="per-item gold and predictions, per subset (for paired tests)",
+    )
+    geometry: GeometryBlock | None = None
+    training: TrainingRecord | None = None
+    timing_s: Timing
+    provenance: Provenance
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def label(self) -> str:
+        """`model/aggregator/task`."""
+        return f"{self.model}/{self.aggregator}/{self.task}"
+
+    @property
+    def geometry_layers(self) -> dict[str, dict[str, Any]]:
+        """The geometry block's statistics per MoE layer, as plain dicts ({} when none)."""
+        if self.geometry is None:
+            return {}
+        return {
+            name: layer.model_dump(exclude={"probes"} if layer.probes is None else set())
+            for name, layer in self.geometry.layers.items()
+        }
+
+
+def result_path(root: Path, suite: str, model: str, aggregator: str, task: str) -> Path:
+    """results/<suite>/<model>/<aggregator>/<task>.json."""
+    return root / suite / model / aggregator / f"{task}.json"
+
+
+def save_result(path: Path, result: UnitResult) -> None:
+    """Atomically write a unit's result."""
+    write_atomic(path, result.model_dump_json(indent=2))
+
+
+def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 result as version 2 (renamed code digests, typed blocks)."""
+    parts = dict(data["key_parts"])
+    model = dict(parts["model"])
+    model["code_sha256"] = model.pop("upcycle_code_sha256", None)
+    parts["model"] = model
+    if parts.get("aggregator"):
+        operator = dict(parts["aggregator"])
+        operator["code_sha256"] = operator.pop("source_sha256")
+        parts["aggregator"] = operator
+    return {**data, "key_parts": parts, "schema_version": SCHEMA_VERSION}
+
+
+_MIGRATIONS = {1: _migrate_v1}
+
+
+def load_result(path: Path) -> UnitResult | None:
+    """A valid result from `path`, or None if it is missing, truncated, altered, not a result,
+    or written by a newer sbabench.
+
+    Altered: its stored key must be the digest of its stored key parts (checked on the parts as
+    written, before any migration).
+    """
+    try:
+        data = json.loads(path.read_bytes())
+        if not isinstance(data, dict) or data.get("key") != key_digest(data.get("key_parts", {})):
+            return None
+        version = data.get("schema_version", 1)
+        while version in _MIGRATIONS:
+            data = _MIGRATIONS[version](data)
+            version = data["schema_version"]
+        if version != SCHEMA_VERSION:
+            return None
+        return UnitResult.model_validate(data)
+    except (OSError, ValidationError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_results(root: Path) -> list[UnitResult]:
+    """Every valid result file below `root` (invalid ones are skipped)."""
+    files = (p for p in sorted(root.rglob("*.json")) if not p.name.endswith(".error.json"))
+    found = (load_result(p) for p in files)
+    return [r for r in found if r is not None]

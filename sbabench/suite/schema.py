@@ -1,0 +1,187 @@
+"""The suite file's schema (pydantic) and its expansion into units. Pure: no I/O, no imports of
+mteb or of user code; `sbabench.suite.check` does what needs those."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sbabench.aggregators import is_user_operator, resolve
+from sbabench.errors import SbabenchError
+from sbabench.geometry.spec import GeometrySpec
+from sbabench.models.spec import AnyModel, ModelSpec
+from sbabench.spec_base import Name, StrictModel
+from sbabench.tasks.spec import TaskEntry
+
+__all__ = [
+    "AggregatorEntry",
+    "AnyModel",
+    "GeometrySpec",
+    "ModelSpec",
+    "Settings",
+    "Suite",
+    "TaskEntry",
+    "TrainSpec",
+    "Unit",
+    "expand",
+]
+
+
+class Settings(StrictModel):
+    """Run-wide settings."""
+
+    batch_size: int = Field(32, ge=1, le=4096)
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    seed: int = 0
+    embedding_cache: Literal["float32", "float16", "off"] = "float32"
+    """On-disk embedding cache: vector precision, or off."""
+
+
+class AggregatorEntry(StrictModel):
+    """An operator and its options; `label` names it in results when options differ."""
+
+    name: str
+    label: Name | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_forms(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, dict):
+            known = {"name", "label", "options"}
+            extra = {k: v for k, v in data.items() if k not in known}
+            return {k: v for k, v in data.items() if k in known} | {
+                "options": {**data.get("options", {}), **extra}
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _resolves(self) -> AggregatorEntry:
+        if is_user_operator(self.name):
+            return self  # imported and probed by `sbabench.suite.check`
+        try:
+            resolve(self.name, self.options)
+        except SbabenchError as exc:
+            raise ValueError(exc.render().replace("\n  fix:", " — fix:")) from None
+        return self
+
+    @property
+    def key(self) -> str:
+        """The name used in result paths and tables."""
+        if self.label:
+            return self.label
+        return self.name.replace(":", ".") if ":" in self.name else self.name
+
+
+class TrainSpec(StrictModel):
+    """An optional fine-tuning stage, identical for every operator of a model."""
+
+    objective: Literal["simcse", "pairs"] = "simcse"
+    data: str = "bundled:lee_background"
+    """`bundled:lee_background`, `bundled:aia-bde-paraphrases`, or a local file (text / text1,text2)."""
+    steps: int = Field(200, ge=1, le=1_000_000)
+    batch_size: int = Field(32, ge=2, le=65536)
+    lr: float = Field(2e-5, gt=0, le=1.0)
+    seed: int = 0
+    trainable: Literal["moe", "all"] = "moe"
+    max_length: int = Field(128, ge=8, le=8192)
+    temperature: float = Field(0.05, gt=0, le=10)
+
+
+class Suite(StrictModel):
+    """A benchmark suite: every model x aggregator x task is one unit."""
+
+    name: Name
+    models: list[ModelSpec] = Field(min_length=1)
+    aggregators: list[AggregatorEntry] = Field(default_factory=list)
+    tasks: list[TaskEntry] = Field(min_length=1)
+    settings: Settings = Field(default_factory=Settings)
+    train: TrainSpec | None = None
+    """Fine-tune each model x operator before evaluating it (same budget for all)."""
+    geometry: GeometrySpec = Field(default_factory=GeometrySpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _geometry_tokens_setting(cls, data: Any) -> Any:
+        """`settings: {geometry_tokens: N}` (the older spelling) means `geometry: {tokens: N}`."""
+        if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+            return data
+        if "geometry_tokens" not in data["settings"]:
+            return data
+        settings = dict(data["settings"])
+        tokens = settings.pop("geometry_tokens")
+        geometry = data.get("geometry") or {}
+        if not isinstance(geometry, dict):
+            return data
+        if "tokens" in geometry:
+            raise ValueError("settings.geometry_tokens and geometry.tokens are both set; keep one")
+        return {**data, "settings": settings, "geometry": {**geometry, "tokens": tokens}}
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_unique(cls, tasks: list[TaskEntry]) -> list[TaskEntry]:
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        return tasks
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Suite:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        keys = [a.key for a in self.aggregators]
+        if len(set(keys)) != len(keys):
+            raise ValueError(
+                f"aggregators must have distinct names, got {keys}; give repeated operators a label"
+            )
+        if any(m.is_moe for m in self.models) and not self.aggregators:
+            raise ValueError(
+                "the suite has an MoE model but no aggregators; add e.g. [linear, sba]"
+            )
+        return self
+
+
+DENSE = "dense"
+"""The aggregator key of a dense model's units."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One model x aggregator x task combination."""
+
+    model: AnyModel
+    """The model spec."""
+    aggregator: AggregatorEntry | None
+    """The operator; None for a dense model."""
+    task: str
+    """The task name."""
+    task_entry: TaskEntry
+    """The task's full entry (local file, MTEB options)."""
+
+    @property
+    def aggregator_key(self) -> str:
+        """The aggregator's name in paths and tables (`dense` for dense models)."""
+        return self.aggregator.key if self.aggregator else DENSE
+
+    @property
+    def label(self) -> str:
+        """`model/aggregator/task`."""
+        return f"{self.model.name}/{self.aggregator_key}/{self.task}"
+
+
+def expand(suite: Suite) -> list[Unit]:
+    """Every unit of the suite, grouped by model then aggregator (so each model loads once)."""
+    units: list[Unit] = []
+    for model in suite.models:
+        aggregators: list[AggregatorEntry | None] = (
+            list(suite.aggregators) if model.is_moe else [None]
+        )
+        for aggregator in aggregators:
+            units.extend(Unit(model, aggregator, task.name, task) for task in suite.tasks)
+    return units

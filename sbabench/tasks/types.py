@@ -1,0 +1,165 @@
+"""The task-type registry: everything sbabench knows about a kind of task, in one record.
+
+Every place that depends on the type of a task (suite validation of local files, which mteb
+tasks are accepted, per-item collection, the statistic the paired bootstrap resamples, report
+labels) reads the record; nothing else switches on a type's name. Adding a task type is one
+module that calls `register` (and its test).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """One kind of task sbabench can score."""
+
+    name: str
+    """Canonical name, as a local task's `type:` (e.g. `pair-classification`)."""
+    aliases: tuple[str, ...]
+    """Other accepted spellings (case-insensitive), e.g. mteb's `PairClassification`."""
+    mteb_types: tuple[str, ...]
+    """mteb task types (`TaskMetadata.type`) scored as this type."""
+    columns: tuple[str, ...]
+    """The columns a local file of this type maps (roles, e.g. text1, text2, score)."""
+    item_kind: str
+    """Tag of the stored per-item predictions (`ItemScores.kind`)."""
+    collector: str
+    """`module:function` collecting per-item predictions: fn(task, data, embedder, seed)."""
+    statistic: str
+    """`module:function` of the per-item statistic the paired bootstrap resamples:
+    fn(gold[B, n], predicted[B, n]) -> [B]."""
+    resampled: str
+    """What one bootstrap draw resamples (`pairs`, `documents`)."""
+    label: str
+    """How reports name the type."""
+    statistic_label: str
+    """How reports name the resampled statistic."""
+    steiger: bool = False
+    """Whether the statistic is a correlation with gold, so Steiger's test of two dependent
+    correlations applies."""
+    binary_label: bool = False
+    """Whether a local file's `label` column holds 0/1 (or true/false) labels."""
+    local_layout: str | None = None
+    """`module:function` laying out a local file's columns as an mteb task (None: no local
+    files of this type)."""
+
+    def collect_fn(self) -> Callable[..., Any]:
+        """The collector (imported on first use)."""
+        return _load(self.collector)
+
+    def local_layout_fn(self) -> Callable[..., Any]:
+        """The local-file layout (imported on first use)."""
+        if self.local_layout is None:
+            raise ValueError(f"task type {self.name!r} has no local-file layout")
+        return _load(self.local_layout)
+
+    def statistic_fn(self) -> Callable[..., Any]:
+        """The resampled statistic (imported on first use)."""
+        return _load(self.statistic)
+
+
+def _load(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return fn
+
+
+_REGISTRY: dict[str, TaskType] = {}
+
+
+def register(task_type: TaskType) -> TaskType:
+    """Add a task type; names, aliases, mteb types and item kinds must not clash."""
+    taken = {key for known in _REGISTRY.values() for key in _keys(known)}
+    clash = taken & set(_keys(task_type))
+    if clash:
+        raise ValueError(f"task type {task_type.name!r} clashes with a registered one: {clash}")
+    _REGISTRY[task_type.name] = task_type
+    return task_type
+
+
+def _keys(task_type: TaskType) -> list[str]:
+    return [k.lower() for k in (task_type.name, *task_type.aliases, *task_type.mteb_types)]
+
+
+def unregister(name: str) -> None:
+    """Remove a task type (for tests that register their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def task_types() -> Mapping[str, TaskType]:
+    """Every registered task type by canonical name."""
+    return dict(_REGISTRY)
+
+
+def find(name: str) -> TaskType | None:
+    """The type a name, alias or mteb type stands for (case-insensitive), or None."""
+    wanted = name.lower()
+    return next((t for t in _REGISTRY.values() if wanted in _keys(t)), None)
+
+
+def by_item_kind(kind: str) -> TaskType | None:
+    """The type whose per-item predictions carry this tag."""
+    return next((t for t in _REGISTRY.values() if t.item_kind == kind), None)
+
+
+def mteb_types() -> tuple[str, ...]:
+    """Every mteb task type sbabench scores."""
+    return tuple(m for t in _REGISTRY.values() for m in t.mteb_types)
+
+
+_ITEMS = "sbabench.tasks.items"
+_STATS = "sbabench.tasks.item_statistics"
+_LOCAL = "sbabench.tasks.local"
+
+register(
+    TaskType(
+        name="sts",
+        steiger=True,
+        local_layout=f"{_LOCAL}:sts_layout",
+        aliases=("semantic-textual-similarity",),
+        mteb_types=("STS",),
+        columns=("text1", "text2", "score"),
+        item_kind="sts",
+        collector=f"{_ITEMS}:collect_sts",
+        statistic=f"{_STATS}:row_spearman",
+        resampled="pairs",
+        label="STS",
+        statistic_label="Spearman of cosine vs gold",
+    )
+)
+register(
+    TaskType(
+        name="clustering",
+        local_layout=f"{_LOCAL}:clustering_layout",
+        aliases=(),
+        mteb_types=("Clustering",),
+        columns=("text", "label"),
+        item_kind="clusters",
+        collector=f"{_ITEMS}:collect_clusters",
+        statistic=f"{_STATS}:row_v_measure",
+        resampled="documents",
+        label="Clustering",
+        statistic_label="mean V-measure of 10 seeded k-means runs",
+    )
+)
+register(
+    TaskType(
+        name="pair-classification",
+        binary_label=True,
+        local_layout=f"{_LOCAL}:pairs_layout",
+        aliases=("pair_classification", "pairs"),
+        mteb_types=("PairClassification",),
+        columns=("text1", "text2", "label"),
+        item_kind="pairs",
+        collector=f"{_ITEMS}:collect_pairs",
+        statistic=f"{_STATS}:row_average_precision",
+        resampled="pairs",
+        label="PairClassification",
+        statistic_label="cosine average precision",
+    )
+)
