@@ -25,6 +25,7 @@ import sysconfig
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, partial
+from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 from typing import Any
 
@@ -78,22 +79,33 @@ class _ParsedModule:
     """Module-level imports: local name -> what it names."""
 
 
-def _module_path(name: str) -> Path | None:
+@cache
+def _spec(name: str) -> ModuleSpec | None:
+    """A module's spec found on disk, executing no package's `__init__` on the way (asking
+    importlib for `a.b.c` would import `a` and `a.b`, e.g. torch through a package's init)."""
+    top, *rest = name.split(".")
     try:
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return None
+    prefix = top
+    for part in rest:
+        if spec is None or spec.submodule_search_locations is None:
+            return None
+        prefix = f"{prefix}.{part}"
+        spec = PathFinder.find_spec(prefix, list(spec.submodule_search_locations))
+    return spec
+
+
+def _module_path(name: str) -> Path | None:
+    spec = _spec(name)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
     return Path(spec.origin)
 
 
-@cache
 def _is_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+    return _spec(name) is not None
 
 
 @cache
@@ -229,6 +241,38 @@ def _references(node: ast.AST) -> tuple[set[str], set[tuple[str, str]]]:
     return finder.names, finder.attributes
 
 
+@dataclass(frozen=True)
+class _Definition:
+    """One module-level definition as the closure needs it."""
+
+    source: str
+    """`ast.unparse` of its tree without docstrings: what its digest covers."""
+    imports: dict[str, _Target]
+    """Imports inside it (e.g. lazy ones in a function body)."""
+    names: set[str]
+    attributes: set[tuple[str, str]]
+
+
+_DEFINITIONS: dict[tuple[str, str, str], _Definition] = {}
+"""Per (file, its size and mtime, name): parsing and unparsing once per process and edit."""
+
+
+def _definition(parsed: _ParsedModule, name: str) -> _Definition:
+    stat = parsed.path.stat()
+    key = (str(parsed.path), f"{stat.st_size}:{stat.st_mtime_ns}", name)
+    if key not in _DEFINITIONS:
+        node = parsed.definitions[name]
+        plain = _strip_docstring(ast.parse(ast.unparse(node)).body[0])
+        package = (
+            parsed.name if parsed.path.name == "__init__.py" else parsed.name.rpartition(".")[0]
+        )
+        names, attributes = _references(node)
+        _DEFINITIONS[key] = _Definition(
+            ast.unparse(plain), _imports_of(ast.walk(node), package), names, attributes
+        )
+    return _DEFINITIONS[key]
+
+
 class _Closure:
     """Walks from one definition to everything it depends on (see the module docstring)."""
 
@@ -251,11 +295,9 @@ class _Closure:
             if name in parsed.imports:
                 self._add_target(parsed.imports[name])
             return
-        plain = _strip_docstring(ast.parse(ast.unparse(node)).body[0])
-        self.definitions[(module, name)] = ast.unparse(plain)
-        package = module if parsed.path.name == "__init__.py" else module.rpartition(".")[0]
-        local = _imports_of(ast.walk(node), package)
-        names, attributes = _references(node)
+        definition = _definition(parsed, name)
+        self.definitions[(module, name)] = definition.source
+        local, names, attributes = definition.imports, definition.names, definition.attributes
         for ref in sorted(names):
             self._add_name(parsed, local, ref, attributes)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 from sbabench.cli import main
 from sbabench.suite import expand, load_suite, parse_suite
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = """\
 name: t
 models:
@@ -133,8 +134,29 @@ def test_validate_ok(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", sorted((Path(__file__).parent.parent / "suites").glob("*.yaml")), ids=lambda p: p.name
+    "path",
+    sorted((Path(__file__).resolve().parents[2] / "suites").glob("*.yaml")),
+    ids=lambda p: p.name,
 )
 def test_every_shipped_suite_validates(path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 0, result.output
+
+
+_PATHLIKE = re.compile(
+    r"(?:\.\.?/|/)?[\w.-]+(?:/[\w.-]+)+\.(?:md|yaml|yml|csv|tsv|jsonl|json|parquet|py)\b"
+)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "suites").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_suites_refer_only_to_files_inside_the_project(path: Path) -> None:
+    """Every file a shipped suite names (in a value or a comment) exists inside the checkout."""
+    text = path.read_text()
+    for named in _PATHLIKE.findall(text):
+        candidates = [(path.parent / named).resolve(), (ROOT / named).resolve()]
+        inside = [c for c in candidates if c.is_relative_to(ROOT) and c.exists()]
+        assert inside, f"{path.name} names {named!r}, which is not a file of the project"
+
+
+def test_the_suite_file_check_catches_a_reference_outside_the_project(tmp_path: Path) -> None:
+    assert _PATHLIKE.findall("# see ../shared/DESIGN.md for the design") == ["../shared/DESIGN.md"]

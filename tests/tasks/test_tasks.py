@@ -20,7 +20,7 @@ from sbabench.suite import load_suite, parse_suite
 from sbabench.tasks import get_task
 from sbabench.tasks.bundled import BUNDLED
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class HashEncoder(CosineSimilarity):

@@ -17,7 +17,7 @@ from sbabench.run.results import (
     save_result,
 )
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 V1_MOE = FIXTURES / "result_v1_minilm-moe_sba_LeeDocSTS.json"
 V1_DENSE = FIXTURES / "result_v1_minilm_dense_MiniNewsgroupsClustering.json"
 

@@ -11,7 +11,7 @@ from torch import nn
 from sbabench.aggregators import resolve
 from sbabench.errors import ModelSpecError
 from sbabench.moe import attach_moe, observing, set_aggregator
-from tests.nomic_layout import TinyNomicMoE
+from tests.moe.nomic_layout import TinyNomicMoE
 
 COMMON = {
     "vocab_size": 97,

@@ -19,7 +19,7 @@ from sbabench.run.plan import in_shard, plan_suite
 from sbabench.run.results import load_results
 from sbabench.suite import expand, parse_suite
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUITE = """\
 name: tiny
 models:

@@ -25,8 +25,8 @@ from sbabench.moe.experts import ExpertMLPs, Unsupported, router_rows, unit_owne
 from sbabench.moe.upcycle import UpcycleConfig, upcycle_bert
 from sbabench.run.execute import run_suite
 from sbabench.suite import parse_suite
-from tests.nomic_layout import TinyNomicMoE
-from tests.test_moe_families import FAMILIES, _build, _states
+from tests.moe.nomic_layout import TinyNomicMoE
+from tests.moe.test_families import FAMILIES, _build, _states
 
 
 def _capture(model: nn.Module, forward: object) -> list[Combination]:
@@ -44,7 +44,7 @@ def _family_model(family: str) -> tuple[nn.Module, list[MoELayer], list[Combinat
         ids = torch.randint(0, 50, (2, 9))
         return model, layers, _capture(model, lambda: model(ids))
     if family == "upcycled":
-        from tests.test_upcycle import _minilm
+        from tests.moe.test_upcycle import _minilm
 
         model, tokenizer = _minilm()
         config = UpcycleConfig(experts=4, top_k=2, layers=(1,), drop_ratio=0.3, router="random")

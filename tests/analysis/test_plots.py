@@ -1,0 +1,54 @@
+"""Figures: forest plot, per-layer geometry, training curves (files that are real PNGs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sbabench.analysis.compare import compare_results
+from sbabench.analysis.plots import forest_plot, geometry_plots, training_plots
+from sbabench.run.results import TrainingRecord, load_result
+from sbabench.tasks.items import ItemScores
+from tests import factories
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PNG = b"\x89PNG"
+
+
+def _result(aggregator: str, noise: float) -> factories.UnitResult:
+    gold = np.random.default_rng(0).random(100)
+    predicted = gold + noise * np.random.default_rng(1).normal(size=100)
+    items = {"default": ItemScores(kind="sts", gold=gold.tolist(), predicted=predicted.tolist())}
+    return factories.result(aggregator, items, 1 - noise)
+
+
+def test_forest_plot_only_with_paired_rows(tmp_path: Path) -> None:
+    paired = compare_results([_result("linear", 0.5), _result("sba", 0.2)], n_resamples=100)
+    path = forest_plot(paired, tmp_path / "forest.png")
+    assert path is not None and path.read_bytes()[:4] == PNG
+    alone = compare_results([_result("linear", 0.5)], n_resamples=100)
+    assert forest_plot(alone, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_geometry_plots_one_figure_per_model_and_operator(tmp_path: Path) -> None:
+    result = load_result(FIXTURES / "result_v1_minilm-moe_sba_LeeDocSTS.json")
+    assert result is not None
+    written = geometry_plots([result], tmp_path)
+    assert [p.name for p in written] == ["geometry_minilm-moe__sba.png"]
+    assert written[0].read_bytes()[:4] == PNG
+    assert geometry_plots([_result("linear", 0.1)], tmp_path / "none") == []
+
+
+def test_training_plots_draw_each_operators_curves(tmp_path: Path) -> None:
+    results = []
+    for aggregator, scale in (("linear", 1.0), ("sba", 0.8)):
+        result = _result(aggregator, 0.2)
+        result.training = TrainingRecord(
+            steps=3, loss=[scale, scale / 2, scale / 3], grad_norm=[1.0, 0.5, 0.2]
+        )
+        results.append(result)
+    written = training_plots(results, tmp_path)
+    assert [p.name for p in written] == ["training_m.png"]
+    assert written[0].read_bytes()[:4] == PNG

@@ -1,0 +1,65 @@
+"""Reports: score tables, comparison tables, geometry tables, in rich and Markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from sbabench.analysis.compare import compare_results
+from sbabench.analysis.report import (
+    comparison_markdown,
+    comparison_tables,
+    geometry_markdown,
+    geometry_tables,
+    score_markdown,
+    score_table,
+)
+from sbabench.run.results import load_result
+from sbabench.tasks.items import ItemScores
+from tests import factories
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+GOLD = np.random.default_rng(0).random(200)
+
+
+def _result(aggregator: str, noise: float, task: str = "T1") -> factories.UnitResult:
+    predicted = GOLD + noise * np.random.default_rng(1).normal(size=200)
+    items = {"default": ItemScores(kind="sts", gold=GOLD.tolist(), predicted=predicted.tolist())}
+    return factories.result(aggregator, items, float(1 - noise), task=task)
+
+
+def _render(table: object) -> str:
+    console = Console(width=200, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def test_score_tables_have_a_row_per_task_and_a_column_per_system() -> None:
+    results = [_result("linear", 0.5), _result("sba", 0.2), _result("linear", 0.5, task="T2")]
+    text = _render(score_table(results, title="scores"))
+    assert "T1" in text and "T2" in text and "0.8000" in text and "0.5000" in text
+    markdown = score_markdown(results).splitlines()
+    assert markdown[0].startswith("| task") and "m/linear" in markdown[0] and "m/sba" in markdown[0]
+    assert any(line.startswith("| T2") and "—" in line for line in markdown)  # no sba on T2
+
+
+def test_comparison_tables_show_the_difference_and_its_test() -> None:
+    comparison = compare_results([_result("linear", 0.5), _result("sba", 0.2)], n_resamples=200)
+    text = "\n".join(_render(t) for t in comparison_tables(comparison))
+    assert "sba" in text and "+0.3000" in text
+    markdown = comparison_markdown(comparison)
+    assert "| T1" in markdown and "### Across tasks" in markdown
+
+
+def test_geometry_tables_from_a_stored_result() -> None:
+    result = load_result(FIXTURES / "result_v1_minilm-moe_sba_LeeDocSTS.json")
+    assert result is not None
+    tables = geometry_tables([result])
+    assert len(tables) == 1  # no probes in this result
+    text = _render(tables[0])
+    assert "encoder.layer.1.output.dense" in text and "minilm-moe/sba" in text
+    markdown = geometry_markdown([result])
+    assert markdown.count("encoder.layer.") == 3
+    assert geometry_markdown([_result("linear", 0.1)]) == ""

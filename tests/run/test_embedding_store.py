@@ -1,0 +1,74 @@
+"""The SQLite embedding store: round trips, precision, isolation, listing and pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sbabench.run.embedding_store import EmbeddingStore
+
+
+def _vectors(n: int, dim: int = 6, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def test_round_trip_is_exact_in_float32_and_rounded_in_float16(tmp_path: Path) -> None:
+    texts = ["a", "b", "ünïcode", ""]
+    vectors = _vectors(len(texts))
+    store = EmbeddingStore(tmp_path / "e.sqlite")
+    store.put("space", "query", texts, vectors)
+    found = store.get("space", "query", [*texts, "missing"])
+    assert set(found) == set(texts)
+    for text, vector in zip(texts, vectors, strict=True):
+        np.testing.assert_array_equal(found[text], vector)
+    half = EmbeddingStore(tmp_path / "h.sqlite", "float16")
+    half.put("space", "query", texts, vectors)
+    got = half.get("space", "query", texts)["a"]
+    np.testing.assert_array_equal(got, vectors[0].astype(np.float16).astype(np.float32))
+    assert got.dtype == np.float32
+    store.close()
+    half.close()
+
+
+def test_spaces_and_prompt_types_are_separate(tmp_path: Path) -> None:
+    store = EmbeddingStore(tmp_path / "e.sqlite")
+    store.put("one", "query", ["t"], _vectors(1, seed=1))
+    store.put("two", "query", ["t"], _vectors(1, seed=2))
+    assert not np.array_equal(
+        store.get("one", "query", ["t"])["t"], store.get("two", "query", ["t"])["t"]
+    )
+    assert store.get("one", "document", ["t"]) == {}
+    # a second put of the same text keeps the first vector (rows are immutable)
+    store.put("one", "query", ["t"], _vectors(1, seed=9))
+    np.testing.assert_array_equal(store.get("one", "query", ["t"])["t"], _vectors(1, seed=1)[0])
+    store.close()
+
+
+def test_a_reopened_store_keeps_its_rows_and_geometry(tmp_path: Path) -> None:
+    path = tmp_path / "e.sqlite"
+    store = EmbeddingStore(path)
+    store.put("s", "default", ["x", "y"], _vectors(2))
+    store.put_geometry("s", "Task", {"version": 4, "layers": {}})
+    store.close()
+    again = EmbeddingStore(path)
+    assert set(again.get("s", "default", ["x", "y"])) == {"x", "y"}
+    assert again.get_geometry("s", "Task") == {"version": 4, "layers": {}}
+    assert again.get_geometry("s", "Other") is None
+    again.close()
+
+
+def test_usage_and_pruning(tmp_path: Path) -> None:
+    store = EmbeddingStore(tmp_path / "e.sqlite")
+    store.register("s1", "suite", "moe", "sba")
+    store.register("s2", "suite", "dense", "dense")
+    store.put("s1", "default", ["a", "b"], _vectors(2))
+    store.put("s2", "default", ["a"], _vectors(1))
+    usage = {u.model: u for u in store.usage()}
+    assert usage["moe"].vectors == 2 and usage["dense"].vectors == 1
+    assert usage["moe"].megabytes > 0
+    assert store.prune(model="moe") == 2
+    assert [u.model for u in store.usage()] == ["dense"]
+    assert store.get("s1", "default", ["a"]) == {}
+    assert store.prune(older_than_days=1) == 0  # just used
+    store.close()

@@ -1,0 +1,90 @@
+"""Unit keys: every part that changes a number is in, nothing else is; planning stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from sbabench.aggregators import resolve
+from sbabench.run.keys import KeyParts, linear_operator_key, unit_key_parts
+from sbabench.suite import expand, parse_suite
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = """\
+name: keys
+models:
+  - {name: moe, source: upcycle, experts: 4, layers: [1], router: random}
+  - {name: dense, source: dense}
+aggregators: [linear, sba, {name: sba, eps: 1.0e-4, label: sba-eps}]
+tasks: [LeeDocSTS, WordSim353]
+settings: {device: cpu, batch_size: 8}
+"""
+
+
+def _parts(text: str = SUITE) -> dict[str, KeyParts]:
+    suite = parse_suite(text, check=False)
+    out = {}
+    for unit in expand(suite):
+        entry = unit.aggregator
+        operator = None if entry is None else resolve(entry.name, entry.options)
+        out[unit.label] = unit_key_parts(suite, unit, operator)
+    return out
+
+
+def test_each_part_that_changes_a_number_changes_the_key() -> None:
+    parts = _parts()
+    keys = {label: p.digest for label, p in parts.items()}
+    assert len(set(keys.values())) == len(keys)  # every unit its own key
+    sba, eps = parts["moe/sba/LeeDocSTS"], parts["moe/sba-eps/LeeDocSTS"]
+    assert sba.aggregator is not None and eps.aggregator is not None
+    assert sba.aggregator.options == {"eps": 1e-6} and eps.aggregator.options == {"eps": 1e-4}
+    assert sba.aggregator.code_sha256 == eps.aggregator.code_sha256  # same code, other options
+    assert sba.model == parts["moe/linear/LeeDocSTS"].model
+    assert parts["dense/dense/LeeDocSTS"].aggregator is None
+    changed = _parts(SUITE.replace("settings: {", "settings: {dtype: bfloat16, "))
+    assert changed["moe/sba/LeeDocSTS"].settings.dtype == "bfloat16"
+    assert changed["moe/sba/LeeDocSTS"].digest != sba.digest
+    reseeded = _parts(SUITE.replace("router: random}", "router: random, seed: 3}"))
+    assert reseeded["moe/sba/LeeDocSTS"].model.spec["seed"] == 3
+    assert reseeded["moe/sba/LeeDocSTS"].digest != sba.digest
+
+
+def test_what_changes_no_number_is_not_in_the_key() -> None:
+    parts = _parts()
+    renamed = _parts(SUITE.replace("name: moe,", "name: other,").replace("name: keys", "name: k2"))
+    assert renamed["other/sba/LeeDocSTS"].digest == parts["moe/sba/LeeDocSTS"].digest
+    rebatched = _parts(SUITE.replace("batch_size: 8", "batch_size: 64"))
+    assert rebatched["moe/sba/LeeDocSTS"].digest == parts["moe/sba/LeeDocSTS"].digest
+
+
+def test_embedding_space_is_shared_by_the_tasks_of_a_model_and_operator() -> None:
+    parts = _parts()
+    sts, words = parts["moe/sba/LeeDocSTS"], parts["moe/sba/WordSim353"]
+    assert sts.embedding_space() == words.embedding_space()
+    assert sts.embedding_space() != parts["moe/linear/LeeDocSTS"].embedding_space()
+    assert sts.with_operator(linear_operator_key()).embedding_space() == (
+        parts["moe/linear/WordSim353"].embedding_space()
+    )
+
+
+def test_planning_a_suite_imports_no_model_library(tmp_path: Path) -> None:
+    code = (
+        "import json, sys\n"
+        "from sbabench.run.plan import plan_suite\n"
+        "from sbabench.suite import load_suite\n"
+        "plan = plan_suite(load_suite('suites/quickstart.yaml'), sys.argv[1])\n"
+        "heavy = ('torch', 'mteb', 'transformers', 'sentence_transformers', 'sklearn')\n"
+        "print(json.dumps([len(plan.todo), [m for m in heavy if m in sys.modules]]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
+    assert out.returncode == 0, out.stderr
+    todo, heavy = json.loads(out.stdout)
+    assert todo == 9 and heavy == []
