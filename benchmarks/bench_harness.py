@@ -36,11 +36,13 @@ from sbabench.geometry.probes import run_probes
 from sbabench.geometry.recorder import GeometryRecorder
 from sbabench.geometry.spec import GeometrySpec
 from sbabench.models.encoder import TextEncoder, build_encoder
+from sbabench.models.machine_cache import MachineCache
+from sbabench.models.spec import DenseModel, UpcycleModel
 from sbabench.moe import observing, set_aggregator
 from sbabench.run.encoding import CosineSimilarity
 from sbabench.run.execute import run_suite
 from sbabench.run.quiet import quiet_libraries
-from sbabench.suite import DenseModel, UpcycleModel, load_suite
+from sbabench.suite import load_suite
 from sbabench.tasks import get_task
 from sbabench.tasks.sources import lee_background
 
@@ -137,7 +139,7 @@ def model_build() -> None:
         timings = []
         for _ in range(3):  # cold, then warm twice
             start = time.perf_counter()
-            build_encoder(spec, "cpu", cache=Path(tmp))
+            build_encoder(spec, "cpu", cache=MachineCache(Path(tmp)))
             timings.append(time.perf_counter() - start)
     print(f"\n6. building the upcycled MoE: cold router cache {timings[0]:.2f} s, "
           f"warm {min(timings[1:]):.2f} s (imports already loaded)")  # fmt: skip

@@ -22,8 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sbabench.aggregators import registry, resolve
 from sbabench.models.encoder import build_encoder, torch_dtype
+from sbabench.models.spec import DenseModel, UpcycleModel
 from sbabench.moe.base import set_aggregator
-from sbabench.suite import DenseModel, UpcycleModel
 from sbabench.tasks.sources import lee_background
 
 

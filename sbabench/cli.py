@@ -196,11 +196,59 @@ def run(
 )
 @click.option("--model", help="Of this model name.")
 @click.option("--suite", help="Of this suite.")
+@click.option(
+    "--machine",
+    is_flag=True,
+    help="Show this machine's cache instead (router centroids; $SBABENCH_CACHE or the user cache folder).",
+)
+@click.option("--clear", is_flag=True, help="With --machine: delete every entry.")
 @_user_errors
 def cache(
+    results_dir: Path,
+    prune: bool,
+    older_than: float | None,
+    model: str | None,
+    suite: str | None,
+    machine: bool,
+    clear: bool,
+) -> None:
+    """Show the embedding cache's size per suite/model/aggregator, or prune it; with --machine,
+    list (or --clear) the machine-wide cache."""
+    if machine:
+        _machine_cache(clear)
+        return
+    if clear:
+        raise SbabenchError(
+            "--clear goes with --machine", fix="use --prune for the embedding cache"
+        )
+    _embedding_cache(results_dir, prune, older_than, model, suite)
+
+
+def _when(timestamp: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def _machine_cache(clear: bool) -> None:
+    from sbabench.models.machine_cache import MachineCache
+
+    machine = MachineCache()
+    if clear:
+        console.print(f"removed {machine.clear()} entr(ies) from {machine.root}")
+    entries = machine.entries()
+    total = sum(e.bytes for e in entries) / 1e6
+    table = _table(
+        f"machine cache: {machine.root} ({total:.2f} MB)", "kind", "key", "KB", "written"
+    )
+    for entry in entries:
+        table.add_row(entry.kind, entry.key[:16], f"{entry.bytes / 1e3:.1f}", _when(entry.modified))
+    console.print(table)
+
+
+def _embedding_cache(
     results_dir: Path, prune: bool, older_than: float | None, model: str | None, suite: str | None
 ) -> None:
-    """Show the embedding cache's size per suite/model/aggregator, or prune it."""
     from sbabench.run.embedding_store import EmbeddingStore
 
     path = results_dir / ".cache" / "embeddings.sqlite"
@@ -216,20 +264,18 @@ def cache(
             )
         removed = store.prune(older_than_days=older_than, model=model, suite=suite)
         console.print(f"removed {removed} vector(s)")
-    import datetime
-
-    table = Table(title=f"embedding cache: {path} ({path.stat().st_size / 1e6:.1f} MB on disk)")
-    for column in ("suite", "model", "aggregator", "vectors", "MB", "last used"):
-        table.add_column(column)
+    table = _table(
+        f"embedding cache: {path} ({path.stat().st_size / 1e6:.1f} MB on disk)",
+        "suite", "model", "aggregator", "vectors", "MB", "last used",
+    )  # fmt: skip
     for usage in store.usage():
-        used = datetime.datetime.fromtimestamp(usage.last_used).strftime("%Y-%m-%d %H:%M")
         table.add_row(
             usage.suite,
             usage.model,
             usage.aggregator,
             str(usage.vectors),
             f"{usage.megabytes:.2f}",
-            used,
+            _when(usage.last_used),
         )
     console.print(table)
     store.close()

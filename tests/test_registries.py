@@ -31,9 +31,9 @@ from sbabench.tasks.types import unregister as unregister_type
 # --- a task type ------------------------------------------------------------------------------
 
 
-def mean_abs_error(gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """The toy type's statistic: minus the mean absolute error of each row."""
-    return -np.abs(gold - predicted).mean(1)
+def mean_abs_error(gold: np.ndarray, predicted: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The toy type's statistic: minus the mean absolute error of each resample."""
+    return -np.abs(gold[index] - predicted[index]).mean(1)
 
 
 def collect_toy(task: Any, data: Any, embedder: Any, seed: int) -> ItemScores:
@@ -84,7 +84,7 @@ def test_a_registered_task_type_is_used_everywhere(toy_type: TaskType, tmp_path:
 
     items = collect(Task(), Embedder(), "test", ["default"], seed=0)
     assert items["default"].kind == "toy" and items["default"].predicted == [1.0, 3.0]
-    gold = np.array([[1.0, 2.0]])
+    gold = np.array([1.0, 2.0])
     assert statistic("toy", gold, gold + 1)[0] == -1.0
     better = ItemScores(kind="toy", gold=[1.0, 3.0] * 20, predicted=[1.5, 3.5] * 20)
     worse = ItemScores(kind="toy", gold=[1.0, 3.0] * 20, predicted=[2.0, 5.0] * 20)

@@ -34,13 +34,17 @@ class PairedTest:
     """Items per resample (summed over subsets)."""
 
 
-def statistic(kind: str, gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """The per-item statistic of each row of (B, n) gold / predicted arrays, as the task type
-    whose per-item predictions carry the tag `kind` defines it (see `sbabench.tasks.types`)."""
+def statistic(
+    kind: str, gold: np.ndarray, predicted: np.ndarray, index: np.ndarray | None = None
+) -> np.ndarray:
+    """The per-item statistic of the items of `gold` / `predicted` (n,) picked by each row of
+    `index` (B, n) (default: all items once), as the task type whose per-item predictions carry
+    the tag `kind` defines it (see `sbabench.tasks.types`)."""
     task_type = by_item_kind(kind)
     if task_type is None:
         raise ValueError(f"unknown item kind {kind!r}")
-    result: np.ndarray = task_type.statistic_fn()(gold, predicted)
+    rows = np.arange(len(gold))[None] if index is None else index
+    result: np.ndarray = task_type.statistic_fn()(np.asarray(gold), np.asarray(predicted), rows)
     return result
 
 
@@ -74,8 +78,8 @@ def paired_bootstrap(
         runs_b = [np.asarray(r) for r in (b.runs or [b.predicted])]
         for runs, sign in ((runs_a, 1.0), (runs_b, -1.0)):
             for run in runs:
-                observed += sign * float(statistic(a.kind, gold[None], run[None])[0]) / len(runs)
-                deltas += sign * statistic(a.kind, gold[index], run[index]) / len(runs)
+                observed += sign * float(statistic(a.kind, gold, run)[0]) / len(runs)
+                deltas += sign * statistic(a.kind, gold, run, index) / len(runs)
     observed /= len(subsets)
     deltas /= len(subsets)
     low, high = np.percentile(deltas, [2.5, 97.5])

@@ -22,6 +22,7 @@ from sbabench.moe.base import MoELayer
 log = logging.getLogger("sbabench")
 
 if TYPE_CHECKING:
+    from sbabench.models.machine_cache import MachineCache
     from sbabench.models.spec import AnyModel, UpcycleModel
     from sbabench.moe.upcycle import UpcycleConfig
 
@@ -229,7 +230,7 @@ def _upcycled_layers(
     model: nn.Module,
     tokenizer: object,
     config: EncoderConfig,
-    cache: Path | None,
+    cache: MachineCache | None,
 ) -> list[MoELayer]:
     """Turn the spec's layers of a dense BERT into drop-upcycled MoE layers."""
     from sbabench.models.router_cache import cached_centroids, router_cache_key
@@ -261,11 +262,14 @@ def _upcycled_layers(
 
 
 def build_encoder(
-    spec: AnyModel, device: str = "auto", dtype: str = "float32", cache: Path | None = None
+    spec: AnyModel,
+    device: str = "auto",
+    dtype: str = "float32",
+    cache: MachineCache | None = None,
 ) -> TextEncoder:
     """Load the spec's encoder: dense as is, upcycled into an MoE, or a hub MoE with its
-    MoE layers found and patched (an error if it has none). `cache`: a folder for the
-    upcycled models' k-means router centroids."""
+    MoE layers found and patched (an error if it has none). `cache`: where the upcycled
+    models' k-means router centroids are kept (None: computed every time)."""
     from sbabench.models.spec import HuggingFaceModel, UpcycleModel
     from sbabench.moe import attach_moe
 

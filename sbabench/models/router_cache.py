@@ -1,7 +1,8 @@
-"""A cache of upcycled models' k-means router centroids, keyed by what they depend on.
+"""Upcycled models' k-means router centroids in the machine cache, keyed by what they depend on.
 
 The centroids take most of an upcycled model's build time (a forward pass over the background
-text and k-means per layer) and are a few kilobytes, so they are kept on disk.
+text and k-means per layer) and are a few kilobytes; they depend only on the model spec, the
+base weights and the code that computes them, so one machine builds them once.
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sbabench.atomic import write_bytes_atomic
 from sbabench.digests import key_digest, source_digest
+from sbabench.models.machine_cache import MachineCache
 from sbabench.models.sources import weights_identity
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sbabench")
 
+KIND = "routers"
+"""The machine-cache folder of router centroids."""
 _CENTROID_CODE = ("sbabench.models.encoder", "background_centroids")
 """The function that computes the centroids: its code (and what it calls) is in the key."""
 
@@ -42,21 +44,21 @@ def router_cache_key(spec: AnyModel) -> str:
 
 
 def cached_centroids(
-    folder: Path | None, key: str, compute: Callable[[], dict[int, torch.Tensor]]
+    cache: MachineCache | None, key: str, compute: Callable[[], dict[int, torch.Tensor]]
 ) -> dict[int, torch.Tensor]:
-    """Centroids from `folder/<key>.pt`, or computed and stored there."""
+    """Centroids from the machine cache, or computed and stored there."""
     import torch
 
-    path = folder / f"{key}.pt" if folder is not None else None
-    if path is not None and path.is_file():
+    payload = cache.get(KIND, key) if cache is not None else None
+    if payload is not None:
         try:
-            loaded = torch.load(path, weights_only=True)
+            loaded = torch.load(io.BytesIO(payload), weights_only=True)
             return {int(layer): tensor for layer, tensor in loaded.items()}
-        except Exception:  # a torn or foreign file: recompute and replace it
-            log.warning("ignoring unreadable router cache %s", path)
+        except Exception:  # checksummed, so only a foreign format gets here: rebuild it
+            log.warning("sbabench: ignoring unreadable router cache entry %s", key)
     centroids = compute()
-    if path is not None:
+    if cache is not None:
         buffer = io.BytesIO()
         torch.save({str(layer): tensor for layer, tensor in centroids.items()}, buffer)
-        write_bytes_atomic(path, buffer.getvalue())
+        cache.put(KIND, key, buffer.getvalue())
     return centroids

@@ -188,7 +188,8 @@ def capture_ffn_inputs(
     layers: Sequence[int],
     max_tokens: int,
 ) -> dict[int, torch.Tensor]:
-    """FFN inputs (non-padding tokens) of the given layers of a dense BERT on some batches."""
+    """FFN inputs (non-padding tokens) of the given layers of a dense BERT on some batches: the
+    first `max_tokens` of each layer, in batch order (batches after those are not run)."""
     captured: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     mask_holder: list[torch.Tensor] = []
     handles = []
@@ -203,7 +204,10 @@ def capture_ffn_inputs(
     try:
         for batch in batches:
             mask_holder[:] = [batch["attention_mask"].bool()]
-            model(**batch)
+            with torch.inference_mode():
+                model(**batch)
+            if all(sum(len(c) for c in captured[i]) >= max_tokens for i in layers):
+                break
     finally:
         for handle in handles:
             handle.remove()

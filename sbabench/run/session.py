@@ -39,6 +39,7 @@ class ModelSession:
 
     def _build(self) -> TextEncoder:
         from sbabench.models.encoder import build_encoder
+        from sbabench.models.machine_cache import MachineCache
 
         if self.encoder is None:
             start = time.perf_counter()
@@ -46,7 +47,7 @@ class ModelSession:
                 self.unit.model,
                 self.suite.settings.device,
                 self.suite.settings.dtype,
-                cache=self.cache / "routers",
+                cache=MachineCache(),
             )
             self.load_s = time.perf_counter() - start
         return self.encoder

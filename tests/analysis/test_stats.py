@@ -22,20 +22,30 @@ def test_holm_hand_computed() -> None:
     assert stats.holm([0.6, 0.6]) == [1.0, 1.0]
 
 
-def test_row_statistics_match_scipy_and_sklearn() -> None:
+def test_statistics_match_scipy_and_sklearn_on_all_items_and_on_resamples() -> None:
     from sklearn.metrics import average_precision_score, v_measure_score
 
     rng = np.random.default_rng(0)
-    gold, pred = rng.random((3, 40)), rng.random((3, 40))
-    expected = [sps.spearmanr(g, p).statistic for g, p in zip(gold, pred, strict=True)]
-    assert stats.statistic("sts", gold, pred) == pytest.approx(expected)
-    labels = (rng.random((2, 40)) > 0.5).astype(float)
-    assert stats.statistic("pairs", labels, pred[:2]) == pytest.approx(
-        [average_precision_score(labels[i], pred[i]) for i in range(2)]
+    gold, pred = rng.random(40), rng.random(40)
+    assert stats.statistic("sts", gold, pred)[0] == pytest.approx(
+        sps.spearmanr(gold, pred).statistic
     )
-    clusters = rng.integers(0, 3, (2, 40))
-    assert stats.statistic("clusters", clusters, clusters[::-1]) == pytest.approx(
-        [v_measure_score(clusters[0], clusters[1]), v_measure_score(clusters[1], clusters[0])]
+    index = rng.integers(0, 40, (3, 40))
+    expected = [sps.spearmanr(gold[i], pred[i]).statistic for i in index]
+    assert stats.statistic("sts", gold, pred, index) == pytest.approx(expected)
+    labels = (rng.random(40) > 0.5).astype(float)
+    assert stats.statistic("pairs", labels, pred)[0] == pytest.approx(
+        average_precision_score(labels, pred)
+    )
+    assert stats.statistic("pairs", labels, pred, index) == pytest.approx(
+        [average_precision_score(labels[i], pred[i]) for i in index]
+    )
+    clusters, other = rng.integers(0, 3, 40), rng.integers(0, 4, 40)
+    assert stats.statistic("clusters", clusters, other)[0] == pytest.approx(
+        v_measure_score(clusters, other)
+    )
+    assert stats.statistic("clusters", clusters, other, index) == pytest.approx(
+        [v_measure_score(clusters[i], other[i]) for i in index]
     )
 
 

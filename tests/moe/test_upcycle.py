@@ -9,6 +9,7 @@ import torch
 
 from sbabench.aggregators import resolve
 from sbabench.models.encoder import build_encoder, load_transformer, resolve_base
+from sbabench.models.machine_cache import MachineCache
 from sbabench.models.spec import UpcycleModel
 from sbabench.moe import upcycle
 from sbabench.moe.base import aggregation_points, observing, set_aggregator
@@ -93,15 +94,16 @@ def test_kmeans_router_is_cached_and_the_cached_model_is_identical(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = UpcycleModel(name="m", source="upcycle", experts=4, layers=[1, 3], seed=2)
+    cache = MachineCache(tmp_path)
     uncached = build_encoder(spec, device="cpu")
-    first = build_encoder(spec, device="cpu", cache=tmp_path)
-    assert len(list(tmp_path.glob("*.pt"))) == 1
+    first = build_encoder(spec, device="cpu", cache=cache)
+    assert len(list(tmp_path.glob("routers/*.bin"))) == 1
 
     def no_capture(*_: object, **__: object) -> None:
         raise AssertionError("the cached centroids should have been used")
 
     monkeypatch.setattr(upcycle, "capture_ffn_inputs", no_capture)
-    second = build_encoder(spec, device="cpu", cache=tmp_path)
+    second = build_encoder(spec, device="cpu", cache=cache)
     for built in (first, second):
         for (name, a), (_, b) in zip(
             uncached.model.state_dict().items(), built.model.state_dict().items(), strict=True
@@ -109,10 +111,10 @@ def test_kmeans_router_is_cached_and_the_cached_model_is_identical(
             assert torch.equal(a, b), name
     # another seed is another key; a torn cache file is recomputed, not trusted
     with pytest.raises(AssertionError, match="cached centroids"):
-        build_encoder(spec.model_copy(update={"seed": 5}), device="cpu", cache=tmp_path)
+        build_encoder(spec.model_copy(update={"seed": 5}), device="cpu", cache=cache)
     monkeypatch.undo()
-    next(tmp_path.glob("*.pt")).write_bytes(b"torn")
-    rebuilt = build_encoder(spec, device="cpu", cache=tmp_path)
+    next(tmp_path.glob("routers/*.bin")).write_bytes(b"torn")
+    rebuilt = build_encoder(spec, device="cpu", cache=cache)
     assert torch.equal(
         rebuilt.model.state_dict()["encoder.layer.1.output.dense.router.centroids"],
         uncached.model.state_dict()["encoder.layer.1.output.dense.router.centroids"],
