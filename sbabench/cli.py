@@ -343,21 +343,15 @@ def tasks() -> None:
 @_user_errors
 def show(results_dir: Path, fmt: str, geometry: bool) -> None:
     """Print the main-score table of the results under RESULTS_DIR (a suite's folder or all)."""
+    from sbabench.analysis.compare import load_folder
     from sbabench.analysis.report import (
         geometry_markdown,
         geometry_tables,
         score_markdown,
         score_table,
     )
-    from sbabench.run.results import load_results
 
-    if not results_dir.is_dir():
-        raise SbabenchError(
-            f"results folder {str(results_dir)!r} does not exist", fix="run a suite first"
-        )
-    results = load_results(results_dir)
-    if not results:
-        raise SbabenchError(f"no result files under {str(results_dir)!r}", fix="run a suite first")
+    results = load_folder(results_dir)
     if fmt == "markdown":
         click.echo(score_markdown(results))
         if geometry:

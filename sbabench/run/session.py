@@ -83,9 +83,8 @@ class ModelSession:
             return
         record = training.load_checkpoint(self.checkpoints, key, encoder)
         if record is None:
-            log = training.train(encoder, self.suite.train)
-            training.save_checkpoint(self.checkpoints, key, encoder, self.suite.train, log)
-            record = TrainingRecord(**log.to_dict())
+            record = training.train(encoder, self.suite.train)
+            training.save_checkpoint(self.checkpoints, key, encoder, self.suite.train, record)
         self.training[key] = record
 
     def training_log(self, planned: PlannedUnit) -> TrainingRecord | None:

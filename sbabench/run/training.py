@@ -11,13 +11,11 @@ stops that model x operator with a clear error.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -33,23 +31,6 @@ if TYPE_CHECKING:
 
 class TrainingError(SbabenchError):
     """Training diverged (NaN / inf) or its data cannot be used."""
-
-
-@dataclass
-class TrainingLog:
-    """What happened while training one model x operator."""
-
-    steps: int = 0
-    loss: list[float] = field(default_factory=list)
-    grad_norm: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    trainable_parameters: int = 0
-    router_load_cv: dict[str, float] = field(default_factory=dict)
-    """Per MoE layer, the expert-load coefficient of variation after training."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return dict(self.__dict__)
 
 
 def training_data(spec: TrainSpec, base_dir: Path | None = None) -> list[tuple[str, str]]:
@@ -113,7 +94,7 @@ def _embed(encoder: TextEncoder, texts: list[str], max_length: int) -> torch.Ten
     )
 
 
-def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -> TrainingLog:
+def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -> TrainingRecord:
     """Train `encoder` in place with its current aggregation operator; returns the log."""
     pairs = training_data(spec, base_dir)
     params = trainable_parameters(encoder, spec.trainable)
@@ -124,7 +105,7 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
     optimizer = torch.optim.AdamW(params, lr=spec.lr)
     order_rng = random.Random(spec.seed)  # the same data order for every operator
     torch.manual_seed(spec.seed)  # the same dropout masks for every operator
-    log = TrainingLog(trainable_parameters=sum(p.numel() for p in params))
+    log = TrainingRecord(trainable_parameters=sum(p.numel() for p in params))
     autocast = encoder.device.type == "cuda"
     order: list[int] = []
     start = time.perf_counter()
@@ -184,7 +165,7 @@ def checkpoint_paths(folder: Path, key: str) -> tuple[Path, Path]:
 
 
 def save_checkpoint(
-    folder: Path, key: str, encoder: TextEncoder, spec: TrainSpec, log: TrainingLog
+    folder: Path, key: str, encoder: TextEncoder, spec: TrainSpec, log: TrainingRecord
 ) -> None:
     """Trainable parameters (atomically) and the log."""
     weights, log_path = checkpoint_paths(folder, key)
@@ -194,7 +175,7 @@ def save_checkpoint(
     tmp = weights.with_suffix(".pt.tmp")
     torch.save(state, tmp)
     tmp.replace(weights)
-    write_atomic(log_path, json.dumps(log.to_dict()))
+    write_atomic(log_path, log.model_dump_json())
 
 
 def load_log(folder: Path, key: str) -> TrainingRecord | None:
