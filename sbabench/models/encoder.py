@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sbabench.errors import ModelSpecError
+from sbabench.errors import AggregatorError, ModelSpecError
 from sbabench.models.sources import resolve_base
 from sbabench.moe.base import MoELayer
 
@@ -168,9 +168,15 @@ class TextEncoder:
         prefix = self.config.prompts.get(prompt_type or "default", "")
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.zeros((len(texts), 0), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
+        for number, start in enumerate(range(0, len(order), batch_size), 1):
             idx = order[start : start + batch_size]
-            vectors = self.embed_batch([prefix + texts[i] for i in idx]).numpy()
+            try:
+                vectors = self.embed_batch([prefix + texts[i] for i in idx]).numpy()
+            except AggregatorError as exc:
+                total = -(-len(order) // batch_size)
+                raise AggregatorError(
+                    f"{exc.what}, in batch {number} of {total} ({len(idx)} texts)", fix=exc.fix
+                ) from None
             self.prenorm.update(
                 {texts[i]: float(n) for i, n in zip(idx, self._last_prenorm, strict=True)}
             )

@@ -11,6 +11,7 @@ from torch import nn
 
 from sbabench.aggregators import AggregatorFn
 from sbabench.aggregators.spherical import linear
+from sbabench.errors import AggregatorError
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class AggregationPoint(nn.Module):
         self.aggregator: AggregatorFn = linear
         self.observers: list[Observer] = []
         self.layer_name = ""
+        self.operator_name = "linear"
 
     def forward(
         self,
@@ -63,11 +65,30 @@ class AggregationPoint(nn.Module):
         both only reach the observers.
         """
         combined = self.aggregator(outputs, weights)
+        self._check_finite(outputs, weights, combined)
         if self.observers:
             call = Combination(self.layer_name, outputs, weights, combined, index, inputs)
             for observer in self.observers:
                 observer(call)
         return combined
+
+    def _check_finite(
+        self, outputs: torch.Tensor, weights: torch.Tensor, combined: torch.Tensor
+    ) -> None:
+        """An operator that turns finite expert outputs into NaN or inf is named, with this layer
+        (a NaN coming in, e.g. from a diverging training step, is not the operator's doing)."""
+        if bool(torch.isfinite(combined).all()):
+            return
+        if not (bool(torch.isfinite(outputs).all()) and bool(torch.isfinite(weights).all())):
+            return
+        bad = int((~torch.isfinite(combined)).any(-1).sum())
+        raise AggregatorError(
+            f"operator {self.operator_name!r} returned NaN or inf for {bad} of "
+            f"{combined.shape[0]} tokens in MoE layer {self.layer_name or '(unnamed)'} "
+            "from finite expert outputs",
+            fix="guard its divisions, square roots and normalisations (see how the built-in "
+            "operators clamp norms with eps), then run again",
+        )
 
 
 @dataclass(frozen=True)
@@ -95,11 +116,14 @@ def aggregation_points(model: nn.Module) -> list[tuple[str, AggregationPoint]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, AggregationPoint)]
 
 
-def set_aggregator(model: nn.Module, fn: AggregatorFn) -> int:
-    """Route every MoE layer of `model` through `fn`; returns how many layers were patched."""
+def set_aggregator(model: nn.Module, fn: AggregatorFn, name: str = "") -> int:
+    """Route every MoE layer of `model` through `fn` (called `name` in error messages); returns
+    how many layers were patched."""
     points = aggregation_points(model)
-    for _, point in points:
+    for layer_name, point in points:
         point.aggregator = fn
+        point.operator_name = name or getattr(fn, "__name__", repr(fn))
+        point.layer_name = layer_name
     return len(points)
 
 

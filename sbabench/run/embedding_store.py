@@ -5,12 +5,17 @@ last committed state, rolled back on the next open), and in WAL mode several pro
 write one file concurrently. A space is the key of a model x aggregator x settings (see
 `keys.embedding_space`); vectors are stored as float32 (default) or float16 bytes, stated per row.
 Keep the file on a local disk: SQLite's locking is unreliable on network file systems.
+
+Every row carries a checksum over its space, prompt type, text hash, dtype and bytes, checked on
+every read: a damaged row is a miss (recomputed and rewritten, with one warning), never used.
+A file SQLite itself reports as corrupt is moved aside and the cache starts anew.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -25,11 +30,19 @@ CREATE TABLE IF NOT EXISTS spaces (
     space TEXT PRIMARY KEY, suite TEXT, model TEXT, aggregator TEXT, created REAL, used REAL
 );
 CREATE TABLE IF NOT EXISTS vectors (
-    space TEXT, kind TEXT, text_sha256 BLOB, dtype TEXT, dim INTEGER, data BLOB,
+    space TEXT, kind TEXT, text_sha256 BLOB, dtype TEXT, dim INTEGER, data BLOB, checksum BLOB,
     PRIMARY KEY (space, kind, text_sha256)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS geometry (space TEXT, task TEXT, data TEXT, PRIMARY KEY (space, task));
 """
+
+
+log = logging.getLogger("sbabench")
+
+
+def _checksum(space: str, kind: str, digest: bytes, dtype: str, data: bytes) -> bytes:
+    header = f"{space}\0{kind}\0{dtype}\0".encode()
+    return hashlib.sha256(header + digest + data).digest()[:16]
 
 
 def text_hash(text: str) -> bytes:
@@ -57,10 +70,47 @@ class EmbeddingStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dtype = np.dtype(dtype)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self.damaged_rows = 0
+        """Rows that failed their checksum since opening (each was treated as a miss)."""
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db = self._start_anew(exc)
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(vectors)")}
+        if "checksum" not in columns:  # a cache written before rows had checksums
+            db.execute("ALTER TABLE vectors ADD COLUMN checksum BLOB")
+        db.execute("SELECT COUNT(*) FROM spaces").fetchone()  # reads the file's pages
+        return db
+
+    def _start_anew(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
+        """Move a file SQLite cannot read aside and open an empty cache in its place."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.path) + suffix)
+            if source.exists():
+                source.replace(Path(str(aside) + suffix))
+        log.warning(
+            "sbabench: embedding cache %s is corrupt (%s); moved to %s and starting anew",
+            self.path, exc, aside,
+        )  # fmt: skip
+        return self._open()
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement; a file that turns out corrupt is moved aside, then it is retried."""
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # locked, read-only, ...: not corruption
+            self._db.close()
+            self._db = self._start_anew(exc)
+            return self._db.execute(sql, args).fetchall()
 
     def close(self) -> None:
         """Close the connection."""
@@ -69,53 +119,83 @@ class EmbeddingStore:
     def register(self, space: str, suite: str, model: str, aggregator: str) -> None:
         """Record who uses a space (for listing and pruning)."""
         now = time.time()
-        self._db.execute(
+        self._query(
             "INSERT INTO spaces VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(space) DO UPDATE SET used = ?",
             (space, suite, model, aggregator, now, now, now),
         )
 
     def get(self, space: str, kind: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Cached vectors (float32) of those texts that have one."""
+        """Cached vectors (float32) of those texts that have an intact row."""
         found: dict[str, np.ndarray] = {}
         by_hash = {text_hash(t): t for t in texts}
         hashes = list(by_hash)
+        damaged = 0
         for start in range(0, len(hashes), 500):
             chunk = hashes[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT text_sha256, dtype, data FROM vectors WHERE space = ? AND kind = ? AND text_sha256 IN ({marks})",
+            rows = self._query(
+                "SELECT text_sha256, dtype, dim, data, checksum FROM vectors "
+                f"WHERE space = ? AND kind = ? AND text_sha256 IN ({marks})",
                 (space, kind, *chunk),
             )
-            for digest, dtype, data in rows:
-                found[by_hash[digest]] = np.frombuffer(data, dtype=dtype).astype(np.float32)
+            for digest, dtype, dim, data, checksum in rows:
+                vector = self._intact(space, kind, digest, dtype, dim, data, checksum)
+                if vector is None or digest not in by_hash:
+                    damaged += 1
+                else:
+                    found[by_hash[digest]] = vector
+        if damaged:
+            self.damaged_rows += damaged
+            log.warning(
+                "sbabench: %d damaged row(s) in embedding cache %s ignored; recomputing them",
+                damaged, self.path,
+            )  # fmt: skip
         return found
+
+    @staticmethod
+    def _intact(
+        space: str, kind: str, digest: Any, dtype: Any, dim: Any, data: Any, checksum: Any
+    ) -> np.ndarray | None:
+        """The row's vector if its checksum, dtype and length hold, else None."""
+        if not isinstance(data, bytes) or not isinstance(digest, bytes):
+            return None
+        if checksum != _checksum(space, kind, digest, str(dtype), data):
+            return None
+        try:
+            vector = np.frombuffer(data, dtype=str(dtype))
+        except (TypeError, ValueError):
+            return None
+        return vector.astype(np.float32) if vector.shape == (dim,) else None
 
     def put(self, space: str, kind: str, texts: Sequence[str], vectors: np.ndarray) -> None:
         """Store vectors in one transaction (all or nothing)."""
-        rows = [
-            (
-                space,
-                kind,
-                text_hash(t),
-                self.dtype.name,
-                int(v.shape[0]),
-                v.astype(self.dtype).tobytes(),
+        rows = []
+        for text, vector in zip(texts, vectors, strict=True):
+            digest, data = text_hash(text), vector.astype(self.dtype).tobytes()
+            checksum = _checksum(space, kind, digest, self.dtype.name, data)
+            rows.append(
+                (space, kind, digest, self.dtype.name, int(vector.shape[0]), data, checksum)
             )
-            for t, v in zip(texts, vectors, strict=True)
-        ]
+        # REPLACE: a row rewritten after a failed checksum must take the damaged one's place.
         with self._transaction():
-            self._db.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
 
     def get_geometry(self, space: str, task: str) -> dict[str, Any] | None:
         """Geometry statistics recorded when this space's embeddings of `task` were computed."""
-        row = self._db.execute(
-            "SELECT data FROM geometry WHERE space = ? AND task = ?", (space, task)
-        ).fetchone()
-        return None if row is None else json.loads(row[0])
+        rows = self._query("SELECT data FROM geometry WHERE space = ? AND task = ?", (space, task))
+        if not rows:
+            return None
+        try:
+            block: dict[str, Any] = json.loads(rows[0][0])
+        except (TypeError, ValueError):
+            return None  # a damaged row: the geometry is recorded again
+        return block
 
     def put_geometry(self, space: str, task: str, block: dict[str, Any]) -> None:
         """Keep geometry statistics for units whose embeddings later come from the cache."""
-        self._db.execute(
+        self._query(
             "INSERT OR REPLACE INTO geometry VALUES (?, ?, ?)", (space, task, json.dumps(block))
         )
 

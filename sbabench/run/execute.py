@@ -23,9 +23,9 @@ from filelock import FileLock, Timeout
 
 from sbabench.atomic import write_atomic
 from sbabench.errors import SbabenchError
-from sbabench.run.plan import Plan, PlannedUnit, plan_suite
+from sbabench.run.plan import Plan, PlannedUnit, finished, plan_suite
 from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
-from sbabench.run.results import UnitResult, load_result, save_result
+from sbabench.run.results import UnitResult, save_result
 from sbabench.suite import Suite, expand
 
 if TYPE_CHECKING:
@@ -104,6 +104,8 @@ class _Run:
     summary: RunSummary
     progress: ProgressCallback
     store: EmbeddingStore | None
+    force: bool
+    """Recompute even what is done (no unit is taken from another process's run)."""
 
     def caching_encoder(self, session: ModelSession, members: list[PlannedUnit]) -> CachingEncoder:
         """The embedding cache of one model x operator, reporting encoding progress."""
@@ -149,9 +151,10 @@ class _Run:
         """Compute the units of one model this process can lock; returns those held elsewhere."""
         from sbabench.run.session import ModelSession
 
-        with _unit_locks(group, blocking) as (mine, theirs):
+        with _unit_locks(group, blocking) as (locked, theirs):
             for planned in theirs:
                 self.progress(Event(EventKind.UNIT_ELSEWHERE, planned.label))
+            mine = [planned for planned in locked if not self.done_meanwhile(planned)]
             session = ModelSession(self.suite, group[0].unit, self.root / ".cache")
             for _, operator_group in groupby(mine, key=lambda p: p.unit.aggregator_key):
                 members = list(operator_group)
@@ -161,6 +164,17 @@ class _Run:
             if session.encoder is not None:
                 self.summary.models_loaded += 1
         return theirs
+
+    def done_meanwhile(self, planned: PlannedUnit) -> bool:
+        """Whether another process finished the unit between planning and locking it (then its
+        result is taken, not computed again)."""
+        result = None if self.force else finished(self.suite, planned)
+        if result is None:
+            return False
+        self.summary.cached.append(planned.label)
+        self.summary.results.append(result)
+        self.progress(Event(EventKind.UNIT_ELSEWHERE, planned.label))
+        return True
 
     def compute(self, todo: list[PlannedUnit], blocking: bool) -> list[PlannedUnit]:
         """Compute what this process can lock, model by model; returns the units held elsewhere."""
@@ -177,8 +191,8 @@ class _Run:
         leftover = []
         for planned in deferred:
             with FileLock(str(planned.lock)):
-                theirs = load_result(planned.path)
-            if theirs is not None and theirs.key == planned.key:
+                theirs = finished(self.suite, planned)
+            if theirs is not None:
                 self.summary.cached.append(planned.label)
                 self.summary.results.append(theirs)
             else:
@@ -195,7 +209,12 @@ def _open_store(suite: Suite, root: Path) -> EmbeddingStore | None:
 
 
 def _compute(
-    suite: Suite, plan: Plan, root: Path, summary: RunSummary, progress: ProgressCallback
+    suite: Suite,
+    plan: Plan,
+    root: Path,
+    summary: RunSummary,
+    progress: ProgressCallback,
+    force: bool,
 ) -> None:
     """Compute the units to do; wait for those another process holds and take its results."""
     import torch
@@ -203,7 +222,7 @@ def _compute(
     torch.manual_seed(suite.settings.seed)
     progress(Event(EventKind.PLANNED, count=len(plan.todo)))
     store = _open_store(suite, root)
-    run = _Run(suite, root, summary, progress, store)
+    run = _Run(suite, root, summary, progress, store, force)
     try:
         deferred = run.compute(plan.todo, blocking=False)
         if deferred:
@@ -248,7 +267,7 @@ def run_suite(
         )
     if not plan.todo:
         return summary
-    _compute(suite, plan, root, summary, progress)
+    _compute(suite, plan, root, summary, progress, force)
     # cached units first, computed ones after: put them back in the suite's order for tables
     order = {unit.label: i for i, unit in enumerate(expand(suite))}
     summary.results.sort(key=lambda r: order.get(r.label, len(order)))

@@ -98,6 +98,15 @@ def _why_not_done(planned: PlannedUnit, existing: UnitResult | None, force: bool
     return None
 
 
+def finished(suite: Suite, planned: PlannedUnit) -> UnitResult | None:
+    """The unit's valid, current result on disk (with the geometry probes the suite asks for),
+    or None."""
+    existing = load_result(planned.path)
+    if existing is None or existing.key != planned.key:
+        return None
+    return None if _lacks_probes(suite, planned.unit, existing) else existing
+
+
 def plan_unit(
     suite: Suite, unit: Unit, aggregator: ResolvedAggregator | None, root: Path
 ) -> PlannedUnit:

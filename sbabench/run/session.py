@@ -60,7 +60,7 @@ class ModelSession:
 
             encoder = self._build()
             if planned.aggregator is not None:
-                set_aggregator(encoder.model, planned.aggregator.fn)
+                set_aggregator(encoder.model, planned.aggregator.fn, planned.aggregator.name)
             if self.suite.train is not None:
                 self._train(planned, encoder)
             return encoder

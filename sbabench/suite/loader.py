@@ -69,20 +69,60 @@ def _locate(error: Any, root: yaml.Node | None, path: str) -> str:
     return f"{where}: {_format_path(walked)}: {_describe(error, walked)}"
 
 
+MAX_BYTES = 1 << 20
+"""A suite file larger than this (1 MiB) is refused: suites are a few dozen lines."""
+MAX_DEPTH = 32
+"""Nesting deeper than this is refused (a suite needs about 5 levels)."""
+
+
+def _depth(node: yaml.Node | None) -> int:
+    """How deeply a composed YAML tree nests (iteratively: the tree may be very deep)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            stack.extend((child, depth + 1) for pair in current.value for child in pair)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in current.value)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _read_yaml(text: str, path: str) -> tuple[yaml.Node | None, Any]:
+    """The composed tree (for locations) and the data; size and nesting are bounded first."""
+    if len(text.encode("utf-8", "replace")) > MAX_BYTES:
+        raise SuiteError(
+            [f"{path}:1:1: the suite is larger than 1 MiB; a suite is a few dozen lines"], path=path
+        )
+    try:
+        root = yaml.compose(text)
+        if _depth(root) > MAX_DEPTH:
+            raise SuiteError(
+                [
+                    f"{path}:1:1: the suite nests more than {MAX_DEPTH} levels deep; a suite needs about 5"
+                ],
+                path=path,
+            )
+        return root, yaml.safe_load(text)
+    except RecursionError:
+        raise SuiteError(
+            [f"{path}:1:1: the suite nests too deeply to read; a suite needs about 5 levels"],
+            path=path,
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SuiteError([f"{where}: not valid YAML: {problem}"], path=path) from None
+
+
 def parse_suite(text: str, path: str = "<suite>", *, check: bool = True) -> Suite:
     """Validate suite YAML text; raise SuiteError listing every problem with file:line.
 
     `check=False` stops after the schema (no I/O: task names, data files and user operators
     are not looked at); see `sbabench.suite.check`.
     """
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SuiteError([f"{where}: not valid YAML: {problem}"], path=path) from None
+    root, data = _read_yaml(text, path)
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
         raise SuiteError(

@@ -149,6 +149,14 @@ def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[st
             out[role] = _binary(values, name, frame, path)
         else:
             out[role] = values.astype(str).tolist()
+    if "score" in out and len(set(out["score"])) < 2:
+        raise TaskDataError(
+            f"score column {columns['score']!r} needs at least two rows with different scores "
+            f"to be scored (a Spearman correlation); it has {len(out['score'])} row(s) and "
+            f"{len(set(out['score']))} distinct score(s)",
+            where=str(path),
+            fix="add rows, or check that the score column is the gold similarity",
+        )
     if "label" in out and len(set(out["label"])) < 2:
         raise TaskDataError(
             f"label column {columns['label']!r} has a single class ({out['label'][0]!r})",

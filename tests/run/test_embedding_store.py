@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from sbabench.run.embedding_store import EmbeddingStore
+from sbabench.run.embedding_store import EmbeddingStore, text_hash
 
 
 def _vectors(n: int, dim: int = 6, seed: int = 0) -> np.ndarray:
@@ -39,9 +42,9 @@ def test_spaces_and_prompt_types_are_separate(tmp_path: Path) -> None:
         store.get("one", "query", ["t"])["t"], store.get("two", "query", ["t"])["t"]
     )
     assert store.get("one", "document", ["t"]) == {}
-    # a second put of the same text keeps the first vector (rows are immutable)
+    # a second put of the same text replaces the row (how a damaged row is rewritten)
     store.put("one", "query", ["t"], _vectors(1, seed=9))
-    np.testing.assert_array_equal(store.get("one", "query", ["t"])["t"], _vectors(1, seed=1)[0])
+    np.testing.assert_array_equal(store.get("one", "query", ["t"])["t"], _vectors(1, seed=9)[0])
     store.close()
 
 
@@ -72,3 +75,42 @@ def test_usage_and_pruning(tmp_path: Path) -> None:
     assert store.get("s1", "default", ["a"]) == {}
     assert store.prune(older_than_days=1) == 0  # just used
     store.close()
+
+
+def test_a_damaged_row_is_a_miss_with_a_warning_never_a_wrong_vector(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "e.sqlite"
+    store = EmbeddingStore(path)
+    store.put("s", "default", ["a", "b", "c"], _vectors(3))
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE vectors SET data = zeroblob(24) WHERE text_sha256 = ?", (text_hash("a"),))
+    raw.execute("UPDATE vectors SET dtype = 'float16' WHERE text_sha256 = ?", (text_hash("b"),))
+    raw.commit()
+    raw.close()
+    with caplog.at_level(logging.WARNING, logger="sbabench"):
+        found = store.get("s", "default", ["a", "b", "c"])
+    assert set(found) == {"c"} and store.damaged_rows == 2
+    assert "2 damaged row(s)" in caplog.text
+    store.put("s", "default", ["a", "b"], _vectors(3)[:2])  # recomputed and rewritten
+    np.testing.assert_array_equal(store.get("s", "default", ["a"])["a"], _vectors(3)[0])
+    store.close()
+
+
+def test_a_file_sqlite_cannot_read_is_moved_aside_and_the_cache_starts_anew(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "e.sqlite"
+    store = EmbeddingStore(path)
+    store.put("s", "default", ["a"], _vectors(1))
+    store.close()
+    data = bytearray(path.read_bytes())
+    data[:100] = bytes(100)  # the header
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="sbabench"):
+        again = EmbeddingStore(path)
+    assert "corrupt" in caplog.text and list(tmp_path.glob("e.sqlite.corrupt-*"))
+    assert again.get("s", "default", ["a"]) == {}
+    again.put("s", "default", ["a"], _vectors(1))
+    assert set(again.get("s", "default", ["a"])) == {"a"}
+    again.close()

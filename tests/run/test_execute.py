@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sbabench.cli import main
@@ -101,3 +102,42 @@ def test_result_files_are_readable_by_others(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+
+
+def test_a_unit_finished_by_another_process_after_planning_is_not_computed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window two concurrent runs share: both planned a unit, one finished it before the
+    other locked it. The second takes the result instead of computing the unit again."""
+    from sbabench.run import execute
+    from sbabench.run.plan import plan_suite
+
+    suite = parse_suite(SUITE.replace("[linear, sba]", "[linear]"))
+    stale = plan_suite(suite, tmp_path)
+    assert len(stale.todo) == 2
+    first = run_suite(suite, tmp_path)  # the other process
+    monkeypatch.setattr(execute, "plan_suite", lambda *_, **__: stale)
+    second = run_suite(suite, tmp_path)
+    assert second.computed == [] and sorted(second.cached) == sorted(first.computed)
+    assert second.models_loaded == 0
+    assert {r.label: r.main_score for r in second.results} == {
+        r.label: r.main_score for r in first.results
+    }
+    forced = run_suite(suite, tmp_path, force=True)
+    assert sorted(forced.computed) == sorted(first.computed)
+
+
+def test_an_operator_that_returns_nan_on_real_batches_fails_its_units_with_a_located_message(
+    tmp_path: Path,
+) -> None:
+    suite = parse_suite(
+        SUITE.replace("[linear, sba]", "[linear, 'tests.user_ops:nan_on_real_batches']")
+    )
+    summary = run_suite(suite, tmp_path)
+    assert summary.exit_code == 1 and len(summary.computed) == 2
+    ((label, message),) = summary.failed.items()
+    assert label == "moe/tests.user_ops.nan_on_real_batches/LeeDocSTS"
+    assert "operator 'tests.user_ops:nan_on_real_batches' returned NaN or inf" in message
+    assert "MoE layer encoder.layer.1.output.dense.combine" in message
+    assert "in batch 1 of 2 (32 texts)" in message and "fix:" in message
+    assert "Input contains NaN" not in message

@@ -160,3 +160,22 @@ def test_shipped_suites_refer_only_to_files_inside_the_project(path: Path) -> No
 
 def test_the_suite_file_check_catches_a_reference_outside_the_project(tmp_path: Path) -> None:
     assert _PATHLIKE.findall("# see ../shared/DESIGN.md for the design") == ["../shared/DESIGN.md"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\nmodels: " + "[" * 5000 + "]" * 5000 + "\n", "nests too deeply"),
+        ("name: x\nmodels: " + "[" * 40 + "]" * 40 + "\n", "more than 32 levels"),
+        ("name: x\n" + "# padding\n" * 120_000, "larger than 1 MiB"),
+    ],
+    ids=["5000 levels", "40 levels", "2 MiB"],
+)
+def test_huge_or_deeply_nested_suites_are_refused_with_a_message(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    suite = tmp_path / "deep.yaml"
+    suite.write_text(text)
+    result = CliRunner().invoke(main, ["validate", str(suite)])
+    assert result.exit_code == 2 and message in result.output, result.output[-500:]
+    assert "Traceback" not in result.output and f"{suite}:1:1:" in result.output

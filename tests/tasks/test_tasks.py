@@ -111,6 +111,14 @@ BAD_FILES = {
     "text score": ("a.csv", "s1,s2,gold\nx,y,high\n", "score: gold", "not numeric ('high')"),
     "wrong encoding": ("a.csv", None, "score: gold", "not UTF-8 text"),
     "missing file": ("nope.csv", "", "score: gold", "file not found"),
+    # the two below passed `validate` and then failed every unit with a ZeroDivisionError
+    "one row": ("a.csv", "s1,s2,gold\nx,y,1\n", "score: gold", "1 row(s) and 1 distinct score"),
+    "equal scores": (
+        "a.csv",
+        "s1,s2,gold\nx,y,1\nz,w,1.0\n",
+        "score: gold",
+        "needs at least two rows with different scores",
+    ),
 }
 
 
