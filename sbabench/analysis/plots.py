@@ -21,6 +21,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 def _save(fig: Any, path: Path, dpi: int = 110) -> Path:
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     _pyplot().close(fig)
     return path
@@ -50,49 +51,59 @@ def forest_plot(comparison: Comparison, path: Path) -> Path | None:
     return _save(fig, path, dpi=120)
 
 
+def _histograms(axes: Any, layers: dict[str, Any]) -> None:
+    """Top row: norms of the selected experts; bottom row: angles between them; a layer a column."""
+    for col, name in enumerate(layers):
+        hist = layers[name]["histograms"]
+        for row, key, label in (
+            (0, "norm", "||y_i|| of selected experts"),
+            (1, "pairwise_angle_deg", "angle between selected experts (°)"),
+        ):
+            edges, counts = hist[key]["edges"], hist[key]["counts"]
+            if edges:
+                axes[row][col].stairs(counts, edges, fill=True, alpha=0.7)
+            axes[row][col].set_xlabel(label, fontsize=8)
+            axes[row][col].set_title(name.replace(".combine", ""), fontsize=8)
+
+
+def _per_layer_bars(top: Any, bottom: Any, layers: dict[str, Any], operator: str) -> None:
+    """Collapse ratio (linear vs the operator) and within-token norm CV, per layer."""
+    names = list(layers)
+    short = [n.replace(".combine", "").split(".")[-3] if n.count(".") >= 3 else n for n in names]
+    x = list(range(len(names)))
+    linear = [layers[n]["linear_collapse_ratio"]["mean"] for n in names]
+    own = [layers[n]["collapse_ratio"]["mean"] for n in names]
+    top.bar([i - 0.2 for i in x], linear, width=0.4, label="linear")
+    top.bar([i + 0.2 for i in x], own, width=0.4, label=operator)
+    top.axhline(1.0, color="black", linewidth=0.8)
+    top.set_xticks(x, short)
+    top.set_title("collapse ratio per layer (1 = on the experts' sphere)", fontsize=8)
+    top.legend(fontsize=8, loc="lower right")
+    bottom.bar(x, [layers[n]["norm_cv_within_token"]["mean"] for n in names])
+    bottom.set_xticks(x, short)
+    bottom.set_title("norm CV of a token's selected experts", fontsize=8)
+
+
+def _by_system(results: Sequence[UnitResult], part: str | None = None) -> dict[str, dict[str, Any]]:
+    """`model__aggregator` -> layer -> its geometry (or only `part` of it, where present)."""
+    found: dict[str, dict[str, Any]] = {}
+    for r in results:
+        for name, layer in r.geometry_layers.items():
+            value = layer if part is None else layer.get(part)
+            if value:
+                found.setdefault(f"{r.model}__{r.aggregator}", {})[name] = value
+    return found
+
+
 def geometry_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
     """Per model/aggregator: norm and angle histograms per layer, collapse ratio per layer."""
     plt = _pyplot()
-    by_system: dict[str, dict[str, Any]] = {}
-    for r in results:
-        layers = r.geometry_layers
-        if layers:
-            by_system.setdefault(f"{r.model}__{r.aggregator}", {}).update(layers)
     written = []
-    for system, layers in by_system.items():
-        names = list(layers)
-        fig, axes = plt.subplots(
-            2, len(names) + 1, figsize=(4 * (len(names) + 1), 6.5), squeeze=False
-        )
-        for col, name in enumerate(names):
-            hist = layers[name]["histograms"]
-            for row, key, label in (
-                (0, "norm", "||y_i|| of selected experts"),
-                (1, "pairwise_angle_deg", "angle between selected experts (°)"),
-            ):
-                edges, counts = hist[key]["edges"], hist[key]["counts"]
-                if edges:
-                    axes[row][col].stairs(counts, edges, fill=True, alpha=0.7)
-                axes[row][col].set_xlabel(label, fontsize=8)
-                axes[row][col].set_title(name.replace(".combine", ""), fontsize=8)
-        short = [
-            n.replace(".combine", "").split(".")[-3] if n.count(".") >= 3 else n for n in names
-        ]
-        operator = [layers[n]["collapse_ratio"]["mean"] for n in names]
-        linear = [layers[n]["linear_collapse_ratio"]["mean"] for n in names]
-        within = [layers[n]["norm_cv_within_token"]["mean"] for n in names]
-        ax = axes[0][-1]
-        x = range(len(names))
-        ax.bar([i - 0.2 for i in x], linear, width=0.4, label="linear")
-        ax.bar([i + 0.2 for i in x], operator, width=0.4, label=system.split("__")[1])
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks(list(x), short)
-        ax.set_title("collapse ratio per layer (1 = on the experts' sphere)", fontsize=8)
-        ax.legend(fontsize=8, loc="lower right")
-        ax = axes[1][-1]
-        ax.bar(list(x), within)
-        ax.set_xticks(list(x), short)
-        ax.set_title("norm CV of a token's selected experts", fontsize=8)
+    for system, layers in _by_system(results).items():
+        columns = len(layers) + 1
+        fig, axes = plt.subplots(2, columns, figsize=(4 * columns, 6.5), squeeze=False)
+        _histograms(axes, layers)
+        _per_layer_bars(axes[0][-1], axes[1][-1], layers, system.split("__")[1])
         fig.suptitle(system.replace("__", " / "))
         written.append(_save(fig, folder / f"geometry_{system}.png"))
     return written
@@ -105,15 +116,40 @@ _PROBE_PANELS = (
 )  # fmt: skip
 
 
-def probe_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
-    """Per model/aggregator with probes: expert x expert heatmaps and Jacobian spectra per layer."""
+def _heatmap(fig: Any, ax: Any, probes: dict[str, Any], panel: tuple[Any, ...], title: str) -> None:
+    """One expert x expert matrix of a probe, or why it is missing."""
     import numpy as np
 
-    by_system: dict[str, dict[str, Any]] = {}
-    for r in results:
-        for name, layer in r.geometry_layers.items():
-            if layer.get("probes"):
-                by_system.setdefault(f"{r.model}__{r.aggregator}", {})[name] = layer["probes"]
+    probe, key, label, (lo, hi) = panel
+    values = (probes.get(probe) or {}).get(key)
+    if values is None:
+        reason = (probes.get(probe) or {}).get("unavailable", "not requested")
+        ax.text(0.5, 0.5, f"{probe}: {reason}", ha="center", va="center", fontsize=7, wrap=True)
+        ax.axis("off")
+        return
+    matrix = np.array([[np.nan if v is None else v for v in r] for r in values])
+    image = ax.imshow(matrix, vmin=lo, vmax=hi, cmap="viridis")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_xlabel("expert", fontsize=8)
+    ax.set_ylabel("expert", fontsize=8)
+    ax.set_title(f"{title}\n{label}", fontsize=7)
+
+
+def _spectrum(ax: Any, probes: dict[str, Any], title: str) -> None:
+    """The selected experts' mean normalised Jacobian spectrum."""
+    spectrum = (probes.get("jacobian") or {}).get("normalised_spectrum")
+    if not spectrum:
+        ax.axis("off")
+        return
+    ax.plot(range(1, len(spectrum) + 1), spectrum, marker="o", markersize=3)
+    ax.set_xlabel("singular value index", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{title}\nselected experts' Jacobian spectrum (s_i / s_1)", fontsize=7)
+
+
+def probe_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
+    """Per model/aggregator with probes: expert x expert heatmaps and Jacobian spectra per layer."""
+    by_system = _by_system(results, "probes")
     written: list[Path] = []
     if not by_system:
         return written
@@ -122,39 +158,9 @@ def probe_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
         fig, axes = plt.subplots(len(layers), 4, figsize=(16, 3.6 * len(layers)), squeeze=False)
         for row, (name, probes) in enumerate(layers.items()):
             title = name.replace(".combine", "")
-            for col, (probe, key, label, (lo, hi)) in enumerate(_PROBE_PANELS):
-                ax = axes[row][col]
-                values = (probes.get(probe) or {}).get(key)
-                if values is None:
-                    reason = (probes.get(probe) or {}).get("unavailable", "not requested")
-                    ax.text(
-                        0.5,
-                        0.5,
-                        f"{probe}: {reason}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        wrap=True,
-                    )
-                    ax.axis("off")
-                    continue
-                matrix = np.array([[np.nan if v is None else v for v in r] for r in values])
-                image = ax.imshow(matrix, vmin=lo, vmax=hi, cmap="viridis")
-                fig.colorbar(image, ax=ax, fraction=0.046)
-                ax.set_xlabel("expert", fontsize=8)
-                ax.set_ylabel("expert", fontsize=8)
-                ax.set_title(f"{title}\n{label}", fontsize=7)
-            ax = axes[row][3]
-            spectrum = (probes.get("jacobian") or {}).get("normalised_spectrum")
-            if spectrum:
-                ax.plot(range(1, len(spectrum) + 1), spectrum, marker="o", markersize=3)
-                ax.set_xlabel("singular value index", fontsize=8)
-                ax.set_ylim(0, 1.05)
-                ax.set_title(
-                    f"{title}\nselected experts' Jacobian spectrum (s_i / s_1)", fontsize=7
-                )
-            else:
-                ax.axis("off")
+            for col, panel in enumerate(_PROBE_PANELS):
+                _heatmap(fig, axes[row][col], probes, panel, title)
+            _spectrum(axes[row][3], probes, title)
         fig.suptitle(system.replace("__", " / ") + ": geometry probes")
         written.append(_save(fig, folder / f"probes_{system}.png"))
     return written

@@ -94,51 +94,81 @@ def _embed(encoder: TextEncoder, texts: list[str], max_length: int) -> torch.Ten
     )
 
 
-def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -> TrainingRecord:
-    """Train `encoder` in place with its current aggregation operator; returns the log."""
-    pairs = training_data(spec, base_dir)
-    params = trainable_parameters(encoder, spec.trainable)
+class _Batches:
+    """The same shuffled order of training pairs for every operator, batch after batch."""
+
+    def __init__(self, pairs: list[tuple[str, str]], size: int, seed: int) -> None:
+        self.pairs, self.size = pairs, size
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+
+    def next(self) -> tuple[list[str], list[str]]:
+        """(anchors, positives) of the next batch; a new epoch is shuffled when one runs out."""
+        if len(self.order) < self.size:
+            self.order += self.rng.sample(range(len(self.pairs)), len(self.pairs))
+        batch, self.order = self.order[: self.size], self.order[self.size :]
+        return [self.pairs[i][0] for i in batch], [self.pairs[i][1] for i in batch]
+
+
+def _contrastive_loss(
+    encoder: TextEncoder, anchors: list[str], positives: list[str], spec: TrainSpec
+) -> torch.Tensor:
+    """InfoNCE with in-batch negatives (bf16 autocast on a GPU)."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=encoder.device.type == "cuda"):
+        a = _embed(encoder, anchors, spec.max_length)
+        b = _embed(encoder, positives, spec.max_length)
+        logits = a @ b.T / spec.temperature
+        return F.cross_entropy(logits.float(), torch.arange(len(anchors), device=logits.device))
+
+
+def _step(
+    loss: torch.Tensor,
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    step: int,
+) -> float:
+    """One optimiser step with clipped gradients; a NaN or inf loss or norm is divergence."""
+    if not torch.isfinite(loss):
+        raise TrainingError(f"training diverged: loss is {loss.item()} at step {step}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=1.0))
+    if not math.isfinite(norm):
+        raise TrainingError(f"training diverged: gradient norm is {norm} at step {step}")
+    optimizer.step()
+    return norm
+
+
+def _only_trainable(encoder: TextEncoder, params: list[torch.nn.Parameter]) -> None:
     for p in encoder.model.parameters():
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
+
+
+def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -> TrainingRecord:
+    """Train `encoder` in place with its current aggregation operator; returns the log.
+
+    Every operator sees the same data order (`_Batches`) and the same dropout masks (the seed).
+    """
+    pairs = training_data(spec, base_dir)
+    params = trainable_parameters(encoder, spec.trainable)
+    _only_trainable(encoder, params)
     optimizer = torch.optim.AdamW(params, lr=spec.lr)
-    order_rng = random.Random(spec.seed)  # the same data order for every operator
-    torch.manual_seed(spec.seed)  # the same dropout masks for every operator
+    batches = _Batches(pairs, spec.batch_size, spec.seed)
+    torch.manual_seed(spec.seed)
     log = TrainingRecord(trainable_parameters=sum(p.numel() for p in params))
-    autocast = encoder.device.type == "cuda"
-    order: list[int] = []
     start = time.perf_counter()
     encoder.model.train()
     try:
         for step in range(spec.steps):
-            if len(order) < spec.batch_size:
-                order += order_rng.sample(range(len(pairs)), len(pairs))
-            batch, order = order[: spec.batch_size], order[spec.batch_size :]
-            anchors = [pairs[i][0] for i in batch]
-            positives = [pairs[i][1] for i in batch]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                a = _embed(encoder, anchors, spec.max_length)
-                b = _embed(encoder, positives, spec.max_length)
-                logits = a @ b.T / spec.temperature
-                loss = F.cross_entropy(
-                    logits.float(), torch.arange(len(batch), device=logits.device)
-                )
-            if not torch.isfinite(loss):
-                raise TrainingError(f"training diverged: loss is {loss.item()} at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=1.0))
-            if not math.isfinite(norm):
-                raise TrainingError(f"training diverged: gradient norm is {norm} at step {step}")
-            optimizer.step()
+            loss = _contrastive_loss(encoder, *batches.next(), spec)
+            log.grad_norm.append(_step(loss, params, optimizer, step))
             log.loss.append(float(loss.detach()))
-            log.grad_norm.append(norm)
             log.steps = step + 1
     finally:
         encoder.model.eval()
-        for p in encoder.model.parameters():
-            p.requires_grad_(False)
+        _only_trainable(encoder, [])
     log.seconds = time.perf_counter() - start
     log.router_load_cv = _router_load(encoder, [a for a, _ in pairs[:64]])
     return log
