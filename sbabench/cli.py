@@ -381,11 +381,12 @@ def inspect(
     MoE model (as `source: huggingface`).
     """
     from sbabench.models.encoder import build_encoder
+    from sbabench.models.machine_cache import MachineCache
     from sbabench.run.quiet import quiet_libraries
 
     for spec in _inspected_specs(target, model_name, trust_remote_code, revision):
         with quiet_libraries():
-            encoder = build_encoder(spec, device="cpu")
+            encoder = build_encoder(spec, device="cpu", cache=MachineCache())
         console.print(_moe_layer_table(spec.name, encoder))
         if not encoder.moe_layers:
             console.print("  dense model: no MoE layers (aggregators do not apply)")

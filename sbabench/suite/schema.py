@@ -15,19 +15,6 @@ from sbabench.models.spec import AnyModel, ModelSpec
 from sbabench.spec_base import Name, StrictModel
 from sbabench.tasks.spec import TaskEntry
 
-__all__ = [
-    "AggregatorEntry",
-    "AnyModel",
-    "GeometrySpec",
-    "ModelSpec",
-    "Settings",
-    "Suite",
-    "TaskEntry",
-    "TrainSpec",
-    "Unit",
-    "expand",
-]
-
 
 class Settings(StrictModel):
     """Run-wide settings."""
