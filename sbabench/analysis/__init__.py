@@ -1,0 +1,1 @@
+"""Analysis: paired statistics, comparisons with their regression verdict, reports, plots."""

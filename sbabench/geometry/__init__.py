@@ -1,0 +1,1 @@
+"""Geometry: per-layer statistics of the MoE combination step, the recorder, the probes."""

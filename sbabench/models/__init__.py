@@ -1,0 +1,1 @@
+"""Models: the specs a suite names, where weights come from, the text encoder, the machine cache."""
