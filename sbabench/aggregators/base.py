@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from sbabench.registry import Registry
+
 if TYPE_CHECKING:
     import torch
 
@@ -46,17 +48,14 @@ class AggregatorInfo:
     """Pydantic model of the operator's options (extra keys forbidden)."""
 
 
-_REGISTRY: dict[str, AggregatorInfo] = {}
+_REGISTRY: Registry[AggregatorInfo] = Registry("aggregator", lambda info: info.name)
 
 
 def register(info: AggregatorInfo) -> AggregatorInfo:
     """Add an operator to the registry (names are unique)."""
-    if info.name in _REGISTRY:
-        raise ValueError(f"aggregator {info.name!r} registered twice")
-    _REGISTRY[info.name] = info
-    return info
+    return _REGISTRY.register(info)
 
 
 def registry() -> Mapping[str, AggregatorInfo]:
     """All registered operators by name."""
-    return dict(_REGISTRY)
+    return _REGISTRY.entries()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sbabench.moe.experts import Unsupported
+from sbabench.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,30 +35,27 @@ class MoEFamily:
     """The layer's experts as two-layer MLPs (raises Unsupported); None: not readable."""
 
 
-_REGISTRY: dict[str, MoEFamily] = {}
+_REGISTRY: Registry[MoEFamily] = Registry("MoE family", lambda family: family.name)
 
 
 def register(family: MoEFamily) -> MoEFamily:
     """Add a family (names are unique)."""
-    if family.name in _REGISTRY:
-        raise ValueError(f"MoE family {family.name!r} registered twice")
-    _REGISTRY[family.name] = family
-    return family
+    return _REGISTRY.register(family)
 
 
 def unregister(name: str) -> None:
     """Remove a family (for tests that register their own)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
 
 
 def families() -> Mapping[str, MoEFamily]:
     """Every registered family by name, in registration order."""
-    return dict(_REGISTRY)
+    return _REGISTRY.entries()
 
 
 def expert_mlps(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
     """The experts of `layer` (raises Unsupported with the reason when they are not MLPs)."""
-    family = _REGISTRY.get(layer.adapter)
+    family = families().get(layer.adapter)
     if family is None or family.expert_mlps is None:
         raise Unsupported(f"the {layer.adapter or 'unknown'} adapter cannot read its experts")
     return family.expert_mlps(model, layer)
@@ -65,4 +63,4 @@ def expert_mlps(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
 
 def describe() -> list[str]:
     """One line per registered family."""
-    return [family.description for family in _REGISTRY.values()]
+    return [family.description for family in families().values()]

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sbabench.registry import Registry
+
 
 @dataclass(frozen=True)
 class TaskType:
@@ -69,47 +71,49 @@ def _load(path: str) -> Callable[..., Any]:
     return fn
 
 
-_REGISTRY: dict[str, TaskType] = {}
-
-
-def register(task_type: TaskType) -> TaskType:
-    """Add a task type; names, aliases, mteb types and item kinds must not clash."""
-    taken = {key for known in _REGISTRY.values() for key in _keys(known)}
-    clash = taken & set(_keys(task_type))
-    if clash:
-        raise ValueError(f"task type {task_type.name!r} clashes with a registered one: {clash}")
-    _REGISTRY[task_type.name] = task_type
-    return task_type
-
-
 def _keys(task_type: TaskType) -> list[str]:
     return [k.lower() for k in (task_type.name, *task_type.aliases, *task_type.mteb_types)]
 
 
+def _no_clash(known: Mapping[str, TaskType], task_type: TaskType) -> None:
+    taken = {key for other in known.values() for key in _keys(other)}
+    clash = taken & set(_keys(task_type))
+    if clash:
+        raise ValueError(f"task type {task_type.name!r} clashes with a registered one: {clash}")
+
+
+_REGISTRY: Registry[TaskType] = Registry("task type", lambda t: t.name, _no_clash)
+
+
+def register(task_type: TaskType) -> TaskType:
+    """Add a task type; names, aliases and mteb types must not clash."""
+    return _REGISTRY.register(task_type)
+
+
 def unregister(name: str) -> None:
     """Remove a task type (for tests that register their own)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
 
 
 def task_types() -> Mapping[str, TaskType]:
     """Every registered task type by canonical name."""
-    return dict(_REGISTRY)
+    return _REGISTRY.entries()
 
 
 def find(name: str) -> TaskType | None:
     """The type a name, alias or mteb type stands for (case-insensitive), or None."""
     wanted = name.lower()
-    return next((t for t in _REGISTRY.values() if wanted in _keys(t)), None)
+    return next((t for t in task_types().values() if wanted in _keys(t)), None)
 
 
 def by_item_kind(kind: str) -> TaskType | None:
     """The type whose per-item predictions carry this tag."""
-    return next((t for t in _REGISTRY.values() if t.item_kind == kind), None)
+    return next((t for t in task_types().values() if t.item_kind == kind), None)
 
 
 def mteb_types() -> tuple[str, ...]:
     """Every mteb task type sbabench scores."""
-    return tuple(m for t in _REGISTRY.values() for m in t.mteb_types)
+    return tuple(m for t in task_types().values() for m in t.mteb_types)
 
 
 _ITEMS = "sbabench.tasks.items"

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from sbabench.registry import Registry
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -62,31 +64,31 @@ class ProbeInfo:
     """A problem with its settings given the sampled tokens per layer, or None."""
 
 
-_REGISTRY: dict[str, ProbeInfo] = {}
+def _settings_are_new(known: Mapping[str, ProbeInfo], info: ProbeInfo) -> None:
+    taken = {f for p in known.values() for f in p.settings.model_fields}
+    shared = taken & set(info.settings.model_fields)
+    if shared:
+        raise ValueError(f"probe {info.name!r}: settings {sorted(shared)} belong to another probe")
+
+
+_REGISTRY: Registry[ProbeInfo] = Registry("probe", lambda info: info.name, _settings_are_new)
 
 
 def register(info: ProbeInfo) -> ProbeInfo:
     """Add a probe (names are unique; a setting's name belongs to one probe)."""
-    if info.name in _REGISTRY:
-        raise ValueError(f"probe {info.name!r} registered twice")
-    taken = {f for p in _REGISTRY.values() for f in p.settings.model_fields}
-    shared = taken & set(info.settings.model_fields)
-    if shared:
-        raise ValueError(f"probe {info.name!r}: settings {sorted(shared)} belong to another probe")
-    _REGISTRY[info.name] = info
-    return info
+    return _REGISTRY.register(info)
 
 
 def unregister(name: str) -> None:
     """Remove a probe (for tests that register their own)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
 
 
 def probes() -> Mapping[str, ProbeInfo]:
     """Every registered probe by name, in registration order."""
-    return dict(_REGISTRY)
+    return _REGISTRY.entries()
 
 
 def setting_owners() -> dict[str, str]:
     """Setting name -> the probe it belongs to."""
-    return {field: p.name for p in _REGISTRY.values() for field in p.settings.model_fields}
+    return {field: p.name for p in probes().values() for field in p.settings.model_fields}
