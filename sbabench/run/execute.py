@@ -49,6 +49,11 @@ class RunSummary:
     models_loaded: int = 0
     """How many models were loaded (0 on a warm re-run)."""
 
+    def take(self, planned: PlannedUnit, result: UnitResult) -> None:
+        """Count a unit as done already (by an earlier run or another process)."""
+        self.cached.append(planned.label)
+        self.results.append(result)
+
     @property
     def exit_code(self) -> int:
         """0 when every unit has a result, 1 when any failed."""
@@ -171,8 +176,7 @@ class _Run:
         result = None if self.force else finished(self.suite, planned)
         if result is None:
             return False
-        self.summary.cached.append(planned.label)
-        self.summary.results.append(result)
+        self.summary.take(planned, result)
         self.progress(Event(EventKind.UNIT_ELSEWHERE, planned.label))
         return True
 
@@ -193,8 +197,7 @@ class _Run:
             with FileLock(str(planned.lock)):
                 theirs = finished(self.suite, planned)
             if theirs is not None:
-                self.summary.cached.append(planned.label)
-                self.summary.results.append(theirs)
+                self.summary.take(planned, theirs)
             else:
                 leftover.append(planned)
         return leftover
@@ -257,8 +260,7 @@ def run_suite(
     plan = plan_suite(suite, root, force=force, only=only, shard=shard)
     summary = RunSummary()
     for planned, result in plan.done:
-        summary.cached.append(planned.label)
-        summary.results.append(result)
+        summary.take(planned, result)
     for note in plan.invalid:
         progress(Event(EventKind.NOTE, message=f"recomputing {note}"))
     if summary.cached:

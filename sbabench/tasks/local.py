@@ -30,11 +30,6 @@ _READERS = {
 }
 
 
-def content_hash(path: Path) -> str:
-    """SHA-256 of a file's bytes (cached per size and modification time)."""
-    return file_sha256(path)
-
-
 def read_table(path: Path) -> pd.DataFrame:
     """Read CSV / TSV / JSONL / Parquet into a frame; errors name the file and how to fix it."""
     import pandas as pd
@@ -218,7 +213,7 @@ def build_task(name: str, task_type: str, path: Path, columns: dict[str, str]) -
     layout = registered.local_layout_fn()(load_columns(path, task_type, columns))
     metadata = task_metadata(
         name, layout.mteb_type, layout.main_score, f"Local {task_type} task from {path.name}.",
-        f"file:{path}", content_hash(path)[:16], ["eng-Latn"], "not specified", f"file://{path}",
+        f"file:{path}", file_sha256(path)[:16], ["eng-Latn"], "not specified", f"file://{path}",
     )  # fmt: skip
     rows = layout.rows
 
