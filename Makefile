@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.sbabench-installed
 
-.PHONY: install quickstart test lint typecheck unit clean
+.PHONY: install quickstart test lint typecheck unit gate baseline clean
 
 install: $(STAMP)
 
@@ -31,7 +31,23 @@ typecheck: install
 unit: install
 	$(VENV)/bin/pytest -q
 
-test: lint typecheck unit
+# The regression gate on this project itself: rerun the quickstart suite and fail when any
+# operator is significantly worse than the committed baseline, on any task type.
+GATE_RESULTS ?= .gate-results
+BASELINE := results/baseline
+
+gate: install
+	$(VENV)/bin/sbabench run suites/quickstart.yaml --results $(GATE_RESULTS)
+	$(VENV)/bin/sbabench compare $(GATE_RESULTS)/quickstart --against $(BASELINE)/quickstart --fail-on-regression
+
+# Refresh the committed baseline on purpose (a deliberate change of scores): commit the result.
+baseline: install
+	rm -rf $(BASELINE).new
+	$(VENV)/bin/sbabench run suites/quickstart.yaml --results $(BASELINE).new
+	rm -rf $(BASELINE).new/.cache $(BASELINE)
+	mv $(BASELINE).new $(BASELINE)
+
+test: lint typecheck unit gate
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(GATE_RESULTS)

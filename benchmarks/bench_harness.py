@@ -61,9 +61,9 @@ class PlainEncoder(CosineSimilarity):
 
     def encode(self, inputs: Any, *, prompt_type: Any = None, **_: Any) -> np.ndarray:
         kind = getattr(prompt_type, "value", prompt_type) or "default"
-        prefix = self.encoder.config.prompts.get(kind, "")
+        prompt = self.encoder.config.prompts.get(kind, "")
         return np.concatenate(
-            [self.encoder.embed_batch([prefix + t for t in b["text"]]).numpy() for b in inputs]
+            [self.encoder.embed_batch(list(b["text"]), prompt).numpy() for b in inputs]
         )
 
 

@@ -99,7 +99,7 @@ def main() -> None:
     def forward_with(name: str) -> Callable[[], object]:
         def run() -> object:
             set_aggregator(encoder.model, operators[name])
-            return encoder.model(**batch)
+            return encoder.forward(batch)
 
         return run
 
@@ -109,7 +109,7 @@ def main() -> None:
     dense_batch = dense.tokenize(texts)
     with torch.inference_mode():
         fns = {name: forward_with(name) for name in names}
-        fns["dense"] = lambda: dense.model(**dense_batch)
+        fns["dense"] = lambda: dense.forward(dense_batch)
         forward = _interleaved_medians(fns, device, args.repeats)
     tokens = int(batch["attention_mask"].numel())
 

@@ -299,6 +299,32 @@ def validate(suite: Path) -> None:
 
 
 @main.command()
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the schema to this file instead of printing it.",
+)
+@_user_errors
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of suite files (suites/schema.json is this output)."""
+    import json
+
+    from sbabench.atomic import write_atomic
+    from sbabench.suite.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    elif not output.parent.is_dir():
+        raise SbabenchError(
+            f"cannot write {output}: folder {output.parent} does not exist",
+            fix="create the folder first, or print to standard output (no --output)",
+        )
+    else:
+        write_atomic(output, text)
+
+
+@main.command()
 def aggregators() -> None:
     """List the built-in aggregation operators and their options."""
     from sbabench.aggregators import registry
@@ -394,6 +420,7 @@ def inspect(
             f"  pooling={encoder.config.pooling} normalize={encoder.config.normalize} "
             f"max_length={encoder.config.max_length} prompts={encoder.config.prompts or 'none'}"
         )
+        console.print(f"  sentence-transformers modules: {' -> '.join(encoder.config.modules)}")
 
 
 def _inspected_specs(
@@ -598,3 +625,32 @@ def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int)
         console.print(f"wrote {path}")
     if not written:
         console.print("nothing to plot: no paired comparisons and no geometry statistics")
+
+
+@main.command()
+@click.argument("results", type=click.Path(path_type=Path), default=Path("results"))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mteb"]),
+    default="mteb",
+    show_default=True,
+    help="mteb: one TaskResult file per unit, in mteb's results layout.",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write (mteb: <model>__<operator>/<revision>/<Task>.json).",
+)
+@_user_errors
+def export(results: Path, fmt: str, output: Path) -> None:
+    """Write RESULTS (a results folder, or one suite's) in another tool's format: mteb's, so
+    mteb's TaskResult.from_disk, ResultCache and leaderboard tools read them. The operator is
+    part of the model name (minilm-moe__sba); a dense model keeps its own."""
+    from sbabench.analysis.export import export_mteb
+
+    written = export_mteb(results, output)
+    for item in written:
+        console.print(f"{item.label}: {item.main_score:.4f} -> {item.path}")
+    console.print(f"{len(written)} unit(s) exported to {output} ({fmt} format)")

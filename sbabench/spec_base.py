@@ -14,4 +14,4 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=80)]
 class StrictModel(BaseModel):
     """Unknown keys are errors and values are immutable once read."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)

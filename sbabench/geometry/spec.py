@@ -32,10 +32,25 @@ ProbeName = Annotated[str, AfterValidator(_known_probe)]
 """The name of a registered probe."""
 
 
+def _geometry_schema(schema: dict[str, Any]) -> None:
+    """The block's keys are its own and the registered probes' settings; nothing else."""
+    properties = schema["properties"]
+    for probe in registered().values():
+        for key, value in probe.settings.model_json_schema()["properties"].items():
+            properties.setdefault(key, value)
+    properties["probes"]["items"] = {"enum": sorted(registered())}
+    schema["additionalProperties"] = False
+
+
 class GeometrySpec(BaseModel):
     """Geometry statistics recorded with every MoE unit, and the opt-in deeper probes."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        use_attribute_docstrings=True,
+        json_schema_extra=_geometry_schema,
+    )
 
     tokens: int = Field(
         4096, ge=0, le=1_000_000, description="tokens sampled per MoE layer (0: no geometry)"

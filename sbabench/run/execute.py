@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from filelock import FileLock, Timeout
 
 from sbabench.atomic import write_atomic
-from sbabench.errors import SbabenchError
+from sbabench.errors import ModelSpecError, SbabenchError
 from sbabench.run.plan import Plan, PlannedUnit, finished, plan_suite
 from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
 from sbabench.run.results import UnitResult, save_result
@@ -100,6 +100,23 @@ def _unit_locks(
         yield mine, theirs
 
 
+def remove_finished_locks(units: list[PlannedUnit]) -> None:
+    """Delete this run's lock files once a run ends (their folders stay: a process waiting on
+    a lock may be about to make its file anew there).
+
+    Safe with other processes: each file is deleted while held, so a waiter that locked the
+    deleted file notices (filelock checks the link count) and retries on a fresh one; holding
+    it, it sees whether the unit is finished (`done_meanwhile`). A lock another process holds
+    stays."""
+    for planned in units:
+        lock = FileLock(str(planned.lock), timeout=0)
+        try:
+            with lock:
+                planned.lock.unlink(missing_ok=True)
+        except (Timeout, FileNotFoundError):
+            continue
+
+
 @dataclass
 class _Run:
     """The state one process's computation of a plan shares."""
@@ -143,6 +160,8 @@ class _Run:
 
         try:
             result = score_unit(self.suite, planned, encoder, session, self.store, phase)
+        except ModelSpecError:
+            raise  # the model cannot be built: bad input for the whole run (exit 2), not a unit
         except Exception as exc:
             _record_failure(self.summary, planned, exc, self.progress)
             return
@@ -241,6 +260,7 @@ def _compute(
     finally:
         if store is not None:
             store.close()
+        remove_finished_locks(plan.todo)
 
 
 def run_suite(

@@ -82,15 +82,8 @@ def trainable_parameters(encoder: TextEncoder, which: str) -> list[torch.nn.Para
 
 
 def _embed(encoder: TextEncoder, texts: list[str], max_length: int) -> torch.Tensor:
-    from sbabench.models.encoder import _pool
-
-    batch = encoder.tokenizer(  # type: ignore[operator]
-        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-    )
-    batch = {k: v.to(encoder.device) for k, v in batch.items()}
-    states = encoder.model(**batch).last_hidden_state
     return F.normalize(
-        _pool(states, batch["attention_mask"], encoder.config.pooling).float(), dim=-1
+        encoder.forward(encoder.tokenize(texts, max_length=max_length)).float(), dim=-1
     )
 
 

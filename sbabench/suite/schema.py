@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from sbabench.aggregators import is_user_operator, resolve
 from sbabench.errors import SbabenchError
@@ -20,19 +20,39 @@ class Settings(StrictModel):
     """Run-wide settings."""
 
     batch_size: int = Field(32, ge=1, le=4096)
+    """Texts per forward pass."""
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    """`auto` (cuda when available, else cpu), cpu, mps, cuda or cuda:N."""
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Precision of the model's weights and activations."""
     seed: int = 0
+    """Seed of torch and of the statistics' resampling."""
     embedding_cache: Literal["float32", "float16", "off"] = "float32"
     """On-disk embedding cache: vector precision, or off."""
+
+
+def _aggregator_schema(schema: dict[str, Any]) -> None:
+    """In a suite an entry is also a bare operator name, and options may sit beside `name`."""
+    entry = {**schema, "additionalProperties": True}
+    schema.clear()
+    schema["anyOf"] = [
+        {"type": "string", "description": "an operator name, with its default options"},
+        entry,
+    ]
+    schema["description"] = entry.pop("description")
 
 
 class AggregatorEntry(StrictModel):
     """An operator and its options; `label` names it in results when options differ."""
 
+    model_config = ConfigDict(json_schema_extra=_aggregator_schema)
+
     name: str
+    """A built-in operator (`sbabench list-aggregators`) or `module:function` of your own."""
     label: Name | None = None
+    """The operator's name in results and tables (needed when one operator repeats)."""
     options: dict[str, Any] = Field(default_factory=dict)
+    """The operator's options (also accepted inline, beside `name`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -69,28 +89,42 @@ class TrainSpec(StrictModel):
     """An optional fine-tuning stage, identical for every operator of a model."""
 
     objective: Literal["simcse", "pairs"] = "simcse"
+    """`simcse`: unsupervised dropout positives; `pairs`: contrastive on text pairs."""
     data: str = "bundled:lee_background"
     """`bundled:lee_background`, `bundled:aia-bde-paraphrases`, or a local file (text / text1,text2)."""
     steps: int = Field(200, ge=1, le=1_000_000)
+    """Optimiser steps (the same for every operator: equal cost)."""
     batch_size: int = Field(32, ge=2, le=65536)
+    """Pairs per step (in-batch negatives)."""
     lr: float = Field(2e-5, gt=0, le=1.0)
+    """AdamW learning rate."""
     seed: int = 0
+    """Seed of the data order and dropout."""
     trainable: Literal["moe", "all"] = "moe"
+    """Train the MoE blocks only (experts and routers) or every parameter."""
     max_length: int = Field(128, ge=8, le=8192)
+    """Tokens per training text."""
     temperature: float = Field(0.05, gt=0, le=10)
+    """Temperature of the contrastive loss."""
 
 
 class Suite(StrictModel):
     """A benchmark suite: every model x aggregator x task is one unit."""
 
     name: Name
+    """The suite's name: results go to <results>/<name>/."""
     models: list[ModelSpec] = Field(min_length=1)
+    """The models: upcycled MoEs, pretrained MoEs (`huggingface`) and dense reference rows."""
     aggregators: list[AggregatorEntry] = Field(default_factory=list)
+    """The operators each MoE model is evaluated with: a name, or {name, label, options}."""
     tasks: list[TaskEntry] = Field(min_length=1)
+    """The tasks: a bundled or MTEB task name, or a local file entry."""
     settings: Settings = Field(default_factory=Settings)
+    """Batch size, device, precision, seed and the embedding cache."""
     train: TrainSpec | None = None
     """Fine-tune each model x operator before evaluating it (same budget for all)."""
     geometry: GeometrySpec = Field(default_factory=GeometrySpec)
+    """Geometry statistics of every MoE unit, and the opt-in probes."""
 
     @model_validator(mode="before")
     @classmethod
@@ -132,6 +166,18 @@ class Suite(StrictModel):
                 "the suite has an MoE model but no aggregators; add e.g. [linear, sba]"
             )
         return self
+
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def json_schema() -> dict[str, Any]:
+    """The suite file's JSON Schema, generated from the models above (every field described).
+
+    Editors that speak the YAML language server complete and check a suite that begins with
+    `# yaml-language-server: $schema=schema.json`; `sbabench schema` prints this."""
+    schema = Suite.model_json_schema()
+    return {"$schema": SCHEMA_DIALECT, **schema, "title": "sbabench suite"}
 
 
 DENSE = "dense"

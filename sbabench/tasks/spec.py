@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from sbabench.spec_base import StrictModel
 from sbabench.tasks.types import find, task_types
@@ -18,8 +18,18 @@ _ROLES = ("text1", "text2", "score", "text", "label")
 _MTEB_ONLY = ("split", "subsets", "dataset_revision")
 
 
+def _task_schema(schema: dict[str, Any]) -> None:
+    """In a suite an entry is also a bare task name."""
+    entry = dict(schema)
+    schema.clear()
+    schema["anyOf"] = [{"type": "string", "description": "a bundled or MTEB task name"}, entry]
+    schema["description"] = entry.pop("description")
+
+
 class TaskEntry(StrictModel):
     """A task: bundled or MTEB by name (with MTEB options), or a local file."""
+
+    model_config = ConfigDict(json_schema_extra=_task_schema)
 
     name: str = Field(
         min_length=1,

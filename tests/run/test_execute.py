@@ -43,6 +43,7 @@ def test_run_writes_results_and_skips_finished_units(tmp_path: Path) -> None:
     assert result.key_parts.aggregator.name == "sba"
     scores = {r.aggregator: r.main_score for r in first.results}
     assert scores["linear"] != scores["sba"]
+    assert not list(tmp_path.rglob("*.lock"))
 
     second = run_suite(suite, tmp_path)
     assert not second.computed and len(second.cached) == 3
@@ -138,6 +139,23 @@ def test_an_operator_that_returns_nan_on_real_batches_fails_its_units_with_a_loc
     ((label, message),) = summary.failed.items()
     assert label == "moe/tests.user_ops.nan_on_real_batches/LeeDocSTS"
     assert "operator 'tests.user_ops:nan_on_real_batches' returned NaN or inf" in message
+    assert not list(tmp_path.rglob("*.lock"))  # a failed unit leaves no lock file either
     assert "MoE layer encoder.layer.1.output.dense.combine" in message
     assert "in batch 1 of 2 (32 texts)" in message and "fix:" in message
     assert "Input contains NaN" not in message
+
+
+def test_a_lock_another_process_holds_is_not_removed_when_a_run_ends(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    from sbabench.run.execute import remove_finished_locks
+    from sbabench.run.plan import plan_suite
+
+    plan = plan_suite(parse_suite(SUITE), tmp_path)
+    held, free = plan.todo[0], plan.todo[1]
+    free.lock.parent.mkdir(parents=True, exist_ok=True)
+    free.lock.touch()
+    held.lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(held.lock)):
+        remove_finished_locks(plan.todo)
+        assert held.lock.exists() and not free.lock.exists()
