@@ -15,17 +15,19 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
-__all__ = ["compare", "load_suite", "parse_suite", "plan_suite", "run_suite"]
+__all__ = ["compare", "load_suite", "parse_suite", "plan_suite", "run_suite", "run_suite_ray"]
 
 if TYPE_CHECKING:
     from sbabench.analysis.compare import compare
     from sbabench.run.execute import run_suite
     from sbabench.run.plan import plan_suite
+    from sbabench.run.ray_executor import run_suite_ray
     from sbabench.suite import load_suite, parse_suite
 
 _LAZY = {
     "compare": "sbabench.analysis.compare",
     "run_suite": "sbabench.run.execute",
+    "run_suite_ray": "sbabench.run.ray_executor",
     "plan_suite": "sbabench.run.plan",
     "load_suite": "sbabench.suite",
     "parse_suite": "sbabench.suite",

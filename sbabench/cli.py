@@ -144,16 +144,46 @@ def main() -> None:
 @click.option(
     "--dry-run", is_flag=True, help="List what would run and what is already done; run nothing."
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process; ray: Ray actors, one per model (pip install 'sbabench[ray]').",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDRESS",
+    help="With --executor ray: auto (the running cluster), HOST:PORT or ray://HOST:PORT; "
+    "default: start a local Ray instance.",
+)
+@click.option(
+    "--ray-retries",
+    type=click.IntRange(0, 100),
+    default=3,
+    show_default=True,
+    help="With --executor ray: retries of a unit whose worker process died.",
+)
 @_user_errors
 def run(
-    suite: Path, results_dir: Path, force: bool, only: str | None, shard: str | None, dry_run: bool
+    suite: Path,
+    results_dir: Path,
+    force: bool,
+    only: str | None,
+    shard: str | None,
+    dry_run: bool,
+    executor: str,
+    ray_address: str | None,
+    ray_retries: int,
 ) -> None:
     """Run every model x aggregator x task of SUITE that is not done yet.
 
     Finished units are skipped (their stored key must match); corrupt or stale result files are
     recomputed; a failed unit is recorded (<task>.error.json) and the others still run. Several
     processes (or --shard jobs) may share one results folder: a lock per unit keeps any unit from
-    being computed twice. Exit code: 0 all done, 1 some unit failed, 2 bad input.
+    being computed twice. With --executor ray, Ray actors compute the units (one per model, with
+    the model's `resources`) and this process alone writes the results (docs/scaling.md).
+    Exit code: 0 all done, 1 some unit failed, 2 bad input.
     """
     from sbabench.analysis.report import score_table
     from sbabench.run.execute import run_suite
@@ -174,10 +204,20 @@ def run(
             console.print(f"would recompute {note}", highlight=False)
         console.print(f"{len(plan.todo)} to run, {len(plan.done)} done")
         return
+    if ray_address is not None and executor != "ray":
+        raise SbabenchError("--ray-address needs --executor ray", fix="add --executor ray")
     with _ProgressBar(errors) as bar:
-        summary = run_suite(
-            spec, results_dir, force=force, only=only, shard=shard_spec, progress=bar.event
-        )
+        if executor == "ray":
+            from sbabench.run.ray_executor import run_suite_ray
+
+            summary = run_suite_ray(
+                spec, results_dir, force=force, only=only, shard=shard_spec,
+                progress=bar.event, address=ray_address, retries=ray_retries,
+            )  # fmt: skip
+        else:
+            summary = run_suite(
+                spec, results_dir, force=force, only=only, shard=shard_spec, progress=bar.event
+            )
     console.print(score_table(summary.results, title=f"{spec.name}: main scores"))
     console.print(
         f"{len(summary.computed)} computed, {len(summary.cached)} cached, "

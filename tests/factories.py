@@ -54,3 +54,20 @@ def result(
         key_parts=parts, task_type=task_type, split="test", main_score_name=main_score_name,
         main_score=score, scores={}, items=items, timing_s={}, provenance=provenance(),
     )  # fmt: skip
+
+
+TINY_SUITE = """\
+name: tiny
+models:
+  - name: moe
+    source: upcycle
+    experts: 4
+    layers: [1]
+    router: random
+  - name: dense
+    source: dense
+aggregators: [linear, sba]
+tasks: [LeeDocSTS]
+settings: {device: cpu}
+"""
+"""A suite of three quick units (an upcycled MoE with two operators, a dense row, one task)."""

@@ -32,7 +32,7 @@ _CENTROID_CODE = ("sbabench.models.encoder", "background_centroids")
 def spec_parts(spec: AnyModel) -> dict[str, Any]:
     """A model spec's options (not its name) and its weights' identity."""
     return {
-        "spec": spec.model_dump(exclude={"name"}),
+        "spec": spec.model_dump(exclude={"name", "resources"}),
         "weights": weights_identity(spec.base, getattr(spec, "revision", None)),
     }
 

@@ -9,6 +9,15 @@ from pydantic import Field, model_validator
 from sbabench.spec_base import Name, StrictModel
 
 
+class Resources(StrictModel):
+    """What one worker of this model needs from a cluster node (the Ray executor)."""
+
+    cpus: float = Field(1.0, gt=0, le=1024)
+    """CPU cores per worker."""
+    gpus: float = Field(0.0, ge=0, le=64)
+    """GPUs per worker (a fraction shares a GPU between workers)."""
+
+
 class _ModelBase(StrictModel):
     name: Name
     """The model's name in result paths and tables (letters, digits, `.`, `_`, `-`)."""
@@ -19,6 +28,8 @@ class _ModelBase(StrictModel):
         description="keyword arguments for the transformers model's `from_pretrained` "
         "(e.g. `attn_implementation: eager`), passed by sentence-transformers",
     )
+    resources: Resources = Field(default_factory=Resources)
+    """What one worker of this model needs with `--executor ray` (not part of any key)."""
 
 
 class UpcycleModel(_ModelBase):

@@ -11,27 +11,21 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
 from sbabench.atomic import write_atomic
-from sbabench.errors import ModelSpecError, SbabenchError
+from sbabench.errors import ModelSpecError
+from sbabench.run.compute import Failure, UnitComputer, open_store
 from sbabench.run.plan import Plan, PlannedUnit, finished, plan_suite
 from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
 from sbabench.run.results import UnitResult, save_result
 from sbabench.suite import Suite, expand
-
-if TYPE_CHECKING:
-    from sbabench.run.embedding_store import EmbeddingStore
-    from sbabench.run.encoding import CachingEncoder
-    from sbabench.run.session import ModelSession
 
 
 @dataclass
@@ -64,21 +58,32 @@ def _failure_path(path: Path) -> Path:
     return path.with_name(path.stem + ".error.json")
 
 
-def _record_failure(
-    summary: RunSummary, planned: PlannedUnit, exc: BaseException, progress: ProgressCallback
+def record_failure(
+    summary: RunSummary, planned: PlannedUnit, failure: Failure, progress: ProgressCallback
 ) -> None:
-    message = exc.render() if isinstance(exc, SbabenchError) else f"{type(exc).__name__}: {exc}"
-    summary.failed[planned.label] = message
+    """Count a unit as failed and write its `<task>.error.json` (message and traceback)."""
+    summary.failed[planned.label] = failure.message
     record = {
         "unit": planned.label,
-        "error": message,
-        "traceback": "".join(traceback.format_exception(exc)),
+        "error": failure.message,
+        "traceback": failure.traceback,
         "key": planned.key,
         "time": time.time(),
         "command": " ".join(sys.argv),
     }
     write_atomic(_failure_path(planned.path), json.dumps(record, indent=2))
-    progress(Event(EventKind.UNIT_FAILED, planned.label, message=message))
+    progress(Event(EventKind.UNIT_FAILED, planned.label, message=failure.message))
+
+
+def record_result(
+    summary: RunSummary, planned: PlannedUnit, result: UnitResult, progress: ProgressCallback
+) -> None:
+    """Save a computed unit's result (and forget an earlier failure of it)."""
+    save_result(planned.path, result)
+    _failure_path(planned.path).unlink(missing_ok=True)
+    summary.computed.append(planned.label)
+    summary.results.append(result)
+    progress(Event(EventKind.UNIT_FINISHED, planned.label))
 
 
 @contextmanager
@@ -122,71 +127,32 @@ class _Run:
     """The state one process's computation of a plan shares."""
 
     suite: Suite
-    root: Path
     summary: RunSummary
     progress: ProgressCallback
-    store: EmbeddingStore | None
+    computer: UnitComputer
     force: bool
     """Recompute even what is done (no unit is taken from another process's run)."""
 
-    def caching_encoder(self, session: ModelSession, members: list[PlannedUnit]) -> CachingEncoder:
-        """The embedding cache of one model x operator, reporting encoding progress."""
-        from sbabench.run.encoding import CachingEncoder
-
-        first = members[0]
-        space = first.key_parts.embedding_space()
-        if self.store is not None:
-            self.store.register(
-                space, self.suite.name, first.unit.model.name, first.unit.aggregator_key
-            )
-        return CachingEncoder(
-            session.with_aggregator(first),
-            first.unit.model.name,
-            self.suite.settings.batch_size,
-            on_batch=lambda n: self.progress(Event(EventKind.BATCH, count=n)),
-            on_texts=lambda n: self.progress(Event(EventKind.TEXTS, count=n)),
-            store=self.store,
-            space=space,
-        )
-
-    def unit(self, planned: PlannedUnit, encoder: CachingEncoder, session: ModelSession) -> None:
+    def unit(self, planned: PlannedUnit) -> None:
         """Compute one unit, save its result or record its failure."""
-        from sbabench.run.score import score_unit
-
-        self.progress(Event(EventKind.UNIT_STARTED, planned.label))
-
-        def phase(note: str) -> None:
-            self.progress(Event(EventKind.PHASE, planned.label, message=note))
-
         try:
-            result = score_unit(self.suite, planned, encoder, session, self.store, phase)
+            result = self.computer.compute(planned)
         except ModelSpecError:
             raise  # the model cannot be built: bad input for the whole run (exit 2), not a unit
         except Exception as exc:
-            _record_failure(self.summary, planned, exc, self.progress)
+            record_failure(self.summary, planned, Failure.of(exc), self.progress)
             return
-        save_result(planned.path, result)
-        _failure_path(planned.path).unlink(missing_ok=True)
-        self.summary.computed.append(planned.label)
-        self.summary.results.append(result)
-        self.progress(Event(EventKind.UNIT_FINISHED, planned.label))
+        record_result(self.summary, planned, result, self.progress)
 
     def model(self, group: list[PlannedUnit], blocking: bool) -> list[PlannedUnit]:
         """Compute the units of one model this process can lock; returns those held elsewhere."""
-        from sbabench.run.session import ModelSession
-
         with _unit_locks(group, blocking) as (locked, theirs):
             for planned in theirs:
                 self.progress(Event(EventKind.UNIT_ELSEWHERE, planned.label))
-            mine = [planned for planned in locked if not self.done_meanwhile(planned)]
-            session = ModelSession(self.suite, group[0].unit, self.root / ".cache")
-            for _, operator_group in groupby(mine, key=lambda p: p.unit.aggregator_key):
-                members = list(operator_group)
-                encoder = self.caching_encoder(session, members)
-                for planned in members:
-                    self.unit(planned, encoder, session)
-            if session.encoder is not None:
-                self.summary.models_loaded += 1
+            for planned in locked:
+                if not self.done_meanwhile(planned):
+                    self.unit(planned)
+            self.summary.models_loaded += int(self.computer.release(group[0].unit.model.name))
         return theirs
 
     def done_meanwhile(self, planned: PlannedUnit) -> bool:
@@ -222,14 +188,6 @@ class _Run:
         return leftover
 
 
-def _open_store(suite: Suite, root: Path) -> EmbeddingStore | None:
-    from sbabench.run.embedding_store import EmbeddingStore
-
-    if suite.settings.embedding_cache == "off":
-        return None
-    return EmbeddingStore(root / ".cache" / "embeddings.sqlite", suite.settings.embedding_cache)
-
-
 def _compute(
     suite: Suite,
     plan: Plan,
@@ -243,8 +201,9 @@ def _compute(
 
     torch.manual_seed(suite.settings.seed)
     progress(Event(EventKind.PLANNED, count=len(plan.todo)))
-    store = _open_store(suite, root)
-    run = _Run(suite, root, summary, progress, store, force)
+    store = open_store(suite, root / ".cache" / "embeddings.sqlite")
+    computer = UnitComputer(suite, root / ".cache", store, progress)
+    run = _Run(suite, summary, progress, computer, force)
     try:
         deferred = run.compute(plan.todo, blocking=False)
         if deferred:
@@ -258,9 +217,37 @@ def _compute(
             if leftover:
                 run.compute(leftover, blocking=True)
     finally:
-        if store is not None:
-            store.close()
+        computer.close()
         remove_finished_locks(plan.todo)
+
+
+def planned_run(
+    suite: Suite,
+    root: Path,
+    force: bool,
+    only: str | None,
+    shard: tuple[int, int] | None,
+    progress: ProgressCallback,
+) -> tuple[Plan, RunSummary]:
+    """The plan of a run, and its summary holding the units done already (for any executor)."""
+    plan = plan_suite(suite, root, force=force, only=only, shard=shard)
+    summary = RunSummary()
+    for planned, result in plan.done:
+        summary.take(planned, result)
+    for note in plan.invalid:
+        progress(Event(EventKind.NOTE, message=f"recomputing {note}"))
+    if summary.cached:
+        progress(
+            Event(EventKind.NOTE, message=f"{len(summary.cached)} unit(s) already done, skipped")
+        )
+    return plan, summary
+
+
+def in_suite_order(suite: Suite, summary: RunSummary) -> RunSummary:
+    """Cached units come first, computed ones after: put them back in the suite's order."""
+    order = {unit.label: i for i, unit in enumerate(expand(suite))}
+    summary.results.sort(key=lambda r: order.get(r.label, len(order)))
+    return summary
 
 
 def run_suite(
@@ -277,20 +264,7 @@ def run_suite(
     `progress` receives an `Event` at each step (the CLI draws a progress bar from them).
     """
     root = Path(results_dir)
-    plan = plan_suite(suite, root, force=force, only=only, shard=shard)
-    summary = RunSummary()
-    for planned, result in plan.done:
-        summary.take(planned, result)
-    for note in plan.invalid:
-        progress(Event(EventKind.NOTE, message=f"recomputing {note}"))
-    if summary.cached:
-        progress(
-            Event(EventKind.NOTE, message=f"{len(summary.cached)} unit(s) already done, skipped")
-        )
-    if not plan.todo:
-        return summary
-    _compute(suite, plan, root, summary, progress, force)
-    # cached units first, computed ones after: put them back in the suite's order for tables
-    order = {unit.label: i for i, unit in enumerate(expand(suite))}
-    summary.results.sort(key=lambda r: order.get(r.label, len(order)))
-    return summary
+    plan, summary = planned_run(suite, root, force, only, shard, progress)
+    if plan.todo:
+        _compute(suite, plan, root, summary, progress, force)
+    return in_suite_order(suite, summary)

@@ -12,21 +12,9 @@ from sbabench.cli import main
 from sbabench.run.execute import run_suite
 from sbabench.run.results import load_result, result_path
 from sbabench.suite import parse_suite
+from tests.factories import TINY_SUITE
 
-SUITE = """\
-name: tiny
-models:
-  - name: moe
-    source: upcycle
-    experts: 4
-    layers: [1]
-    router: random
-  - name: dense
-    source: dense
-aggregators: [linear, sba]
-tasks: [LeeDocSTS]
-settings: {device: cpu}
-"""
+SUITE = TINY_SUITE
 
 
 def test_run_writes_results_and_skips_finished_units(tmp_path: Path) -> None:

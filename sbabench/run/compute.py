@@ -1,0 +1,118 @@
+"""Computing units, one at a time, with nothing written but caches: what every executor runs.
+
+A `UnitComputer` keeps each model loaded across its units and one embedding cache per model x
+operator; it returns each unit's result (or raises). Where results go, and who may compute a
+unit, is the executor's business: the local executor (`sbabench.run.execute`) locks and writes
+in the results folder; a Ray worker (`sbabench.run.ray_executor`) returns results to the driver.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sbabench.errors import SbabenchError
+from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
+
+if TYPE_CHECKING:
+    from sbabench.run.embedding_store import EmbeddingStore
+    from sbabench.run.encoding import CachingEncoder
+    from sbabench.run.plan import PlannedUnit
+    from sbabench.run.results import UnitResult
+    from sbabench.run.session import ModelSession
+    from sbabench.suite import Suite
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a unit failed: a message for people and the traceback for the error file."""
+
+    message: str
+    traceback: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failure:
+        """The failure an exception describes (an sbabench error renders its own message)."""
+        message = exc.render() if isinstance(exc, SbabenchError) else f"{type(exc).__name__}: {exc}"
+        return cls(message, "".join(traceback.format_exception(exc)))
+
+
+def open_store(suite: Suite, path: Path) -> EmbeddingStore | None:
+    """The suite's embedding cache at `path` (None when the suite turns it off)."""
+    from sbabench.run.embedding_store import EmbeddingStore
+
+    if suite.settings.embedding_cache == "off":
+        return None
+    return EmbeddingStore(path, suite.settings.embedding_cache)
+
+
+class UnitComputer:
+    """Computes units of a suite, keeping models loaded and embeddings cached between them.
+
+    `cache`: where trained checkpoints are kept; `store`: the embedding cache (or None)."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        cache: Path,
+        store: EmbeddingStore | None,
+        progress: ProgressCallback = ignore,
+    ) -> None:
+        self.suite, self.cache, self.store, self.progress = suite, cache, store, progress
+        self._sessions: dict[str, ModelSession] = {}
+        self._encoders: dict[tuple[str, str], CachingEncoder] = {}
+
+    def session(self, planned: PlannedUnit) -> ModelSession:
+        """The model session of the unit's model (its model is built when first needed)."""
+        from sbabench.run.session import ModelSession
+
+        name = planned.unit.model.name
+        if name not in self._sessions:
+            self._sessions[name] = ModelSession(self.suite, planned.unit, self.cache)
+        return self._sessions[name]
+
+    def encoder(self, planned: PlannedUnit) -> CachingEncoder:
+        """The embedding cache of the unit's model x operator, reporting encoding progress."""
+        from sbabench.run.encoding import CachingEncoder
+
+        key = (planned.unit.model.name, planned.unit.aggregator_key)
+        if key not in self._encoders:
+            space = planned.key_parts.embedding_space()
+            if self.store is not None:
+                self.store.register(space, self.suite.name, *key)
+            self._encoders[key] = CachingEncoder(
+                self.session(planned).with_aggregator(planned),
+                planned.unit.model.name,
+                self.suite.settings.batch_size,
+                on_batch=lambda n: self.progress(Event(EventKind.BATCH, count=n)),
+                on_texts=lambda n: self.progress(Event(EventKind.TEXTS, count=n)),
+                store=self.store,
+                space=space,
+            )
+        return self._encoders[key]
+
+    def compute(self, planned: PlannedUnit) -> UnitResult:
+        """The unit's result; raises what scoring raises."""
+        from sbabench.run.score import score_unit
+
+        self.progress(Event(EventKind.UNIT_STARTED, planned.label))
+
+        def phase(note: str) -> None:
+            self.progress(Event(EventKind.PHASE, planned.label, message=note))
+
+        encoder, session = self.encoder(planned), self.session(planned)
+        return score_unit(self.suite, planned, encoder, session, self.store, phase)
+
+    def release(self, model: str) -> bool:
+        """Forget a model's session and encoders (freeing its memory); whether it was loaded."""
+        session = self._sessions.pop(model, None)
+        for key in [k for k in self._encoders if k[0] == model]:
+            del self._encoders[key]
+        return session is not None and session.encoder is not None
+
+    def close(self) -> None:
+        """Close the embedding cache."""
+        if self.store is not None:
+            self.store.close()
