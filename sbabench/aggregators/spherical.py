@@ -76,8 +76,10 @@ def extrinsic_direction(directions: torch.Tensor, probs: torch.Tensor, eps: floa
 
 
 def linear(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_i w_i y_i: what MoE layers do today (reduction in slot order, in the input dtype)."""
-    return (outputs * weights.unsqueeze(-1).to(outputs.dtype)).sum(dim=1)
+    """sum_i w_i y_i: what MoE layers do today. As transformers computes it: the products in the
+    promoted dtype of outputs and weights (bf16 outputs with float32 router weights: float32),
+    summed over the slots; the AggregationPoint casts the sum to the outputs' dtype."""
+    return (outputs * weights.unsqueeze(-1)).sum(dim=1)
 
 
 def _radius_and_direction(

@@ -17,6 +17,7 @@ import numpy as np
 
 from sbabench.analysis import stats
 from sbabench.errors import SbabenchError
+from sbabench.run.keys import KeyParts
 from sbabench.run.results import UnitResult, load_results
 from sbabench.tasks.types import find
 
@@ -96,11 +97,11 @@ class Verdict:
     tested: int
     """Rows with a paired test."""
     text: str
-    """One line: OK or REGRESSION, with the worst drop."""
+    """One line: OK, REGRESSION with the worst drop, or NOT TESTED and why."""
 
     def exit_code(self, fail_on_regression: bool) -> int:
-        """1 when regressions fail the gate, else 0."""
-        return 1 if fail_on_regression and self.regressions else 0
+        """1 when regressions fail the gate, or when it could test nothing; else 0."""
+        return 1 if fail_on_regression and (self.regressions or not self.tested) else 0
 
 
 @dataclass
@@ -116,6 +117,14 @@ class Comparison:
         """Whether any tested unit dropped significantly by more than `max_drop`."""
         regressions = self.regressions(max_drop)
         tested = sum(r.p_value is not None for r in self.rows)
+        if not tested:
+            reasons = sorted({r.note for r in self.rows if r.note}) or ["no results"]
+            return Verdict(
+                [],
+                0,
+                f"NOT TESTED: none of {len(self.rows)} unit(s) could be paired with a baseline "
+                f"({'; '.join(reasons)})",
+            )
         if not regressions:
             return Verdict(
                 [],
@@ -146,10 +155,17 @@ _IDENTITY_PARTS = ("model", "task", "settings", "scoring_version")
 """Key parts two results must share to be paired (the operator is what differs)."""
 
 
+def _identity(parts: KeyParts, part: str) -> object:
+    """A key part as pairing sees it: the model without its code digest, since a change of
+    the code that builds and runs models (the MoE path, the encoder) is what a gate compares."""
+    value = getattr(parts, part)
+    return value.model_copy(update={"code_sha256": None}) if part == "model" else value
+
+
 def _comparable(a: UnitResult, b: UnitResult) -> str:
     """'' when two results may be paired, else why not."""
     for part in _IDENTITY_PARTS:
-        if getattr(a.key_parts, part) != getattr(b.key_parts, part):
+        if _identity(a.key_parts, part) != _identity(b.key_parts, part):
             return f"{part} differs"
     if a.split != b.split:
         return "split differs"

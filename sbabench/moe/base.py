@@ -59,12 +59,13 @@ class AggregationPoint(nn.Module):
         index: torch.Tensor | None = None,
         inputs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Combine (tokens, k, hidden) outputs with (tokens, k) weights.
+        """Combine (tokens, k, hidden) outputs with (tokens, k) weights (the result in the
+        outputs' dtype, whatever the operator computes in).
 
         `index` names the selected experts and `inputs` (tokens, hidden) is the layer input;
         both only reach the observers.
         """
-        combined = self.aggregator(outputs, weights)
+        combined = self.aggregator(outputs, weights).to(outputs.dtype)
         self._check_finite(outputs, weights, combined)
         if self.observers:
             call = Combination(self.layer_name, outputs, weights, combined, index, inputs)

@@ -55,3 +55,40 @@ def test_a_significantly_worse_operator_fails_the_gate(tmp_path: Path, task_type
     outcome = compare((current,), against=BASELINE, fail_on_regression=True)
     assert outcome.exit_code == 1, outcome.verdict.text
     assert [(r.aggregator, r.task) for r in outcome.verdict.regressions] == [("sba", unit.task)]
+
+
+def test_a_change_of_the_model_code_is_still_gated(tmp_path: Path) -> None:
+    """The model key part carries the digest of the code that builds and runs models; a change
+    to that code (the MoE path, the encoder) must still be compared with the baseline."""
+    current = tmp_path / "quickstart"
+    shutil.copytree(BASELINE, current)
+    for path in current.rglob("*.json"):
+        result = load_result(path)
+        assert result is not None
+        model = result.key_parts.model.model_copy(update={"code_sha256": "changed"})
+        parts = result.key_parts.model_copy(update={"model": model})
+        save_result(
+            path,
+            result.model_copy(update={"key_parts": parts, "key": parts.digest}),
+        )
+    outcome = compare((current,), against=BASELINE, fail_on_regression=True)
+    assert outcome.exit_code == 0 and outcome.verdict.tested == 9, outcome.verdict.text
+
+
+def test_a_gate_that_can_pair_nothing_fails(tmp_path: Path) -> None:
+    current = tmp_path / "quickstart"
+    shutil.copytree(BASELINE, current)
+    for path in current.rglob("*.json"):
+        result = load_result(path)
+        assert result is not None
+        settings = result.key_parts.settings.model_copy(update={"seed": 1})
+        parts = result.key_parts.model_copy(update={"settings": settings})
+        save_result(
+            path,
+            result.model_copy(update={"key_parts": parts, "key": parts.digest}),
+        )
+    outcome = compare((current,), against=BASELINE, fail_on_regression=True)
+    assert outcome.exit_code == 1 and outcome.verdict.text.startswith("NOT TESTED"), (
+        outcome.verdict.text
+    )
+    assert "settings differs" in outcome.verdict.text

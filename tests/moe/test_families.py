@@ -111,6 +111,31 @@ def _gpt_oss() -> nn.Module:
     return GptOssModel(config)
 
 
+def _olmoe_64() -> nn.Module:
+    """OLMoE-shaped routing: 64 experts, top-8."""
+    from transformers import OlmoeConfig, OlmoeModel
+
+    return OlmoeModel(
+        OlmoeConfig(**COMMON, intermediate_size=16, num_experts=64, num_experts_per_tok=8)
+    )
+
+
+def _qwen3_moe_64() -> nn.Module:
+    """Qwen3-MoE-shaped routing: 64 experts, top-8, renormalised."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeModel
+
+    config = Qwen3MoeConfig(
+        **COMMON,
+        intermediate_size=48,
+        moe_intermediate_size=16,
+        num_experts=64,
+        num_experts_per_tok=8,
+        head_dim=8,
+        norm_topk_prob=True,
+    )
+    return Qwen3MoeModel(config)
+
+
 FAMILIES: dict[str, Callable[[], nn.Module]] = {
     "mixtral": _mixtral,
     "qwen2_moe": _qwen2_moe,
@@ -120,11 +145,15 @@ FAMILIES: dict[str, Callable[[], nn.Module]] = {
     "deepseek_v3": _deepseek_v3,
     "gpt_oss": _gpt_oss,  # transposed, biased experts with their own gate
 }
+MANY_EXPERTS: dict[str, Callable[[], nn.Module]] = {
+    "olmoe_64": _olmoe_64,
+    "qwen3_moe_64": _qwen3_moe_64,
+}
 
 
 def _build(family: str) -> nn.Module:
     torch.manual_seed(0)
-    model = FAMILIES[family]().eval()
+    model = {**FAMILIES, **MANY_EXPERTS}[family]().eval()
     if family.startswith("deepseek"):
         # Random init leaves DeepSeek's routing-bias at zero; spread the expert outputs.
         for p in model.parameters():
@@ -136,6 +165,24 @@ def _states(model: nn.Module) -> torch.Tensor:
     ids = torch.randint(0, 97, (3, 11), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("family", [*FAMILIES, *MANY_EXPERTS])
+def test_linear_is_the_models_own_forward_bit_for_bit(family: str, dtype: torch.dtype) -> None:
+    """With `linear`, sbabench's grouped expert path and combination give exactly what the
+    model's default (grouped_mm) experts implementation gives, in float32 and bfloat16."""
+    model = _build(family).to(dtype)
+    ids = torch.randint(0, 97, (4, 24), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        own = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    attach_moe(model)
+    set_aggregator(model, resolve("linear").fn)
+    with torch.inference_mode():
+        ours = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert ours.dtype == dtype
+    assert torch.equal(ours, own), (ours - own).abs().max()
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -192,3 +239,27 @@ def test_nomic_layout_is_patched_in_place() -> None:
 def test_a_dense_model_is_an_error_not_a_silent_dense_run() -> None:
     with pytest.raises(ModelSpecError, match="found no MoE layer in Sequential"):
         attach_moe(nn.Sequential(nn.Linear(4, 4)))
+
+
+@pytest.mark.parametrize("family", ["mixtral", "gpt_oss", "olmoe_64"])
+def test_the_grouped_expert_path_equals_the_per_expert_loop(family: str) -> None:
+    """The grouped GEMM path and the per-expert fallback compute the same (token, slot) expert
+    outputs; pairs routed to an expert-parallel sentinel get zeros in both."""
+    from sbabench.moe.transformers_experts import _grouped_slot_outputs, _looped_slot_outputs
+
+    model = _build(family)
+    experts = next(m for m in model.modules() if type(m).__name__.endswith("Experts"))
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(40, 32, generator=gen)
+    n, k = int(experts.num_experts), 2
+    index = torch.stack([torch.randperm(n, generator=gen)[:k] for _ in range(40)])
+    with torch.inference_mode():
+        grouped = _grouped_slot_outputs(experts, hidden, index)
+        looped = _looped_slot_outputs(experts, hidden, index)
+        torch.testing.assert_close(grouped, looped, atol=1e-5, rtol=1e-5)
+        index[::5, 1] = n  # expert parallelism: not on this rank
+        experts._is_expert_parallel = True
+        grouped = _grouped_slot_outputs(experts, hidden, index)
+        looped = _looped_slot_outputs(experts, hidden, index)
+    assert torch.equal(grouped[::5, 1], torch.zeros_like(grouped[::5, 1]))
+    torch.testing.assert_close(grouped, looped, atol=1e-5, rtol=1e-5)
