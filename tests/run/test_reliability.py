@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -127,5 +128,13 @@ def test_two_concurrent_runs_one_killed_the_other_completes_every_unit(tmp_path:
     time.sleep(12)  # both have planned and locked some units
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    finished = {r.label: r.created_at for r in load_results(folder)}  # by either, so far
     assert survivor.wait(timeout=900) == 0, (tmp_path / "shared.log").read_text()[-2000:]
     assert _scores(folder) == _scores(tmp_path / "clean") and len(clean.computed) == 6
+    # no unit computed twice: every result that existed at the kill is the one kept, and the
+    # survivor computed only the others (the killed run's unfinished unit included)
+    after = {r.label: r.created_at for r in load_results(folder)}
+    assert {label: after[label] for label in finished} == finished
+    log = (tmp_path / "shared.log").read_text()
+    computed, cached = map(int, re.findall(r"(\d+) computed, (\d+) cached", log)[-1])
+    assert computed + cached == 6 and cached <= len(finished)  # cached: the killed run's
