@@ -95,15 +95,31 @@ def _by_system(results: Sequence[UnitResult], part: str | None = None) -> dict[s
     return found
 
 
+def _expert_load(axes: Any, layers: dict[str, Any]) -> None:
+    """Third row: each expert's share of the routed (token, slot) pairs, a layer a column; the
+    dashed line is a perfectly balanced router."""
+    for col, name in enumerate(layers):
+        load = layers[name].get("routing", {}).get("load") or []
+        ax = axes[2][col]
+        ax.bar(range(len(load)), load)
+        if load:
+            ax.axhline(1 / len(load), color="black", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("expert", fontsize=8)
+        ax.set_title(f"load per expert, {name.replace('.combine', '')}", fontsize=8)
+    axes[2][-1].axis("off")
+
+
 def geometry_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
-    """Per model/aggregator: norm and angle histograms per layer, collapse ratio per layer."""
+    """Per model/aggregator: norm and angle histograms, and each expert's load, per layer;
+    collapse ratio per layer."""
     plt = _pyplot()
     written = []
     for system, layers in _by_system(results).items():
         columns = len(layers) + 1
-        fig, axes = plt.subplots(2, columns, figsize=(4 * columns, 6.5), squeeze=False)
+        fig, axes = plt.subplots(3, columns, figsize=(4 * columns, 9.5), squeeze=False)
         _histograms(axes, layers)
         _per_layer_bars(axes[0][-1], axes[1][-1], layers, system.split("__")[1])
+        _expert_load(axes, layers)
         fig.suptitle(system.replace("__", " / "))
         written.append(_save(fig, folder / f"geometry_{system}.png"))
     return written

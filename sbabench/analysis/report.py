@@ -205,6 +205,29 @@ PROBE_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
 ]
 """The deeper probes' columns, shown when any result has them."""
 
+LOAD_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
+    ("max/mean load", ("balance", "max_over_mean")),
+    ("load CV", ("routing", "load_cv")),
+    ("load entropy (norm.)", ("routing", "load_entropy")),
+    ("experts with no token", ("balance", "idle_experts")),
+    ("experts", ("balance", "experts")),
+]
+"""Load balance per MoE layer (on the geometry's sampled tokens)."""
+
+
+def _with_balance(stats: dict[str, Any]) -> dict[str, Any]:
+    """A layer's statistics plus what its load fractions say about balance."""
+    load = stats.get("routing", {}).get("load") or []
+    if not load:
+        return stats
+    mean = sum(load) / len(load)
+    balance = {
+        "max_over_mean": max(load) / mean if mean else None,
+        "idle_experts": sum(1 for share in load if share == 0),
+        "experts": len(load),
+    }
+    return {**stats, "balance": balance}
+
 
 def geometry_rows(
     results: Sequence[UnitResult], columns: Sequence[tuple[str, tuple[str, ...]]]
@@ -215,7 +238,9 @@ def geometry_rows(
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         for layer, stats in r.geometry_layers.items():
-            grouped.setdefault((f"{r.model}/{r.aggregator}", layer), []).append(stats)
+            grouped.setdefault((f"{r.model}/{r.aggregator}", layer), []).append(
+                _with_balance(stats)
+            )
 
     def mean(stats: list[dict[str, Any]], path: tuple[str, ...]) -> str:
         values: list[float] = []
@@ -224,7 +249,12 @@ def geometry_rows(
                 s = s.get(key, {}) if isinstance(s, dict) else {}
             if isinstance(s, int | float):
                 values.append(float(s))
-        return f"{np.mean(values):.3f}" if values else "—"
+        if not values:
+            return "—"
+        average = float(np.mean(values))
+        return (
+            str(int(average)) if average.is_integer() and abs(average) < 1e6 else f"{average:.3f}"
+        )
 
     headers = ["model/aggregator", "layer", "tokens", *(title for title, _ in columns)]
     rows = [
@@ -246,6 +276,10 @@ def _geometry_grids(
     headers, rows = geometry_rows(results, GEOMETRY_COLUMNS)
     if rows:
         grids.append(("geometry per MoE layer (mean over tasks)", headers, rows))
+        headers, rows = geometry_rows(results, LOAD_COLUMNS)
+        grids.append(
+            ("load balance per MoE layer (sampled tokens, mean over tasks)", headers, rows)
+        )
     if _has_probes(results):
         headers, rows = geometry_rows(results, PROBE_COLUMNS)
         grids.append(("geometry probes per MoE layer (mean over tasks)", headers, rows))

@@ -57,9 +57,27 @@ def test_geometry_tables_from_a_stored_result() -> None:
     result = load_result(FIXTURES / "result_v1_minilm-moe_sba_LeeDocSTS.json")
     assert result is not None
     tables = geometry_tables([result])
-    assert len(tables) == 1  # no probes in this result
+    assert len(tables) == 2  # geometry and load balance; no probes in this result
     text = _render(tables[0])
     assert "encoder.layer.1.output.dense" in text and "minilm-moe/sba" in text
     markdown = geometry_markdown([result])
-    assert markdown.count("encoder.layer.") == 3
+    assert markdown.count("encoder.layer.") == 6
     assert geometry_markdown([_result("linear", 0.1)]) == ""
+
+
+def test_the_load_balance_table_reads_the_expert_loads() -> None:
+    from sbabench.analysis.report import LOAD_COLUMNS, geometry_rows
+
+    result = load_result(FIXTURES / "result_v1_minilm-moe_sba_LeeDocSTS.json")
+    assert result is not None and result.geometry is not None
+    layers = dict(result.geometry.layers)
+    name = next(iter(layers))
+    routing = {**layers[name].routing, "load": [0.5, 0.25, 0.25, 0.0, 0.0]}
+    layers[name] = layers[name].model_copy(update={"routing": routing})
+    result = result.model_copy(
+        update={"geometry": result.geometry.model_copy(update={"layers": layers})}
+    )
+    headers, rows = geometry_rows([result], LOAD_COLUMNS)
+    row = dict(zip(headers, next(r for r in rows if name.startswith(r[1])), strict=True))
+    assert row["max/mean load"] == "2.500"  # 0.5 / (1 / 5)
+    assert row["experts with no token"] == "2" and row["experts"] == "5"
