@@ -88,3 +88,14 @@ def test_two_suites_with_the_same_unit_are_refused_before_anything_is_written(
     assert outcome.exit_code == 0, outcome.output
     (path,) = (tmp_path / "o").rglob("LeeDocSTS.json")
     assert TaskResult.from_disk(path).get_score() == 0.5
+
+
+def test_mtebs_result_cache_loads_the_export(tmp_path: Path) -> None:
+    from mteb.cache import ResultCache
+
+    _save(tmp_path / "results", _unit("sba", "LeeDocSTS", {"default": 0.48}))
+    _save(tmp_path / "results", _unit("linear", "LeeDocSTS", {"default": 0.49}))
+    export_mteb(tmp_path / "results", tmp_path / "cache" / "results")
+    loaded = ResultCache(cache_path=tmp_path / "cache").load_results()
+    scores = {m.model_name: [t.get_score() for t in m.task_results] for m in loaded.model_results}
+    assert scores == {"moe__sba": [0.48], "moe__linear": [0.49]}
