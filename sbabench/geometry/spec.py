@@ -58,15 +58,8 @@ class GeometrySpec(BaseModel):
     probes: tuple[ProbeName, ...] = Field(
         (), description="deeper probes: jacobian, expert-pca, router-coupling (opt-in)"
     )
-    jacobian_tokens: int = Field(
-        32,
-        ge=1,
-        le=100_000,
-        description="`jacobian` probe: sampled tokens at which every expert's Jacobian is taken",
-    )
-    subspace_dim: int = Field(
-        8, ge=1, le=4096, description="`expert-pca` probe: principal components per expert"
-    )
+    # Every other key is a probe's setting: its name, default and bounds are the probe's own
+    # settings model (e.g. `jacobian_tokens`, `subspace_dim`), validated in `_consistent`.
 
     @model_validator(mode="after")
     def _consistent(self) -> GeometrySpec:
@@ -91,7 +84,13 @@ class GeometrySpec(BaseModel):
         return self
 
     def _values(self) -> dict[str, Any]:
-        return {**self.model_dump(exclude={"tokens", "probes"}), **(self.model_extra or {})}
+        """Every probe setting: each probe's defaults, then what the block sets."""
+        defaults = {
+            key: field.default
+            for probe in registered().values()
+            for key, field in probe.settings.model_fields.items()
+        }
+        return {**defaults, **(self.model_extra or {})}
 
     def settings(self, probe: str) -> BaseModel:
         """The settings model of one probe, filled from this block."""

@@ -243,6 +243,11 @@ def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
         ("geometry: {tokens: 0, probes: [jacobian]}", "probes need sampled tokens"),
         ("geometry: {probes: [jacobian, jacobian]}", "must not repeat"),
         ("geometry: {tokens: 16, probes: [jacobian], jacobian_tokens: 32}", "cannot exceed"),
+        ("geometry: {jacobian_tokens: 0}", "jacobian: Input should be greater than or equal to 1"),
+        (
+            "geometry: {subspace_dim: 5000}",
+            "expert-pca: Input should be less than or equal to 4096",
+        ),
     ],
 )
 def test_bad_geometry_blocks_are_located_errors(
