@@ -114,9 +114,11 @@ def export_mteb(results_dir: Path, output: Path) -> list[Exported]:
             "results/<suite>/)",
         )
     planned: dict[Path, UnitResult] = {}
+    metas: dict[Path, dict[str, Any]] = {}
     for result in results:
         name, revision = model_name(result), model_revision(result)
-        target = output / name.replace("/", "__") / revision / f"{result.task}.json"
+        folder = output / name.replace("/", "__") / revision
+        target = folder / f"{result.task}.json"
         if target in planned:
             raise SbabenchError(
                 f"{planned[target].suite}/{planned[target].label} and "
@@ -124,12 +126,13 @@ def export_mteb(results_dir: Path, output: Path) -> list[Exported]:
                 fix=f"export one suite at a time: {results_dir}/<suite>",
             )
         planned[target] = result
+        metas.setdefault(folder, _model_meta(result, name, revision))
     languages = {task: _languages(task) for task in {r.task for r in results}}
     files = {target: task_result(r, languages[r.task]) for target, r in planned.items()}
+    for folder, meta in metas.items():
+        write_atomic(folder / "model_meta.json", json.dumps(meta, indent=2))
     written = []
     for target, result in planned.items():
-        meta = _model_meta(result, model_name(result), model_revision(result))
-        write_atomic(target.parent / "model_meta.json", json.dumps(meta, indent=2))
         write_atomic(target, _mteb_json(files[target]))
         written.append(Exported(f"{result.suite}/{result.label}", target, result.main_score))
     return written

@@ -105,6 +105,18 @@ class UnitComputer:
         encoder, session = self.encoder(planned), self.session(planned)
         return score_unit(self.suite, planned, encoder, session, self.store, phase)
 
+    def attempt(self, planned: PlannedUnit) -> UnitResult | Failure:
+        """The unit's result, or why it failed. A model that cannot be built is not one unit's
+        failure but bad input for the whole run: its `ModelSpecError` propagates."""
+        from sbabench.errors import ModelSpecError
+
+        try:
+            return self.compute(planned)
+        except ModelSpecError:
+            raise
+        except Exception as exc:  # the unit fails, the others go on
+            return Failure.of(exc)
+
     def release(self, model: str) -> bool:
         """Forget a model's session and encoders (freeing its memory); whether it was loaded."""
         session = self._sessions.pop(model, None)

@@ -20,7 +20,6 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from sbabench.atomic import write_atomic
-from sbabench.errors import ModelSpecError
 from sbabench.run.compute import Failure, UnitComputer, open_store
 from sbabench.run.plan import Plan, PlannedUnit, finished, plan_suite
 from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
@@ -135,14 +134,11 @@ class _Run:
 
     def unit(self, planned: PlannedUnit) -> None:
         """Compute one unit, save its result or record its failure."""
-        try:
-            result = self.computer.compute(planned)
-        except ModelSpecError:
-            raise  # the model cannot be built: bad input for the whole run (exit 2), not a unit
-        except Exception as exc:
-            record_failure(self.summary, planned, Failure.of(exc), self.progress)
-            return
-        record_result(self.summary, planned, result, self.progress)
+        outcome = self.computer.attempt(planned)
+        if isinstance(outcome, Failure):
+            record_failure(self.summary, planned, outcome, self.progress)
+        else:
+            record_result(self.summary, planned, outcome, self.progress)
 
     def model(self, group: list[PlannedUnit], blocking: bool) -> list[PlannedUnit]:
         """Compute the units of one model this process can lock; returns those held elsewhere."""

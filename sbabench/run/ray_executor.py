@@ -83,12 +83,12 @@ class UnitWorker:
         was_loaded = session.encoder is not None
         with quiet_libraries():
             try:
-                result = self.computer.compute(planned)
+                outcome = self.computer.attempt(planned)
             except ModelSpecError as exc:
                 return Reply(None, Failure.of(exc), bad_model=True)
-            except Exception as exc:  # the unit fails, the worker goes on (as locally)
-                return Reply(None, Failure.of(exc))
-        return Reply(result, loaded_model=not was_loaded and session.encoder is not None)
+        if isinstance(outcome, Failure):
+            return Reply(None, outcome)
+        return Reply(outcome, loaded_model=not was_loaded and session.encoder is not None)
 
     def pid(self) -> int:
         """The worker's process id."""
