@@ -96,10 +96,13 @@ def _by_system(results: Sequence[UnitResult], part: str | None = None) -> dict[s
 
 
 def _expert_load(axes: Any, layers: dict[str, Any]) -> None:
-    """Third row: each expert's share of the routed (token, slot) pairs, a layer a column; the
-    dashed line is a perfectly balanced router."""
+    """Third row: each expert's share of the routed (token, slot) pairs (over every real token
+    seen, else the geometry sample), a layer a column; the dashed line is a balanced router."""
     for col, name in enumerate(layers):
-        load = layers[name].get("routing", {}).get("load") or []
+        counts = (layers[name].get("load") or {}).get("tokens_per_expert") or []
+        total = sum(counts)
+        load = [c / total for c in counts] if total else []
+        load = load or layers[name].get("routing", {}).get("load") or []
         ax = axes[2][col]
         ax.bar(range(len(load)), load)
         if load:

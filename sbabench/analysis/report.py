@@ -207,24 +207,32 @@ PROBE_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
 
 LOAD_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("max/mean load", ("balance", "max_over_mean")),
-    ("load CV", ("routing", "load_cv")),
-    ("load entropy (norm.)", ("routing", "load_entropy")),
+    ("load CV", ("balance", "cv")),
+    ("load entropy (norm.)", ("balance", "entropy")),
     ("experts with no token", ("balance", "idle_experts")),
     ("experts", ("balance", "experts")),
+    ("tokens routed", ("balance", "tokens")),
 ]
-"""Load balance per MoE layer (on the geometry's sampled tokens)."""
+"""Load balance per MoE layer: over every real token the layer saw (results of geometry
+version 5 on), else over the geometry's sampled tokens."""
 
 
 def _with_balance(stats: dict[str, Any]) -> dict[str, Any]:
-    """A layer's statistics plus what its load fractions say about balance."""
-    load = stats.get("routing", {}).get("load") or []
+    """A layer's statistics plus its load balance (all tokens when recorded, else the sample)."""
+    if stats.get("load"):
+        return {**stats, "balance": stats["load"]}
+    routing = stats.get("routing", {})
+    load = routing.get("load") or []
     if not load:
         return stats
     mean = sum(load) / len(load)
     balance = {
         "max_over_mean": max(load) / mean if mean else None,
+        "cv": routing.get("load_cv"),
+        "entropy": routing.get("load_entropy"),
         "idle_experts": sum(1 for share in load if share == 0),
         "experts": len(load),
+        "tokens": stats.get("tokens"),
     }
     return {**stats, "balance": balance}
 
@@ -278,7 +286,7 @@ def _geometry_grids(
         grids.append(("geometry per MoE layer (mean over tasks)", headers, rows))
         headers, rows = geometry_rows(results, LOAD_COLUMNS)
         grids.append(
-            ("load balance per MoE layer (sampled tokens, mean over tasks)", headers, rows)
+            ("load balance per MoE layer (every real token seen, mean over tasks)", headers, rows)
         )
     if _has_probes(results):
         headers, rows = geometry_rows(results, PROBE_COLUMNS)

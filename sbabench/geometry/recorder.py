@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from sbabench.geometry.stats import describe, histogram, routing_stats
+from sbabench.geometry.stats import describe, histogram, load_balance, routing_stats
 
 if TYPE_CHECKING:
     from sbabench.moe.base import Combination
@@ -93,6 +93,9 @@ class GeometryRecorder:
             lambda: defaultdict(list)
         )
         self._counts: dict[str, np.ndarray] = {}
+        self._load: dict[str, torch.Tensor] = {}
+        """(token, slot) counts per expert over every real token seen, per layer."""
+        self._load_tokens: dict[str, int] = defaultdict(int)
         self._taken: dict[str, int] = defaultdict(int)
         self._calls: dict[str, int] = defaultdict(int)
 
@@ -106,17 +109,31 @@ class GeometryRecorder:
         """Tokens sampled in the layer with the fewest."""
         return min(self._taken.values(), default=0)
 
+    def _count_load(self, call: Combination, rows: torch.Tensor) -> None:
+        """Add every real token's selected experts to the layer's load (one bincount; an index
+        past the experts, an expert-parallel sentinel, is not counted)."""
+        assert call.index is not None
+        experts = call.num_experts
+        picked = call.index[rows].reshape(-1).clamp(0, experts)
+        counts = torch.bincount(picked, minlength=experts + 1)[:experts]
+        before = self._load.get(call.layer)
+        self._load[call.layer] = counts if before is None else before + counts
+        self._load_tokens[call.layer] += int(rows.numel())
+
     def observe(self, call: Combination) -> None:
-        """Sample up to `per_call` real tokens of this call, until the layer's budget is full."""
+        """Count every real token's experts; sample up to `per_call` real tokens of this call
+        for the statistics, until the layer's budget is full."""
         layer, outputs, weights, index = call.layer, call.outputs, call.weights, call.index
-        remaining = self.budget - self._taken[layer]
-        if remaining <= 0:
-            return
         with torch.no_grad():
             rows = torch.arange(outputs.shape[0], device=outputs.device)
             mask = self.token_mask
             if mask is not None and mask.numel() == outputs.shape[0]:
                 rows = rows[mask.to(outputs.device)]
+            if index is not None and call.num_experts:
+                self._count_load(call, rows)
+            remaining = self.budget - self._taken[layer]
+            if remaining <= 0:
+                return
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls[layer])
             self._calls[layer] += 1
             take = min(remaining, self.per_call, rows.numel())
@@ -156,6 +173,7 @@ class GeometryRecorder:
             counts = self._counts.get(layer, np.zeros(0))
             if num_experts and layer in num_experts and len(counts) < num_experts[layer]:
                 counts = np.pad(counts, (0, num_experts[layer] - len(counts)))
+            load = self._load.get(layer)
             out[layer] = {
                 "tokens": self._taken[layer],
                 "norm": describe(data["norms"]),
@@ -171,6 +189,9 @@ class GeometryRecorder:
                 "gate_mass": describe(data["gate_mass"]),
                 "weight_entropy": describe(data["weight_entropy"]),
                 "routing": routing_stats(counts),
+                "load": None
+                if load is None
+                else load_balance(load.cpu().numpy(), self._load_tokens[layer]),
                 "histograms": {
                     "norm": histogram(data["norms"], 40),
                     "pairwise_angle_deg": histogram(angles, 36, 0.0, 180.0),

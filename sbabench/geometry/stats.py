@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from sbabench.geometry.spec import GeometrySpec
 
-GEOMETRY_VERSION = 4
+GEOMETRY_VERSION = 5
+"""5: `load` (expert load over every real token the layer saw) added."""
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _EPS = 1e-12
 
@@ -68,6 +69,31 @@ def routing_stats(counts: np.ndarray) -> dict[str, Any]:
         "load_cv": float(load.std() / mean),
         "load_max_over_mean_minus_1": float(load.max() / mean - 1),
         "load_entropy": entropy,
+    }
+
+
+def load_balance(counts: np.ndarray, tokens: int) -> dict[str, Any]:
+    """Load balance of one MoE layer from its (token, slot) counts per expert over `tokens` real
+    tokens: each expert's count, max/mean load, CV, normalised routing entropy (1 = uniform) and
+    the experts that received no token."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    mean = total / len(counts) if len(counts) else 0.0
+    share = counts / total if total else np.zeros(len(counts))
+    nonzero = share[share > 0]
+    entropy = (
+        float(-(nonzero * np.log(nonzero)).sum() / math.log(len(counts)))
+        if len(counts) > 1 and total
+        else 0.0
+    )
+    return {
+        "tokens": int(tokens),
+        "tokens_per_expert": counts.tolist(),
+        "max_over_mean": float(counts.max() / mean) if mean else None,
+        "cv": float(counts.std() / mean) if mean else None,
+        "entropy": entropy,
+        "idle_experts": int((counts == 0).sum()),
+        "experts": len(counts),
     }
 
 

@@ -30,6 +30,8 @@ class Combination:
     """(tokens, k) which experts were selected (None if the adapter cannot tell)."""
     inputs: torch.Tensor | None
     """(tokens, hidden) the layer's input: what the router and the experts saw."""
+    num_experts: int = 0
+    """Routed experts in the layer (0: unknown)."""
 
 
 Observer = Callable[[Combination], None]
@@ -68,7 +70,9 @@ class AggregationPoint(nn.Module):
         combined = self.aggregator(outputs, weights).to(outputs.dtype)
         self._check_finite(outputs, weights, combined)
         if self.observers:
-            call = Combination(self.layer_name, outputs, weights, combined, index, inputs)
+            call = Combination(
+                self.layer_name, outputs, weights, combined, index, inputs, self.num_experts
+            )
             for observer in self.observers:
                 observer(call)
         return combined

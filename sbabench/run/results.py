@@ -32,6 +32,24 @@ class _Block(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class LoadBalance(_Block):
+    """Expert load of one MoE layer over every real token it saw in the unit."""
+
+    tokens: int
+    """Real (non-padding) tokens routed."""
+    tokens_per_expert: list[int]
+    """(token, slot) assignments per expert (sums to tokens x top_k)."""
+    max_over_mean: float | None
+    """Busiest expert's load / the mean load (1 = perfectly balanced)."""
+    cv: float | None
+    """Coefficient of variation of the experts' loads."""
+    entropy: float
+    """Entropy of the load shares / log(experts) (1 = uniform)."""
+    idle_experts: int
+    """Experts that received no token."""
+    experts: int
+
+
 class LayerGeometry(_Block):
     """Geometry of one MoE layer's combination step on the sampled tokens."""
 
@@ -51,6 +69,8 @@ class LayerGeometry(_Block):
     routing: dict[str, Any]
     """Expert load fractions, load CV, max/mean - 1, load entropy."""
     histograms: dict[str, dict[str, list[float]]]
+    load: LoadBalance | None = None
+    """Load over every real token the layer saw (geometry version 5 on; older: `routing` only)."""
     probes: dict[str, dict[str, Any]] | None = None
     """Deeper probes by name (each a result or {"unavailable": reason})."""
 

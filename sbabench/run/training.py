@@ -179,7 +179,10 @@ def _router_load(encoder: TextEncoder, texts: list[str]) -> dict[str, float]:
         encoder.encode(texts, batch_size=32)
     encoder.recorder = None
     layers = recorder.layers({layer.name: layer.num_experts for layer in encoder.moe_layers})
-    return {name: stats["routing"].get("load_cv", float("nan")) for name, stats in layers.items()}
+    return {
+        name: float((stats.get("load") or {}).get("cv") or float("nan"))
+        for name, stats in layers.items()
+    }
 
 
 def checkpoint_paths(folder: Path, key: str) -> tuple[Path, Path]:

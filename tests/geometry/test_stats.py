@@ -71,6 +71,27 @@ def test_recorder_samples_real_tokens_only_within_budget() -> None:
     assert summary["routing"]["load"] == [0.5, 0.5, 0.0, 0.0]
 
 
+def test_load_counts_every_real_token_past_the_sample_budget() -> None:
+    recorder = GeometryRecorder(budget_tokens=2, per_call=2)
+    outputs, weights = torch.randn(5, 2, 3), torch.rand(5, 2)
+    # token 4 is padding; token 3's second slot is an expert-parallel sentinel (index 4 = E)
+    index = torch.tensor([[0, 1], [0, 2], [0, 1], [2, 4], [3, 3]])
+    recorder.token_mask = torch.tensor([True, True, True, True, False])
+    for _ in range(3):
+        call = Combination("layer", outputs, weights, outputs.sum(1), index, None, num_experts=4)
+        recorder.observe(call)
+    summary = recorder.layers({"layer": 4})["layer"]
+    assert summary["tokens"] == 2  # the statistics' sample stopped at its budget ...
+    load = summary["load"]  # ... the load did not: 4 real tokens x 3 calls
+    assert load["tokens"] == 12
+    assert load["tokens_per_expert"] == [9, 6, 6, 0]
+    assert load["idle_experts"] == 1 and load["experts"] == 4
+    assert load["max_over_mean"] == pytest.approx(9 / (21 / 4))
+    shares = np.array([9, 6, 6]) / 21
+    assert load["entropy"] == pytest.approx(float(-(shares * np.log(shares)).sum() / math.log(4)))
+    assert load["cv"] == pytest.approx(float(np.std([9, 6, 6, 0]) / (21 / 4)))
+
+
 def test_geometry_does_not_change_scores_and_shows_the_premise(tmp_path: Path) -> None:
     text = """\
 name: geo
