@@ -286,12 +286,13 @@ def _upcycled_layers(
         drop_ratio=spec.drop_ratio,
         router=spec.router,
         router_temperature=spec.router_temperature,
+        router_decay=spec.router_decay,
         renormalize=spec.renormalize,
         seed=spec.seed,
     )
     model.eval()
     centroids = None
-    if spec.router == "kmeans":
+    if spec.router in ("kmeans", "online-kmeans"):
         compute = partial(background_centroids, model, tokenizer, upcycle)
         centroids = cached_centroids(cache, router_cache_key(spec), compute)
     return upcycle_bert(model, upcycle, centroids=centroids)

@@ -30,17 +30,28 @@ _CENTROID_CODE = ("sbabench.models.encoder", "background_centroids")
 
 
 def spec_parts(spec: AnyModel) -> dict[str, Any]:
-    """A model spec's options (not its name) and its weights' identity."""
+    """A model spec's options (not its name, its resources, or its train-stage router options,
+    which the train key holds) and its weights' identity."""
     return {
-        "spec": spec.model_dump(exclude={"name", "resources"}),
+        "spec": spec.model_dump(exclude={"name", "resources", "train"}),
         "weights": weights_identity(spec.base, getattr(spec, "revision", None)),
     }
 
 
+_NOT_IN_CENTROIDS = {"token_elimination", "router_decay", "max_length"}
+"""Upcycle options the k-means centroids do not depend on (the background text is tokenised and
+run on the dense model as it is)."""
+
+
 def router_cache_key(spec: AnyModel) -> str:
     """The key of an upcycled model's centroids: its spec, base weights, and the code that
-    computes them (upcycling, background text, tokenisation)."""
-    return key_digest({**spec_parts(spec), "code_sha256": source_digest(*_CENTROID_CODE)})
+    computes them (upcycling, background text, tokenisation). `kmeans` and `online-kmeans`
+    share them: the online router starts from the same centroids."""
+    parts = spec_parts(spec)
+    options = {k: v for k, v in parts["spec"].items() if k not in _NOT_IN_CENTROIDS}
+    if options.get("router") == "online-kmeans":
+        options["router"] = "kmeans"
+    return key_digest({**parts, "spec": options, "code_sha256": source_digest(*_CENTROID_CODE)})
 
 
 def cached_centroids(

@@ -18,6 +18,43 @@ class Resources(StrictModel):
     """GPUs per worker (a fraction shares a GPU between workers)."""
 
 
+class RouterTraining(StrictModel):
+    """How the train stage treats an MoE model's routers (the suite's `train:` block, or one
+    model's `train:` entry, which overrides it for that model)."""
+
+    router: Literal["learned", "online-kmeans"] | None = None
+    """`learned`: the router's weights train by gradient; `online-kmeans`: the router becomes an
+    online K-means router (centroids start from its weight rows or centroids, move as running
+    means of the tokens routed to them, no gradient); default: the model's router as it is."""
+    aux_loss: float = Field(0.0, ge=0.0, le=100.0)
+    """Coefficient of the Switch Transformer load-balancing loss added to the objective (learned
+    routers only; 0 = none)."""
+    router_decay: float = Field(0.99, ge=0.0, lt=1.0)
+    """`online-kmeans`: decay of the centroids' exponential running mean per batch."""
+    router_temperature: float = Field(0.1, gt=0.0, le=100.0)
+    """`online-kmeans` made from a learned router: softmax temperature of its cosine scores."""
+
+    @model_validator(mode="after")
+    def _aux_loss_needs_gradient(self) -> RouterTraining:
+        if self.aux_loss > 0 and self.router == "online-kmeans":
+            raise ValueError(
+                "aux_loss needs a router trained by gradient; online-kmeans routers have none "
+                "(set router: learned, or aux_loss: 0)"
+            )
+        return self
+
+
+class TokenElimination(StrictModel):
+    """Attention-based token elimination (TiltedBERT's reading, see the README): after layer
+    `start_layer` and every later one, each text keeps the tokens the others attend to most."""
+
+    tilt_rate: float = Field(ge=0.0, lt=1.0)
+    """Share of the surviving tokens dropped after each layer from `start_layer` on: after
+    layer l a text keeps ceil((1 - tilt_rate)^(l - start_layer + 1) x its tokens)."""
+    start_layer: int = Field(0, ge=0, le=1000)
+    """The first layer (0-based) whose attention decides which tokens go on."""
+
+
 class _ModelBase(StrictModel):
     name: Name
     """The model's name in result paths and tables (letters, digits, `.`, `_`, `-`)."""
@@ -30,6 +67,25 @@ class _ModelBase(StrictModel):
     )
     resources: Resources = Field(default_factory=Resources)
     """What one worker of this model needs with `--executor ray` (not part of any key)."""
+    token_elimination: TokenElimination | None = None
+    """Drop the least-attended tokens layer by layer (BERT-family encoders; see the README)."""
+    train: RouterTraining | None = None
+    """This model's router options in the train stage (override the suite's `train:` block)."""
+
+    @model_validator(mode="after")
+    def _router_training_needs_moe(self) -> _ModelBase:
+        options = self.train
+        if options is not None and not self.is_moe and options.model_fields_set:
+            raise ValueError(
+                "router options in `train:` apply to MoE models only; this model is dense "
+                "(remove its `train:` entry)"
+            )
+        return self
+
+    @property
+    def is_moe(self) -> bool:
+        """Whether the model has MoE layers."""
+        raise NotImplementedError
 
 
 class UpcycleModel(_ModelBase):
@@ -47,10 +103,14 @@ class UpcycleModel(_ModelBase):
     """Which feed-forward layers become MoE layers: odd, even, all, or a list of indices."""
     drop_ratio: float = Field(0.3, ge=0.0, le=1.0)
     """Share of each expert's FFN neurons re-initialised (drop-upcycling; 0 = exact copies)."""
-    router: Literal["kmeans", "random"] = "kmeans"
-    """`kmeans`: centroids of FFN inputs on background text; `random`: random directions."""
+    router: Literal["kmeans", "online-kmeans", "random"] = "kmeans"
+    """`kmeans`: centroids of FFN inputs on background text; `online-kmeans`: the same
+    centroids, moved online as running means of their tokens while the model trains;
+    `random`: random directions."""
     router_temperature: float = Field(0.1, gt=0.0)
     """Softmax temperature of the router's cosine scores."""
+    router_decay: float = Field(0.99, ge=0.0, lt=1.0)
+    """`online-kmeans`: decay of the centroids' exponential running mean per training batch."""
     renormalize: bool = True
     """Renormalise the top-k routing weights to sum to one."""
     seed: int = 0
@@ -60,6 +120,11 @@ class UpcycleModel(_ModelBase):
     def _top_k_fits(self) -> UpcycleModel:
         if self.top_k > self.experts:
             raise ValueError(f"top_k ({self.top_k}) cannot exceed experts ({self.experts})")
+        if self.router == "online-kmeans" and self.train and self.train.router == "learned":
+            raise ValueError(
+                "router: online-kmeans has no weights to learn, but train.router is learned "
+                "(use router: kmeans for a learned centroid router)"
+            )
         return self
 
     @property

@@ -105,13 +105,15 @@ def router_rows(model: nn.Module, layer: MoELayer, hidden: int) -> torch.Tensor:
     """(experts, hidden): the router's weight rows (or centroids) of `layer`.
 
     Found by shape among the block's parameters outside its experts, which covers a linear
-    gate (`gate.weight`, `router.layer.weight`) and a centroid router alike.
+    gate (`gate.weight`, `router.layer.weight`) and a centroid router alike, and among its
+    `centroids` buffers (an online K-means router).
     """
     block = model.get_submodule(layer.block)
     experts_prefix = layer.name.rpartition(".")[0].removeprefix(layer.block).lstrip(".")
+    centroids = [(n, b) for n, b in block.named_buffers() if n.endswith("centroids")]
     found = [
         (name, p)
-        for name, p in block.named_parameters()
+        for name, p in [*block.named_parameters(), *centroids]
         if p.dim() == 2
         and tuple(p.shape) == (layer.num_experts, hidden)
         and not (experts_prefix and name.startswith(experts_prefix + "."))

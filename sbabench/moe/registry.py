@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from sbabench.moe.base import MoELayer
     from sbabench.moe.experts import ExpertMLPs
+    from sbabench.moe.routers import RouterSlot
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class MoEFamily:
     """Route every layer of this family in a model through an AggregationPoint; [] if none."""
     expert_mlps: Callable[[nn.Module, MoELayer], ExpertMLPs] | None = None
     """The layer's experts as two-layer MLPs (raises Unsupported); None: not readable."""
+    router: Callable[[nn.Module, MoELayer], RouterSlot] | None = None
+    """The layer's router (raises Unsupported); None: the family cannot expose it (no online
+    K-means router, no auxiliary loss)."""
 
 
 _REGISTRY: Registry[MoEFamily] = Registry("MoE family", lambda family: family.name)

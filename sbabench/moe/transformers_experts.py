@@ -24,6 +24,7 @@ from torch import nn
 from sbabench.moe.base import AggregationPoint, MoELayer
 from sbabench.moe.experts import ExpertMLPs, Unsupported, float32, mlps
 from sbabench.moe.registry import MoEFamily, register
+from sbabench.moe.routers import OnlineKMeansTopKRouter, RouterSlot
 
 IMPLEMENTATION = "sbabench"
 _POINT = "sbabench_combine"
@@ -232,6 +233,40 @@ def read_experts(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
     return mlps(weight(experts.up_proj), bias, down, experts.act_fn)
 
 
+def router(model: nn.Module, layer: MoELayer) -> RouterSlot:
+    """The block's softmax top-k router (`gate` or `router`: Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE
+    and others whose `*TopKRouter` is a bias-free linear layer returning (logits, top-k weights,
+    top-k indices)). Group-limited or biased routers (DeepSeek-V3, GPT-OSS) are not exposed."""
+    block: Any = model.get_submodule(layer.block)
+    for attribute in ("gate", "router"):
+        current = getattr(block, attribute, None)
+        if isinstance(current, OnlineKMeansTopKRouter):
+            return _slot(block, attribute, current.rows, current.top_k, current.renormalize)
+        name = type(current).__name__
+        weight = getattr(current, "weight", None)
+        if (
+            name.endswith("TopKRouter")
+            and isinstance(weight, torch.Tensor)
+            and weight.dim() == 2
+            and getattr(current, "bias", None) is None
+        ):
+            return _slot(block, attribute, weight, layer.top_k, layer.renormalized)
+    raise Unsupported(
+        f"its router is not a bias-free softmax top-k router ({type(block).__name__})"
+    )
+
+
+def _slot(
+    block: nn.Module, attribute: str, rows: torch.Tensor, top_k: int, renormalize: bool
+) -> RouterSlot:
+    def online(centroids: torch.Tensor, temperature: float, decay: float) -> nn.Module:
+        return OnlineKMeansTopKRouter(centroids, temperature, top_k, decay, renormalize)
+
+    return RouterSlot(
+        block, attribute, rows, lambda out: torch.softmax(out[0].float(), dim=-1), online
+    )
+
+
 FAMILY = "transformers-experts"
 
 register(
@@ -241,5 +276,6 @@ register(
         "DeepSeek-V2/V3, GPT-OSS, and others built on transformers' ExpertsInterface)",
         attach,
         read_experts,
+        router,
     )
 )

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sbabench.moe.base import AggregationPoint, MoELayer
-from sbabench.moe.experts import ExpertMLPs, float32, mlps
+from sbabench.moe.experts import ExpertMLPs, Unsupported, float32, mlps
 from sbabench.moe.registry import MoEFamily, register
+from sbabench.moe.routers import OnlineKMeansRouter, RouterSlot
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,12 @@ class UpcycleConfig:
     drop_ratio: float = 0.3
     """Fraction of intermediate neurons re-initialised in each expert."""
     router: str = "kmeans"
-    """`kmeans` (centroid router) or `random` (seeded random linear router)."""
+    """`kmeans` (centroid router), `online-kmeans` (the same centroids, moved online while
+    training) or `random` (seeded random linear router)."""
     router_temperature: float = 0.1
     """Softmax temperature of the centroid router's cosine logits."""
+    router_decay: float = 0.99
+    """`online-kmeans`: decay of the centroids' exponential running mean."""
     renormalize: bool = True
     """Renormalise the top-k weights to sum to 1."""
     seed: int = 0
@@ -238,7 +242,7 @@ def upcycle_bert(
     """
     bert_layers = _bert_layers(model)
     gen = torch.Generator().manual_seed(config.seed)
-    if config.router == "kmeans" and centroids is None:
+    if config.router in ("kmeans", "online-kmeans") and centroids is None:
         centroids = kmeans_centroids(model, config, background)
     found = []
     for i in config.layers:
@@ -252,6 +256,11 @@ def upcycle_bert(
         if config.router == "kmeans":
             assert centroids is not None
             router = CentroidRouter(centroids[i].clone(), config.router_temperature)
+        elif config.router == "online-kmeans":
+            assert centroids is not None
+            router = OnlineKMeansRouter(
+                centroids[i], config.router_temperature, config.top_k, config.router_decay
+            )
         else:
             hidden = w1.shape[-1]
             weight = torch.randn(config.experts, hidden, generator=gen) / hidden**0.5
@@ -298,6 +307,33 @@ def read_experts(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
     return mlps(block.w1.detach().float(), float32(block.b1), block.w2.detach().float(), F.gelu)
 
 
+def _rows(router: OnlineKMeansRouter | CentroidRouter) -> torch.Tensor:
+    return router.rows if isinstance(router, OnlineKMeansRouter) else router.centroids
+
+
+def router(model: nn.Module, layer: MoELayer) -> RouterSlot:
+    """The upcycled layer's router: centroid, online K-means or random linear."""
+    block: Any = model.get_submodule(layer.block)
+    current = block.router
+    if isinstance(current, OnlineKMeansRouter | CentroidRouter):
+        rows, temperature = _rows(current), current.temperature
+    elif isinstance(current, LinearRouter):
+        rows, temperature = current.weight, 0.1
+    else:
+        raise Unsupported(f"unknown router {type(current).__name__}")
+
+    def online(centroids: torch.Tensor, temp: float, decay: float) -> nn.Module:
+        # A centroid router keeps its own temperature: the online router starts where it is.
+        keep = isinstance(current, CentroidRouter)
+        return OnlineKMeansRouter(
+            centroids, temperature if keep else temp, block.top_k, decay, block.renormalize
+        )
+
+    return RouterSlot(block, "router", rows, lambda probs: probs, online)
+
+
 FAMILY = "upcycled-bert"
 
-register(MoEFamily(FAMILY, "drop-upcycled BERT encoders (source: upcycle)", attach, read_experts))
+register(
+    MoEFamily(FAMILY, "drop-upcycled BERT encoders (source: upcycle)", attach, read_experts, router)
+)

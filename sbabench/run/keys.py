@@ -147,5 +147,5 @@ def unit_key_parts(suite: Suite, unit: Unit, aggregator: ResolvedAggregator | No
         task=TaskKey(**task_identity(unit.task_entry)),
         settings=SettingsKey(dtype=suite.settings.dtype, seed=suite.settings.seed),
         scoring_version=SCORING_VERSION,
-        train=train_key(suite.train),
+        train=train_key(suite.train_for(unit.model)),
     )

@@ -117,6 +117,8 @@ class TrainingRecord(_Block):
     trainable_parameters: int = 0
     router_load_cv: dict[str, float] = Field(default_factory=dict)
     """Per MoE layer, the expert-load coefficient of variation after training."""
+    load_balancing_loss: list[float] = Field(default_factory=list)
+    """Per step, the Switch load-balancing loss (1 = balanced) when `aux_loss` is set."""
     skipped: str | None = None
 
 

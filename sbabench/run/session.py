@@ -17,7 +17,7 @@ from sbabench.run.results import TrainingRecord
 if TYPE_CHECKING:
     from sbabench.models.encoder import TextEncoder
     from sbabench.run.plan import PlannedUnit
-    from sbabench.suite import Suite, Unit
+    from sbabench.suite import Suite, TrainSpec, Unit
 
 
 class ModelSession:
@@ -31,6 +31,11 @@ class ModelSession:
         self._initial: dict[str, Any] | None = None
         self.training: dict[str, TrainingRecord] = {}
         """Training log per checkpoint key."""
+
+    @property
+    def spec(self) -> TrainSpec | None:
+        """This model's train stage (the suite's, with the model's own router options)."""
+        return self.suite.train_for(self.unit.model)
 
     @property
     def checkpoints(self) -> Path:
@@ -61,7 +66,7 @@ class ModelSession:
             encoder = self._build()
             if planned.aggregator is not None:
                 set_aggregator(encoder.model, planned.aggregator.fn, planned.aggregator.name)
-            if self.suite.train is not None:
+            if self.spec is not None:
                 self._train(planned, encoder)
             return encoder
 
@@ -70,26 +75,28 @@ class ModelSession:
     def _train(self, planned: PlannedUnit, encoder: TextEncoder) -> None:
         from sbabench.run import training
 
-        assert self.suite.train is not None
+        spec = self.spec
+        assert spec is not None
         if self._initial is None:
+            training.prepare_routers(encoder, spec)  # before the snapshot: it may swap modules
             self._initial = {k: v.detach().clone() for k, v in encoder.model.state_dict().items()}
         else:
             encoder.model.load_state_dict(self._initial)
         key = planned.key_parts.checkpoint_key()
-        if not encoder.moe_layers and self.suite.train.trainable == "moe":
+        if not encoder.moe_layers and spec.trainable == "moe":
             self.training[key] = TrainingRecord(
                 skipped="dense model: `trainable: moe` trains nothing"
             )
             return
         record = training.load_checkpoint(self.checkpoints, key, encoder)
         if record is None:
-            record = training.train(encoder, self.suite.train)
-            training.save_checkpoint(self.checkpoints, key, encoder, self.suite.train, record)
+            record = training.train(encoder, spec)
+            training.save_checkpoint(self.checkpoints, key, encoder, spec, record)
         self.training[key] = record
 
     def training_log(self, planned: PlannedUnit) -> TrainingRecord | None:
         """The log of this unit's model x operator: from this run or the checkpoint cache."""
-        if self.suite.train is None:
+        if self.spec is None:
             return None
         from sbabench.run import training
 

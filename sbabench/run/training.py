@@ -7,6 +7,10 @@ Objectives: `simcse` (unsupervised SimCSE: the same batch encoded twice with dro
 over in-batch negatives) and `pairs` (contrastive, multiple-negatives ranking loss on
 (text1, text2) pairs). Stability is recorded: loss and gradient norm per step; a NaN or inf
 stops that model x operator with a clear error.
+
+Routers (`sbabench.moe.routers`): `router: online-kmeans` swaps every router for an online K-means
+router before training (its centroids move with the tokens routed to them, no gradient);
+`aux_loss: c` adds c x the Switch load-balancing loss of every MoE layer to the objective.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -81,10 +87,43 @@ def trainable_parameters(encoder: TextEncoder, which: str) -> list[torch.nn.Para
     return chosen
 
 
-def _embed(encoder: TextEncoder, texts: list[str], max_length: int) -> torch.Tensor:
-    return F.normalize(
-        encoder.forward(encoder.tokenize(texts, max_length=max_length)).float(), dim=-1
-    )
+def prepare_routers(encoder: TextEncoder, spec: TrainSpec) -> None:
+    """Apply the spec's router choice before training starts (and before the initial weights
+    are kept): `online-kmeans` swaps every MoE layer's router for an online one."""
+    from sbabench.moe.experts import Unsupported
+    from sbabench.moe.routers import make_online, online_routers
+
+    if not encoder.moe_layers:
+        return
+    try:
+        if spec.router == "online-kmeans":
+            make_online(
+                encoder.model, encoder.moe_layers, spec.router_temperature, spec.router_decay
+            )
+        elif spec.router == "learned" and online_routers(encoder.model):
+            raise TrainingError(
+                "train.router is learned but the model's routers are online K-means (no weights)",
+                fix="use `router: kmeans` on the model, or `train: {router: online-kmeans}`",
+            )
+    except Unsupported as exc:
+        raise TrainingError(
+            f"router: online-kmeans cannot be used with this model: {exc}",
+            fix="supported: upcycled models and transformers MoE families with a softmax "
+            "top-k router (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE)",
+        ) from None
+
+
+def _embed(encoder: TextEncoder, texts: list[str], max_length: int, aux: Any) -> torch.Tensor:
+    """Normalised embeddings of a batch; online routers and the auxiliary-loss collector are
+    told which tokens are real."""
+    from sbabench.moe.routers import token_mask
+
+    features = encoder.tokenize(texts, max_length=max_length)
+    mask = features["attention_mask"].reshape(-1).bool()
+    if aux is not None:
+        aux.token_mask = mask
+    with token_mask(encoder.model, mask):
+        return F.normalize(encoder.forward(features).float(), dim=-1)
 
 
 class _Batches:
@@ -104,14 +143,21 @@ class _Batches:
 
 
 def _contrastive_loss(
-    encoder: TextEncoder, anchors: list[str], positives: list[str], spec: TrainSpec
-) -> torch.Tensor:
-    """InfoNCE with in-batch negatives (bf16 autocast on a GPU)."""
+    encoder: TextEncoder, anchors: list[str], positives: list[str], spec: TrainSpec, aux: Any
+) -> tuple[torch.Tensor, float | None]:
+    """InfoNCE with in-batch negatives (bf16 autocast on a GPU), plus aux_loss x the
+    load-balancing loss when asked for; returns the total and the load-balancing term."""
+    from sbabench.moe.routers import load_balancing_loss
+
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=encoder.device.type == "cuda"):
-        a = _embed(encoder, anchors, spec.max_length)
-        b = _embed(encoder, positives, spec.max_length)
+        a = _embed(encoder, anchors, spec.max_length, aux)
+        b = _embed(encoder, positives, spec.max_length, aux)
         logits = a @ b.T / spec.temperature
-        return F.cross_entropy(logits.float(), torch.arange(len(anchors), device=logits.device))
+        loss = F.cross_entropy(logits.float(), torch.arange(len(anchors), device=logits.device))
+    if aux is None:
+        return loss, None
+    balance = load_balancing_loss(aux.pop(), [layer.top_k for layer in encoder.moe_layers])
+    return loss + spec.aux_loss * balance, float(balance.detach())
 
 
 def _step(
@@ -145,6 +191,7 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
     Every operator sees the same data order (`_Batches`) and the same dropout masks (the seed).
     """
     pairs = training_data(spec, base_dir)
+    prepare_routers(encoder, spec)
     params = trainable_parameters(encoder, spec.trainable)
     _only_trainable(encoder, params)
     optimizer = torch.optim.AdamW(params, lr=spec.lr)
@@ -154,17 +201,40 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
     start = time.perf_counter()
     encoder.model.train()
     try:
-        for step in range(spec.steps):
-            loss = _contrastive_loss(encoder, *batches.next(), spec)
-            log.grad_norm.append(_step(loss, params, optimizer, step))
-            log.loss.append(float(loss.detach()))
-            log.steps = step + 1
+        with _aux_collector(encoder, spec) as aux:
+            for step in range(spec.steps):
+                loss, balance = _contrastive_loss(encoder, *batches.next(), spec, aux)
+                log.grad_norm.append(_step(loss, params, optimizer, step))
+                log.loss.append(float(loss.detach()))
+                if balance is not None:
+                    log.load_balancing_loss.append(balance)
+                log.steps = step + 1
     finally:
         encoder.model.eval()
         _only_trainable(encoder, [])
     log.seconds = time.perf_counter() - start
     log.router_load_cv = _router_load(encoder, [a for a, _ in pairs[:64]])
     return log
+
+
+@contextmanager
+def _aux_collector(encoder: TextEncoder, spec: TrainSpec) -> Iterator[Any]:
+    """The routers' probabilities during training, when the spec has an auxiliary loss."""
+    from sbabench.moe.experts import Unsupported
+    from sbabench.moe.routers import RouterProbabilities
+
+    if spec.aux_loss <= 0 or not encoder.moe_layers:
+        yield None
+        return
+    try:
+        collector = RouterProbabilities(encoder.model, encoder.moe_layers)
+    except Unsupported as exc:
+        raise TrainingError(
+            f"aux_loss needs the routers' probabilities, and this model cannot give them: {exc}",
+            fix="set aux_loss: 0 for this model (its own `train:` entry)",
+        ) from None
+    with collector:
+        yield collector
 
 
 def _router_load(encoder: TextEncoder, texts: list[str]) -> dict[str, float]:
@@ -196,8 +266,13 @@ def save_checkpoint(
     """Trainable parameters (atomically) and the log."""
     weights, log_path = checkpoint_paths(folder, key)
     folder.mkdir(parents=True, exist_ok=True)
+    from sbabench.moe.routers import OnlineKMeansRouter
+
     names = {id(p) for p in trainable_parameters(encoder, spec.trainable)}
     state = {n: p.detach().cpu() for n, p in encoder.model.named_parameters() if id(p) in names}
+    for name, module in encoder.model.named_modules():  # online routers learn without gradient
+        if isinstance(module, OnlineKMeansRouter):
+            state[f"{name}.centroids"] = module.rows.detach().cpu()
     tmp = weights.with_suffix(".pt.tmp")
     torch.save(state, tmp)
     tmp.replace(weights)

@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from sbabench.aggregators import is_user_operator, resolve
 from sbabench.errors import SbabenchError
 from sbabench.geometry.spec import GeometrySpec
-from sbabench.models.spec import AnyModel, ModelSpec
+from sbabench.models.spec import AnyModel, ModelSpec, RouterTraining, UpcycleModel
 from sbabench.spec_base import Name, StrictModel
 from sbabench.tasks.spec import TaskEntry
 
@@ -85,8 +85,9 @@ class AggregatorEntry(StrictModel):
         return self.name.replace(":", ".") if ":" in self.name else self.name
 
 
-class TrainSpec(StrictModel):
-    """An optional fine-tuning stage, identical for every operator of a model."""
+class TrainSpec(RouterTraining):
+    """An optional fine-tuning stage, identical for every operator of a model (the router
+    options apply to MoE models; a model's own `train:` entry overrides them for it)."""
 
     objective: Literal["simcse", "pairs"] = "simcse"
     """`simcse`: unsupervised dropout positives; `pairs`: contrastive on text pairs."""
@@ -165,7 +166,43 @@ class Suite(StrictModel):
             raise ValueError(
                 "the suite has an MoE model but no aggregators; add e.g. [linear, sba]"
             )
+        self._router_training_fits()
         return self
+
+    def _router_training_fits(self) -> None:
+        for model in self.models:
+            if model.train is not None and model.train.model_fields_set and self.train is None:
+                raise ValueError(
+                    f"model {model.name!r} has router options in `train:` but the suite has no "
+                    "`train:` block (add one, or remove the model's `train:`)"
+                )
+            spec = self.train_for(model)
+            online_model = isinstance(model, UpcycleModel) and model.router == "online-kmeans"
+            if spec is None or not model.is_moe:
+                continue
+            if online_model and spec.router == "learned":
+                raise ValueError(
+                    f"model {model.name!r}: router online-kmeans has no weights to learn, but "
+                    "train.router is learned (give the model `train: {router: online-kmeans}`, "
+                    "or use router: kmeans)"
+                )
+            if spec.aux_loss > 0 and (spec.router == "online-kmeans" or online_model):
+                raise ValueError(
+                    f"model {model.name!r}: aux_loss needs a router trained by gradient, and its "
+                    "router is online-kmeans (give the model `train: {aux_loss: 0}`)"
+                )
+
+    def train_for(self, model: AnyModel) -> TrainSpec | None:
+        """The train stage of `model`: the suite's `train:` with the model's own router options."""
+        if self.train is None:
+            return None
+        if model.train is None or not model.train.model_fields_set:
+            return self.train
+        own = model.train.model_dump(include=model.train.model_fields_set)
+        try:
+            return TrainSpec.model_validate({**self.train.model_dump(), **own})
+        except ValueError as exc:
+            raise ValueError(f"model {model.name!r}: train: {exc}") from None
 
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
