@@ -643,11 +643,17 @@ def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int)
     """Write PNG figures: score differences with 95% CIs per task (forest plot); per model/
     aggregator the norm and angle histograms and the collapse ratio of every MoE layer; with
     geometry probes, expert x expert heatmaps (Jacobian alignment, Grassmann distance, router
-    coupling) and Jacobian spectra; and, for fine-tuned suites, the loss and gradient-norm
-    curves per operator.
+    coupling) and Jacobian spectra; for fine-tuned suites, the loss and gradient-norm
+    curves per operator; with token elimination, score against FLOPs kept and encode time.
     """
     from sbabench.analysis.compare import compare_results, load_folder
-    from sbabench.analysis.plots import forest_plot, geometry_plots, probe_plots, training_plots
+    from sbabench.analysis.plots import (
+        forest_plot,
+        geometry_plots,
+        probe_plots,
+        token_elimination_plot,
+        training_plots,
+    )
 
     loaded = [r for source in results or (Path("results"),) for r in load_folder(source)]
     folder.mkdir(parents=True, exist_ok=True)
@@ -655,6 +661,7 @@ def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int)
         geometry_plots(loaded, folder)
         + probe_plots(loaded, folder)
         + training_plots(loaded, folder)
+        + token_elimination_plot(loaded, folder)
     )
     forest = forest_plot(
         compare_results(loaded, baseline=baseline, n_resamples=resamples), folder / "forest.png"

@@ -208,3 +208,57 @@ def training_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
         fig.suptitle(model)
         written.append(_save(fig, folder / f"training_{model}.png"))
     return written
+
+
+def _tradeoff_series(results: Sequence[UnitResult]) -> dict[str, dict[str, list[tuple[Any, ...]]]]:
+    """task -> series -> (FLOPs share, encode s, score, tilt rate) points. A series is one model
+    build with one operator, whatever its token elimination (unpruned rows are share 1)."""
+    from sbabench.digests import key_digest
+
+    series: dict[str, dict[str, list[tuple[Any, ...]]]] = {}
+    names: dict[str, str] = {}
+    for r in results:
+        spec = {k: v for k, v in r.key_parts.model.spec.items() if k != "token_elimination"}
+        build = key_digest({"spec": spec, "weights": r.key_parts.model.weights})
+        record = r.token_elimination
+        if record is not None and record.flops_fraction is None:
+            continue  # every text came from the cache: no FLOPs share to draw
+        if record is None or record.tilt_rate == 0:
+            names[build] = r.model
+        share = 1.0 if record is None or record.flops_fraction is None else record.flops_fraction
+        tilt = 0.0 if record is None else record.tilt_rate
+        point = (share, r.timing_s.encode, r.main_score, tilt)
+        series.setdefault(r.task, {}).setdefault(f"{build}/{r.aggregator}", []).append(point)
+    return {
+        task: {
+            f"{names.get(key.split('/')[0], 'pruned')}/{key.split('/')[1]}": sorted(points)
+            for key, points in by_series.items()
+        }
+        for task, by_series in series.items()
+    }
+
+
+def token_elimination_plot(results: Sequence[UnitResult], folder: Path) -> list[Path]:
+    """Per task: main score against the share of encoder FLOPs kept and against the measured
+    encode time, one line per model build and operator, each point labelled with its Tilt-Rate."""
+    if not any(r.token_elimination is not None for r in results):
+        return []
+    by_task = _tradeoff_series(results)
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(by_task), 2, figsize=(11, 3.8 * len(by_task)), squeeze=False)
+    for row, (task, by_series) in enumerate(sorted(by_task.items())):
+        for label, points in sorted(by_series.items()):
+            for col, x in ((0, 0), (1, 1)):
+                xs = [p[x] for p in points]
+                line = axes[row][col].plot(xs, [p[2] for p in points], marker="o", label=label)
+                for p in points:
+                    axes[row][col].annotate(
+                        f"R={p[3]:g}", (p[x], p[2]), fontsize=6, color=line[0].get_color()
+                    )
+        axes[row][0].set_xlabel("share of encoder FLOPs kept (analytic)", fontsize=8)
+        axes[row][1].set_xlabel("encode time of the unit's texts (s, measured)", fontsize=8)
+        for ax in axes[row]:
+            ax.set_ylabel(f"{task} main score", fontsize=8)
+            ax.legend(fontsize=7)
+    fig.suptitle("token elimination: quality against cost (R = Tilt-Rate)")
+    return [_save(fig, folder / "token_elimination.png")]

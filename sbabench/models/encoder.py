@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from sbabench.models.machine_cache import MachineCache
     from sbabench.models.spec import AnyModel, UpcycleModel
+    from sbabench.models.token_elimination import LayerCost, Schedule
     from sbabench.moe.upcycle import UpcycleConfig
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -104,6 +105,13 @@ class TextEncoder:
         self.prenorm: dict[str, float] = {}
         """Norm of each encoded text's pooled embedding before normalisation."""
         self._last_prenorm = torch.zeros(0)
+        self.elimination: Schedule | None = None
+        """Token elimination (None: every token runs through every layer)."""
+        self.layer_costs: list[LayerCost] = []
+        """Per encoder layer, the sizes its FLOPs count needs (with token elimination)."""
+        self.token_counts: dict[str, int] = {}
+        """Real tokens of each encoded prompt + text (with token elimination: its FLOPs)."""
+        self._last_lengths = torch.zeros(0, dtype=torch.long)
 
     def tokenize(
         self, texts: Sequence[str], prompt: str = "", max_length: int | None = None
@@ -120,13 +128,30 @@ class TextEncoder:
         return batch_to_device(features, self.device)
 
     def forward(self, features: dict[str, Any]) -> torch.Tensor:
-        """Run the pipeline's modules: the embedding before the final normalisation."""
-        for module in self.pipeline:
+        """Run the pipeline's modules: the embedding before the final normalisation (with token
+        elimination, its own layer loop stands in for the first, Transformer, module)."""
+        modules = self.pipeline
+        if self.elimination is not None and self.elimination.tilt_rate > 0:
+            from sbabench.models.token_elimination import eliminating_forward
+
+            self._last_lengths = features["attention_mask"].sum(1).cpu()
+            features = eliminating_forward(self.model, features, self.elimination, self._on_mask)
+            modules = modules[1:]
+        for module in modules:
             features = module(features)
         embedding: torch.Tensor = features["sentence_embedding"]
         if self.st.truncate_dim:
             embedding = embedding[..., : self.st.truncate_dim]
         return embedding
+
+    def _on_mask(self, mask: torch.Tensor) -> None:
+        """Tell the geometry recorder and online routers which tokens of a layer are real."""
+        from sbabench.moe.routers import online_routers
+
+        if self.recorder is not None:
+            self.recorder.token_mask = mask
+        for router in online_routers(self.model):
+            router.token_mask = mask
 
     @torch.inference_mode()
     def embed_batch(self, texts: Sequence[str], prompt: str = "") -> torch.Tensor:
@@ -163,12 +188,33 @@ class TextEncoder:
             self.prenorm.update(
                 {texts[i]: float(n) for i, n in zip(idx, self._last_prenorm, strict=True)}
             )
+            if self.elimination is not None:
+                self._count_tokens([texts[i] for i in idx], prompt)
             if out.shape[1] == 0:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
             out[idx] = vectors
             if on_batch:
                 on_batch(len(idx))
         return out
+
+    def _count_tokens(self, texts: list[str], prompt: str) -> None:
+        """Remember the real token count of each text just encoded (for the FLOPs count)."""
+        lengths = self._last_lengths
+        if len(lengths) != len(texts):  # the unpruned path (tilt_rate 0) does not record them
+            lengths = self.tokenize(texts, prompt)["attention_mask"].sum(1).cpu()
+        self.token_counts.update({prompt + t: int(n) for t, n in zip(texts, lengths, strict=True)})
+
+    def flops_fraction(self, texts: Sequence[tuple[str, str]]) -> tuple[float, list[float], int]:
+        """With token elimination: the share of the encoder's FLOPs that ran for the given
+        (prompt type, text) pairs (total, per layer), over those encoded in this process, and how
+        many those were."""
+        from sbabench.models.token_elimination import flops_fraction
+
+        assert self.elimination is not None
+        keys = [self.config.prompts.get(kind or "default", "") + text for kind, text in texts]
+        lengths = [self.token_counts[k] for k in keys if k in self.token_counts]
+        total, per_layer = flops_fraction(lengths, self.elimination, self.layer_costs)
+        return total, per_layer, len(lengths)
 
 
 def _has_sentence_transformers_files(path: str, revision: str | None) -> bool:
@@ -353,4 +399,35 @@ def build_encoder(
         layers = attach_moe(model)
     elif isinstance(spec, UpcycleModel):
         layers = _upcycled_layers(spec, model, st.tokenizer, cache)
-    return TextEncoder(st, config, pick_device(device), torch_dtype(dtype), layers, identity)
+    encoder = TextEncoder(st, config, pick_device(device), torch_dtype(dtype), layers, identity)
+    if spec.token_elimination is not None:
+        _eliminate_tokens(encoder, spec)
+    return encoder
+
+
+def _eliminate_tokens(encoder: TextEncoder, spec: AnyModel) -> None:
+    """Set up token elimination (BERT-family encoders whose first module is the Transformer)."""
+    from sentence_transformers.models import Transformer
+
+    from sbabench.models import token_elimination
+
+    options = spec.token_elimination
+    assert options is not None
+    if not encoder.pipeline or not isinstance(encoder.pipeline[0], Transformer):
+        raise ModelSpecError(
+            f"model {spec.name!r}: token_elimination needs a model whose first module is "
+            "sentence-transformers' Transformer",
+            fix="remove `token_elimination` from this model",
+        )
+    try:
+        encoder.elimination = token_elimination.prepare(
+            encoder.model, options.tilt_rate, options.start_layer
+        )
+    except ModelSpecError as exc:
+        raise ModelSpecError(f"model {spec.name!r}: {exc.what}", fix=exc.fix) from None
+    moe = {
+        int(layer.block.split(".")[2]): (layer.top_k, layer.num_experts)
+        for layer in encoder.moe_layers
+        if layer.block.startswith("encoder.layer.")
+    }
+    encoder.layer_costs = token_elimination.layer_costs(encoder.model, moe)

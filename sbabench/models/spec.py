@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sbabench.spec_base import Name, StrictModel
 
@@ -53,6 +53,16 @@ class TokenElimination(StrictModel):
     layer l a text keeps ceil((1 - tilt_rate)^(l - start_layer + 1) x its tokens)."""
     start_layer: int = Field(0, ge=0, le=1000)
     """The first layer (0-based) whose attention decides which tokens go on."""
+
+    @field_validator("tilt_rate", mode="before")
+    @classmethod
+    def _tilt_rate_in_range(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not 0 <= value < 1:
+            raise ValueError(
+                f"tilt_rate is the share of tokens dropped after each layer, so it must be in "
+                f"[0, 1) (0 = keep every token); got {value}"
+            )
+        return value
 
 
 class _ModelBase(StrictModel):

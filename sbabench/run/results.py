@@ -122,6 +122,20 @@ class TrainingRecord(_Block):
     skipped: str | None = None
 
 
+class TokenEliminationRecord(_Block):
+    """What token elimination saved in a unit (analytic FLOPs; the time is `timing_s.encode`)."""
+
+    tilt_rate: float
+    start_layer: int
+    flops_fraction: float | None
+    """Share of the encoder layers' FLOPs that ran (1 = unpruned), over `texts`."""
+    flops_fraction_per_layer: list[float] = Field(default_factory=list)
+    texts: int = 0
+    """The unit's texts encoded in this run (the others came from the embedding cache)."""
+    encode_s: float = 0.0
+    """Seconds spent encoding those texts."""
+
+
 class Timing(_Block):
     """Where a unit's time went (seconds), and where its texts came from (counts)."""
 
@@ -173,6 +187,7 @@ class UnitResult(BaseModel):
         description="per-item gold and predictions, per subset (for paired tests)",
     )
     geometry: GeometryBlock | None = None
+    token_elimination: TokenEliminationRecord | None = None
     training: TrainingRecord | None = None
     timing_s: Timing
     provenance: Provenance

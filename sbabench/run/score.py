@@ -8,7 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sbabench.run.results import GeometryBlock, Provenance, Timing, UnitResult
+from sbabench.run.results import (
+    GeometryBlock,
+    Provenance,
+    Timing,
+    TokenEliminationRecord,
+    UnitResult,
+)
 
 if TYPE_CHECKING:
     from sbabench.geometry.recorder import GeometryRecorder
@@ -203,6 +209,31 @@ def _timing(
     )
 
 
+def _elimination(
+    planned: PlannedUnit, encoder: CachingEncoder, encode_s: float
+) -> TokenEliminationRecord | None:
+    """The FLOPs share kept over the unit's texts encoded in this run (None without token
+    elimination; a null share when every text came from the embedding cache)."""
+    options = planned.unit.model.token_elimination
+    if options is None:
+        return None
+    loaded = encoder.loaded_encoder
+    total: float | None = None
+    per_layer: list[float] = []
+    texts = 0
+    if loaded is not None and loaded.elimination is not None:
+        share, per_layer, texts = loaded.flops_fraction(list(encoder.requested))
+        total = share if texts else None
+    return TokenEliminationRecord(
+        tilt_rate=options.tilt_rate,
+        start_layer=options.start_layer,
+        flops_fraction=total,
+        flops_fraction_per_layer=per_layer if texts else [],
+        texts=texts,
+        encode_s=encode_s,
+    )
+
+
 def _provenance(suite: Suite, session: ModelSession) -> Provenance:
     from sbabench.models.encoder import pick_device
     from sbabench.run import provenance
@@ -234,6 +265,7 @@ def score_unit(
     geometry_start = time.perf_counter()
     geometry = geometry_block(suite.geometry, planned, encoder, recorder, store, stored, phase)
     geometry_s = time.perf_counter() - geometry_start
+    elimination = _elimination(planned, encoder, encoder.encode_seconds - before.encode_s)
     encoder.start_unit(None)
     timing = _timing(encoder, session, before, time.perf_counter() - start, geometry_s, was_loaded)
     main = [float(s["main_score"]) for s in scores.values()]
@@ -251,6 +283,7 @@ def score_unit(
         scores={subset: dict(values) for subset, values in scores.items()},
         items=items,
         geometry=None if geometry is None else GeometryBlock.model_validate(geometry),
+        token_elimination=elimination,
         training=session.training_log(planned),
         timing_s=timing,
         provenance=_provenance(suite, session),

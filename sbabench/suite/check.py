@@ -1,12 +1,16 @@
-"""The checks of a suite that need I/O: task names (mteb's registry), local data files, and user
-operators (imported and run on a probe batch). Run once before a run, and by `validate`."""
+"""The checks of a suite that need I/O: task names (mteb's registry), local data files, user
+operators (imported and run on a probe batch), and token-elimination layers against a local
+model's config. Run once before a run, and by `validate`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sbabench.aggregators import is_user_operator, resolve
 from sbabench.errors import SbabenchError
+from sbabench.models.sources import resolve_base
+from sbabench.models.spec import AnyModel
 from sbabench.suite.schema import Suite, TaskEntry
 from sbabench.tasks import BUNDLED_SOURCES, known_task
 from sbabench.tasks.local import load_columns
@@ -37,6 +41,38 @@ def _task_problem(entry: TaskEntry) -> str | None:
     return None
 
 
+def _local_layers(model: AnyModel) -> int | None:
+    """Encoder layers of a packaged or local model, from its config.json (None: a hub model,
+    whose config is read when it loads)."""
+    path, identity = resolve_base(model.base)
+    config = Path(path) / "config.json"
+    if identity.startswith("hub:") or not config.is_file():
+        return None
+    try:
+        layers = json.loads(config.read_text(encoding="utf-8")).get("num_hidden_layers")
+    except (OSError, ValueError):
+        return None
+    return layers if isinstance(layers, int) else None
+
+
+def _model_problems(suite: Suite) -> list[Problem]:
+    found: list[Problem] = []
+    for i, model in enumerate(suite.models):
+        options = model.token_elimination
+        if options is None:
+            continue
+        layers = _local_layers(model)
+        if layers is not None and options.start_layer >= layers:
+            found.append(
+                (
+                    ("models", i, "token_elimination", "start_layer"),
+                    f"start_layer is {options.start_layer}, but the model has {layers} layers "
+                    f"— fix: use a start_layer from 0 to {layers - 1}",
+                )
+            )
+    return found
+
+
 def problems(suite: Suite) -> list[Problem]:
     """Every problem found by reading the suite's data and importing its user code."""
     found: list[Problem] = []
@@ -51,4 +87,4 @@ def problems(suite: Suite) -> list[Problem]:
             resolve(aggregator.name, aggregator.options)
         except SbabenchError as exc:
             found.append((("aggregators", i), _message(exc)))
-    return found
+    return found + _model_problems(suite)
