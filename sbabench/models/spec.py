@@ -22,10 +22,11 @@ class RouterTraining(StrictModel):
     """How the train stage treats an MoE model's routers (the suite's `train:` block, or one
     model's `train:` entry, which overrides it for that model)."""
 
-    router: Literal["learned", "online-kmeans"] | None = None
-    """`learned`: the router's weights train by gradient; `online-kmeans`: the router becomes an
-    online K-means router (centroids start from its weight rows or centroids, move as running
-    means of the tokens routed to them, no gradient); default: the model's router as it is."""
+    router: Literal["learned", "frozen", "online-kmeans"] | None = None
+    """`learned`: the router's weights train by gradient; `frozen`: they do not train (the
+    experts do); `online-kmeans`: the router becomes an online K-means router (centroids start
+    from its weight rows or centroids, move as running means of the tokens routed to them, no
+    gradient); default: the model's router as it is (learned, or online for online-kmeans)."""
     aux_loss: float = Field(0.0, ge=0.0, le=100.0)
     """Coefficient of the Switch Transformer load-balancing loss added to the objective (learned
     routers only; 0 = none)."""
@@ -36,9 +37,9 @@ class RouterTraining(StrictModel):
 
     @model_validator(mode="after")
     def _aux_loss_needs_gradient(self) -> RouterTraining:
-        if self.aux_loss > 0 and self.router == "online-kmeans":
+        if self.aux_loss > 0 and self.router in ("online-kmeans", "frozen"):
             raise ValueError(
-                "aux_loss needs a router trained by gradient; online-kmeans routers have none "
+                f"aux_loss needs a router trained by gradient; a {self.router} router has none "
                 "(set router: learned, or aux_loss: 0)"
             )
         return self
@@ -130,7 +131,11 @@ class UpcycleModel(_ModelBase):
     def _top_k_fits(self) -> UpcycleModel:
         if self.top_k > self.experts:
             raise ValueError(f"top_k ({self.top_k}) cannot exceed experts ({self.experts})")
-        if self.router == "online-kmeans" and self.train and self.train.router == "learned":
+        if (
+            self.router == "online-kmeans"
+            and self.train
+            and self.train.router in ("learned", "frozen")
+        ):
             raise ValueError(
                 "router: online-kmeans has no weights to learn, but train.router is learned "
                 "(use router: kmeans for a learned centroid router)"

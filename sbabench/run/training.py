@@ -71,9 +71,14 @@ def training_data(spec: TrainSpec, base_dir: Path | None = None) -> list[tuple[s
     return pairs
 
 
-def trainable_parameters(encoder: TextEncoder, which: str) -> list[torch.nn.Parameter]:
-    """`all`, or `moe`: the parameters of the MoE blocks (experts and routers)."""
+def trainable_parameters(
+    encoder: TextEncoder, which: str, frozen_routers: bool = False
+) -> list[torch.nn.Parameter]:
+    """`all`, or `moe`: the parameters of the MoE blocks (experts and routers); without the
+    routers' with `frozen_routers`."""
     named = dict(encoder.model.named_parameters())
+    if frozen_routers:
+        named = {n: p for n, p in named.items() if id(p) not in _router_parameters(encoder)}
     if which == "all":
         return list(named.values())
     blocks = [layer.block for layer in encoder.moe_layers if layer.block]
@@ -100,9 +105,10 @@ def prepare_routers(encoder: TextEncoder, spec: TrainSpec) -> None:
             make_online(
                 encoder.model, encoder.moe_layers, spec.router_temperature, spec.router_decay
             )
-        elif spec.router == "learned" and online_routers(encoder.model):
+        elif spec.router in ("learned", "frozen") and online_routers(encoder.model):
             raise TrainingError(
-                "train.router is learned but the model's routers are online K-means (no weights)",
+                f"train.router is {spec.router} but the model's routers are online K-means "
+                "(no weights)",
                 fix="use `router: kmeans` on the model, or `train: {router: online-kmeans}`",
             )
     except Unsupported as exc:
@@ -111,6 +117,21 @@ def prepare_routers(encoder: TextEncoder, spec: TrainSpec) -> None:
             fix="supported: upcycled models and transformers MoE families with a softmax "
             "top-k router (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE)",
         ) from None
+
+
+def _router_parameters(encoder: TextEncoder) -> set[int]:
+    """ids of every MoE layer's router parameters."""
+    from sbabench.moe.experts import Unsupported
+    from sbabench.moe.routers import router_slot
+
+    try:
+        slots = [router_slot(encoder.model, layer) for layer in encoder.moe_layers]
+    except Unsupported as exc:
+        raise TrainingError(
+            f"router: frozen needs the model's routers, and this model cannot give them: {exc}",
+            fix="remove `router: frozen` for this model",
+        ) from None
+    return {id(p) for slot in slots for p in slot.module.parameters()}
 
 
 def _embed(encoder: TextEncoder, texts: list[str], max_length: int, aux: Any) -> torch.Tensor:
@@ -192,7 +213,7 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
     """
     pairs = training_data(spec, base_dir)
     prepare_routers(encoder, spec)
-    params = trainable_parameters(encoder, spec.trainable)
+    params = trainable_parameters(encoder, spec.trainable, spec.router == "frozen")
     _only_trainable(encoder, params)
     optimizer = torch.optim.AdamW(params, lr=spec.lr)
     batches = _Batches(pairs, spec.batch_size, spec.seed)
@@ -268,7 +289,7 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     from sbabench.moe.routers import OnlineKMeansRouter
 
-    names = {id(p) for p in trainable_parameters(encoder, spec.trainable)}
+    names = {id(p) for p in trainable_parameters(encoder, spec.trainable, spec.router == "frozen")}
     state = {n: p.detach().cpu() for n, p in encoder.model.named_parameters() if id(p) in names}
     for name, module in encoder.model.named_modules():  # online routers learn without gradient
         if isinstance(module, OnlineKMeansRouter):

@@ -180,16 +180,16 @@ class Suite(StrictModel):
             online_model = isinstance(model, UpcycleModel) and model.router == "online-kmeans"
             if spec is None or not model.is_moe:
                 continue
-            if online_model and spec.router == "learned":
+            if online_model and spec.router in ("learned", "frozen"):
                 raise ValueError(
                     f"model {model.name!r}: router online-kmeans has no weights to learn, but "
-                    "train.router is learned (give the model `train: {router: online-kmeans}`, "
+                    f"train.router is {spec.router} (give the model `train: {{router: online-kmeans}}`, "
                     "or use router: kmeans)"
                 )
-            if spec.aux_loss > 0 and (spec.router == "online-kmeans" or online_model):
+            if spec.aux_loss > 0 and (spec.router in ("online-kmeans", "frozen") or online_model):
                 raise ValueError(
                     f"model {model.name!r}: aux_loss needs a router trained by gradient, and its "
-                    "router is online-kmeans (give the model `train: {aux_loss: 0}`)"
+                    "router is frozen or online-kmeans (give the model `train: {aux_loss: 0}`)"
                 )
 
     def train_for(self, model: AnyModel) -> TrainSpec | None:

