@@ -517,6 +517,11 @@ def _moe_layer_table(name: str, encoder: Any) -> Table:
     help="Operator every other one is compared with.",
 )
 @click.option(
+    "--baseline-model",
+    help="Compare every model with this model instead, operator by operator (router or "
+    "Tilt-Rate sweeps).",
+)
+@click.option(
     "--against",
     type=click.Path(path_type=Path),
     help="A second results folder (e.g. from the main branch): compare each unit with its twin there.",
@@ -551,6 +556,7 @@ def _moe_layer_table(name: str, encoder: Any) -> Table:
 def compare(
     results: tuple[Path, ...],
     baseline: str,
+    baseline_model: str | None,
     against: Path | None,
     fmt: str,
     output: Path | None,
@@ -580,6 +586,7 @@ def compare(
         alpha=alpha,
         max_drop=max_drop,
         fail_on_regression=fail_on_regression,
+        baseline_model=baseline_model,
     )
     _render_comparison(outcome, fmt, output)
     click.echo(outcome.verdict.text, err=fmt != "table" and output is None)

@@ -140,14 +140,14 @@ class Comparison:
         return Verdict(regressions, tested, text)
 
     def regressions(self, max_drop: float) -> list[Row]:
-        """Rows whose main score dropped by more than `max_drop` with a significant drop."""
+        """Rows whose main score dropped by more than `max_drop` and whose tested per-item
+        statistic dropped significantly (a main-score drop the test contradicts is not one)."""
         return [
             r
             for r in self.rows
             if r.delta is not None
             and r.delta < -max_drop
-            and r.p_holm is not None
-            and r.p_holm < self.alpha
+            and r.mark is Mark.WORSE
         ]
 
 
@@ -162,9 +162,9 @@ def _identity(parts: KeyParts, part: str) -> object:
     return value.model_copy(update={"code_sha256": None}) if part == "model" else value
 
 
-def _comparable(a: UnitResult, b: UnitResult) -> str:
-    """'' when two results may be paired, else why not."""
-    for part in _IDENTITY_PARTS:
+def _comparable(a: UnitResult, b: UnitResult, parts: Sequence[str] = _IDENTITY_PARTS) -> str:
+    """'' when two results may be paired (they share `parts`), else why not."""
+    for part in parts:
         if _identity(a.key_parts, part) != _identity(b.key_parts, part):
             return f"{part} differs"
     if a.split != b.split:
@@ -175,7 +175,12 @@ def _comparable(a: UnitResult, b: UnitResult) -> str:
 
 
 def _row(
-    candidate: UnitResult, base: UnitResult | None, label: str, n_resamples: int, seed: int
+    candidate: UnitResult,
+    base: UnitResult | None,
+    label: str,
+    n_resamples: int,
+    seed: int,
+    parts: Sequence[str] = _IDENTITY_PARTS,
 ) -> Row:
     row = Row(
         candidate.task,
@@ -189,7 +194,7 @@ def _row(
     if base is None:
         return replace(row, note="no baseline result")
     row = replace(row, baseline_score=base.main_score)
-    reason = _comparable(candidate, base)
+    reason = _comparable(candidate, base, parts)
     if reason:
         return replace(row, note=reason)
     try:
@@ -223,8 +228,11 @@ def _with_marks(rows: list[Row], alpha: float) -> list[Row]:
     for i, p in zip(tested, adjusted, strict=True):
         row = rows[i]
         mark = Mark.SAME
-        if p < alpha and row.delta is not None:
-            mark = Mark.BETTER if row.delta > 0 else Mark.WORSE if row.delta < 0 else Mark.SAME
+        # the direction of what was tested (the per-item statistic), not of mteb's main score:
+        # for clustering the two can disagree (one k-means run against the mean of ten)
+        tested_delta = row.item_delta if row.item_delta is not None else row.delta
+        if p < alpha and tested_delta is not None:
+            mark = Mark.BETTER if tested_delta > 0 else Mark.WORSE if tested_delta < 0 else mark
         out[i] = replace(row, p_holm=p, mark=mark)
     return out
 
@@ -271,6 +279,31 @@ def _rows_against(
     ]
 
 
+def _rows_against_model(
+    results: Sequence[UnitResult], model: str, n_resamples: int, seed: int
+) -> list[Row]:
+    """Each model against `model`, operator by operator, on the same task (router or Tilt-Rate
+    sweeps: the models differ, the operator and test items do not)."""
+    index = {_unit_id(r): r for r in results}
+    if not any(r.model == model for r in results):
+        raise SbabenchError(
+            f"--baseline-model {model!r} has no results here",
+            fix="use one of: " + ", ".join(sorted({r.model for r in results})),
+        )
+    rows = []
+    for r in results:
+        if r.model == model:
+            rows.append(
+                Row(r.task, r.task_type, r.model, r.aggregator, r.main_score, Mark.BASELINE)
+            )
+            continue
+        base = index.get((r.suite, model, r.aggregator, r.task))
+        # the models differ on purpose; the task, settings and scoring must not
+        parts = [p for p in _IDENTITY_PARTS if p != "model"]
+        rows.append(_row(r, base, f"{model}/{r.aggregator}", n_resamples, seed, parts))
+    return rows
+
+
 def _rows_against_baseline(
     results: Sequence[UnitResult], baseline: str, n_resamples: int, seed: int
 ) -> list[Row]:
@@ -296,15 +329,19 @@ def compare_results(
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    baseline_model: str | None = None,
 ) -> Comparison:
     """Compare every result with its baseline.
 
     Without `against`: each MoE model's operators against its `baseline` operator on the same
     task (dense reference rows are shown, not tested). With `against`: every unit against the
     unit of the same suite/model/aggregator/task in the other result set (before/after a change).
+    With `baseline_model`: every model against that model, with the same operator and task.
     """
     if against is not None:
         rows = _rows_against(results, against, n_resamples, seed)
+    elif baseline_model is not None:
+        rows = _rows_against_model(results, baseline_model, n_resamples, seed)
     else:
         rows = _rows_against_baseline(results, baseline, n_resamples, seed)
     rows = _with_marks(rows, alpha)
@@ -368,13 +405,21 @@ def compare(
     alpha: float = 0.05,
     max_drop: float = 0.005,
     fail_on_regression: bool = False,
+    baseline_model: str | None = None,
 ) -> Outcome:
-    """Read results folders, compare them (operators against `baseline`, or each unit against
-    its twin in `against`), and judge regressions: what `sbabench compare` does, as a value."""
+    """Read results folders, compare them (operators against `baseline`, models against
+    `baseline_model`, or each unit against its twin in `against`), and judge regressions: what
+    `sbabench compare` does, as a value."""
     current = [r for folder in results for r in load_folder(Path(folder))]
     other = load_folder(Path(against)) if against is not None else None
     comparison = compare_results(
-        current, baseline=baseline, against=other, n_resamples=n_resamples, seed=seed, alpha=alpha
+        current,
+        baseline=baseline,
+        against=other,
+        n_resamples=n_resamples,
+        seed=seed,
+        alpha=alpha,
+        baseline_model=baseline_model,
     )
     verdict = comparison.verdict(max_drop)
     return Outcome(current, comparison, verdict, verdict.exit_code(fail_on_regression))

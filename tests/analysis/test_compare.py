@@ -199,3 +199,31 @@ def test_gate_fails_on_a_regression_of_every_task_type(
         ],
     )
     assert cli.exit_code == 1 and "REGRESSION" in cli.output.strip().splitlines()[-1]
+
+
+def test_marks_and_regressions_follow_the_tested_statistic_not_the_main_score() -> None:
+    from sbabench.analysis.compare import Comparison, Row, _with_marks
+
+    def row(delta: float, item_delta: float) -> Row:
+        return Row(
+            "T", "Clustering", "m", "sba", 0.5, Mark.SAME, "m/linear", 0.5 - delta, delta,
+            item_delta, p_value=0.001,
+        )  # fmt: skip
+
+    # the main score (one k-means run) fell, the tested statistic (mean of ten) rose
+    contradicted, real = _with_marks([row(-0.05, +0.04), row(-0.05, -0.04)], alpha=0.05)
+    assert contradicted.mark is Mark.BETTER and real.mark is Mark.WORSE
+    comparison = Comparison(rows=[contradicted, real])
+    assert comparison.regressions(max_drop=0.005) == [real]
+
+
+def test_models_compare_with_a_baseline_model_operator_by_operator() -> None:
+    base = [_result("linear", GOLD + NOISE), _result("sba", GOLD + NOISE)]
+    other = [_result("linear", GOLD + 0.5 * NOISE, model="other")]
+    rows = compare_results(base + other, baseline_model="other").rows
+    tested = [r for r in rows if r.model == "m" and r.aggregator == "linear"]
+    assert tested and tested[0].baseline == "other/linear" and tested[0].p_value is not None
+    sba = [r for r in rows if r.aggregator == "sba"]
+    assert sba[0].note == "no baseline result"  # `other` has no sba unit
+    with pytest.raises(Exception, match="no results here"):
+        compare_results(base, baseline_model="missing")
