@@ -145,9 +145,7 @@ class Comparison:
         return [
             r
             for r in self.rows
-            if r.delta is not None
-            and r.delta < -max_drop
-            and r.mark is Mark.WORSE
+            if r.delta is not None and r.delta < -max_drop and r.mark is Mark.WORSE
         ]
 
 
