@@ -29,11 +29,20 @@ _CENTROID_CODE = ("sbabench.models.encoder", "background_centroids")
 """The function that computes the centroids: its code (and what it calls) is in the key."""
 
 
+_ADDED_OPTIONS: dict[str, Any] = {"token_elimination": None, "router_decay": 0.99}
+"""Model options added after results existed: left out of the key at their default, so that
+adding them changed no model key (old results still pair with new ones in `compare`)."""
+
+
 def spec_parts(spec: AnyModel) -> dict[str, Any]:
     """A model spec's options (not its name, its resources, or its train-stage router options,
     which the train key holds) and its weights' identity."""
+    options = spec.model_dump(exclude={"name", "resources", "train"})
+    for name, default in _ADDED_OPTIONS.items():
+        if name in options and options[name] == default:
+            del options[name]
     return {
-        "spec": spec.model_dump(exclude={"name", "resources", "train"}),
+        "spec": options,
         "weights": weights_identity(spec.base, getattr(spec, "revision", None)),
     }
 

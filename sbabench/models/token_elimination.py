@@ -27,8 +27,8 @@ from torch import nn
 from sbabench.errors import ModelSpecError
 
 IMPLEMENTATION = "sbabench_acc"
-"""The attention implementation a pruned model runs with: sdpa, or eager attention where the
-layer's attention probabilities are wanted (the ACC needs them)."""
+"""The attention implementation a pruned model runs with: sdpa, plus the attention each token
+receives where a layer's ACC is wanted."""
 
 
 @dataclass(frozen=True)
@@ -90,15 +90,37 @@ def flops_fraction(
 def _attention(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, *args: Any, **kw: Any
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """sdpa, or eager attention keeping its probabilities on the module when they are wanted."""
+    """sdpa; where the layer's ACC is wanted, also each key token's attention received, summed
+    over heads and real queries, kept on the module as `sbabench_acc` (batch, tokens)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.models.bert.modeling_bert import eager_attention_forward
 
+    out = sdpa_attention_forward(module, query, key, *args, **kw)
     if getattr(module, "sbabench_wants_attention", False):
-        out, weights = eager_attention_forward(module, query, key, *args, **kw)
-        setattr(module, "sbabench_attention", weights)  # noqa: B010  (read by the layer loop)
-        return out, weights
-    return sdpa_attention_forward(module, query, key, *args, **kw)
+        mask = args[1] if len(args) > 1 else kw.get("attention_mask")
+        setattr(module, "sbabench_acc", _received(query, key, mask, kw.get("scaling")))  # noqa: B010
+    return out
+
+
+def _received(
+    query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float | None
+) -> torch.Tensor:
+    """sum_h sum_{real i} softmax_j(q_i k_j * scaling + mask) -> (batch, tokens).
+
+    One head at a time, beside sdpa's output: on CPU this is about twice as fast as eager
+    attention, which materialises every head's (tokens x tokens) probabilities at once and
+    cost more than token elimination saves (benchmarks/bench_token_elimination.py)."""
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    batch, heads, tokens = query.shape[0], query.shape[1], key.shape[2]
+    bias = mask[:, 0] if mask is not None else None  # (batch, 1, tokens) additive
+    real = None if bias is None else (bias[:, 0] == 0).to(query.dtype)
+    acc = query.new_zeros(batch, tokens, dtype=torch.float32)
+    for head in range(heads):
+        scores = torch.matmul(query[:, head], key[:, head].transpose(1, 2)) * scale
+        if bias is not None:
+            scores = scores + bias
+        probs = torch.softmax(scores.float(), dim=-1)
+        acc += (probs if real is None else probs * real[:, :, None]).sum(dim=1)
+    return acc
 
 
 def _layers(model: nn.Module) -> nn.ModuleList:
@@ -193,9 +215,8 @@ def eliminating_forward(
         hidden = layer(hidden, _additive(mask, hidden.dtype))
         if not attention.sbabench_wants_attention:
             continue
-        weights = attention.sbabench_attention  # (batch, heads, queries, keys)
-        attention.sbabench_wants_attention, attention.sbabench_attention = False, None
-        importance = (weights * mask[:, None, :, None]).sum(dim=(1, 2))
+        importance = attention.sbabench_acc  # (batch, tokens)
+        attention.sbabench_wants_attention, attention.sbabench_acc = False, None
         keep = torch.tensor(
             [schedule.kept(index + 1, int(n)) for n in lengths], device=hidden.device
         )
