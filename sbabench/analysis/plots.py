@@ -196,13 +196,21 @@ def training_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
         return written
     plt = _pyplot()
     for model, by_operator in curves.items():
-        fig, (loss_ax, norm_ax) = plt.subplots(1, 2, figsize=(11, 4))
+        balanced = any(log.get("load_balancing_loss") for log in by_operator.values())
+        fig, axes = plt.subplots(1, 3 if balanced else 2, figsize=(16 if balanced else 11, 4))
+        loss_ax, norm_ax = axes[0], axes[1]
         for operator, log in by_operator.items():
             loss_ax.plot(log["loss"], label=operator)
             norm_ax.plot(log["grad_norm"], label=operator)
+            if balanced:
+                axes[2].plot(log.get("load_balancing_loss") or [], label=operator)
         loss_ax.set_title("training loss (same steps, batch, seed, data order)", fontsize=9)
         norm_ax.set_title("gradient norm before clipping at 1.0", fontsize=9)
-        for ax in (loss_ax, norm_ax):
+        if balanced:
+            axes[2].set_title(
+                "load-balancing loss (1 = balanced; aux_loss x this is added)", fontsize=9
+            )
+        for ax in axes:
             ax.set_xlabel("step")
             ax.legend(fontsize=8)
         fig.suptitle(model)

@@ -52,3 +52,16 @@ def test_training_plots_draw_each_operators_curves(tmp_path: Path) -> None:
     written = training_plots(results, tmp_path)
     assert [p.name for p in written] == ["training_m.png"]
     assert written[0].read_bytes()[:4] == PNG
+
+
+def test_training_plots_add_the_load_balancing_loss_when_logged(tmp_path: Path) -> None:
+    from PIL import Image
+
+    plain, balanced = _result("linear", 0.2), _result("linear", 0.2)
+    plain.training = TrainingRecord(steps=2, loss=[1.0, 0.5], grad_norm=[1.0, 0.5])
+    balanced.training = plain.training.model_copy(update={"load_balancing_loss": [1.2, 1.1]})
+    widths = []
+    for name, result in (("plain", plain), ("balanced", balanced)):
+        written = training_plots([result], tmp_path / name)
+        widths.append(Image.open(written[0]).size[0])
+    assert widths[1] > widths[0] * 1.3  # a third panel
