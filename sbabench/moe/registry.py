@@ -1,7 +1,8 @@
 """The MoE-family registry: every family sbabench can patch, in one place.
 
 A family is one module that registers a `MoEFamily`: how to find and patch its MoE layers in a
-model (`attach`), and how to read its experts as two-layer MLPs for the geometry probes.
+model (`attach`), how to read its experts as two-layer MLPs for the geometry probes, and where
+its router lives (`router`: online K-means routing, the auxiliary loss, frozen routers).
 `attach_moe` iterates the registry; nothing else switches on a family's name.
 """
 
@@ -9,17 +10,39 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sbabench.moe.experts import Unsupported
 from sbabench.registry import Registry
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from sbabench.moe.base import MoELayer
     from sbabench.moe.experts import ExpertMLPs
-    from sbabench.moe.routers import RouterSlot
+
+
+@dataclass(frozen=True)
+class RouterSlot:
+    """Where one MoE layer's router lives and how to read it (what a family tells sbabench)."""
+
+    parent: nn.Module
+    """The module holding the router."""
+    attribute: str
+    """Its attribute name on `parent`."""
+    rows: torch.Tensor
+    """(experts, hidden) the router's direction per expert (weight rows or centroids)."""
+    probabilities: Callable[[Any], torch.Tensor]
+    """The router's forward output -> (tokens, experts) routing probabilities."""
+    online: Callable[[torch.Tensor, float, float], nn.Module]
+    """(centroids, temperature, decay) -> an online K-means router in this slot's format."""
+
+    @property
+    def module(self) -> nn.Module:
+        """The router module itself."""
+        module: nn.Module = getattr(self.parent, self.attribute)
+        return module
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,14 @@ def expert_mlps(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
     if family is None or family.expert_mlps is None:
         raise Unsupported(f"the {layer.adapter or 'unknown'} adapter cannot read its experts")
     return family.expert_mlps(model, layer)
+
+
+def router_slot(model: nn.Module, layer: MoELayer) -> RouterSlot:
+    """The router of `layer` (raises Unsupported when its family cannot expose it)."""
+    family = families().get(layer.adapter)
+    if family is None or family.router is None:
+        raise Unsupported(f"the {layer.adapter or 'unknown'} family does not expose its router")
+    return family.router(model, layer)
 
 
 def describe() -> list[str]:

@@ -16,9 +16,8 @@ no optimiser state, no auxiliary loss. Outside training they do not move.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,8 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sbabench.moe.base import MoELayer
-from sbabench.moe.experts import Unsupported
-from sbabench.moe.registry import families
+from sbabench.moe.registry import router_slot
 
 
 class OnlineKMeansRouter(nn.Module):
@@ -115,36 +113,6 @@ class OnlineKMeansTopKRouter(OnlineKMeansRouter):
         if self.training:
             self.update(flat, index)
         return logits, weights.to(x.dtype), index
-
-
-@dataclass(frozen=True)
-class RouterSlot:
-    """Where one MoE layer's router lives and how to read it (what a family tells sbabench)."""
-
-    parent: nn.Module
-    """The module holding the router."""
-    attribute: str
-    """Its attribute name on `parent`."""
-    rows: torch.Tensor
-    """(experts, hidden) the router's direction per expert (weight rows or centroids)."""
-    probabilities: Callable[[Any], torch.Tensor]
-    """The router's forward output -> (tokens, experts) routing probabilities."""
-    online: Callable[[torch.Tensor, float, float], nn.Module]
-    """(centroids, temperature, decay) -> an online K-means router in this slot's format."""
-
-    @property
-    def module(self) -> nn.Module:
-        """The router module itself."""
-        module: nn.Module = getattr(self.parent, self.attribute)
-        return module
-
-
-def router_slot(model: nn.Module, layer: MoELayer) -> RouterSlot:
-    """The router of `layer` (raises Unsupported when its family cannot expose it)."""
-    family = families().get(layer.adapter)
-    if family is None or family.router is None:
-        raise Unsupported(f"the {layer.adapter or 'unknown'} family does not expose its router")
-    return family.router(model, layer)
 
 
 def make_online(

@@ -23,8 +23,8 @@ from torch import nn
 
 from sbabench.moe.base import AggregationPoint, MoELayer
 from sbabench.moe.experts import ExpertMLPs, Unsupported, float32, mlps
-from sbabench.moe.registry import MoEFamily, register
-from sbabench.moe.routers import OnlineKMeansTopKRouter, RouterSlot
+from sbabench.moe.registry import MoEFamily, RouterSlot, register
+from sbabench.moe.routers import OnlineKMeansTopKRouter
 
 IMPLEMENTATION = "sbabench"
 _POINT = "sbabench_combine"

@@ -22,8 +22,8 @@ from torch import nn
 
 from sbabench.moe.base import AggregationPoint, MoELayer
 from sbabench.moe.experts import ExpertMLPs, Unsupported, float32, mlps
-from sbabench.moe.registry import MoEFamily, register
-from sbabench.moe.routers import OnlineKMeansRouter, RouterSlot
+from sbabench.moe.registry import MoEFamily, RouterSlot, register
+from sbabench.moe.routers import OnlineKMeansRouter
 
 
 @dataclass(frozen=True)
