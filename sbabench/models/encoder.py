@@ -131,11 +131,22 @@ class TextEncoder:
         """Run the pipeline's modules: the embedding before the final normalisation (with token
         elimination, its own layer loop stands in for the first, Transformer, module)."""
         modules = self.pipeline
+        if self.elimination is not None:
+            self._last_lengths = features["attention_mask"].sum(1).cpu()
         if self.elimination is not None and self.elimination.tilt_rate > 0:
             from sbabench.models.token_elimination import eliminating_forward
+            from sbabench.moe.routers import online_routers
 
-            self._last_lengths = features["attention_mask"].sum(1).cpu()
-            features = eliminating_forward(self.model, features, self.elimination, self._on_mask)
+            routers = online_routers(self.model)
+
+            def on_mask(mask: torch.Tensor) -> None:
+                """Tell the recorder and online routers which tokens of a layer are real."""
+                if self.recorder is not None:
+                    self.recorder.token_mask = mask
+                for router in routers:
+                    router.token_mask = mask
+
+            features = eliminating_forward(self.model, features, self.elimination, on_mask)
             modules = modules[1:]
         for module in modules:
             features = module(features)
@@ -143,15 +154,6 @@ class TextEncoder:
         if self.st.truncate_dim:
             embedding = embedding[..., : self.st.truncate_dim]
         return embedding
-
-    def _on_mask(self, mask: torch.Tensor) -> None:
-        """Tell the geometry recorder and online routers which tokens of a layer are real."""
-        from sbabench.moe.routers import online_routers
-
-        if self.recorder is not None:
-            self.recorder.token_mask = mask
-        for router in online_routers(self.model):
-            router.token_mask = mask
 
     @torch.inference_mode()
     def embed_batch(self, texts: Sequence[str], prompt: str = "") -> torch.Tensor:
@@ -199,10 +201,8 @@ class TextEncoder:
 
     def _count_tokens(self, texts: list[str], prompt: str) -> None:
         """Remember the real token count of each text just encoded (for the FLOPs count)."""
-        lengths = self._last_lengths
-        if len(lengths) != len(texts):  # the unpruned path (tilt_rate 0) does not record them
-            lengths = self.tokenize(texts, prompt)["attention_mask"].sum(1).cpu()
-        self.token_counts.update({prompt + t: int(n) for t, n in zip(texts, lengths, strict=True)})
+        counts = zip(texts, self._last_lengths, strict=True)
+        self.token_counts.update({prompt + t: int(n) for t, n in counts})
 
     def flops_fraction(self, texts: Sequence[tuple[str, str]]) -> tuple[float, list[float], int]:
         """With token elimination: the share of the encoder's FLOPs that ran for the given
