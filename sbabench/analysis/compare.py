@@ -288,6 +288,7 @@ def _rows_against_model(
             f"--baseline-model {model!r} has no results here",
             fix="use one of: " + ", ".join(sorted({r.model for r in results})),
         )
+    parts = [p for p in _IDENTITY_PARTS if p != "model"]  # the models differ on purpose
     rows = []
     for r in results:
         if r.model == model:
@@ -296,8 +297,6 @@ def _rows_against_model(
             )
             continue
         base = index.get((r.suite, model, r.aggregator, r.task))
-        # the models differ on purpose; the task, settings and scoring must not
-        parts = [p for p in _IDENTITY_PARTS if p != "model"]
         rows.append(_row(r, base, f"{model}/{r.aggregator}", n_resamples, seed, parts))
     return rows
 

@@ -223,7 +223,7 @@ def _tradeoff_series(results: Sequence[UnitResult]) -> dict[str, dict[str, list[
     build with one operator, whatever its token elimination (unpruned rows are share 1)."""
     from sbabench.digests import key_digest
 
-    series: dict[str, dict[str, list[tuple[Any, ...]]]] = {}
+    series: dict[str, dict[tuple[str, str], list[tuple[Any, ...]]]] = {}
     names: dict[str, str] = {}
     for r in results:
         spec = {k: v for k, v in r.key_parts.model.spec.items() if k != "token_elimination"}
@@ -236,11 +236,11 @@ def _tradeoff_series(results: Sequence[UnitResult]) -> dict[str, dict[str, list[
         share = 1.0 if record is None or record.flops_fraction is None else record.flops_fraction
         tilt = 0.0 if record is None else record.tilt_rate
         point = (share, r.timing_s.encode, r.main_score, tilt)
-        series.setdefault(r.task, {}).setdefault(f"{build}/{r.aggregator}", []).append(point)
+        series.setdefault(r.task, {}).setdefault((build, r.aggregator), []).append(point)
     return {
         task: {
-            f"{names.get(key.split('/')[0], 'pruned')}/{key.split('/')[1]}": sorted(points)
-            for key, points in by_series.items()
+            f"{names.get(build, 'pruned')}/{aggregator}": sorted(points)
+            for (build, aggregator), points in by_series.items()
         }
         for task, by_series in series.items()
     }

@@ -77,21 +77,13 @@ def load_balance(counts: np.ndarray, tokens: int) -> dict[str, Any]:
     tokens: each expert's count, max/mean load, CV, normalised routing entropy (1 = uniform) and
     the experts that received no token."""
     counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    mean = total / len(counts) if len(counts) else 0.0
-    share = counts / total if total else np.zeros(len(counts))
-    nonzero = share[share > 0]
-    entropy = (
-        float(-(nonzero * np.log(nonzero)).sum() / math.log(len(counts)))
-        if len(counts) > 1 and total
-        else 0.0
-    )
+    routing = routing_stats(counts.astype(np.float64))  # {} when no token was routed
     return {
         "tokens": int(tokens),
         "tokens_per_expert": counts.tolist(),
-        "max_over_mean": float(counts.max() / mean) if mean else None,
-        "cv": float(counts.std() / mean) if mean else None,
-        "entropy": entropy,
+        "max_over_mean": routing["load_max_over_mean_minus_1"] + 1 if routing else None,
+        "cv": routing.get("load_cv"),
+        "entropy": routing.get("load_entropy", 0.0),
         "idle_experts": int((counts == 0).sum()),
         "experts": len(counts),
     }

@@ -131,8 +131,6 @@ class TextEncoder:
         """Run the pipeline's modules: the embedding before the final normalisation (with token
         elimination, its own layer loop stands in for the first, Transformer, module)."""
         modules = self.pipeline
-        if self.elimination is not None:
-            self._last_lengths = features["attention_mask"].sum(1).cpu()
         if self.elimination is not None and self.elimination.tilt_rate > 0:
             from sbabench.models.token_elimination import eliminating_forward
             from sbabench.moe.routers import online_routers
@@ -163,6 +161,8 @@ class TextEncoder:
             self.recorder.token_mask = features["attention_mask"].reshape(-1).bool()
         pooled = self.forward(features).float()
         self._last_prenorm = torch.linalg.vector_norm(pooled, dim=-1).cpu()
+        if self.elimination is not None:
+            self._last_lengths = features["attention_mask"].sum(1).cpu()
         if self.config.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled.cpu()

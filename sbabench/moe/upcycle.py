@@ -70,6 +70,11 @@ class CentroidRouter(nn.Module):
         self.centroids = nn.Parameter(centroids)
         self.temperature = temperature
 
+    @property
+    def rows(self) -> torch.Tensor:
+        """(experts, hidden) the centroids."""
+        return self.centroids
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(tokens, hidden) -> (tokens, experts) routing probabilities."""
         cos = F.normalize(x, dim=-1) @ F.normalize(self.centroids, dim=-1).T
@@ -307,27 +312,21 @@ def read_experts(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
     return mlps(block.w1.detach().float(), float32(block.b1), block.w2.detach().float(), F.gelu)
 
 
-def _rows(router: OnlineKMeansRouter | CentroidRouter) -> torch.Tensor:
-    return router.rows if isinstance(router, OnlineKMeansRouter) else router.centroids
-
-
 def router(model: nn.Module, layer: MoELayer) -> RouterSlot:
     """The upcycled layer's router: centroid, online K-means or random linear."""
     block: Any = model.get_submodule(layer.block)
     current = block.router
     if isinstance(current, OnlineKMeansRouter | CentroidRouter):
-        rows, temperature = _rows(current), current.temperature
+        rows = current.rows
     elif isinstance(current, LinearRouter):
-        rows, temperature = current.weight, 0.1
+        rows = current.weight
     else:
         raise Unsupported(f"unknown router {type(current).__name__}")
 
-    def online(centroids: torch.Tensor, temp: float, decay: float) -> nn.Module:
-        # A centroid router keeps its own temperature: the online router starts where it is.
-        keep = isinstance(current, CentroidRouter)
-        return OnlineKMeansRouter(
-            centroids, temperature if keep else temp, block.top_k, decay, block.renormalize
-        )
+    def online(centroids: torch.Tensor, temperature: float, decay: float) -> nn.Module:
+        if isinstance(current, CentroidRouter):  # keeps its temperature: starts where it is
+            temperature = current.temperature
+        return OnlineKMeansRouter(centroids, temperature, block.top_k, decay, block.renormalize)
 
     return RouterSlot(block, "router", rows, lambda probs: probs, online)
 

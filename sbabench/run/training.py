@@ -78,7 +78,8 @@ def trainable_parameters(
     routers' with `frozen_routers`."""
     named = dict(encoder.model.named_parameters())
     if frozen_routers:
-        named = {n: p for n, p in named.items() if id(p) not in _router_parameters(encoder)}
+        routers = _router_parameters(encoder)
+        named = {n: p for n, p in named.items() if id(p) not in routers}
     if which == "all":
         return list(named.values())
     blocks = [layer.block for layer in encoder.moe_layers if layer.block]
