@@ -5,6 +5,7 @@ top-8) models, randomly initialised, prints the median ms per forward of:
   native        the model's own default experts implementation (transformers' grouped_mm)
   linear        sbabench's experts path (grouped GEMM) with the linear operator
   sba           the same with SBA
+  sba-fused     the same with SBA compiled into one kernel (torch.compile; compiled in warm-up)
   linear-loop   sbabench's previous path: a Python loop over experts (before this change)
 and the ratios to native. Interleaved medians, one process.
 
@@ -122,8 +123,8 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     print(f"{name}, {args.dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"shapes: {shapes}")
-    print("| model | native ms | linear ms | sba ms | linear-loop ms | linear/native | sba/native | sba/linear | loop/native |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | native ms | linear ms | sba ms | sba-fused ms | linear-loop ms | linear/native | sba/linear | sba-fused/linear | loop/native |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for label, build in MODELS.items():
         torch.manual_seed(0)
         native = build(shapes).to(device=device, dtype=dtype).eval()
@@ -131,7 +132,7 @@ def main() -> None:
         torch.manual_seed(0)
         patched = build(shapes).to(device=device, dtype=dtype).eval()
         attach_moe(patched)
-        linear, sba = resolve("linear").fn, resolve("sba").fn
+        linear, sba, fused = (resolve(name).fn for name in ("linear", "sba", "sba-fused"))
 
         def with_operator(
             fn: Any, forward: Callable[[], object], model: torch.nn.Module = patched
@@ -147,6 +148,7 @@ def main() -> None:
                 "native": _forward(native, ids),
                 "linear": with_operator(linear, _forward(patched, ids)),
                 "sba": with_operator(sba, _forward(patched, ids)),
+                "fused": with_operator(fused, _forward(patched, ids)),
                 "loop": with_operator(linear, _looped(patched, ids)),
             },
             device,
@@ -155,8 +157,9 @@ def main() -> None:
         ms = {k: v * 1e3 for k, v in times.items()}
         print(
             f"| {label} | {ms['native']:.1f} | {ms['linear']:.1f} | {ms['sba']:.1f} | "
-            f"{ms['loop']:.1f} | {ms['linear'] / ms['native']:.3f} | {ms['sba'] / ms['native']:.3f} | "
-            f"{ms['sba'] / ms['linear']:.3f} | {ms['loop'] / ms['native']:.3f} |"
+            f"{ms['fused']:.1f} | {ms['loop']:.1f} | {ms['linear'] / ms['native']:.3f} | "
+            f"{ms['sba'] / ms['linear']:.3f} | {ms['fused'] / ms['linear']:.3f} | "
+            f"{ms['loop'] / ms['native']:.3f} |"
         )
 
 

@@ -38,6 +38,12 @@ def _sba(options: EpsOptions) -> AggregatorFn:
     return partial(spherical.sba, eps=options.eps)
 
 
+def _sba_fused(options: EpsOptions) -> AggregatorFn:
+    from sbabench.aggregators import spherical  # torch loads only when an operator runs
+
+    return partial(spherical.sba_fused, eps=options.eps)
+
+
 def _radius_only(options: EpsOptions) -> AggregatorFn:
     from sbabench.aggregators import spherical  # torch loads only when an operator runs
 
@@ -77,6 +83,15 @@ register(
         _karcher,
         "SBA with the intrinsic (Karcher/Frechet) spherical mean, iterative",
         KarcherOptions,
+    )
+)
+register(
+    AggregatorInfo(
+        "sba-fused",
+        _sba_fused,
+        "SBA compiled into one kernel (torch.compile) that reads the expert outputs once; "
+        "float32 throughout",
+        EpsOptions,
     )
 )
 register(

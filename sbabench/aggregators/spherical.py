@@ -17,7 +17,12 @@ Degenerate cases (each has a test):
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import torch
+
+log = logging.getLogger("sbabench")
 
 _HALF = (torch.float16, torch.bfloat16)
 # Angles come from atan2(sin, cos) rather than acos(cos): exact near 0 and pi, finite gradients.
@@ -115,6 +120,57 @@ def sba(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torc
     """
     mass, radius, direction = _radius_and_direction(outputs, weights, eps, spherical=True)
     return (mass * radius * direction).to(outputs.dtype)
+
+
+def sba_single_pass(
+    outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """SBA as one expression for a compiler to fuse (the `sba-fused` operator).
+
+    The same quantities as `sba`, written without host syncs or data-dependent branches, so
+    that `torch.compile` makes one kernel of it that reads each token's (k, hidden) outputs from
+    memory once (the norms and the weighted sum then run on data already in cache): half
+    precision is computed in float32 throughout and the norms are always max-scaled (no
+    overflow check needed). Run eagerly it is correct but not faster (the upcast is a copy).
+    """
+    dtype = _compute_dtype(outputs.dtype)
+    tiny = torch.finfo(dtype).tiny
+    y, w = outputs.to(dtype), weights.to(dtype)
+    mass = w.sum(-1, keepdim=True)
+    probs = w / mass.clamp_min(eps)
+    scale = y.abs().amax(dim=-1).clamp_min(tiny)
+    radii = scale * torch.linalg.vector_norm(y / scale.unsqueeze(-1), dim=-1)
+    radius = (probs * radii).sum(-1, keepdim=True)
+    mean = ((probs / radii.clamp_min(eps)).unsqueeze(-1) * y).sum(1)
+    mean_scale = mean.abs().amax(dim=-1, keepdim=True).clamp_min(tiny)
+    length = mean_scale * torch.linalg.vector_norm(mean / mean_scale, dim=-1, keepdim=True)
+    top = probs.argmax(dim=-1, keepdim=True)
+    fallback = y.gather(1, top.unsqueeze(-1).expand(-1, 1, y.shape[-1])).squeeze(1)
+    fallback = fallback / radii.gather(1, top).clamp_min(eps)
+    direction = torch.where(length > eps, mean / length.clamp_min(eps), fallback)
+    return (mass * radius * direction).to(outputs.dtype)
+
+
+_COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def sba_fused(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """`sba_single_pass` through `torch.compile`: compiled once per process on first use (with
+    dynamic token counts; recompiled per dtype). Where torch.compile cannot run (no C compiler,
+    an unsupported device) it warns once and runs the same expression eagerly."""
+    compiled = _COMPILED.get("sba")
+    if compiled is not None:
+        return compiled(outputs, weights, eps)
+    compiled = torch.compile(sba_single_pass, dynamic=True, fullgraph=True)
+    try:
+        out = compiled(outputs, weights, eps)
+    except Exception as exc:  # the compiler's own failure: the same expression, eagerly
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("sbabench: torch.compile failed (%s); sba-fused runs eagerly", first)
+        _COMPILED["sba"] = sba_single_pass
+        return sba_single_pass(outputs, weights, eps)
+    _COMPILED["sba"] = compiled
+    return out
 
 
 def radius_only(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -291,17 +291,18 @@ def torch_dtype(name: str) -> torch.dtype:
 def background_centroids(
     model: nn.Module, tokenizer: object, upcycle: UpcycleConfig
 ) -> dict[int, torch.Tensor]:
-    """k-means centroids of each chosen layer's FFN inputs on the background text."""
+    """k-means centroids of each chosen layer's FFN inputs on the background text: its first
+    `upcycle.router_tokens` tokens, in document order, at most 128 per document."""
     from sbabench.moe.upcycle import kmeans_centroids
     from sbabench.tasks.sources import lee_background
 
     docs = lee_background()
-    batches = [
+    batches = (  # tokenised lazily: the capture stops drawing once it has its tokens
         tokenizer(  # type: ignore[operator]
             docs[i : i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt"
         )
         for i in range(0, len(docs), 32)
-    ]
+    )
     return kmeans_centroids(model.to("cpu", torch.float32), upcycle, batches)
 
 
@@ -334,6 +335,8 @@ def _upcycled_layers(
         router_temperature=spec.router_temperature,
         router_decay=spec.router_decay,
         renormalize=spec.renormalize,
+        router_tokens=spec.router_tokens,
+        router_inits=spec.router_inits,
         seed=spec.seed,
     )
     model.eval()

@@ -29,18 +29,29 @@ _CENTROID_CODE = ("sbabench.models.encoder", "background_centroids")
 """The function that computes the centroids: its code (and what it calls) is in the key."""
 
 
-_ADDED_OPTIONS: dict[str, Any] = {"token_elimination": None, "router_decay": 0.99}
-"""Model options added after results existed: left out of the key at their default, so that
-adding them changed no model key (old results still pair with new ones in `compare`)."""
+_IMPLICIT_OPTIONS: dict[str, Any] = {
+    "token_elimination": None,
+    "router_decay": 0.99,
+    "router_tokens": 8192,
+    "router_inits": 3,
+}
+"""Model options added after results existed, with the value every older result implicitly
+had: left out of the key at that value, so that adding them changed no model key (old results
+still pair with new ones in `compare`). For `router_tokens` / `router_inits` that value is the
+router build before they existed, not today's default: a model at the new default is another
+model (other centroids) and gets another key."""
 
 
 def spec_parts(spec: AnyModel) -> dict[str, Any]:
     """A model spec's options (not its name, its resources, or its train-stage router options,
     which the train key holds) and its weights' identity."""
     options = spec.model_dump(exclude={"name", "resources", "train"})
-    for name, default in _ADDED_OPTIONS.items():
-        if name in options and options[name] == default:
+    for name, implicit in _IMPLICIT_OPTIONS.items():
+        if name in options and options[name] == implicit:
             del options[name]
+    if options.get("router") == "random":  # no centroids: how they would be fitted is moot
+        options.pop("router_tokens", None)
+        options.pop("router_inits", None)
     return {
         "spec": options,
         "weights": weights_identity(spec.base, getattr(spec, "revision", None)),

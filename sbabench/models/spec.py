@@ -122,6 +122,11 @@ class UpcycleModel(_ModelBase):
     """Softmax temperature of the router's cosine scores."""
     router_decay: float = Field(0.99, ge=0.0, lt=1.0)
     """`online-kmeans`: decay of the centroids' exponential running mean per training batch."""
+    router_tokens: int = Field(4096, ge=64, le=32768)
+    """`kmeans` / `online-kmeans`: background tokens per MoE layer the centroids are fitted on
+    (the first ones of the background text; see README, "MoE models")."""
+    router_inits: int = Field(1, ge=1, le=100)
+    """`kmeans` / `online-kmeans`: k-means initialisations; the best (lowest inertia) is kept."""
     renormalize: bool = True
     """Renormalise the top-k routing weights to sum to one."""
     seed: int = 0
@@ -131,6 +136,10 @@ class UpcycleModel(_ModelBase):
     def _top_k_fits(self) -> UpcycleModel:
         if self.top_k > self.experts:
             raise ValueError(f"top_k ({self.top_k}) cannot exceed experts ({self.experts})")
+        if self.router_tokens < self.experts:
+            raise ValueError(
+                f"router_tokens ({self.router_tokens}) must be at least experts ({self.experts})"
+            )
         if (
             self.router == "online-kmeans"
             and self.train

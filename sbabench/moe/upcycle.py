@@ -11,7 +11,7 @@ the combination, as in NomicBERT-MoE.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,10 @@ class UpcycleConfig:
     """`online-kmeans`: decay of the centroids' exponential running mean."""
     renormalize: bool = True
     """Renormalise the top-k weights to sum to 1."""
+    router_tokens: int = 4096
+    """`kmeans`: background tokens per layer the centroids are fitted on."""
+    router_inits: int = 1
+    """`kmeans`: k-means initialisations (the best is kept)."""
     seed: int = 0
     """Seed of every random choice (neurons dropped, re-initialised values, k-means)."""
 
@@ -173,12 +177,12 @@ def _drop_upcycled_experts(
     return torch.stack(experts_w1), torch.stack(experts_b1), torch.stack(experts_w2)
 
 
-def _kmeans_centroids(inputs: torch.Tensor, experts: int, seed: int) -> torch.Tensor:
+def _kmeans_centroids(inputs: torch.Tensor, experts: int, inits: int, seed: int) -> torch.Tensor:
     # sklearn's KMeans is well tested; on L2-normalised inputs it approximates spherical k-means.
     from sklearn.cluster import KMeans
 
     points = F.normalize(inputs.float(), dim=-1).numpy().astype(np.float64)
-    km = KMeans(n_clusters=experts, n_init=3, random_state=seed).fit(points)
+    km = KMeans(n_clusters=experts, n_init=inits, random_state=seed).fit(points)
     return torch.from_numpy(km.cluster_centers_).float()
 
 
@@ -190,15 +194,23 @@ def _bert_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
+def _rows_needed(mask: torch.Tensor, tokens: int) -> int:
+    """How many leading rows of a batch hold at least `tokens` real tokens (all rows if fewer)."""
+    cumulative = mask.sum(-1).cumsum(0)
+    return min(int(torch.searchsorted(cumulative, tokens).item()) + 1, mask.shape[0])
+
+
 @torch.inference_mode()
 def capture_ffn_inputs(
     model: nn.Module,
-    batches: Sequence[dict[str, torch.Tensor]],
+    batches: Iterable[dict[str, torch.Tensor]],
     layers: Sequence[int],
     max_tokens: int,
 ) -> dict[int, torch.Tensor]:
     """FFN inputs (non-padding tokens) of the given layers of a dense BERT on some batches: the
-    first `max_tokens` of each layer, in batch order (batches after those are not run)."""
+    first `max_tokens` of each layer, in batch order. The forward pass is what costs, so it
+    runs only on the rows that hold those tokens: the last batch is cut to the rows needed and
+    the batches after it are not drawn."""
     captured: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     mask_holder: list[torch.Tensor] = []
     handles = []
@@ -210,34 +222,43 @@ def capture_ffn_inputs(
 
         intermediate: Any = bert_layers[i].intermediate
         handles.append(intermediate.register_forward_pre_hook(hook))
+    taken = 0
     try:
         for batch in batches:
+            rows = _rows_needed(batch["attention_mask"], max_tokens - taken)
+            batch = {name: tensor[:rows] for name, tensor in batch.items()}
             mask_holder[:] = [batch["attention_mask"].bool()]
-            with torch.inference_mode():
-                model(**batch)
-            if all(sum(len(c) for c in captured[i]) >= max_tokens for i in layers):
+            model(**batch)
+            taken += int(mask_holder[0].sum())
+            if taken >= max_tokens:
                 break
     finally:
         for handle in handles:
             handle.remove()
-    return {i: torch.cat(chunks)[:max_tokens] for i, chunks in captured.items()}
+    return {i: torch.cat(chunks)[:max_tokens] for i, chunks in captured.items() if chunks}
 
 
 def kmeans_centroids(
-    model: nn.Module, config: UpcycleConfig, background: Sequence[dict[str, torch.Tensor]]
+    model: nn.Module, config: UpcycleConfig, background: Iterable[dict[str, torch.Tensor]]
 ) -> dict[int, torch.Tensor]:
     """The centroid router of each chosen layer: k-means of the dense model's FFN inputs on
-    `background` (tokenised batches of background text). Call before upcycling."""
-    if not background:
-        raise ValueError("the kmeans router needs background text")
-    inputs = capture_ffn_inputs(model, background, config.layers, max_tokens=8192)
-    return {i: _kmeans_centroids(inputs[i], config.experts, config.seed + i) for i in config.layers}
+    the first `config.router_tokens` tokens of `background` (tokenised batches of background
+    text, drawn lazily). Call before upcycling."""
+    inputs = capture_ffn_inputs(model, background, config.layers, config.router_tokens)
+    if len(inputs) < len(config.layers) or any(len(x) < config.experts for x in inputs.values()):
+        raise ValueError(
+            f"the kmeans router needs at least {config.experts} background tokens per layer"
+        )
+    return {
+        i: _kmeans_centroids(inputs[i], config.experts, config.router_inits, config.seed + i)
+        for i in config.layers
+    }
 
 
 def upcycle_bert(
     model: nn.Module,
     config: UpcycleConfig,
-    background: Sequence[dict[str, torch.Tensor]] = (),
+    background: Iterable[dict[str, torch.Tensor]] = (),
     centroids: dict[int, torch.Tensor] | None = None,
 ) -> list[MoELayer]:
     """Turn the chosen FFNs of a dense BERT into drop-upcycled MoE layers, in place.

@@ -17,6 +17,13 @@ SPHERICAL = ["sba", "sba-karcher", "slerp", "radius-only"]
 ALL = list(registry())
 
 
+@pytest.fixture(autouse=True)
+def _sba_fused_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The property tests run `sba-fused`'s expression eagerly (one compile per dtype and
+    autograd mode would cost minutes); the tests below that empty `_COMPILED` compile."""
+    monkeypatch.setitem(S._COMPILED, "sba", S.sba_single_pass)
+
+
 def _batch(tokens: int, k: int, hidden: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     outputs = torch.randn(tokens, k, hidden, generator=gen, dtype=torch.float64)
@@ -139,6 +146,56 @@ def test_degenerate_inputs_stay_finite(name: str) -> None:
         combined = fn(outputs, weights)
         assert combined.shape == (outputs.shape[0], hidden), case
         assert torch.isfinite(combined).all(), case
+
+
+@given(batches)
+@settings(max_examples=60, deadline=None)
+def test_the_single_pass_expression_is_sba(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    outputs, weights = batch
+    torch.testing.assert_close(
+        S.sba_single_pass(outputs, weights), S.sba(outputs, weights), atol=1e-12, rtol=1e-10
+    )
+
+
+def test_the_single_pass_expression_keeps_the_documented_fallbacks() -> None:
+    e = torch.eye(3)
+    opposite = torch.stack([torch.stack([e[0], -e[0]])])
+    for weights in ([[0.5, 0.5]], [[0.4, 0.6]]):
+        w = torch.tensor(weights)
+        torch.testing.assert_close(S.sba_single_pass(opposite, w), S.sba(opposite, w))
+    zero = S.sba_single_pass(torch.randn(2, 2, 3), torch.zeros(2, 2))
+    assert zero.abs().max() == 0
+    huge = torch.randn(3, 2, 4) * 1e30, torch.rand(3, 2)
+    torch.testing.assert_close(S.sba_single_pass(*huge), S.sba(*huge))
+
+
+def test_sba_fused_compiles_to_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(S, "_COMPILED", {})
+    fused = resolve("sba-fused").fn
+    for tokens in (37, 64):  # dynamic token counts: one compile
+        outputs, weights = _batch(tokens, 4, 48, tokens)
+        outputs, weights = outputs.float(), weights.float()
+        combined = fused(outputs, weights)
+        torch.testing.assert_close(combined, S.sba(outputs, weights), atol=1e-5, rtol=1e-5)
+    assert S._COMPILED["sba"] is not S.sba_single_pass  # compiled, not the eager fallback
+
+
+def test_sba_fused_runs_eagerly_with_a_warning_where_torch_compile_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(fn: object, **_: object) -> object:
+        def call(*_: object) -> object:
+            raise RuntimeError("no C compiler found\nmore detail")
+
+        return call
+
+    monkeypatch.setattr(S, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    outputs, weights = _batch(5, 2, 8, 0)
+    combined = resolve("sba-fused").fn(outputs, weights)
+    torch.testing.assert_close(combined, S.sba(outputs, weights))
+    assert "torch.compile failed (no C compiler found); sba-fused runs eagerly" in caplog.text
+    assert S._COMPILED["sba"] is S.sba_single_pass
 
 
 def test_documented_fallbacks() -> None:

@@ -119,3 +119,76 @@ def test_kmeans_router_is_cached_and_the_cached_model_is_identical(
         rebuilt.model.state_dict()["encoder.layer.1.output.dense.router.centroids"],
         uncached.model.state_dict()["encoder.layer.1.output.dense.router.centroids"],
     )
+
+
+def _background_batches(tokenizer: object, docs: int = 96) -> list[dict[str, torch.Tensor]]:
+    from sbabench.tasks.sources import lee_background
+
+    texts = lee_background()[:docs]
+    return [
+        tokenizer(  # type: ignore[operator]
+            texts[i : i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt"
+        )
+        for i in range(0, len(texts), 32)
+    ]
+
+
+def test_the_capture_runs_only_the_rows_that_hold_its_tokens() -> None:
+    model, tokenizer = _minilm()
+    batches = _background_batches(tokenizer)
+    seen_rows: list[int] = []
+    handle = model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: seen_rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    drawn: list[int] = []
+
+    def lazily() -> object:
+        for i, batch in enumerate(batches):
+            drawn.append(i)
+            yield batch
+
+    try:
+        captured = upcycle.capture_ffn_inputs(model, lazily(), (1, 3), max_tokens=5000)  # type: ignore[arg-type]
+    finally:
+        handle.remove()
+    assert {i: x.shape for i, x in captured.items()} == {1: (5000, 384), 3: (5000, 384)}
+    first = int(batches[0]["attention_mask"].sum())
+    rows_needed = int(
+        (batches[1]["attention_mask"].sum(-1).cumsum(0) < 5000 - first).sum().item() + 1
+    )
+    assert seen_rows == [32, rows_needed] and rows_needed < 32 and drawn == [0, 1]
+    # whole batches, cut afterwards: the same inputs bit for bit (cutting a batch's rows changes
+    # no token's numbers, so a router fitted on N tokens does not depend on where batches end)
+    full = upcycle.capture_ffn_inputs(model, batches[:2], (1, 3), max_tokens=10**6)
+    for i in (1, 3):
+        assert torch.equal(captured[i], full[i][:5000])
+
+
+def test_router_tokens_choose_the_centroids_and_a_seed_repeats_them() -> None:
+    model, tokenizer = _minilm()
+    batches = _background_batches(tokenizer, docs=32)
+
+    def centroids(**options: int) -> dict[int, torch.Tensor]:
+        config = UpcycleConfig(**{"experts": 4, "layers": (1,), "router_tokens": 1024, **options})
+        return upcycle.kmeans_centroids(model, config, iter(batches))
+
+    first = centroids()
+    assert first[1].shape == (4, 384)
+    assert torch.equal(first[1], centroids()[1])
+    assert not torch.equal(first[1], centroids(router_tokens=512)[1])
+    assert not torch.equal(first[1], centroids(seed=1)[1])
+    with pytest.raises(ValueError, match="at least 4 background tokens"):
+        upcycle.kmeans_centroids(model, UpcycleConfig(experts=4, layers=(1,)), iter(()))
+
+
+def test_sba_fused_in_a_model_gives_sba_s_hidden_states(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sbabench.aggregators import spherical
+
+    monkeypatch.setattr(spherical, "_COMPILED", {})  # compiled here, inside the forward pass
+    model, tokenizer = _minilm()
+    upcycle_bert(model, UpcycleConfig(experts=4, top_k=2, layers=(1, 3), router="random"))
+    set_aggregator(model, resolve("sba").fn)
+    with_sba = _states(model, tokenizer)
+    set_aggregator(model, resolve("sba-fused").fn)
+    torch.testing.assert_close(_states(model, tokenizer), with_sba, atol=1e-5, rtol=1e-5)
+    assert spherical._COMPILED["sba"] is not spherical.sba_single_pass

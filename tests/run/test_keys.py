@@ -88,3 +88,16 @@ def test_planning_a_suite_imports_no_model_library(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     todo, heavy = json.loads(out.stdout)
     assert todo == 9 and heavy == []
+
+
+def test_options_older_results_implicitly_had_stay_out_of_the_model_key() -> None:
+    kmeans = SUITE.replace("router: random}", "router: kmeans}")
+    default = _parts(kmeans)["moe/sba/LeeDocSTS"].model.spec
+    assert (default["router_tokens"], default["router_inits"]) == (4096, 1)
+    assert "router_decay" not in default and "token_elimination" not in default
+    # the router build older results had (8192 tokens, 3 inits) is their key, not a new one
+    legacy = _parts(kmeans.replace("router: kmeans}", "router_tokens: 8192, router_inits: 3}"))
+    spec = legacy["moe/sba/LeeDocSTS"].model.spec
+    assert "router_tokens" not in spec and "router_inits" not in spec
+    # a random router has no centroids: how they would be fitted is not part of it
+    assert "router_tokens" not in _parts()["moe/sba/LeeDocSTS"].model.spec

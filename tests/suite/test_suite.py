@@ -85,6 +85,18 @@ BAD = {
         "missing required key",
     ),
     "top_k > experts": (GOOD.replace("top_k: 2", "top_k: 9"), "3", "models[0]", "cannot exceed"),
+    "router_tokens < experts": (
+        GOOD.replace("top_k: 2", "top_k: 2\n    experts: 128\n    router_tokens: 64"),
+        "3",
+        "models[0]",
+        "router_tokens (64) must be at least experts (128)",
+    ),
+    "router_tokens too many": (
+        GOOD.replace("top_k: 2", "top_k: 2\n    router_tokens: 40000"),
+        "7",
+        "models[0].router_tokens",
+        "less than or equal to 32768",
+    ),
     "bad setting": (
         GOOD + "settings: {batch_size: 0}\n",
         "11",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from sbabench.tasks import get_task, known_task, sources
 
 
@@ -10,6 +13,18 @@ def test_lee_sizes() -> None:
     pairs = sources.lee_similarities()
     assert len(pairs) == 1225
     assert all(0.0 <= s <= 1.0 and i < j for i, j, s in pairs)
+
+
+def test_gensim_data_is_found_without_importing_gensim() -> None:
+    code = (
+        "import sys\n"
+        "from sbabench.tasks import sources\n"
+        "print(sources.gensim_file('lee_background.cor'), 'gensim' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    from gensim.test.utils import datapath
+
+    assert out.stdout.split() == [datapath("lee_background.cor"), "False"]
 
 
 def test_newsgroups_headers_are_stripped() -> None:
