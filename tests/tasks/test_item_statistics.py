@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as sps
 
 from sbabench.tasks.item_statistics import (
+    resampled_ranks,
     row_average_precision,
     row_average_precision_sklearn,
+    row_spearman,
     row_v_measure,
     row_v_measure_sklearn,
 )
@@ -64,6 +67,23 @@ def test_average_precision_equals_sklearn_on_every_resample(data: Data) -> None:
         rtol=0,
         atol=1e-12,
     )
+
+
+@given(_labellings())
+@settings(max_examples=300, deadline=None)
+def test_resampled_ranks_are_scipys_rankdata_exactly(data: Data) -> None:
+    values, other, index = data
+    for x in (values, other, values + 0.5 * other):  # few ties, many ties, mixed
+        np.testing.assert_array_equal(resampled_ranks(x, index), sps.rankdata(x[index], axis=1))
+
+
+def test_spearman_equals_scipy_on_every_resample() -> None:
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 6, 300).astype(float)  # ties, as STS gold scores have
+    predicted = gold + rng.normal(0, 2, 300)
+    index = rng.integers(0, 300, size=(50, 300))
+    expected = [sps.spearmanr(gold[row], predicted[row]).statistic for row in index]
+    np.testing.assert_allclose(row_spearman(gold, predicted, index), expected, rtol=0, atol=1e-12)
 
 
 def _all(n: int) -> np.ndarray:
