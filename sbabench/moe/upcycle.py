@@ -11,6 +11,7 @@ the combination, as in NomicBERT-MoE.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from sbabench.moe.base import AggregationPoint, MoELayer
 from sbabench.moe.experts import ExpertMLPs, Unsupported, float32, mlps
 from sbabench.moe.registry import MoEFamily, RouterSlot, register
 from sbabench.moe.routers import OnlineKMeansRouter
+
+log = logging.getLogger("sbabench")
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,14 @@ def kmeans_centroids(
     if len(inputs) < len(config.layers) or any(len(x) < config.experts for x in inputs.values()):
         raise ValueError(
             f"the kmeans router needs at least {config.experts} background tokens per layer"
+        )
+    found = min(len(x) for x in inputs.values())
+    if found < config.router_tokens:
+        log.warning(
+            "sbabench: the background text gave %d tokens per layer, fewer than router_tokens "
+            "(%d); the k-means router is fitted on those",
+            found,
+            config.router_tokens,
         )
     return {
         i: _kmeans_centroids(inputs[i], config.experts, config.router_inits, config.seed + i)

@@ -164,7 +164,9 @@ def test_the_capture_runs_only_the_rows_that_hold_its_tokens() -> None:
         assert torch.equal(captured[i], full[i][:5000])
 
 
-def test_router_tokens_choose_the_centroids_and_a_seed_repeats_them() -> None:
+def test_router_tokens_choose_the_centroids_and_a_seed_repeats_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     model, tokenizer = _minilm()
     batches = _background_batches(tokenizer, docs=32)
 
@@ -179,6 +181,10 @@ def test_router_tokens_choose_the_centroids_and_a_seed_repeats_them() -> None:
     assert not torch.equal(first[1], centroids(seed=1)[1])
     with pytest.raises(ValueError, match="at least 4 background tokens"):
         upcycle.kmeans_centroids(model, UpcycleConfig(experts=4, layers=(1,)), iter(()))
+    short = [{name: tensor[:2] for name, tensor in batches[0].items()}]  # two documents
+    upcycle.kmeans_centroids(model, UpcycleConfig(experts=4, layers=(1,)), iter(short))
+    found = int(short[0]["attention_mask"].sum())
+    assert f"gave {found} tokens per layer, fewer than router_tokens (4096)" in caplog.text
 
 
 def test_sba_fused_in_a_model_gives_sba_s_hidden_states(monkeypatch: pytest.MonkeyPatch) -> None:
