@@ -134,16 +134,13 @@ def sba_single_pass(
     overflow check needed). Run eagerly it is correct but not faster (the upcast is a copy).
     """
     dtype = _compute_dtype(outputs.dtype)
-    tiny = torch.finfo(dtype).tiny
     y, w = outputs.to(dtype), weights.to(dtype)
     mass = w.sum(-1, keepdim=True)
     probs = w / mass.clamp_min(eps)
-    scale = y.abs().amax(dim=-1).clamp_min(tiny)
-    radii = scale * torch.linalg.vector_norm(y / scale.unsqueeze(-1), dim=-1)
+    radii = _scaled_norm(y).squeeze(-1)
     radius = (probs * radii).sum(-1, keepdim=True)
     mean = ((probs / radii.clamp_min(eps)).unsqueeze(-1) * y).sum(1)
-    mean_scale = mean.abs().amax(dim=-1, keepdim=True).clamp_min(tiny)
-    length = mean_scale * torch.linalg.vector_norm(mean / mean_scale, dim=-1, keepdim=True)
+    length = _scaled_norm(mean)
     top = probs.argmax(dim=-1, keepdim=True)
     fallback = y.gather(1, top.unsqueeze(-1).expand(-1, 1, y.shape[-1])).squeeze(1)
     fallback = fallback / radii.gather(1, top).clamp_min(eps)

@@ -123,7 +123,7 @@ def prepare_routers(encoder: TextEncoder, spec: TrainSpec) -> None:
 def _router_parameters(encoder: TextEncoder) -> set[int]:
     """ids of every MoE layer's router parameters."""
     from sbabench.moe.experts import Unsupported
-    from sbabench.moe.routers import router_slot
+    from sbabench.moe.registry import router_slot
 
     try:
         slots = [router_slot(encoder.model, layer) for layer in encoder.moe_layers]
