@@ -1,8 +1,9 @@
 """Paired significance over the same test items, and tests across tasks.
 
-Pure functions over arrays; no printing. scipy/sklearn do the heavy lifting; what they lack
-(Steiger's test of dependent correlations, Holm's step-down, Nemenyi's critical difference) is
-written out below with its reference.
+Pure functions over arrays; no printing. What scipy lacks (Steiger's test of dependent
+correlations, Holm's step-down, Nemenyi's critical difference) is written out below with its
+reference; the null distributions come from `null_distributions`, which keeps scipy.stats' 1-2 s
+import off `compare` (scipy.stats is imported only for Wilcoxon with ties or over 50 tasks).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
 
+from sbabench.analysis import null_distributions as null
+from sbabench.tasks.item_statistics import resampled_ranks
 from sbabench.tasks.items import ItemScores
 from sbabench.tasks.types import by_item_kind
 
@@ -98,9 +100,7 @@ def steiger_z(gold: Sequence[float], a: Sequence[float], b: Sequence[float]) -> 
     87(2), eq. 15; scipy has no dependent-correlation test.
     """
     n = len(gold)
-    r12 = sps.spearmanr(gold, a).statistic
-    r13 = sps.spearmanr(gold, b).statistic
-    r23 = sps.spearmanr(a, b).statistic
+    r12, r13, r23 = (_spearman(x, y) for x, y in ((gold, a), (gold, b), (a, b)))
     if n < 4 or r23 >= 1.0:
         return 0.0, 1.0
     mean = (r12 + r13) / 2
@@ -108,7 +108,19 @@ def steiger_z(gold: Sequence[float], a: Sequence[float], b: Sequence[float]) -> 
     covariance = psi / (1 - mean**2) ** 2
     z = (math.atanh(min(r12, 0.999999)) - math.atanh(min(r13, 0.999999))) * math.sqrt(n - 3)
     z /= math.sqrt(max(2 - 2 * covariance, 1e-12))
-    return float(z), float(2 * sps.norm.sf(abs(z)))
+    return float(z), null.normal_two_sided_p(z)
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho of two sequences as scipy.stats.spearmanr computes it (numpy's corrcoef
+    of the average ranks, bit for bit), nan when one of them is constant."""
+    whole = np.arange(len(x))[None]
+    ranks_x = resampled_ranks(np.asarray(x, dtype=np.float64), whole)[0]
+    ranks_y = resampled_ranks(np.asarray(y, dtype=np.float64), whole)[0]
+    if np.ptp(ranks_x) == 0 or np.ptp(ranks_y) == 0:
+        return float("nan")
+    # the same (n, 2) layout scipy hands to corrcoef, so the sums run in the same order
+    return float(np.corrcoef(np.column_stack((ranks_x, ranks_y)), rowvar=False)[1, 0])
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -141,12 +153,29 @@ class AcrossTasks:
 
 
 def wilcoxon_across_tasks(differences: Sequence[float]) -> AcrossTasks:
-    """Wilcoxon signed-rank test that per-task differences are centred on 0."""
-    values = [d for d in differences if d != 0]
-    if len(values) < 2:
+    """Wilcoxon signed-rank test that per-task differences are centred on 0 (zeros dropped).
+
+    Exact, as scipy.stats.wilcoxon's default is, for up to 50 untied differences: the statistic
+    is min(T+, T-), the p-value two-sided. Ties or more differences go to scipy.stats itself
+    (a permutation or normal approximation there).
+    """
+    values = np.array([d for d in differences if d != 0], dtype=np.float64)
+    n = len(values)
+    if n < 2:
         return AcrossTasks("wilcoxon", float("nan"), float("nan"), len(differences))
-    result = sps.wilcoxon(values)
-    return AcrossTasks("wilcoxon", float(result.statistic), float(result.pvalue), len(differences))
+    magnitudes = np.abs(values)
+    if n > 50 or len(np.unique(magnitudes)) < n:
+        from scipy import stats as sps  # 1-2 s import, only for the rare tied / large case
+
+        result = sps.wilcoxon(values)
+        statistic, p_value = float(result.statistic), float(result.pvalue)
+    else:
+        ranks = np.empty(n, dtype=np.int64)
+        ranks[np.argsort(magnitudes)] = np.arange(1, n + 1)
+        r_plus = int(ranks[values > 0].sum())
+        statistic = float(min(r_plus, n * (n + 1) // 2 - r_plus))
+        p_value = null.signed_rank_p(r_plus, n)
+    return AcrossTasks("wilcoxon", statistic, p_value, len(differences))
 
 
 def friedman_nemenyi(scores: Mapping[str, Sequence[float]], alpha: float = 0.05) -> AcrossTasks:
@@ -158,11 +187,26 @@ def friedman_nemenyi(scores: Mapping[str, Sequence[float]], alpha: float = 0.05)
     names = list(scores)
     table = np.array([scores[n] for n in names]).T  # (tasks, systems)
     n, k = table.shape
-    ranks = sps.rankdata(-table, axis=1).mean(0)
-    mean_ranks = {name: float(r) for name, r in zip(names, ranks, strict=True)}
+    whole_row = np.arange(k)[None]
+    ranks = np.stack([resampled_ranks(-row, whole_row)[0] for row in table])
+    mean_ranks = {name: float(r) for name, r in zip(names, ranks.mean(0), strict=True)}
     if n < 2 or k < 3:
         return AcrossTasks("friedman", float("nan"), float("nan"), n, None, mean_ranks)
-    result = sps.friedmanchisquare(*table.T)
-    q = sps.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    statistic = _friedman_statistic(table, ranks)
+    p_value = null.chi2_sf(statistic, k - 1)
+    q = null.range_ppf(1 - alpha, k) / math.sqrt(2)
     cd = float(q * math.sqrt(k * (k + 1) / (6 * n)))
-    return AcrossTasks("friedman", float(result.statistic), float(result.pvalue), n, cd, mean_ranks)
+    return AcrossTasks("friedman", statistic, p_value, n, cd, mean_ranks)
+
+
+def _friedman_statistic(table: np.ndarray, ranks: np.ndarray) -> float:
+    """Friedman's chi-square of a (tasks, systems) table and its within-task average ranks,
+    corrected for ties: (12 / (n k (k+1)) sum_j R_j^2 - 3 n (k+1)) / (1 - sum (t^3 - t) /
+    (n k (k^2 - 1))), R_j the rank sum of system j, t the sizes of the tied groups."""
+    n, k = table.shape
+    tie_sizes = [np.unique(row, return_counts=True)[1] for row in table]
+    correction = 1 - sum(float(np.sum(t**3 - t)) for t in tie_sizes) / (n * k * (k * k - 1))
+    if correction <= 0:  # every system tied on every task: no ranking to test (scipy: nan)
+        return float("nan")
+    rank_sums = ranks.sum(0)
+    return float((12 / (n * k * (k + 1)) * np.sum(rank_sums**2) - 3 * n * (k + 1)) / correction)
