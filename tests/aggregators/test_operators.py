@@ -180,6 +180,23 @@ def test_sba_fused_compiles_to_the_same_numbers(monkeypatch: pytest.MonkeyPatch)
     assert S._COMPILED["sba"] is not S.sba_single_pass  # compiled, not the eager fallback
 
 
+@pytest.mark.slow  # compiling the backward graph takes tens of seconds on 2 cores
+def test_sba_fused_gradients_through_the_compiled_kernel_equal_sba_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fine-tuning with `sba-fused` back-propagates through the compiled kernel."""
+    monkeypatch.setattr(S, "_COMPILED", {})
+    outputs, weights = (t.float() for t in _batch(29, 4, 32, 7))
+    grads = []
+    for fn in (resolve("sba-fused").fn, S.sba):
+        leaves = outputs.clone().requires_grad_(), weights.clone().requires_grad_()
+        (fn(*leaves) ** 2).sum().backward()
+        grads.append([leaf.grad for leaf in leaves])
+    assert S._COMPILED["sba"] is not S.sba_single_pass  # the compiled kernel, not the fallback
+    for fused, eager in zip(*grads, strict=True):
+        torch.testing.assert_close(fused, eager, atol=1e-4, rtol=1e-4)
+
+
 def test_sba_fused_runs_eagerly_with_a_warning_where_torch_compile_fails(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
