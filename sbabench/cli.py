@@ -543,6 +543,7 @@ def _moe_layer_table(name: str, encoder: Any) -> Table:
     default=0.05,
     show_default=True,
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Significance level of the marks (Holm-adjusted p) and of Nemenyi's critical difference.",
 )
 @click.option(
     "--fail-on-regression",

@@ -343,11 +343,11 @@ def compare_results(
         rows = _rows_against_baseline(results, baseline, n_resamples, seed)
     rows = _with_marks(rows, alpha)
     comparison = Comparison(rows=rows, summaries=_summaries(rows), alpha=alpha)
-    comparison.friedman = _friedman(results)
+    comparison.friedman = _friedman(results, alpha)
     return comparison
 
 
-def _friedman(results: Sequence[UnitResult]) -> stats.AcrossTasks | None:
+def _friedman(results: Sequence[UnitResult], alpha: float) -> stats.AcrossTasks | None:
     """Friedman + Nemenyi over every model/aggregator column that has all tasks."""
     table: dict[str, dict[str, float]] = defaultdict(dict)
     for r in results:
@@ -360,7 +360,7 @@ def _friedman(results: Sequence[UnitResult]) -> stats.AcrossTasks | None:
     }
     if len(complete) < 3:
         return None
-    return stats.friedman_nemenyi(complete)
+    return stats.friedman_nemenyi(complete, alpha)
 
 
 def to_records(comparison: Comparison) -> list[dict[str, Any]]:

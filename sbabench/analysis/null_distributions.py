@@ -94,9 +94,11 @@ def range_cdf(q: float, k: int) -> float:
 def range_ppf(p: float, k: int) -> float:
     """The q with P(R <= q) = p for the range R of k >= 2 standard normals (Nemenyi's critical
     value is range_ppf(1 - alpha, k) / sqrt 2; Demsar 2006, JMLR 7). Bisection to the last bit:
-    the CDF is increasing and cheap."""
-    if k < 2 or not 0 < p < 1:
-        raise ValueError(f"need k >= 2 and 0 < p < 1, got k={k}, p={p}")
+    the CDF is increasing and cheap. p = 1 (an alpha below 1e-16) gives infinity, as scipy's."""
+    if k < 2 or not 0 < p <= 1:
+        raise ValueError(f"need k >= 2 and 0 < p <= 1, got k={k}, p={p}")
+    if p == 1:
+        return math.inf
     low, high = 0.0, 8.0
     while range_cdf(high, k) < p and high < 1e3:
         high *= 2

@@ -148,11 +148,14 @@ def friedman_line(comparison: Comparison) -> str | None:
     if f is None or f.mean_ranks is None:
         return None
     ranks = ", ".join(f"{k} {v:.2f}" for k, v in sorted(f.mean_ranks.items(), key=lambda kv: kv[1]))
-    if f.p_value != f.p_value:
+    if f.n_tasks < 2:
         return f"Mean ranks over {f.n_tasks} task(s) (1 = best): {ranks}. Friedman needs at least 2 tasks."
+    if f.p_value != f.p_value:
+        return f"Mean ranks over {f.n_tasks} tasks (1 = best): {ranks}. Every system ties on every task: nothing for Friedman to test."
+    level = "" if comparison.alpha == 0.05 else f" at alpha {comparison.alpha:g}"
     return (
         f"Friedman over {f.n_tasks} tasks: chi2={f.statistic:.3f}, p={f.p_value:.3g}; mean ranks "
-        f"(1 = best): {ranks}; Nemenyi critical difference {f.critical_difference:.3f}."
+        f"(1 = best): {ranks}; Nemenyi critical difference{level} {f.critical_difference:.3f}."
     )
 
 

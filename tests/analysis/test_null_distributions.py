@@ -90,8 +90,9 @@ def test_studentized_range_refuses_what_it_cannot_compute() -> None:
     assert null.range_cdf(0.0, 3) == 0.0
     with pytest.raises(ValueError, match="k >= 2"):
         null.range_ppf(0.95, 1)
-    with pytest.raises(ValueError, match="0 < p < 1"):
-        null.range_ppf(1.0, 3)
+    with pytest.raises(ValueError, match="0 < p <= 1"):
+        null.range_ppf(0.0, 3)
+    assert null.range_ppf(1.0, 3) == math.inf  # alpha below 1e-16, as scipy's ppf(1)
 
 
 @st.composite
@@ -155,3 +156,21 @@ def test_compare_imports_no_scipy_stats() -> None:
     report, loaded = out.stdout.split("loaded:")
     assert json.loads(loaded) == []
     assert {row["model"] for row in json.loads(report)} == {"minilm", "minilm-moe"}
+
+
+def test_nemenyi_follows_alpha_and_a_table_of_ties_is_said_so() -> None:
+    from sbabench.analysis.compare import Comparison
+    from sbabench.analysis.report import friedman_line
+
+    scores = {"a": [0.9, 0.8, 0.7, 0.6], "b": [0.5, 0.4, 0.3, 0.2], "c": [0.1, 0.1, 0.1, 0.1]}
+    lines = {}
+    for alpha in (0.05, 0.01):
+        comparison = Comparison(rows=[], summaries=[], alpha=alpha)
+        comparison.friedman = stats.friedman_nemenyi(scores, alpha)
+        lines[alpha] = friedman_line(comparison)
+    expected = sps.studentized_range.ppf(0.99, 3, np.inf) / math.sqrt(2) * math.sqrt(12 / 24)
+    assert f"Nemenyi critical difference at alpha 0.01 {expected:.3f}." in str(lines[0.01])
+    assert "Nemenyi critical difference 1.657." in str(lines[0.05])
+    tied = Comparison(rows=[], summaries=[], alpha=0.05)
+    tied.friedman = stats.friedman_nemenyi({"a": [0.5, 0.5], "b": [0.5, 0.5], "c": [0.5, 0.5]})
+    assert "Every system ties on every task" in str(friedman_line(tied))
