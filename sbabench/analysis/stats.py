@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sbabench.analysis import null_distributions as null
-from sbabench.tasks.item_statistics import resampled_ranks
+from sbabench.tasks.item_statistics import average_ranks
 from sbabench.tasks.items import ItemScores
 from sbabench.tasks.types import by_item_kind
 
@@ -114,9 +114,8 @@ def steiger_z(gold: Sequence[float], a: Sequence[float], b: Sequence[float]) -> 
 def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rho of two sequences as scipy.stats.spearmanr computes it (numpy's corrcoef
     of the average ranks, bit for bit), nan when one of them is constant."""
-    whole = np.arange(len(x))[None]
-    ranks_x = resampled_ranks(np.asarray(x, dtype=np.float64), whole)[0]
-    ranks_y = resampled_ranks(np.asarray(y, dtype=np.float64), whole)[0]
+    ranks_x = average_ranks(np.asarray(x, dtype=np.float64))
+    ranks_y = average_ranks(np.asarray(y, dtype=np.float64))
     if np.ptp(ranks_x) == 0 or np.ptp(ranks_y) == 0:
         return float("nan")
     # the same (n, 2) layout scipy hands to corrcoef, so the sums run in the same order
@@ -170,9 +169,7 @@ def wilcoxon_across_tasks(differences: Sequence[float]) -> AcrossTasks:
         result = sps.wilcoxon(values)
         statistic, p_value = float(result.statistic), float(result.pvalue)
     else:
-        ranks = np.empty(n, dtype=np.int64)
-        ranks[np.argsort(magnitudes)] = np.arange(1, n + 1)
-        r_plus = int(ranks[values > 0].sum())
+        r_plus = int(average_ranks(magnitudes)[values > 0].sum())  # untied: ranks 1..n
         statistic = float(min(r_plus, n * (n + 1) // 2 - r_plus))
         p_value = null.signed_rank_p(r_plus, n)
     return AcrossTasks("wilcoxon", statistic, p_value, len(differences))
@@ -187,8 +184,7 @@ def friedman_nemenyi(scores: Mapping[str, Sequence[float]], alpha: float = 0.05)
     names = list(scores)
     table = np.array([scores[n] for n in names]).T  # (tasks, systems)
     n, k = table.shape
-    whole_row = np.arange(k)[None]
-    ranks = np.stack([resampled_ranks(-row, whole_row)[0] for row in table])
+    ranks = np.stack([average_ranks(-row) for row in table])
     mean_ranks = {name: float(r) for name, r in zip(names, ranks.mean(0), strict=True)}
     if n < 2 or k < 3:
         return AcrossTasks("friedman", float("nan"), float("nan"), n, None, mean_ranks)

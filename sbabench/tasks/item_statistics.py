@@ -30,6 +30,12 @@ def resampled_ranks(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.take_along_axis(ranks, drawn, axis=1)
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks (1 = smallest, ties share their mean rank) of a 1-D array, the numbers
+    `scipy.stats.rankdata(values)` gives: the whole array as one resample."""
+    return resampled_ranks(values, np.arange(len(values))[None])[0]
+
+
 def row_spearman(gold: np.ndarray, predicted: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Spearman correlation of gold and predicted over each resample (ties: average ranks)."""
     a = resampled_ranks(gold, index)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from sbabench.tasks.item_statistics import (
+    average_ranks,
     resampled_ranks,
     row_average_precision,
     row_average_precision_sklearn,
@@ -75,6 +76,7 @@ def test_resampled_ranks_are_scipys_rankdata_exactly(data: Data) -> None:
     values, other, index = data
     for x in (values, other, values + 0.5 * other):  # few ties, many ties, mixed
         np.testing.assert_array_equal(resampled_ranks(x, index), sps.rankdata(x[index], axis=1))
+        np.testing.assert_array_equal(average_ranks(x), sps.rankdata(x))
 
 
 def test_spearman_equals_scipy_on_every_resample() -> None:
