@@ -6,6 +6,7 @@ only renders what it returns.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -199,6 +200,9 @@ def _row(
         test = stats.paired_bootstrap(candidate.items, base.items, n_resamples, seed)
     except ValueError as exc:
         return replace(row, note=str(exc))
+    if math.isnan(test.p_value):  # no p-value from a NaN; the NaN delta reaches the summaries
+        delta = candidate.main_score - base.main_score
+        return replace(row, delta=delta, note="NaN score: not tested (did a model diverge?)")
     steiger = None
     task_type = find(candidate.task_type)
     if task_type is not None and task_type.steiger:

@@ -45,6 +45,11 @@ def normal_two_sided_p(z: float) -> float:
     return math.erfc(abs(z) / _SQRT2)
 
 
+def at_most_one(p: float) -> float:
+    """min(p, 1) that keeps a NaN a NaN (`min(1.0, nan)` is 1.0: a hidden NaN)."""
+    return p if math.isnan(p) else min(1.0, p)
+
+
 def chi2_sf(x: float, df: int) -> float:
     """P(X >= x) for X chi-square with an integer number `df` >= 1 of degrees of freedom.
 
@@ -58,15 +63,17 @@ def chi2_sf(x: float, df: int) -> float:
         raise ValueError(f"degrees of freedom must be at least 1, got {df}")
     if math.isnan(x):
         return math.nan
+    if x == math.inf:
+        return 0.0
     h = x / 2
     if h <= 0:  # x <= 0, or so small that x / 2 is 0
         return 1.0
     log_h = math.log(h)
     if df % 2 == 0:
         terms = (math.exp(-h + i * log_h - math.lgamma(i + 1)) for i in range(df // 2))
-        return min(1.0, math.fsum(terms))
+        return at_most_one(math.fsum(terms))
     terms = (math.exp(-h + (i + 0.5) * log_h - math.lgamma(i + 1.5)) for i in range(df // 2))
-    return min(1.0, math.erfc(math.sqrt(h)) + math.fsum(terms))
+    return at_most_one(math.erfc(math.sqrt(h)) + math.fsum(terms))
 
 
 def signed_rank_counts(n: int) -> list[int]:

@@ -104,7 +104,7 @@ def _cells(row: Row) -> list[str]:
 
 def _summary_cells(summary: Summary) -> list[str]:
     test = summary.test
-    p = "n/a" if test.p_value != test.p_value else f"{test.p_value:.3g}"
+    p = (test.note or "n/a") if test.p_value != test.p_value else f"{test.p_value:.3g}"
     return [
         summary.scope,
         summary.candidate,
@@ -145,6 +145,8 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
 def friedman_line(comparison: Comparison) -> str | None:
     """One sentence on the Friedman test and Nemenyi critical difference, if it ran."""
     f = comparison.friedman
+    if f is not None and f.note:
+        return f"Friedman over {f.n_tasks} tasks: not tested ({f.note})."
     if f is None or f.mean_ranks is None:
         return None
     ranks = ", ".join(f"{k} {v:.2f}" for k, v in sorted(f.mean_ranks.items(), key=lambda kv: kv[1]))

@@ -68,6 +68,10 @@ def paired_bootstrap(
     subsets = sorted(set(candidate) & set(baseline))
     if not subsets:
         raise ValueError("no common subsets to compare")
+    if any(_has_nan(scores[s]) for scores in (candidate, baseline) for s in subsets):
+        # ranks would order the NaNs and give a number: a diverged model would look tested
+        nan, n_items = math.nan, sum(len(candidate[s].gold) for s in subsets)
+        return PairedTest(nan, nan, nan, nan, n_items)
     for subset in subsets:
         a, b = candidate[subset], baseline[subset]
         gold = np.asarray(a.gold)
@@ -92,23 +96,36 @@ def paired_bootstrap(
     return PairedTest(observed, float(low), float(high), p, n_items)
 
 
+def _has_nan(scores: ItemScores) -> bool:
+    """Whether any prediction (or clustering run) of a subset is NaN."""
+    runs = scores.runs or [scores.predicted]
+    return any(bool(np.isnan(np.asarray(run, dtype=np.float64)).any()) for run in runs)
+
+
 def steiger_z(gold: Sequence[float], a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """Steiger's (1980) Z*2 test that corr(gold, a) = corr(gold, b), on ranks (Spearman).
 
-    The two correlations share `gold` and are dependent through corr(a, b). Returns (Z, p).
-    Steiger, J. H. (1980), Tests for comparing elements of a correlation matrix, Psychol. Bull.
+    The two correlations share `gold` and are dependent through corr(a, b). Returns (Z, p),
+    NaN for NaN predictions or a constant one. Steiger, J. H. (1980), Tests for comparing elements of a correlation matrix, Psychol. Bull.
     87(2), eq. 15; scipy has no dependent-correlation test.
     """
     n = len(gold)
+    if np.isnan(np.asarray([*a, *b], dtype=np.float64)).any():
+        return math.nan, math.nan
     r12, r13, r23 = (_spearman(x, y) for x, y in ((gold, a), (gold, b), (a, b)))
     if n < 4 or r23 >= 1.0:
         return 0.0, 1.0
     mean = (r12 + r13) / 2
     psi = r23 * (1 - 2 * mean**2) - 0.5 * mean**2 * (1 - 2 * mean**2 - r23**2)
     covariance = psi / (1 - mean**2) ** 2
-    z = (math.atanh(min(r12, 0.999999)) - math.atanh(min(r13, 0.999999))) * math.sqrt(n - 3)
+    z = (math.atanh(_inside_unit(r12)) - math.atanh(_inside_unit(r13))) * math.sqrt(n - 3)
     z /= math.sqrt(max(2 - 2 * covariance, 1e-12))
     return float(z), null.normal_two_sided_p(z)
+
+
+def _inside_unit(r: float, bound: float = 0.999999) -> float:
+    """A correlation clipped into (-1, 1), where atanh is finite (a NaN stays NaN)."""
+    return r if math.isnan(r) else max(-bound, min(bound, r))
 
 
 def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -123,12 +140,16 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjustment (family-wise error); scipy offers only FDR control."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    adjusted = [0.0] * len(p_values)
+    """Holm's step-down adjustment (family-wise error); scipy offers only FDR control.
+
+    A NaN p-value (a test that could not be computed) stays NaN and still counts in the family
+    size, as if it were the largest: the others are adjusted as strictly as with it read."""
+    m = len(p_values)
+    order = sorted((i for i in range(m) if not math.isnan(p_values[i])), key=lambda i: p_values[i])
+    adjusted = [math.nan] * m
     running = 0.0
     for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        running = max(running, null.at_most_one((m - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
 
@@ -149,6 +170,8 @@ class AcrossTasks:
     """Nemenyi critical difference of mean ranks (friedman only)."""
     mean_ranks: dict[str, float] | None = None
     """Mean rank of each system, 1 = best (friedman only)."""
+    note: str = ""
+    """Why there is no p-value although there were tasks enough (a NaN score)."""
 
 
 def wilcoxon_across_tasks(differences: Sequence[float]) -> AcrossTasks:
@@ -156,8 +179,13 @@ def wilcoxon_across_tasks(differences: Sequence[float]) -> AcrossTasks:
 
     Exact, as scipy.stats.wilcoxon's default is, for up to 50 untied differences: the statistic
     is min(T+, T-), the p-value two-sided. Ties or more differences go to scipy.stats itself
-    (a permutation or normal approximation there).
+    (a permutation or normal approximation there). A NaN difference (a diverged model) is not
+    dropped: the test is NaN, with a note.
     """
+    undefined = sum(math.isnan(d) for d in differences)
+    if undefined:
+        note = f"NaN score in {undefined} task(s)"
+        return AcrossTasks("wilcoxon", math.nan, math.nan, len(differences), note=note)
     values = np.array([d for d in differences if d != 0], dtype=np.float64)
     n = len(values)
     if n < 2:
@@ -179,11 +207,17 @@ def friedman_nemenyi(scores: Mapping[str, Sequence[float]], alpha: float = 0.05)
     """Friedman test over systems (columns) x tasks (rows), with Nemenyi's critical difference.
 
     CD = q_alpha * sqrt(k (k + 1) / (6 N)), q_alpha the studentized range quantile / sqrt(2)
-    (Demsar 2006, JMLR 7).
+    (Demsar 2006, JMLR 7). A NaN score makes the test NaN, with a note naming its systems.
     """
     names = list(scores)
-    table = np.array([scores[n] for n in names]).T  # (tasks, systems)
+    table = np.array([scores[n] for n in names], dtype=np.float64).T  # (tasks, systems)
     n, k = table.shape
+    undefined = [
+        name for name, column in zip(names, table.T, strict=True) if np.isnan(column).any()
+    ]
+    if undefined:
+        note = f"NaN score for {', '.join(undefined)}"
+        return AcrossTasks("friedman", math.nan, math.nan, n, note=note)
     ranks = np.stack([average_ranks(-row) for row in table])
     mean_ranks = {name: float(r) for name, r in zip(names, ranks.mean(0), strict=True)}
     if n < 2 or k < 3:

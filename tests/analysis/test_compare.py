@@ -227,3 +227,29 @@ def test_models_compare_with_a_baseline_model_operator_by_operator() -> None:
     assert sba[0].note == "no baseline result"  # `other` has no sba unit
     with pytest.raises(Exception, match="no results here"):
         compare_results(base, baseline_model="missing")
+
+
+def test_a_spearman_of_minus_one_and_a_nan_score_are_reported_not_crashed() -> None:
+    nan_items = np.full(600, np.nan)
+    results = [
+        _result("linear", GOLD + NOISE),
+        _result("reversed", -GOLD),  # Spearman exactly -1: Steiger's atanh must stay finite
+        _result("diverged", nan_items),
+        _result("linear", GOLD + NOISE, task="T2"),
+        _result("reversed", -GOLD, task="T2"),
+        _result("diverged", nan_items, task="T2"),
+    ]
+    for i in (2, 5):
+        results[i] = results[i].model_copy(update={"main_score": float("nan")})
+    comparison = compare_results(results, n_resamples=200)
+    rows = {(r.aggregator, r.task): r for r in comparison.rows}
+    reversed_row = rows[("reversed", "T1")]
+    assert reversed_row.mark is Mark.WORSE and reversed_row.steiger_p is not None
+    assert np.isfinite(reversed_row.steiger_p)
+    diverged = rows[("diverged", "T2")]
+    assert diverged.p_value is None and diverged.mark is Mark.INCOMPARABLE
+    assert diverged.note == "NaN score: not tested (did a model diverge?)"
+    summary = next(s for s in comparison.summaries if s.candidate == "m/diverged")
+    assert np.isnan(summary.test.p_value) and summary.test.note == "NaN score in 2 task(s)"
+    assert comparison.friedman is not None and np.isnan(comparison.friedman.p_value)
+    assert comparison.friedman.note == "NaN score for m/diverged"

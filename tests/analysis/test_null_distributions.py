@@ -174,3 +174,8 @@ def test_nemenyi_follows_alpha_and_a_table_of_ties_is_said_so() -> None:
     tied = Comparison(rows=[], summaries=[], alpha=0.05)
     tied.friedman = stats.friedman_nemenyi({"a": [0.5, 0.5], "b": [0.5, 0.5], "c": [0.5, 0.5]})
     assert "Every system ties on every task" in str(friedman_line(tied))
+
+
+def test_no_nan_is_hidden_by_the_cap_at_one() -> None:
+    assert math.isnan(null.at_most_one(math.nan)) and null.at_most_one(1.5) == 1.0
+    assert null.chi2_sf(math.inf, 3) == 0.0 and null.chi2_sf(math.inf, 4) == 0.0

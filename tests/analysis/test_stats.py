@@ -136,3 +136,42 @@ def test_clustering_statistic_is_the_mean_over_runs() -> None:
     test = stats.paired_bootstrap(a, b, n_resamples=300)
     assert test.delta == pytest.approx(expected)
     assert test.ci_low > 0 and test.p_value < 0.01
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_steiger_at_a_spearman_of_plus_or_minus_one_is_finite(sign: float) -> None:
+    rng = np.random.default_rng(5)
+    gold = rng.random(40)
+    exact, other = sign * gold, gold + rng.normal(0, 0.5, 40)
+    for a, b in ((exact, other), (other, exact)):
+        z, p = stats.steiger_z(gold, a, b)
+        assert np.isfinite(z) and 0 <= p <= 1
+    z, _ = stats.steiger_z(gold, exact, other)
+    assert (z > 0) == (sign > 0)  # rho 1 beats a noisy copy, rho -1 loses to it
+
+
+def test_a_nan_prediction_gives_no_p_value() -> None:
+    rng = np.random.default_rng(6)
+    gold = rng.random(50)
+    diverged = np.full(50, np.nan)
+    test = stats.paired_bootstrap(_sts(gold, diverged), _sts(gold, gold + rng.random(50)))
+    assert np.isnan(test.p_value) and np.isnan(test.ci_low) and np.isnan(test.delta)
+    assert np.isnan(stats.steiger_z(gold, diverged, gold)[1])
+
+
+def test_nan_task_scores_never_become_a_p_value() -> None:
+    wilcoxon = stats.wilcoxon_across_tasks([0.1, 0.2, float("nan"), 0.3, 0.25, 0.2])
+    assert np.isnan(wilcoxon.p_value) and np.isnan(wilcoxon.statistic)
+    assert wilcoxon.note == "NaN score in 1 task(s)" and wilcoxon.n_tasks == 6
+    friedman = stats.friedman_nemenyi(
+        {"a": [0.9, 0.8, 0.7, 0.6], "b": [0.5, float("nan"), 0.3, 0.2], "c": [0.1] * 4}
+    )
+    assert np.isnan(friedman.p_value) and friedman.note == "NaN score for b"
+    assert friedman.critical_difference is None and friedman.n_tasks == 4
+
+
+def test_holm_keeps_a_nan_a_nan_and_counts_it_in_the_family() -> None:
+    adjusted = stats.holm([0.01, float("nan"), 0.03])
+    assert np.isnan(adjusted[1])
+    assert adjusted[0] == pytest.approx(0.03) and adjusted[2] == pytest.approx(0.06)
+    assert all(np.isnan(p) for p in stats.holm([float("nan"), float("nan")]))
