@@ -119,14 +119,19 @@ def make_online(
     model: nn.Module, layers: Sequence[MoELayer], temperature: float, decay: float
 ) -> list[OnlineKMeansRouter]:
     """Put an online K-means router in every layer, its centroids starting from the current
-    router's rows (a learned router's weight rows, or a centroid router's centroids); a layer
-    that already has one keeps it. Returns every layer's online router."""
+    router's rows (a learned router's weight rows, or a centroid router's centroids) scaled to
+    unit length; a layer that already has one keeps it. Returns every layer's online router.
+
+    Unit rows: routing is by cosine, so it is the same either way, but every update averages
+    unit vectors, and a raw row's norm would set the step (a row of norm 20 hardly moves, one of
+    norm 0.05 jumps to the first token it gets)."""
     routers = []
     for layer in layers:
         slot = router_slot(model, layer)
         current = slot.module
         if not isinstance(current, OnlineKMeansRouter):
-            current = slot.online(slot.rows.detach().float(), temperature, decay)
+            start = F.normalize(slot.rows.detach().float(), dim=-1)
+            current = slot.online(start, temperature, decay)
             assert isinstance(current, OnlineKMeansRouter)
             setattr(slot.parent, slot.attribute, current)
         routers.append(current)

@@ -113,7 +113,7 @@ def test_transformers_routers_become_online_from_their_weight_rows(family: str) 
     routers = make_online(model, layers, temperature=0.1, decay=0.9)
     assert len(routers) == len(layers)
     assert all(isinstance(r, OnlineKMeansTopKRouter) for r in routers)
-    assert torch.equal(routers[0].rows, rows)
+    assert torch.equal(routers[0].rows, F.normalize(rows.float(), dim=-1))
     assert not any("centroids" in name for name, _ in model.named_parameters())
     ids = torch.randint(0, 97, (2, 9))
     model.train()
@@ -123,6 +123,39 @@ def test_transformers_routers_become_online_from_their_weight_rows(family: str) 
     assert not torch.equal(routers[0].rows, rows)  # moved by the forward pass
     out = model(input_ids=ids).last_hidden_state
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe"])
+def test_online_centroids_start_from_unit_rows_so_the_step_ignores_the_rows_norms(
+    family: str,
+) -> None:
+    ids = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(3))
+    moved = []
+    for scale in (20.0, 0.05):  # hardly a step from raw rows of norm ~20, a jump from ~0.05
+        model = _build(family)
+        layers = attach_moe(model)
+        assert layers[0].top_k > 1
+        slot = router_slot(model, layers[0])
+        experts, hidden = slot.rows.shape
+        with torch.no_grad():  # unequal, non-unit rows
+            slot.rows.mul_(scale * torch.linspace(0.5, 2.0, experts)[:, None] / slot.rows.norm())
+        raw = slot.rows.detach().float().clone()
+        routers = make_online(model, layers, temperature=0.1, decay=0.5)
+        start = routers[0].rows.clone()
+        assert torch.allclose(start.norm(dim=-1), torch.ones(experts))
+        # routing is unchanged by the normalisation: cosine to the raw rows, the same top-k
+        x = torch.randn(16, hidden, generator=torch.Generator().manual_seed(4))
+        reference = OnlineKMeansTopKRouter(raw, 0.1, layers[0].top_k, 0.5, layers[0].renormalized)
+        on_raw = reference.eval()(x)
+        on_unit = routers[0].eval()(x)
+        assert torch.equal(on_raw[2], on_unit[2])
+        assert torch.allclose(on_raw[1], on_unit[1], atol=1e-6)
+        model.train()
+        model(input_ids=ids)
+        assert routers[0].updates == 1
+        moved.append(routers[0].rows - start)
+    assert moved[0].abs().max() > 1e-3  # a real step, the same whatever the rows' norms
+    assert torch.allclose(moved[0], moved[1], atol=1e-6)
 
 
 def test_families_without_a_plain_top_k_router_are_refused() -> None:
