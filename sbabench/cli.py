@@ -191,6 +191,7 @@ def run(
     from sbabench.suite import load_suite
 
     spec = load_suite(suite)
+    _print_notes(spec.notes)
     shard_spec = parse_shard(shard) if shard else None
     if dry_run:
         plan = plan_suite(spec, results_dir, force=force, only=only, shard=shard_spec)
@@ -321,6 +322,12 @@ def _embedding_cache(
     store.close()
 
 
+def _print_notes(notes: list[str]) -> None:
+    """One line per note of the suite's loader (on stderr: stdout stays the command's output)."""
+    for note in notes:
+        errors.print(f"note: {note}", highlight=False, markup=False)
+
+
 @main.command()
 @click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
 @_user_errors
@@ -332,9 +339,12 @@ def validate(suite: Path) -> None:
 
     spec = load_suite(suite)
     units = expand(spec)
+    replicates = {spec.replicates_of(m) for m in spec.models if spec.replicates_of(m) > 1}
+    shown = f", {'/'.join(map(str, sorted(replicates)))} replicates" if replicates else ""
+    _print_notes(spec.notes)
     console.print(
         f"[green]ok[/green] {suite}: {len(spec.models)} model(s), {len(spec.aggregators)} "
-        f"aggregator(s), {len(spec.tasks)} task(s) -> {len(units)} unit(s)"
+        f"aggregator(s), {len(spec.tasks)} task(s){shown} -> {len(units)} unit(s)"
     )
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=80)]
@@ -15,3 +15,16 @@ class StrictModel(BaseModel):
     """Unknown keys are errors and values are immutable once read."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+def _replicate_count(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise ValueError(
+            "replicates is how many times a model is rebuilt with other seeds: a whole number "
+            f"from 1 (no replicates) to 1000, written without quotes; got {value!r}"
+        )
+    return value
+
+
+ReplicateCount = Annotated[int, BeforeValidator(_replicate_count)]
+"""`replicates:` of a suite or model: a whole number from 1 to 1000."""

@@ -46,11 +46,13 @@ def result(
     task_type: str = "STS",
     main_score_name: str = "cosine_spearman",
     parts: KeyParts | None = None,
+    replicate: int = 0,
 ) -> UnitResult:
     """A unit result with the given per-item predictions and main score."""
-    parts = parts or key_parts(task)
+    parts = (parts or key_parts(task)).model_copy(update={"replicate": replicate})
     return UnitResult(
-        suite="s", model=model, aggregator=aggregator, task=task, key=parts.digest,
+        suite="s", model=model, aggregator=aggregator, task=task, replicate=replicate,
+        key=parts.digest,
         key_parts=parts, task_type=task_type, split="test", main_score_name=main_score_name,
         main_score=score, scores={}, items=items, timing_s={}, provenance=provenance(),
     )  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from sbabench.analysis import stats
+from sbabench.analysis import stats, two_level
 from sbabench.errors import SbabenchError
 from sbabench.run.keys import KeyParts
 from sbabench.run.results import UnitResult, load_results
@@ -72,6 +72,20 @@ class Row:
     steiger_p: float | None = None
     """STS only: Steiger's test of the two dependent Spearman correlations."""
     note: str = ""
+    replicates: int = 1
+    """Replicates tested (paired with the baseline's), or the candidate's count untested."""
+    replicate_deltas: tuple[float, ...] = ()
+    """Per replicate: the difference of the per-item statistic (two-level test only)."""
+    between_sd: float | None = None
+    """Sample SD of replicate_deltas (the seeds' share of the variance)."""
+    agree: int | None = None
+    """Replicates whose difference has the sign of the mean difference."""
+    prob_improvement: float | None = None
+    """P(candidate > baseline) over pairs of their replicates' main scores (rliable's)."""
+    replicate_scores: tuple[float, ...] = ()
+    """The candidate's main score per tested replicate."""
+    baseline_replicate_scores: tuple[float, ...] = ()
+    """The baseline's main score per tested replicate."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,10 @@ class Summary:
     ties: int
     losses: int
     test: stats.AcrossTasks
+    """Wilcoxon over the tasks' (replicate-mean) main-score differences."""
+    improvement: tuple[float, float, float] | None = None
+    """P(candidate > baseline) averaged over tasks with its 95% stratified-bootstrap CI (only
+    where every task has replicates)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,25 @@ class Comparison:
     summaries: list[Summary] = field(default_factory=list)
     friedman: stats.AcrossTasks | None = None
     alpha: float = 0.05
+
+    @property
+    def coverage(self) -> str:
+        """One line on what variance the tests cover."""
+        counts = sorted({r.replicates for r in self.rows if r.p_value is not None})
+        if not counts:
+            return ""
+        if counts == [1]:
+            return (
+                "One replicate per unit: these tests cover test-item variance only, not the "
+                "seeds' (upcycling, router, training); add `replicates: N` to the suite."
+            )
+        shown = "/".join(str(c) for c in counts)
+        return (
+            f"Two-level tests over {shown} replicates and the test items (a row with one "
+            "replicate covers item variance only)."
+            if 1 in counts
+            else f"Two-level tests over {shown} replicates and the test items."
+        )
 
     def verdict(self, max_drop: float) -> Verdict:
         """Whether any tested unit dropped significantly by more than `max_drop`."""
@@ -173,35 +210,55 @@ def _comparable(a: UnitResult, b: UnitResult, parts: Sequence[str] = _IDENTITY_P
     return ""
 
 
+Replicates = dict[int, UnitResult]
+"""One unit's results by replicate."""
+
+
 def _row(
-    candidate: UnitResult,
-    base: UnitResult | None,
+    candidate: Replicates,
+    base: Replicates | None,
     label: str,
     n_resamples: int,
     seed: int,
     parts: Sequence[str] = _IDENTITY_PARTS,
 ) -> Row:
+    first = candidate[min(candidate)]
     row = Row(
-        candidate.task,
-        candidate.task_type,
-        candidate.model,
-        candidate.aggregator,
-        candidate.main_score,
+        first.task,
+        first.task_type,
+        first.model,
+        first.aggregator,
+        float(np.mean([r.main_score for r in candidate.values()])),
         Mark.INCOMPARABLE,
         baseline=label,
+        replicates=len(candidate),
     )
-    if base is None:
+    if not base:
         return replace(row, note="no baseline result")
-    row = replace(row, baseline_score=base.main_score)
-    reason = _comparable(candidate, base, parts)
+    shared = sorted(set(candidate) & set(base))
+    row = replace(row, baseline_score=float(np.mean([r.main_score for r in base.values()])))
+    if not shared:
+        return replace(row, note="no baseline result for these replicates")
+    pairs = [(candidate[i], base[i]) for i in shared]
+    reason = next((why for c, b in pairs if (why := _comparable(c, b, parts))), "")
     if reason:
         return replace(row, note=reason)
+    if len(pairs) == 1:
+        return _item_only(row, *pairs[0], n_resamples, seed)
+    return _across_replicates(row, pairs, n_resamples, seed)
+
+
+def _item_only(
+    row: Row, candidate: UnitResult, base: UnitResult, n_resamples: int, seed: int
+) -> Row:
+    """One replicate: the paired item bootstrap (and Steiger's test for STS)."""
     try:
         test = stats.paired_bootstrap(candidate.items, base.items, n_resamples, seed)
     except ValueError as exc:
         return replace(row, note=str(exc))
+    delta = candidate.main_score - base.main_score
+    row = replace(row, score=candidate.main_score, baseline_score=base.main_score, replicates=1)
     if math.isnan(test.p_value):  # no p-value from a NaN; the NaN delta reaches the summaries
-        delta = candidate.main_score - base.main_score
         return replace(row, delta=delta, note="NaN score: not tested (did a model diverge?)")
     steiger = None
     task_type = find(candidate.task_type)
@@ -214,12 +271,48 @@ def _row(
     return replace(
         row,
         mark=Mark.SAME,
-        delta=candidate.main_score - base.main_score,
+        delta=delta,
         item_delta=test.delta,
         ci_low=test.ci_low,
         ci_high=test.ci_high,
         p_value=test.p_value,
         steiger_p=steiger,
+    )
+
+
+def _across_replicates(
+    row: Row, pairs: list[tuple[UnitResult, UnitResult]], n_resamples: int, seed: int
+) -> Row:
+    """Two or more paired replicates: the two-level test (replicates and items)."""
+    scores = tuple(c.main_score for c, _ in pairs)
+    base_scores = tuple(b.main_score for _, b in pairs)
+    row = replace(
+        row,
+        score=float(np.mean(scores)),
+        baseline_score=float(np.mean(base_scores)),
+        delta=float(np.mean(scores) - np.mean(base_scores)),
+        replicates=len(pairs),
+        replicate_scores=scores,
+        baseline_replicate_scores=base_scores,
+        prob_improvement=two_level.probability_of_improvement(scores, base_scores),
+    )
+    try:
+        test = two_level.two_level_test(
+            [c.items for c, _ in pairs], [b.items for _, b in pairs], n_resamples, seed
+        )
+    except ValueError as exc:
+        return replace(row, note=str(exc))
+    row = replace(row, replicate_deltas=test.replicate_deltas, between_sd=test.between_sd)
+    if math.isnan(test.p_value):
+        return replace(row, note="NaN score: not tested (did a model diverge?)")
+    return replace(
+        row,
+        mark=Mark.SAME,
+        item_delta=test.delta,
+        ci_low=test.ci_low,
+        ci_high=test.ci_high,
+        p_value=test.p_value,
+        agree=test.agree,
     )
 
 
@@ -250,6 +343,12 @@ def _summaries(rows: list[Row]) -> list[Summary]:
     out = []
     for (scope, candidate, baseline), members in groups.items():
         deltas = [r.delta for r in members if r.delta is not None]
+        replicated = [(r.replicate_scores, r.baseline_replicate_scores) for r in members]
+        improvement = (
+            two_level.aggregate_improvement(replicated)
+            if all(len(scores) > 1 for scores, _ in replicated)
+            else None
+        )
         out.append(
             Summary(
                 scope=scope,
@@ -261,6 +360,7 @@ def _summaries(rows: list[Row]) -> list[Summary]:
                 ties=sum(r.mark is Mark.SAME for r in members),
                 losses=sum(r.mark is Mark.WORSE for r in members),
                 test=stats.wilcoxon_across_tasks(deltas),
+                improvement=improvement,
             )
         )
     return sorted(out, key=lambda s: (s.scope != "all", s.scope, s.candidate))
@@ -270,14 +370,38 @@ def _unit_id(r: UnitResult) -> tuple[str, str, str, str]:
     return (r.suite, r.model, r.aggregator, r.task)
 
 
+def _by_unit(results: Sequence[UnitResult]) -> dict[tuple[str, str, str, str], Replicates]:
+    """Results grouped by unit (suite/model/aggregator/task), then by replicate, in order."""
+    groups: dict[tuple[str, str, str, str], Replicates] = defaultdict(dict)
+    for r in results:
+        groups[_unit_id(r)][r.replicate] = r
+    return groups
+
+
+def _reference(unit: Replicates) -> Row:
+    """A row that is shown, not tested (the baseline operator, a dense model)."""
+    first = unit[min(unit)]
+    score = float(np.mean([r.main_score for r in unit.values()]))
+    return Row(
+        first.task,
+        first.task_type,
+        first.model,
+        first.aggregator,
+        score,
+        Mark.BASELINE,
+        replicates=len(unit),
+    )
+
+
 def _rows_against(
     results: Sequence[UnitResult], against: Sequence[UnitResult], n_resamples: int, seed: int
 ) -> list[Row]:
-    """Each unit against its twin (same suite/model/aggregator/task) in another result set."""
-    index = {_unit_id(r): r for r in against}
+    """Each unit against its twin (same suite/model/aggregator/task, replicate by replicate)
+    in another result set."""
+    index = _by_unit(against)
     return [
-        _row(r, index.get(_unit_id(r)), f"other:{r.model}/{r.aggregator}", n_resamples, seed)
-        for r in results
+        _row(unit, index.get(key), f"other:{key[1]}/{key[2]}", n_resamples, seed)
+        for key, unit in _by_unit(results).items()
     ]
 
 
@@ -286,7 +410,7 @@ def _rows_against_model(
 ) -> list[Row]:
     """Each model against `model`, operator by operator, on the same task (router or Tilt-Rate
     sweeps: the models differ, the operator and test items do not)."""
-    index = {_unit_id(r): r for r in results}
+    index = _by_unit(results)
     if not any(r.model == model for r in results):
         raise SbabenchError(
             f"--baseline-model {model!r} has no results here",
@@ -294,14 +418,12 @@ def _rows_against_model(
         )
     parts = [p for p in _IDENTITY_PARTS if p != "model"]  # the models differ on purpose
     rows = []
-    for r in results:
-        if r.model == model:
-            rows.append(
-                Row(r.task, r.task_type, r.model, r.aggregator, r.main_score, Mark.BASELINE)
-            )
+    for (suite, name, aggregator, task), unit in index.items():
+        if name == model:
+            rows.append(_reference(unit))
             continue
-        base = index.get((r.suite, model, r.aggregator, r.task))
-        rows.append(_row(r, base, f"{model}/{r.aggregator}", n_resamples, seed, parts))
+        base = index.get((suite, model, aggregator, task))
+        rows.append(_row(unit, base, f"{model}/{aggregator}", n_resamples, seed, parts))
     return rows
 
 
@@ -309,16 +431,14 @@ def _rows_against_baseline(
     results: Sequence[UnitResult], baseline: str, n_resamples: int, seed: int
 ) -> list[Row]:
     """Each MoE model's operators against its baseline operator on the same task."""
-    index = {_unit_id(r): r for r in results}
+    index = _by_unit(results)
     rows = []
-    for r in results:
-        if r.aggregator in (baseline, "dense"):
-            rows.append(
-                Row(r.task, r.task_type, r.model, r.aggregator, r.main_score, Mark.BASELINE)
-            )
+    for (suite, model, aggregator, task), unit in index.items():
+        if aggregator in (baseline, "dense"):
+            rows.append(_reference(unit))
             continue
-        base = index.get((r.suite, r.model, baseline, r.task))
-        rows.append(_row(r, base, f"{r.model}/{baseline}", n_resamples, seed))
+        base = index.get((suite, model, baseline, task))
+        rows.append(_row(unit, base, f"{model}/{baseline}", n_resamples, seed))
     return rows
 
 
@@ -354,8 +474,8 @@ def compare_results(
 def _friedman(results: Sequence[UnitResult], alpha: float) -> stats.AcrossTasks | None:
     """Friedman + Nemenyi over every model/aggregator column that has all tasks."""
     table: dict[str, dict[str, float]] = defaultdict(dict)
-    for r in results:
-        table[f"{r.model}/{r.aggregator}"][r.task] = r.main_score
+    for (_, model, aggregator, task), unit in _by_unit(results).items():  # replicate means
+        table[f"{model}/{aggregator}"][task] = float(np.mean([r.main_score for r in unit.values()]))
     tasks = sorted({r.task for r in results})
     complete = {
         name: [scores[t] for t in tasks]
@@ -368,8 +488,14 @@ def _friedman(results: Sequence[UnitResult], alpha: float) -> stats.AcrossTasks 
 
 
 def to_records(comparison: Comparison) -> list[dict[str, Any]]:
-    """Rows as plain dicts (for CSV / JSON output)."""
-    return [{**row.__dict__, "mark": row.mark.value} for row in comparison.rows]
+    """Rows as plain dicts (for CSV / JSON output; per-replicate tuples become lists)."""
+    return [
+        {
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in row.__dict__.items()},
+            "mark": row.mark.value,
+        }
+        for row in comparison.rows
+    ]
 
 
 def load_folder(folder: Path) -> list[UnitResult]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from rich.table import Table
 
 from sbabench.run.results import UnitResult
@@ -16,16 +17,33 @@ if TYPE_CHECKING:
 def score_grid(
     results: Sequence[UnitResult],
 ) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
-    """Tasks (rows) and 'model/aggregator' columns in first-seen order, and the main scores."""
+    """Tasks (rows) and 'model/aggregator' columns in first-seen order, and the main scores
+    (the mean over replicates where a model has several)."""
     tasks = list(dict.fromkeys(r.task for r in results))
     columns = list(dict.fromkeys(f"{r.model}/{r.aggregator}" for r in results))
-    scores = {(r.task, f"{r.model}/{r.aggregator}"): r.main_score for r in results}
+    scores = {cell: float(np.mean(values)) for cell, values in _replicate_scores(results).items()}
     return tasks, columns, scores
 
 
+def _replicate_scores(results: Sequence[UnitResult]) -> dict[tuple[str, str], list[float]]:
+    """(task, 'model/aggregator') -> the main score of each replicate."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        cells.setdefault((r.task, f"{r.model}/{r.aggregator}"), []).append(r.main_score)
+    return cells
+
+
+def _with_spread(value: float, values: list[float]) -> str:
+    """`mean` or, over several replicates, `mean ±SD (nR)`."""
+    if len(values) < 2:
+        return f"{value:.4f}"
+    return f"{value:.4f} ±{np.std(values, ddof=1):.4f} ({len(values)}r)"
+
+
 def score_table(results: Sequence[UnitResult], title: str = "scores") -> Table:
-    """A rich table of main scores; the best score of each task is bold."""
+    """A rich table of main scores (replicates: mean ±SD); the best score of each task is bold."""
     tasks, columns, scores = score_grid(results)
+    spread = _replicate_scores(results)
     metric = {r.task: r.main_score_name for r in results}
     table = Table(title=title)
     table.add_column("task", no_wrap=True)
@@ -36,9 +54,13 @@ def score_table(results: Sequence[UnitResult], title: str = "scores") -> Table:
     for task in tasks:
         values = [scores.get((task, c)) for c in columns]
         best = max(v for v in values if v is not None)
+        shown = [
+            None if v is None else _with_spread(v, spread[(task, c)])
+            for v, c in zip(values, columns, strict=True)
+        ]
         cells = [
-            "—" if v is None else (f"[bold]{v:.4f}[/bold]" if v == best else f"{v:.4f}")
-            for v in values
+            "—" if t is None else (f"[bold]{t}[/bold]" if v == best else t)
+            for v, t in zip(values, shown, strict=True)
         ]
         table.add_row(task, metric.get(task, ""), *cells)
     return table
@@ -51,7 +73,17 @@ def score_markdown(results: Sequence[UnitResult]) -> str:
     tasks, columns, scores = score_grid(results)
     if not tasks:
         return "(no results)"
-    rows = [[task, *(scores.get((task, c)) for c in columns)] for task in tasks]
+    spread = _replicate_scores(results)
+    rows = [
+        [
+            task,
+            *(
+                _with_spread(scores[(task, c)], spread[(task, c)]) if (task, c) in scores else None
+                for c in columns
+            ),
+        ]
+        for task in tasks
+    ]
     return tabulate(
         rows, headers=["task", *columns], tablefmt="github", floatfmt=".4f", missingval="—"
     )
@@ -86,6 +118,35 @@ COMPARE_COLUMNS = [
 ]
 
 
+REPLICATE_COLUMNS = ["reps", "SD (reps)", "agree", "P(B>A)"]
+"""Added after "p (Holm)" when any row was tested over replicates."""
+
+
+def _replicated(comparison: Comparison) -> bool:
+    return any(r.replicates > 1 for r in comparison.rows)
+
+
+def _compare_columns(comparison: Comparison) -> list[str]:
+    if not _replicated(comparison):
+        return COMPARE_COLUMNS
+    at = COMPARE_COLUMNS.index("p (Holm)") + 1
+    return [*COMPARE_COLUMNS[:at], *REPLICATE_COLUMNS, *COMPARE_COLUMNS[at:]]
+
+
+def _row_cells(row: Row, replicated: bool) -> list[str]:
+    cells = _cells(row)
+    if not replicated:
+        return cells
+    extra = [
+        str(row.replicates),
+        _fmt(row.between_sd),
+        "—" if row.agree is None else f"{row.agree}/{row.replicates}",
+        _fmt(row.prob_improvement, ".2f"),
+    ]
+    at = COMPARE_COLUMNS.index("p (Holm)") + 1
+    return [*cells[:at], *extra, *cells[at:]]
+
+
 def _cells(row: Row) -> list[str]:
     return [
         row.mark.symbol,
@@ -102,7 +163,14 @@ def _cells(row: Row) -> list[str]:
     ]
 
 
-def _summary_cells(summary: Summary) -> list[str]:
+def _improvement(summary: Summary) -> str:
+    if summary.improvement is None:
+        return "—"
+    point, low, high = summary.improvement
+    return f"{point:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _summary_cells(summary: Summary, replicated: bool = False) -> list[str]:
     test = summary.test
     p = (test.note or "n/a") if test.p_value != test.p_value else f"{test.p_value:.3g}"
     return [
@@ -113,31 +181,40 @@ def _summary_cells(summary: Summary) -> list[str]:
         f"{summary.mean_delta:+.4f}",
         f"{summary.wins}/{summary.ties}/{summary.losses}",
         f"{p} (n={test.n_tasks})",
+        *([_improvement(summary)] if replicated else []),
     ]
 
 
 SUMMARY_COLUMNS = ["scope", "candidate", "baseline", "mean score", "mean Δ", "W/T/L", "Wilcoxon p"]
 
 
+def _summary_columns(replicated: bool) -> list[str]:
+    return [*SUMMARY_COLUMNS, "P(B>A) [95% CI]"] if replicated else SUMMARY_COLUMNS
+
+
 def comparison_tables(comparison: Comparison) -> list[Table]:
     """Rich tables: per-task rows, then summaries by task type and overall."""
     from sbabench.analysis.compare import Mark
 
-    rows = Table(title="per task (+ better, - worse, ~ not significant, x not comparable)")
-    for column in COMPARE_COLUMNS:
+    replicated = _replicated(comparison)
+    rows = Table(
+        title="per task (+ better, - worse, ~ not significant, x not comparable)",
+        caption=comparison.coverage or None,
+    )
+    for column in _compare_columns(comparison):
         rows.add_column(column, no_wrap=column not in ("note",))
     for row in comparison.rows:
         style = {Mark.BETTER: "green", Mark.WORSE: "red", Mark.INCOMPARABLE: "yellow"}.get(
             row.mark, ""
         )
-        rows.add_row(*_cells(row), style=style)
+        rows.add_row(*_row_cells(row, replicated), style=style)
     tables = [rows]
     if comparison.summaries:
         summary = Table(title="across tasks")
-        for column in SUMMARY_COLUMNS:
+        for column in _summary_columns(replicated):
             summary.add_column(column, no_wrap=True)
         for item in comparison.summaries:
-            summary.add_row(*_summary_cells(item))
+            summary.add_row(*_summary_cells(item, replicated))
         tables.append(summary)
     return tables
 
@@ -165,20 +242,34 @@ def comparison_markdown(comparison: Comparison) -> str:
     """GitHub-flavoured Markdown (for PR comments and $GITHUB_STEP_SUMMARY)."""
     from tabulate import tabulate
 
+    replicated = _replicated(comparison)
     parts = [
         "### Per task\n",
-        tabulate([_cells(r) for r in comparison.rows], headers=COMPARE_COLUMNS, tablefmt="github"),
+        tabulate(
+            [_row_cells(r, replicated) for r in comparison.rows],
+            headers=_compare_columns(comparison),
+            tablefmt="github",
+        ),
         "\nΔ: difference of mteb's main scores. Δ items: difference of the per-item statistic that the"
         " paired bootstrap resamples (cosine Spearman for STS, cosine AP for pair classification, mean"
         " V-measure of 10 seeded k-means runs for clustering), with its 95% CI; p from that bootstrap."
         "\nMarks: `+` better, `-` worse (Holm-adjusted p < alpha), `~` not significant, `x` not comparable.",
     ]
+    if replicated:
+        parts.append(
+            "With replicates: score and Δ are means over replicates; Δ items, its CI and p come"
+            " from the two-level test (replicates and items; README, *Replicates*); SD (reps) is"
+            " the replicates' spread of Δ items, agree how many replicates share its sign,"
+            " P(B>A) rliable's probability of improvement over replicate pairs."
+        )
+    if comparison.coverage:
+        parts.append("\n" + comparison.coverage)
     if comparison.summaries:
         parts += [
             "\n### Across tasks\n",
             tabulate(
-                [_summary_cells(s) for s in comparison.summaries],
-                headers=SUMMARY_COLUMNS,
+                [_summary_cells(s, replicated) for s in comparison.summaries],
+                headers=_summary_columns(replicated),
                 tablefmt="github",
             ),
         ]

@@ -43,9 +43,9 @@ model (other centroids) and gets another key."""
 
 
 def spec_parts(spec: AnyModel) -> dict[str, Any]:
-    """A model spec's options (not its name, its resources, or its train-stage router options,
-    which the train key holds) and its weights' identity."""
-    options = spec.model_dump(exclude={"name", "resources", "train"})
+    """A model spec's options (not its name, its resources, its replicate count, or its
+    train-stage router options, which the train key holds) and its weights' identity."""
+    options = spec.model_dump(exclude={"name", "resources", "train", "replicates"})
     for name, implicit in _IMPLICIT_OPTIONS.items():
         if name in options and options[name] == implicit:
             del options[name]

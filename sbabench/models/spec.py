@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sbabench.spec_base import Name, StrictModel
+from sbabench.spec_base import Name, ReplicateCount, StrictModel
 
 
 class Resources(StrictModel):
@@ -82,6 +82,9 @@ class _ModelBase(StrictModel):
     """Drop the least-attended tokens layer by layer (BERT-family encoders; see the README)."""
     train: RouterTraining | None = None
     """This model's router options in the train stage (override the suite's `train:` block)."""
+    replicates: ReplicateCount | None = None
+    """Independent replicates of this model (overrides the suite's `replicates`): each rebuilds
+    and retrains it with other seeds for everything sbabench randomises (see the README)."""
 
     @model_validator(mode="after")
     def _router_training_needs_moe(self) -> _ModelBase:

@@ -68,7 +68,7 @@ class UnitComputer:
         """The model session of the unit's model (its model is built when first needed)."""
         from sbabench.run.session import ModelSession
 
-        name = planned.unit.model.name
+        name = planned.unit.model_id
         if name not in self._sessions:
             self._sessions[name] = ModelSession(self.suite, planned.unit, self.cache)
         return self._sessions[name]
@@ -77,14 +77,14 @@ class UnitComputer:
         """The embedding cache of the unit's model x operator, reporting encoding progress."""
         from sbabench.run.encoding import CachingEncoder
 
-        key = (planned.unit.model.name, planned.unit.aggregator_key)
+        key = (planned.unit.model_id, planned.unit.aggregator_key)
         if key not in self._encoders:
             space = planned.key_parts.embedding_space()
             if self.store is not None:
                 self.store.register(space, self.suite.name, *key)
             self._encoders[key] = CachingEncoder(
                 self.session(planned).with_aggregator(planned),
-                planned.unit.model.name,
+                planned.unit.model_id,
                 self.suite.settings.batch_size,
                 on_batch=lambda n: self.progress(Event(EventKind.BATCH, count=n)),
                 on_texts=lambda n: self.progress(Event(EventKind.TEXTS, count=n)),

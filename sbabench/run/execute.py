@@ -148,7 +148,7 @@ class _Run:
             for planned in locked:
                 if not self.done_meanwhile(planned):
                     self.unit(planned)
-            self.summary.models_loaded += int(self.computer.release(group[0].unit.model.name))
+            self.summary.models_loaded += int(self.computer.release(group[0].unit.model_id))
         return theirs
 
     def done_meanwhile(self, planned: PlannedUnit) -> bool:
@@ -167,7 +167,7 @@ class _Run:
 
         deferred: list[PlannedUnit] = []
         with quiet_libraries():
-            for _, model_group in groupby(todo, key=lambda p: p.unit.model.name):
+            for _, model_group in groupby(todo, key=lambda p: p.unit.model_id):
                 deferred.extend(self.model(list(model_group), blocking))
         return deferred
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from sbabench.aggregators import ResolvedAggregator, resolve
 from sbabench.digests import key_digest, source_digest
@@ -90,6 +90,17 @@ class KeyParts(_Part):
     settings: SettingsKey
     scoring_version: int
     train: TrainKey | None = None
+    replicate: int = 0
+    """Which replicate of the model (its seeds are derived from the suite's and this)."""
+
+    @model_serializer(mode="wrap")
+    def _without_replicate_zero(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # replicate 0 is left out of the parts (and so of the key and of result files), so every
+        # key from before replicates existed still holds
+        parts: dict[str, Any] = handler(self)
+        if self.replicate == 0:
+            parts.pop("replicate", None)
+        return parts
 
     @property
     def digest(self) -> str:
@@ -98,9 +109,8 @@ class KeyParts(_Part):
 
     def embedding_space(self) -> str:
         """The key of the embeddings a unit uses: its parts without the task and scoring."""
-        return key_digest(
-            self.model_dump(mode="json", include={"model", "aggregator", "settings", "train"})
-        )
+        parts = self.model_dump(mode="json")
+        return key_digest({k: v for k, v in parts.items() if k not in ("task", "scoring_version")})
 
     def checkpoint_key(self) -> str:
         """The key of a trained model x operator (same parts as its embeddings)."""
@@ -145,7 +155,8 @@ def unit_key_parts(suite: Suite, unit: Unit, aggregator: ResolvedAggregator | No
         model=model_key(unit),
         aggregator=operator_key(aggregator),
         task=TaskKey(**task_identity(unit.task_entry)),
-        settings=SettingsKey(dtype=suite.settings.dtype, seed=suite.settings.seed),
+        settings=SettingsKey(dtype=suite.settings.dtype, seed=unit.seed),
         scoring_version=SCORING_VERSION,
-        train=train_key(suite.train_for(unit.model)),
+        train=train_key(unit.train),
+        replicate=unit.replicate,
     )

@@ -111,7 +111,7 @@ def plan_unit(
     suite: Suite, unit: Unit, aggregator: ResolvedAggregator | None, root: Path
 ) -> PlannedUnit:
     """One unit's key and paths."""
-    relative = result_path(Path(), suite.name, unit.model.name, unit.aggregator_key, unit.task)
+    relative = result_path(Path(), suite.name, unit.model_id, unit.aggregator_key, unit.task)
     return PlannedUnit(
         unit,
         aggregator,
@@ -140,7 +140,8 @@ def plan_suite(
 ) -> Plan:
     """Decide, without loading any model, which units need computing.
 
-    `only` is a glob over unit labels (model/aggregator/task) selecting the units; `force`
+    `only` is a glob over unit labels (model/aggregator/task, model@rR/aggregator/task for
+    replicate R > 0) selecting the units; `force`
     recomputes the selected units even when done.
     """
     root = Path(results_dir)

@@ -200,7 +200,7 @@ class _Driver:
     def submit(self, todo: list[PlannedUnit]) -> None:
         """One actor per model; all its units queued on it in suite order."""
         actor_class = _actor_class(self.ray, self.retries)
-        for name, group in groupby(todo, key=lambda p: p.unit.model.name):
+        for name, group in groupby(todo, key=lambda p: p.unit.model_id):
             units = list(group)
             need = units[0].unit.model.resources
             actor = actor_class.options(num_cpus=need.cpus, num_gpus=need.gpus).remote(self.suite)
@@ -220,7 +220,7 @@ class _Driver:
         while self.pending:
             (ref,), _ = self.ray.wait(list(self.pending), num_returns=1)
             planned = self.pending.pop(ref)
-            self.queues[planned.unit.model.name].remove(planned)
+            self.queues[planned.unit.model_id].remove(planned)
             reply = self._reply(ref, planned)
             if reply.bad_model and reply.failure is not None:
                 raise ModelSpecError(reply.failure.message)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sbabench.atomic import write_atomic
 from sbabench.digests import key_digest
 from sbabench.run.keys import KeyParts
+from sbabench.suite.replicates import instance_name
 from sbabench.tasks.items import ItemScores
 
 SCHEMA_VERSION = 2
@@ -175,6 +176,8 @@ class UnitResult(BaseModel):
     model: str
     aggregator: str
     task: str
+    replicate: int = 0
+    """Which replicate of the model (0: the suite's seeds as written)."""
     key: str = Field(description="SHA-256 over key_parts: what the score depends on")
     key_parts: KeyParts
     task_type: str
@@ -194,9 +197,14 @@ class UnitResult(BaseModel):
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
+    def model_id(self) -> str:
+        """The model's replicate: `model`, or `model@rR` for replicate R > 0."""
+        return instance_name(self.model, self.replicate)
+
+    @property
     def label(self) -> str:
-        """`model/aggregator/task`."""
-        return f"{self.model}/{self.aggregator}/{self.task}"
+        """`model/aggregator/task` (`model@rR/aggregator/task` for replicate R > 0)."""
+        return f"{self.model_id}/{self.aggregator}/{self.task}"
 
     @property
     def geometry_layers(self) -> dict[str, dict[str, Any]]:
@@ -210,7 +218,7 @@ class UnitResult(BaseModel):
 
 
 def result_path(root: Path, suite: str, model: str, aggregator: str, task: str) -> Path:
-    """results/<suite>/<model>/<aggregator>/<task>.json."""
+    """results/<suite>/<model>/<aggregator>/<task>.json (`model`: `name@rR` for replicate R)."""
     return root / suite / model / aggregator / f"{task}.json"
 
 

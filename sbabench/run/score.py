@@ -159,7 +159,7 @@ def _recorder(
     if not spec.tokens:
         return None, None
     recorder = GeometryRecorder(
-        spec.tokens, seed=suite.settings.seed, keep_inputs=bool(spec.probes)
+        spec.tokens, seed=planned.unit.seed, keep_inputs=bool(spec.probes)
     )
     stored = None
     if store is not None:
@@ -182,7 +182,7 @@ def _evaluate(suite: Suite, planned: PlannedUnit, encoder: CachingEncoder) -> tu
         subsets_to_run=list(entry.subsets) if entry.subsets else None,
         encode_kwargs={"batch_size": suite.settings.batch_size},
     )
-    items = collect(task, encoder, split, list(scores), suite.settings.seed)
+    items = collect(task, encoder, split, list(scores), planned.unit.seed)
     return task, scores, items
 
 
@@ -274,6 +274,7 @@ def score_unit(
         model=planned.unit.model.name,
         aggregator=planned.unit.aggregator_key,
         task=planned.unit.task,
+        replicate=planned.unit.replicate,
         key=planned.key,
         key_parts=planned.key_parts,
         task_type=str(task.metadata.type),

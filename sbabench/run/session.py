@@ -35,7 +35,7 @@ class ModelSession:
     @property
     def spec(self) -> TrainSpec | None:
         """This model's train stage (the suite's, with the model's own router options)."""
-        return self.suite.train_for(self.unit.model)
+        return self.unit.train
 
     @property
     def checkpoints(self) -> Path:

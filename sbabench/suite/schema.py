@@ -6,13 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from sbabench.aggregators import is_user_operator, resolve
 from sbabench.errors import SbabenchError
 from sbabench.geometry.spec import GeometrySpec
 from sbabench.models.spec import AnyModel, ModelSpec, RouterTraining, UpcycleModel
-from sbabench.spec_base import Name, StrictModel
+from sbabench.spec_base import Name, ReplicateCount, StrictModel
+from sbabench.suite.replicates import (
+    derive_seed,
+    instance_name,
+    randomised,
+    replicate_model,
+    replicate_train,
+)
 from sbabench.tasks.spec import TaskEntry
 
 
@@ -126,6 +133,11 @@ class Suite(StrictModel):
     """Fine-tune each model x operator before evaluating it (same budget for all)."""
     geometry: GeometrySpec = Field(default_factory=GeometrySpec)
     """Geometry statistics of every MoE unit, and the opt-in probes."""
+    replicates: ReplicateCount = 1
+    """Independent replicates of every model with something random (upcycled, or trained): each
+    re-derives every seed sbabench uses from (the suite's seed, the replicate); `compare` then
+    tests across replicates as well as items. A model's own `replicates` wins."""
+    _notes: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -192,6 +204,35 @@ class Suite(StrictModel):
                     "router is frozen or online-kmeans (give the model `train: {aux_loss: 0}`)"
                 )
 
+    def replicates_of(self, model: AnyModel) -> int:
+        """How many replicates of `model` run: its own or the suite's count, or 1 when nothing
+        in it is random (N copies would be identical)."""
+        wanted = model.replicates or self.replicates
+        return wanted if randomised(model, self.train_for(model)) else 1
+
+    def replicate_notes(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(location, one line) for each model asked for replicates that has nothing random."""
+        notes = []
+        for index, model in enumerate(self.models):
+            wanted = model.replicates or self.replicates
+            if wanted > 1 and self.replicates_of(model) == 1:
+                where: tuple[str | int, ...] = ("models", index)
+                if model.replicates:
+                    where = (*where, "replicates")
+                notes.append(
+                    (
+                        where,
+                        f"model {model.name!r} has nothing random (a pretrained or dense model "
+                        f"without a train stage): it runs once, not {wanted} times",
+                    )
+                )
+        return notes
+
+    @property
+    def notes(self) -> list[str]:
+        """Located one-line notes the loader found (e.g. replicates that cannot differ)."""
+        return list(self._notes)
+
     def train_for(self, model: AnyModel) -> TrainSpec | None:
         """The train stage of `model`: the suite's `train:` with the model's own router options."""
         if self.train is None:
@@ -233,6 +274,12 @@ class Unit:
     """The task name."""
     task_entry: TaskEntry
     """The task's full entry (local file, MTEB options)."""
+    replicate: int = 0
+    """Which replicate of the model (0: the suite's seeds as written)."""
+    train: TrainSpec | None = None
+    """The model's train stage as this replicate runs it (None: no training)."""
+    seed: int = 0
+    """`settings.seed` as this replicate uses it."""
 
     @property
     def aggregator_key(self) -> str:
@@ -240,18 +287,31 @@ class Unit:
         return self.aggregator.key if self.aggregator else DENSE
 
     @property
+    def model_id(self) -> str:
+        """The model's replicate: `model` (replicate 0) or `model@rR`; one loaded model each."""
+        return instance_name(self.model.name, self.replicate)
+
+    @property
     def label(self) -> str:
-        """`model/aggregator/task`."""
-        return f"{self.model.name}/{self.aggregator_key}/{self.task}"
+        """`model/aggregator/task` (`model@rR/aggregator/task` for replicate R > 0)."""
+        return f"{self.model_id}/{self.aggregator_key}/{self.task}"
 
 
 def expand(suite: Suite) -> list[Unit]:
-    """Every unit of the suite, grouped by model then aggregator (so each model loads once)."""
+    """Every unit of the suite, grouped by model, replicate, then aggregator (so each model's
+    replicate loads once)."""
     units: list[Unit] = []
     for model in suite.models:
         aggregators: list[AggregatorEntry | None] = (
             list(suite.aggregators) if model.is_moe else [None]
         )
-        for aggregator in aggregators:
-            units.extend(Unit(model, aggregator, task.name, task) for task in suite.tasks)
+        for replicate in range(suite.replicates_of(model)):
+            spec = replicate_model(model, replicate)
+            train = replicate_train(suite.train_for(model), replicate)
+            seed = derive_seed(suite.settings.seed, replicate)
+            for aggregator in aggregators:
+                units.extend(
+                    Unit(spec, aggregator, task.name, task, replicate, train, seed)
+                    for task in suite.tasks
+                )
     return units

@@ -1,0 +1,186 @@
+"""A two-level test of B against A over replicates and test items, and the probability of
+improvement.
+
+Replicate r of a model gives a difference d_r of the per-item statistic (B minus A, paired by
+item within the replicate). The items are one test set shared by all replicates, so two
+sources of variance reach the mean difference d = mean_r d_r:
+
+- the replicates' (seeds of upcycling, router, training): s^2 / R, with s the sample SD of the
+  d_r (it also holds the replicate-specific part of the item noise);
+- the test items': V_item, the variance of d over a paired item bootstrap whose resampled
+  items are the same in every replicate (crossed: the test set is resampled, not each
+  replicate's view of it).
+
+The 95% CI is d +- sqrt(t^2 s^2 / R + z^2 V_item): each variance scaled by the quantile of its
+own reference, Student's t with R - 1 df for the replicates' (estimated from R values) and the
+normal for the items' (from the bootstrap); the p-value is one minus the level of the widest
+such interval that excludes 0. With no item noise it is the one-sample t-test of the d_r; with
+no replicate variance, the item bootstrap's normal interval. V_item also holds the
+replicate-specific item noise, so it errs on the broad side. (Welch-Satterthwaite's df instead
+was measured anticonservative at R = 2-3: 0.085-0.10 at alpha 0.05.) Its false-positive rate,
+with replicate variance large or small and R = 3 or 5, is measured by
+`benchmarks/bench_two_level.py` and held to alpha by `tests/analysis/test_two_level.py`.
+
+P(B > A) is rliable's probability of improvement (Agarwal et al. 2021): over every pair of a B
+replicate and an A replicate, how often B's main score is higher (ties count half).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sbabench.analysis.stats import statistic
+from sbabench.tasks.items import ItemScores
+
+MIN_REPLICATES = 2
+"""Fewest paired replicates a two-level test accepts (its level was measured to hold at 2)."""
+
+
+@dataclass(frozen=True)
+class TwoLevelTest:
+    """B minus A over replicates and items."""
+
+    delta: float
+    """Mean over replicates of the difference of the per-item statistic on all items."""
+    ci_low: float
+    """Lower end of the 95% CI (see the module's docstring)."""
+    ci_high: float
+    """Upper end of that interval."""
+    p_value: float
+    """Two-sided p-value of delta = 0."""
+    replicate_deltas: tuple[float, ...]
+    """The difference in each replicate."""
+    between_sd: float
+    """Sample SD of the replicates' differences."""
+    item_se: float
+    """Standard error of delta from resampling the shared test items."""
+    df: int
+    """Degrees of freedom of the replicates' t reference (R - 1)."""
+
+    @property
+    def agree(self) -> int:
+        """Replicates whose difference has the sign of the mean difference."""
+        sign = np.sign(self.delta)
+        return int(sum(np.sign(d) == sign for d in self.replicate_deltas))
+
+
+def _replicate_deltas(
+    candidates: Sequence[dict[str, ItemScores]],
+    baselines: Sequence[dict[str, ItemScores]],
+    n_resamples: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(R,) differences on all items and (R, B) on B item resamples shared by the replicates.
+
+    With several subsets, items are resampled within each and the statistic is the mean over
+    subsets (mteb's main score); a clustering statistic is the mean over its k-means runs."""
+    subsets = sorted(
+        set.intersection(*(set(c) & set(b) for c, b in zip(candidates, baselines, strict=True)))
+    )
+    if not subsets:
+        raise ValueError("no common subsets to compare")
+    observed = np.zeros(len(candidates))
+    resampled = np.zeros((len(candidates), n_resamples))
+    for subset in subsets:
+        golds = [
+            np.asarray(side[subset].gold)
+            for pair in zip(candidates, baselines, strict=True)
+            for side in pair
+        ]
+        if any(len(g) != len(golds[0]) or not np.allclose(g, golds[0]) for g in golds):
+            raise ValueError(f"subset {subset!r}: the replicates were scored on different items")
+        gold = golds[0]
+        index = rng.integers(0, len(gold), size=(n_resamples, len(gold)))
+        for r, (c, b) in enumerate(zip(candidates, baselines, strict=True)):
+            for scores, sign in ((c[subset], 1.0), (b[subset], -1.0)):
+                runs = [np.asarray(run) for run in (scores.runs or [scores.predicted])]
+                for run in runs:
+                    observed[r] += sign * float(statistic(scores.kind, gold, run)[0]) / len(runs)
+                    resampled[r] += sign * statistic(scores.kind, gold, run, index) / len(runs)
+    return observed / len(subsets), resampled / len(subsets)
+
+
+def two_level_test(
+    candidates: Sequence[dict[str, ItemScores]],
+    baselines: Sequence[dict[str, ItemScores]],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> TwoLevelTest:
+    """B (candidates) against A (baselines), one pair of per-item scores per replicate."""
+    count = len(candidates)
+    if len(baselines) != count or count < MIN_REPLICATES:
+        raise ValueError(
+            f"a two-level test needs >= {MIN_REPLICATES} paired replicates, got {count}"
+        )
+    rng = np.random.default_rng(seed)
+    observed, resampled = _replicate_deltas(candidates, baselines, n_resamples, rng)
+    delta = float(observed.mean())
+    between = float(observed.std(ddof=1))
+    replicate_var, item_var = between**2 / count, float(resampled.mean(0).var(ddof=1))
+    deltas = tuple(float(d) for d in observed)
+    if not all(math.isfinite(v) for v in (delta, replicate_var, item_var)):
+        nan = float("nan")
+        return TwoLevelTest(delta, nan, nan, nan, deltas, between, nan, count - 1)
+    p = _p_value(abs(delta), replicate_var, item_var, count - 1)
+    half = _half_width(0.975, replicate_var, item_var, count - 1)
+    return TwoLevelTest(
+        delta, delta - half, delta + half, p, deltas, between, math.sqrt(item_var), count - 1
+    )
+
+
+def _half_width(level: float, replicate_var: float, item_var: float, df: int) -> float:
+    """Half the two-sided CI at `level`: each variance scaled by its own reference's quantile,
+    Student t with R - 1 df for the replicates' (estimated from R values) and the normal for
+    the items' (from the bootstrap)."""
+    from scipy.special import ndtri, stdtrit  # ~0.15 s, only when replicates are compared
+
+    t, z = float(stdtrit(df, level)), float(ndtri(level))
+    return math.sqrt(t * t * replicate_var + z * z * item_var)
+
+
+def _p_value(distance: float, replicate_var: float, item_var: float, df: int) -> float:
+    """The two-sided p-value: 1 - the level of the widest CI (`_half_width`) that excludes 0,
+    found by bisection (the half-width grows with the level)."""
+    if distance == 0:
+        return 1.0
+    if replicate_var + item_var == 0:
+        return 0.0
+    low, high = 0.5, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (
+            (middle, high)
+            if _half_width(middle, replicate_var, item_var, df) < distance
+            else (low, middle)
+        )
+    return 2 * (1 - low)
+
+
+def probability_of_improvement(b: Sequence[float], a: Sequence[float]) -> float:
+    """P(B > A): the share of (B replicate, A replicate) pairs where B scores higher, ties half."""
+    x, y = np.asarray(b, dtype=np.float64)[:, None], np.asarray(a, dtype=np.float64)[None, :]
+    return float(np.mean((x > y) + 0.5 * (x == y)))
+
+
+def aggregate_improvement(
+    tasks: Sequence[tuple[Sequence[float], Sequence[float]]],
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """P(B > A) averaged over tasks, with a 95% stratified-bootstrap CI (rliable's): each
+    resample redraws every task's B and A replicates with replacement."""
+    rng = np.random.default_rng(seed)
+    point = float(np.mean([probability_of_improvement(b, a) for b, a in tasks]))
+    draws = np.zeros(n_resamples)
+    for b, a in tasks:
+        x, y = np.asarray(b, dtype=np.float64), np.asarray(a, dtype=np.float64)
+        xs = x[rng.integers(0, len(x), size=(n_resamples, len(x)))][:, :, None]
+        ys = y[rng.integers(0, len(y), size=(n_resamples, len(y)))][:, None, :]
+        draws += ((xs > ys) + 0.5 * (xs == ys)).mean((1, 2))
+    draws /= len(tasks)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return point, float(low), float(high)

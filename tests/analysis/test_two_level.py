@@ -1,0 +1,101 @@
+"""The two-level test over replicates and items: its false-positive rate by simulation, its
+power, and how compare uses it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sbabench.analysis import calibration, two_level
+from sbabench.analysis.compare import Mark, compare_results
+from sbabench.tasks.items import ItemScores
+from tests.factories import result
+
+ALPHA = 0.05
+
+
+@pytest.mark.parametrize("replicates", [3, 5])
+def test_replicate_variance_makes_the_item_only_test_reject_and_the_two_level_test_hold(
+    replicates: int,
+) -> None:
+    item_only, two = calibration.rejection_rates(
+        calibration.REPLICATE_DOMINATED, replicates, trials=160, n_resamples=150, seed=replicates
+    )
+    assert item_only.interval[0] > 3 * ALPHA  # one seed's luck reads as "significant"
+    assert two.interval[0] <= ALPHA  # the level holds within Monte-Carlo error
+
+
+@pytest.mark.parametrize("replicates", [3, 5])
+def test_with_little_replicate_variance_the_two_level_test_holds_its_level(
+    replicates: int,
+) -> None:
+    _, two = calibration.rejection_rates(
+        calibration.ITEM_DOMINATED, replicates, trials=200, n_resamples=150, seed=replicates
+    )
+    assert two.interval[0] <= ALPHA
+
+
+def test_the_two_level_test_finds_a_real_effect() -> None:
+    _, null = calibration.rejection_rates(
+        calibration.ITEM_DOMINATED, 5, trials=60, n_resamples=150, seed=7
+    )
+    _, power = calibration.rejection_rates(
+        calibration.ITEM_DOMINATED, 5, trials=60, effect=0.4, n_resamples=150, seed=7
+    )
+    assert power.rate > 0.5 > null.rate
+
+
+def _sts(gold: np.ndarray, predicted: np.ndarray) -> dict[str, ItemScores]:
+    return {"test": ItemScores(kind="sts", gold=gold.tolist(), predicted=predicted.tolist())}
+
+
+def test_the_reported_numbers() -> None:
+    rng = np.random.default_rng(0)
+    gold = rng.normal(size=300)
+    better = [_sts(gold, gold + 0.5 * rng.normal(size=300)) for _ in range(4)]
+    worse = [_sts(gold, gold + 1.5 * rng.normal(size=300)) for _ in range(4)]
+    test = two_level.two_level_test(better, worse, 300, seed=1)
+    assert len(test.replicate_deltas) == 4 and test.agree == 4
+    assert test.delta == pytest.approx(np.mean(test.replicate_deltas))
+    assert test.between_sd == pytest.approx(np.std(test.replicate_deltas, ddof=1))
+    assert test.ci_low < test.delta < test.ci_high and test.ci_low > 0 and test.p_value < 0.01
+    with pytest.raises(ValueError, match="paired replicates"):
+        two_level.two_level_test(better[:1], worse[:1])
+
+
+def test_probability_of_improvement() -> None:
+    assert two_level.probability_of_improvement([2, 3], [1, 1]) == 1.0
+    assert two_level.probability_of_improvement([1, 3], [2, 2]) == 0.5
+    assert two_level.probability_of_improvement([1], [1]) == 0.5
+    point, low, high = two_level.aggregate_improvement([([2, 3], [1, 1]), ([1, 3], [2, 2])])
+    assert point == 0.75 and low <= point <= high
+
+
+def _replicated_results(shift: float, replicates: int) -> list:
+    """A model with `replicates` replicates of linear and sba on one STS task."""
+    rng = np.random.default_rng(3)
+    gold = rng.normal(size=200)
+    out = []
+    for r in range(replicates):
+        for name, noise in (("linear", 1.0), ("sba", 1.0 - shift)):
+            items = _sts(gold, gold + noise * rng.normal(size=200))
+            score = float(np.corrcoef(gold, items["test"].predicted)[0, 1])
+            out.append(result(name, items, score, replicate=r))
+    return out
+
+
+def test_compare_tests_over_replicates_and_says_so() -> None:
+    comparison = compare_results(_replicated_results(0.6, 3), n_resamples=200)
+    (row,) = [r for r in comparison.rows if r.aggregator == "sba"]
+    assert row.replicates == 3 and len(row.replicate_deltas) == 3 and row.agree == 3
+    assert row.mark is Mark.BETTER and row.prob_improvement == 1.0
+    assert row.between_sd is not None and row.steiger_p is None
+    assert "Two-level tests over 3 replicates" in comparison.coverage
+    assert comparison.summaries[0].improvement is not None
+
+
+def test_one_replicate_says_it_covers_item_variance_only() -> None:
+    comparison = compare_results(_replicated_results(0.6, 1), n_resamples=200)
+    assert "item variance only" in comparison.coverage
+    (row,) = [r for r in comparison.rows if r.aggregator == "sba"]
+    assert row.replicates == 1 and row.replicate_deltas == () and row.steiger_p is not None
