@@ -64,8 +64,19 @@ def test_there_is_a_workflow_and_it_runs_the_readmes_test_command() -> None:
         line for path in WORKFLOWS for run in _workflow_runs(path) for line in _shell_lines(run)
     ]
     assert "bash .ci/run" in runs
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    script = _shell_lines((ROOT / ".ci" / "run").read_text())
+    assert "make test" in script
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_ci_runs_the_slow_tests_that_make_test_skips() -> None:
+    """Every test runs somewhere: the default selection deselects `slow`, so CI runs it."""
+    script = _shell_lines((ROOT / ".ci" / "run").read_text())
+    slow = [line for line in script if "pytest" in line and "-m slow" in line]
+    assert slow and script.index(slow[0]) > script.index("make test")
+    assert "-m slow" in (ROOT / "README.md").read_text()
+    addopts = (ROOT / "pyproject.toml").read_text()
+    assert "not slow" in addopts  # what makes the separate run necessary
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -16,6 +17,7 @@ from sbabench.cli import main
 from sbabench.models.encoder import build_encoder
 from sbabench.models.machine_cache import MachineCache
 from sbabench.models.spec import UpcycleModel
+from tests.faults import refuse_writes_under
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = UpcycleModel(name="m", source="upcycle", experts=4, layers=[1], seed=4)
@@ -68,17 +70,21 @@ def test_a_new_results_folder_reuses_the_machines_router(
 
 
 def test_a_read_only_cache_folder_warns_and_the_build_goes_on(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, uncached: torch.Tensor
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    uncached: torch.Tensor,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("running as a user who can write anywhere (root)")
+        if os.access(folder, os.W_OK):  # root writes through the mode: a read-only file system
+            refuse_writes_under(monkeypatch, folder, errno.EROFS)
         with caplog.at_level(logging.WARNING, logger="sbabench"):
             assert torch.equal(_centroids(MachineCache(folder / "sub")), uncached)
         assert "cannot be written" in caplog.text
+        assert list(folder.iterdir()) == []  # nothing was written, and the build went on
     finally:
         folder.chmod(0o700)
 

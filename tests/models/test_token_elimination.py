@@ -37,10 +37,23 @@ def _model(entry: str) -> object:
 
 
 @pytest.mark.parametrize("source", ["source: dense", "source: upcycle, experts: 4, layers: [1]"])
+@torch.no_grad()
 def test_tilt_rate_zero_reproduces_the_unpruned_embeddings_exactly(source: str) -> None:
+    """The elimination's own path (its attention hooks installed, its layer loop) at tilt rate 0
+    against the model without any of it: the hooks and the loop change nothing."""
     plain: Any = _model(f"{{name: m, {source}}}")
-    pruned: Any = _model(f"{{name: m, {source}, token_elimination: {{tilt_rate: 0.0}}}}")
-    assert np.array_equal(plain.encode(TEXTS), pruned.encode(TEXTS))
+    hooked: Any = _model(f"{{name: m, {source}, token_elimination: {{tilt_rate: 0.3}}}}")
+    assert hooked.model.config._attn_implementation != plain.model.config._attn_implementation
+    schedule = Schedule(0.0, 0, len(hooked.model.encoder.layer))
+    features = eliminating_forward(hooked.model, hooked.tokenize(TEXTS), schedule)
+    for module in hooked.pipeline[1:]:
+        features = module(features)
+    expected = plain.forward(plain.tokenize(TEXTS))
+    assert torch.equal(features["sentence_embedding"], expected)
+    # and a spec with tilt rate 0 installs nothing: it is the plain model, bit for bit
+    zero: Any = _model(f"{{name: m, {source}, token_elimination: {{tilt_rate: 0.0}}}}")
+    assert zero.model.config._attn_implementation == plain.model.config._attn_implementation
+    assert np.array_equal(plain.encode(TEXTS), zero.encode(TEXTS))
 
 
 def test_the_layer_loop_with_nothing_dropped_is_the_model() -> None:
