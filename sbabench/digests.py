@@ -1,17 +1,20 @@
-"""Content digests: of result keys, of files and folders, and of the code an operator runs.
+"""Content digests: of result keys, of files and folders, and of source code.
 
-The code digest answers "which source does this function's result depend on?" from the code
-itself (its AST), so that editing one operator re-keys that operator's results and nothing else:
+Source is compared as its syntax tree (`ast.unparse` with docstrings and other bare strings
+removed), so comments, formatting and docstrings do not count. Only sbabench's own code and the
+user's own tree count: the standard library and installed packages do not (their versions are
+in each result's provenance). Both rules below may take too much code, never too little:
 
-- Inside sbabench and inside the module that defines the function, it follows names: the
-  function's own source, then every module-level function, class or constant it refers to
-  (directly, through `from x import y`, or as `module.name`), recursively.
-- Another module of the user's own code (not the standard library, not an installed
-  third-party package) that the followed code imports is taken whole: its file's bytes, and
-  the user modules that one imports, recursively.
-- Comments, formatting and docstrings do not count (each definition is compared as
-  `ast.unparse` of its tree without docstrings); third-party code does not count (its version is
-  recorded in each result's provenance).
+- `modules_digest`: whole modules, every module of sbabench or of the user's tree that they
+  import (anywhere in them, except under `if TYPE_CHECKING:`) and the packages holding them,
+  transitively.
+- `source_digest`: definitions in sbabench and, recursively, the module-level definitions they
+  name (directly, through `from m import name`, or as `m.name`). It follows names only in a
+  module whose top level is imports, `def`/`class` (decorators and bodies included) and
+  plain-name assignments that call nothing, each name bound once, with no `global` anywhere.
+  Any other module it meets (a module-level call, `if`, `try` or loop; a tuple, subscript,
+  attribute or augmented assignment), a name it cannot find, or a module used as a value, it
+  takes whole, by the first rule.
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
-import inspect
 import json
 import sysconfig
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache, cached_property
 from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 from typing import Any
@@ -63,20 +65,10 @@ def folder_content_hash(folder: str) -> str:
     return digest.hexdigest()
 
 
-# --- code digests ---------------------------------------------------------------------------
+# --- finding modules ------------------------------------------------------------------------
 
-_Target = tuple[str, str | None]
+Target = tuple[str, str | None]
 """An imported name: (module, attribute), attribute None when the name is the module itself."""
-
-
-@dataclass(frozen=True)
-class _ParsedModule:
-    name: str
-    path: Path
-    definitions: dict[str, ast.AST]
-    """Module-level functions, classes and assigned names."""
-    imports: dict[str, _Target]
-    """Module-level imports: local name -> what it names."""
 
 
 @cache
@@ -104,10 +96,6 @@ def _module_path(name: str) -> Path | None:
     return Path(spec.origin)
 
 
-def _is_module(name: str) -> bool:
-    return _spec(name) is not None
-
-
 @cache
 def _third_party_roots() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
@@ -121,74 +109,138 @@ def _in_package(name: str) -> bool:
 
 
 @cache
-def _is_user_module(name: str) -> bool:
-    """Source the user wrote: not sbabench, not the standard library, not an installed package.
-
-    Decided on the top-level package, whose lookup imports nothing.
-    """
-    top = name.split(".")[0]
-    if _in_package(top):
-        return False
-    path = _module_path(top)
+def _counts(name: str) -> bool:
+    """sbabench, or source the user wrote (not the standard library, not an installed package)."""
+    if _in_package(name):
+        return True
+    path = _module_path(name)
     return path is not None and not str(path.resolve()).startswith(_third_party_roots())
 
 
-def _imports_of(nodes: Iterator[ast.AST], package: str) -> dict[str, _Target]:
-    found: dict[str, _Target] = {}
+# --- parsing --------------------------------------------------------------------------------
+
+
+def _strip_strings(tree: ast.Module) -> ast.Module:
+    """Remove docstrings and every other bare string statement (they run no code)."""
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):
+            kept = [s for s in body if not _is_bare_string(s)]
+            node.body = kept or [ast.Pass()]  # type: ignore[attr-defined]
+    return tree
+
+
+def _is_bare_string(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
+
+
+def _runtime_nodes(node: ast.AST) -> Iterator[ast.AST]:
+    """Every node under `node` except those under `if TYPE_CHECKING:` (which never runs)."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and ast.unparse(child.test).endswith("TYPE_CHECKING"):
+            for inner in child.orelse:
+                yield from _runtime_nodes(inner)
+        else:
+            yield from _runtime_nodes(child)
+
+
+def _imports(nodes: Iterable[ast.AST], package: str) -> list[tuple[str, Target]]:
+    """(local name, what it names) for every import statement among `nodes`."""
+    found: list[tuple[str, Target]] = []
     for node in nodes:
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.asname:
-                    found[alias.asname] = (alias.name, None)
-                else:  # `import a.b` binds `a`
-                    top = alias.name.split(".")[0]
-                    found[top] = (top, None)
+                top = alias.name.split(".")[0]  # `import a.b` binds `a`
+                found.append((alias.asname or top, (alias.name if alias.asname else top, None)))
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 base = importlib.util.resolve_name("." * node.level + base, package)
-            for alias in node.names:
-                found[alias.asname or alias.name] = (base, alias.name)
+            found.extend((a.asname or a.name, (base, a.name)) for a in node.names)
     return found
 
 
-def _strip_docstring(node: ast.AST) -> ast.AST:
-    body = getattr(node, "body", None)
-    if (
-        isinstance(body, list)
-        and body
-        and isinstance(body[0], ast.Expr)
-        and isinstance(body[0].value, ast.Constant)
-        and isinstance(body[0].value.value, str)
-    ):
-        node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
-    return node
+def _definitions(tree: ast.Module) -> dict[str, ast.stmt] | None:
+    """Top-level name -> the statement binding it; None where the top level does more than
+    define names once (see the module docstring)."""
+    if any(isinstance(node, ast.Global) for node in ast.walk(tree)):
+        return None
+    found: dict[str, ast.stmt] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.asname or a.name.split(".")[0] for a in node.names]
+            if "*" in names:  # `from m import *`: which names, unknown
+                return None
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names = [node.name]
+        elif isinstance(node, ast.Assign | ast.AnnAssign) and _plain_assignment(node):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = [t.id for t in targets if isinstance(t, ast.Name)]
+        else:
+            return None
+        for name in names:
+            if name in found:
+                return None
+            found[name] = node
+    return found
 
 
-def _assigned_names(node: ast.AST) -> list[str]:
-    targets: list[ast.AST] = []
-    if isinstance(node, ast.Assign):
-        targets = list(node.targets)
-    elif isinstance(node, ast.AnnAssign):
-        targets = [node.target]
-    return [t.id for t in targets if isinstance(t, ast.Name)]
+def _plain_assignment(node: ast.Assign | ast.AnnAssign) -> bool:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    calls = node.value is not None and any(isinstance(n, ast.Call) for n in ast.walk(node.value))
+    return all(isinstance(t, ast.Name) for t in targets) and not calls
+
+
+@dataclass(frozen=True)
+class _Module:
+    """One parsed module of sbabench or the user's tree, bare strings removed."""
+
+    name: str
+    tree: ast.Module
+    package: str
+    imports: dict[str, Target]
+    """Top-level imports: local name -> what it names."""
+    definitions: dict[str, ast.stmt] | None
+    """Top-level names, or None where the module is taken whole (see `_definitions`)."""
+
+    @cached_property
+    def sha256(self) -> str:
+        """Digest of the whole module's syntax tree."""
+        return hashlib.sha256(ast.unparse(self.tree).encode()).hexdigest()
+
+    @cached_property
+    def targets(self) -> frozenset[Target]:
+        """Everything it imports, anywhere in it."""
+        return frozenset(target for _, target in _imports(ast.walk(self.tree), self.package))
+
+    @cached_property
+    def runs(self) -> frozenset[str]:
+        """The modules that importing this one imports (that count) and the packages above it."""
+        found = {self.name.rpartition(".")[0]} - {""}
+        for node in _runtime_nodes(self.tree):
+            if isinstance(node, ast.Import):  # `import a.b` runs `a.b`, though it binds `a`
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                for _, (module, attribute) in _imports([node], self.package):
+                    submodule = f"{module}.{attribute}"
+                    found.add(submodule if _counts(module) and _spec(submodule) else module)
+        return frozenset(name for name in found if _counts(name))
 
 
 @cache
-def _parse_cached(name: str, path: str, size: int, mtime_ns: int) -> _ParsedModule:
-    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
-    definitions: dict[str, ast.AST] = {}
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            definitions[node.name] = node
-        for assigned in _assigned_names(node):
-            definitions[assigned] = node
-    is_package = Path(path).name == "__init__.py"
-    package = name if is_package else name.rpartition(".")[0]
-    return _ParsedModule(name, Path(path), definitions, _imports_of(iter(tree.body), package))
+def _parse_cached(name: str, path: str, size: int, mtime_ns: int) -> _Module:
+    tree = _strip_strings(ast.parse(Path(path).read_text(encoding="utf-8")))
+    package = name if Path(path).name == "__init__.py" else name.rpartition(".")[0]
+    top = dict(_imports(tree.body, package))
+    return _Module(name, tree, package, top, _definitions(tree))
 
 
-def _parse(name: str) -> _ParsedModule | None:
+def _parse(name: str) -> _Module | None:
     path = _module_path(name)
     if path is None:
         return None
@@ -196,199 +248,127 @@ def _parse(name: str) -> _ParsedModule | None:
     return _parse_cached(name, str(path), stat.st_size, stat.st_mtime_ns)
 
 
-class _ReferenceFinder(ast.NodeVisitor):
-    """Names a definition reads, and (name, attribute) pairs; type annotations do not count
-    (they change no number, and following them would tie every module to its types)."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-        self.attributes: set[tuple[str, str]] = set()
-
-    def visit_Name(self, node: ast.Name) -> None:
-        self.names.add(node.id)
-
-    def visit_Attribute(self, node: ast.Attribute) -> None:
-        if isinstance(node.value, ast.Name):
-            self.attributes.add((node.value.id, node.attr))
-        self.generic_visit(node)
-
-    def visit_arg(self, node: ast.arg) -> None:
-        return  # an annotation only
-
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        self.visit(node.target)
-        if node.value is not None:
-            self.visit(node.value)
-
-    def _visit_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        for child in (
-            *node.decorator_list,
-            *node.args.defaults,
-            *node.args.kw_defaults,
-            *node.body,
-        ):
-            if child is not None:
-                self.visit(child)
-
-    visit_FunctionDef = _visit_function
-    visit_AsyncFunctionDef = _visit_function
+def imports(module: str) -> frozenset[Target]:
+    """Every (module, attribute) that `module` imports, anywhere in it ([] if not found)."""
+    parsed = _parse(module)
+    return frozenset() if parsed is None else parsed.targets
 
 
-def _references(node: ast.AST) -> tuple[set[str], set[tuple[str, str]]]:
-    """Names a definition loads, and (name, attribute) pairs it reads."""
-    finder = _ReferenceFinder()
-    finder.visit(node)
-    return finder.names, finder.attributes
+# --- whole modules ----------------------------------------------------------------------------
+
+
+def code_modules(roots: Iterable[str], skip: Callable[[str], bool] = lambda _: False) -> list[str]:
+    """`roots`, wherever they are, and every module they import, transitively, that counts (see
+    the module docstring); a module for which `skip` is true is left out and not followed."""
+    found: set[str] = set()
+    todo = list(roots)
+    for root in todo:
+        if _module_path(root) is None:
+            raise ValueError(f"no Python source for module {root!r}: its code cannot be keyed")
+    while todo:
+        name = todo.pop()
+        parsed = None if name in found or skip(name) else _parse(name)
+        if parsed is not None:
+            found.add(name)
+            todo.extend(parsed.runs)
+    return sorted(found)
+
+
+def modules_digest(roots: Iterable[str], skip: Callable[[str], bool] = lambda _: False) -> str:
+    """SHA-256 over the syntax trees of `code_modules(roots, skip)`."""
+    digest = hashlib.sha256()
+    for name in code_modules(roots, skip):
+        parsed = _parse(name)
+        assert parsed is not None
+        digest.update(f"{name} {parsed.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+# --- definitions ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Definition:
-    """One module-level definition as the closure needs it."""
+class _References:
+    """What a definition reads: names, (name, attribute) pairs, and names used as values."""
 
-    source: str
-    """`ast.unparse` of its tree without docstrings: what its digest covers."""
-    imports: dict[str, _Target]
-    """Imports inside it (e.g. lazy ones in a function body)."""
     names: set[str]
     attributes: set[tuple[str, str]]
+    bare: set[str]
+    """Names read other than as `name.attribute` (a module read so is taken whole)."""
 
-
-_DEFINITIONS: dict[tuple[str, str, str], _Definition] = {}
-"""Per (file, its size and mtime, name): parsing and unparsing once per process and edit."""
-
-
-def _definition(parsed: _ParsedModule, name: str) -> _Definition:
-    stat = parsed.path.stat()
-    key = (str(parsed.path), f"{stat.st_size}:{stat.st_mtime_ns}", name)
-    if key not in _DEFINITIONS:
-        node = parsed.definitions[name]
-        plain = _strip_docstring(ast.parse(ast.unparse(node)).body[0])
-        package = (
-            parsed.name if parsed.path.name == "__init__.py" else parsed.name.rpartition(".")[0]
+    @classmethod
+    def of(cls, node: ast.AST) -> _References:
+        nodes = list(ast.walk(node))
+        reads = [
+            (n.value, n.attr)
+            for n in nodes
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+        ]
+        names = [n for n in nodes if isinstance(n, ast.Name)]
+        bases = {id(base) for base, _ in reads}
+        return cls(
+            {n.id for n in names},
+            {(base.id, attr) for base, attr in reads},
+            {n.id for n in names if id(n) not in bases},
         )
-        names, attributes = _references(node)
-        _DEFINITIONS[key] = _Definition(
-            ast.unparse(plain), _imports_of(ast.walk(node), package), names, attributes
-        )
-    return _DEFINITIONS[key]
 
 
 class _Closure:
-    """Walks from one definition to everything it depends on (see the module docstring)."""
+    """The definitions a walk proved it needs, and the modules it takes whole."""
 
-    def __init__(self, home: str) -> None:
-        self.home = home
-        self.definitions: dict[tuple[str, str], str] = {}
-        self.files: dict[str, str] = {}
+    def __init__(self) -> None:
+        self.definitions: dict[str, str] = {}
+        self.whole: set[str] = set()
 
-    def _follows_names(self, module: str) -> bool:
-        return _in_package(module) or module == self.home
-
-    def add_definition(self, module: str, name: str) -> None:
-        if (module, name) in self.definitions:
-            return
+    def add(self, module: str, name: str) -> None:
+        """`module:name` and what it names; the module whole where that cannot be proved."""
         parsed = _parse(module)
-        if parsed is None:
+        if parsed is None or f"{module}:{name}" in self.definitions or module in self.whole:
             return
-        node = parsed.definitions.get(name)
-        if node is None:  # a re-exported name: follow the import
-            if name in parsed.imports:
-                self._add_target(parsed.imports[name])
+        if _spec(f"{module}.{name}") is not None:  # a submodule
+            self.whole.add(f"{module}.{name}")
             return
-        definition = _definition(parsed, name)
-        self.definitions[(module, name)] = definition.source
-        local, names, attributes = definition.imports, definition.names, definition.attributes
-        for ref in sorted(names):
-            self._add_name(parsed, local, ref, attributes)
-
-    def _add_name(
-        self,
-        parsed: _ParsedModule,
-        local: dict[str, _Target],
-        ref: str,
-        attributes: set[tuple[str, str]],
-    ) -> None:
-        target = local.get(ref) or (
-            (parsed.name, ref) if ref in parsed.definitions else parsed.imports.get(ref)
-        )
-        if target is None:
-            return
-        module, attribute = target
-        in_scope = self._follows_names(module) or _is_user_module(module)
-        if attribute is not None and in_scope and _is_module(f"{module}.{attribute}"):
-            module, attribute = f"{module}.{attribute}", None
-        if attribute is not None:
-            self._add_target((module, attribute))
-            return
-        for base, attr in sorted(attributes):
-            if base == ref:
-                self._add_target((module, attr))
-        self._add_module(module)
-
-    def _add_target(self, target: _Target) -> None:
-        module, attribute = target
-        if attribute is None or not self._follows_names(module):
-            self._add_module(module)
+        definitions = parsed.definitions or {}
+        node = definitions.get(name)
+        if isinstance(node, ast.Import | ast.ImportFrom):  # a re-exported name
+            self._follow(parsed.imports[name], set(), bare=True)
+        elif node is None:  # a module that does more than define, or a name not found
+            self.whole.add(module)
         else:
-            self.add_definition(module, attribute)
+            self.definitions[f"{module}:{name}"] = ast.unparse(node)
+            local = dict(_imports(ast.walk(node), parsed.package))
+            refs = _References.of(node)
+            for ref in sorted(refs.names):
+                target = local.get(ref) or ((module, ref) if ref in definitions else None)
+                if target is not None:
+                    attributes = {attr for base, attr in refs.attributes if base == ref}
+                    self._follow(target, attributes, bare=ref in refs.bare)
 
-    def _add_module(self, module: str) -> None:
-        """A user module other than the home one counts whole, with the user modules it imports."""
-        if module in self.files or self._follows_names(module) or not _is_user_module(module):
-            return
-        parsed = _parse(module)
-        if parsed is None:
-            return
-        self.files[module] = file_sha256(parsed.path)
-        for imported, attribute in parsed.imports.values():
-            if not _is_user_module(imported):
-                continue
-            name = f"{imported}.{attribute}" if attribute else imported
-            self._add_module(name if _is_module(name) else imported)
-
-    def digest(self) -> str:
-        digest = hashlib.sha256()
-        for (module, name), source in sorted(self.definitions.items()):
-            digest.update(f"{module}:{name}\n{source}\n".encode())
-        for module, sha in sorted(self.files.items()):
-            digest.update(f"{module} file {sha}\n".encode())
-        return digest.hexdigest()
+    def _follow(self, target: Target, attributes: set[str], bare: bool) -> None:
+        module, attribute = target
+        if not _in_package(module):
+            return  # third-party or standard library (sbabench imports no user code)
+        if attribute is not None:
+            self.add(module, attribute)
+        elif bare:
+            self.whole.add(module)
+        else:
+            for name in sorted(attributes):
+                self.add(module, name)
 
 
-def _unwrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-    while isinstance(fn, partial):
-        fn = fn.func
-    return inspect.unwrap(fn)
-
-
-def code_closure(fn: Callable[..., Any]) -> tuple[list[str], list[str]]:
-    """The `module:name` definitions and the whole user modules that `fn`'s digest covers."""
-    closure = _walk(fn)
-    return sorted(f"{m}:{n}" for m, n in closure.definitions), sorted(closure.files)
-
-
-def _walk(fn: Callable[..., Any]) -> _Closure:
-    fn = _unwrap(fn)
-    module = getattr(fn, "__module__", None)
-    name = getattr(fn, "__qualname__", "").split(".")[0]
-    closure = _Closure(module or "")
-    if module and name:
-        closure.add_definition(module, name)
-    return closure
-
-
-def source_digest(module: str, name: str) -> str:
-    """SHA-256 over the source of `module:name` and what it depends on, without importing it."""
-    closure = _Closure(module)
-    closure.add_definition(module, name)
-    if not closure.definitions:
-        raise ValueError(f"no definition {name!r} in module {module!r}")
-    return closure.digest()
-
-
-def code_digest(fn: Callable[..., Any]) -> str:
-    """SHA-256 over the source `fn` depends on (see the module docstring for the rule)."""
-    closure = _walk(fn)
-    if not closure.definitions:  # no source to read (a builtin, a lambda in a REPL)
-        return hashlib.sha256(repr(fn).encode()).hexdigest()
-    return closure.digest()
+def source_digest(*definitions: str) -> str:
+    """SHA-256 over the `module:name` definitions in sbabench and what they depend on (see the
+    module docstring), without importing them."""
+    closure = _Closure()
+    for definition in definitions:
+        module, _, name = definition.partition(":")
+        if _parse(module) is None or not _in_package(module):
+            raise ValueError(f"no sbabench module {module!r} (in {definition!r})")
+        closure.add(module, name)
+    digest = hashlib.sha256()
+    for key, source in sorted(closure.definitions.items()):
+        digest.update(f"{key}\n{source}\n".encode())
+    if closure.whole:
+        digest.update(f"whole {modules_digest(closure.whole)}\n".encode())
+    return digest.hexdigest()

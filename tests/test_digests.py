@@ -1,4 +1,6 @@
-"""Code digests: an operator's key covers its own code and the helpers it calls, nothing else."""
+"""Code digests: never too narrow. A built-in operator's key covers its own code and the helpers it
+calls, or its whole module where that cannot be proved; a user operator's, its whole module and
+the user's modules it imports."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from sbabench.aggregators import registry, resolve
-from sbabench.digests import code_closure, code_digest, file_sha256, key_digest
+from sbabench import digests
+from sbabench.aggregators import resolve
+from sbabench.digests import file_sha256, key_digest, source_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 _DIGESTS = (
@@ -84,20 +87,6 @@ def test_comments_docstrings_and_formatting_do_not_count(package_copy: Path) -> 
     assert _operator_digests(package_copy) == before
 
 
-def test_closure_of_builtins_follows_calls_into_helpers() -> None:
-    definitions, files = code_closure(registry()["sba"].build)
-    assert "sbabench.aggregators.spherical:sba" in definitions
-    assert "sbabench.aggregators.spherical:_radius_and_direction" in definitions
-    assert "sbabench.aggregators.spherical:_mass_and_probs" in definitions
-    assert not any(
-        d.endswith((":slerp", ":_slerp", ":karcher_direction", ":linear")) for d in definitions
-    )
-    assert files == []  # nothing outside sbabench's own code
-    linear, _ = code_closure(registry()["linear"].build)
-    assert "sbabench.aggregators.spherical:linear" in linear
-    assert not any(d.endswith(":_radius_and_direction") for d in linear)
-
-
 def _write(path: Path, source: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     before = path.stat().st_mtime_ns if path.exists() else 0
@@ -125,6 +114,7 @@ def user_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         """
         from PKG.helpers import scale
 
+        # a comment
         def _local(x):
             return x + 1
 
@@ -141,30 +131,135 @@ def user_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def test_user_operator_digest_covers_its_helpers_and_the_user_modules_it_imports(
+def test_user_operator_digest_is_its_whole_module_and_the_user_modules_it_imports(
     user_package: Path,
 ) -> None:
-    name = user_package.name
-    ops = importlib.import_module(f"{name}.ops")
-    before = code_digest(ops.op)
-    definitions, files = code_closure(ops.op)
-    assert {f"{name}.ops:op", f"{name}.ops:_local"} <= set(definitions)
-    assert f"{name}.ops:unrelated" not in definitions
-    assert files == [f"{name}.helpers"]
+    operator = f"{user_package.name}.ops:op"
+    before = resolve(operator).code_sha256
+    ops = user_package / "ops.py"
+    _write(ops, ops.read_text().replace("# a comment", "# another comment, reworded"))
+    assert resolve(operator).code_sha256 == before  # comments do not count
 
-    ops_text = (user_package / "ops.py").read_text()
-    _write(user_package / "ops.py", ops_text.replace("return x - 1", "return x - 2"))
-    assert code_digest(ops.op) == before  # a function it does not call
+    _write(ops, ops.read_text().replace("return x - 1", "return x - 2"))
+    after_unrelated = resolve(operator).code_sha256
+    assert after_unrelated != before  # its whole module counts, called or not
 
     _write(user_package / "helpers.py", "def scale(x):\n    return x * 3.0\n")
-    assert code_digest(ops.op) != before  # a helper in another of the user's modules
+    assert resolve(operator).code_sha256 != after_unrelated  # another of the user's modules
 
 
-def test_resolved_user_operator_key_follows_its_helper(user_package: Path) -> None:
-    operator = f"{user_package.name}.ops:op"
-    first = resolve(operator).code_sha256
-    _write(user_package / "helpers.py", "def scale(x):\n    return x * 4.0\n")
-    assert resolve(operator).code_sha256 != first
+_CASES = {
+    "partial argument": (
+        """
+        import functools
+
+        def _scaled(outputs, weights, s):
+            return s * (outputs * weights.unsqueeze(-1)).sum(1)
+
+        op = functools.partial(_scaled, s=2.0)
+        """,
+        ("s=2.0", "s=3.0"),
+    ),
+    "tuple-target assignment": (
+        """
+        EPS, SCALE = 1e-6, 2.0
+
+        def op(outputs, weights):
+            return SCALE * (outputs * weights.unsqueeze(-1)).sum(1)
+        """,
+        ("2.0", "3.0"),
+    ),
+    "subscript assignment": (
+        """
+        TABLE = {}
+        TABLE["s"] = 2.0
+
+        def op(outputs, weights):
+            return TABLE["s"] * (outputs * weights.unsqueeze(-1)).sum(1)
+        """,
+        ("2.0", "3.0"),
+    ),
+    "factory argument": (
+        """
+        def make(s):
+            def combine(outputs, weights):
+                return s * (outputs * weights.unsqueeze(-1)).sum(1)
+            return combine
+
+        op = make(2.0)
+        """,
+        ("make(2.0)", "make(3.0)"),
+    ),
+    "instance whose __call__ changes": (
+        """
+        from dataclasses import dataclass
+
+        @dataclass
+        class Op:
+            s: float = 2.0
+
+            def __call__(self, outputs, weights):
+                return self.s * (outputs * weights.unsqueeze(-1)).sum(1)
+
+        op = Op()
+        """,
+        ("self.s *", "self.s * 1.5 *"),
+    ),
+    "lambda": (
+        """
+        op = lambda outputs, weights: 2.0 * (outputs * weights.unsqueeze(-1)).sum(1)
+        """,
+        ("2.0", "3.0"),
+    ),
+    "instance without a stable repr": (
+        """
+        class Op:
+            def __call__(self, outputs, weights):
+                return 2.0 * (outputs * weights.unsqueeze(-1)).sum(1)
+
+        op = Op()
+        """,
+        ("2.0", "3.0"),
+    ),
+}
+
+
+@pytest.fixture
+def case_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / f"cases_{uuid.uuid4().hex[:8]}"
+    _write(root / "__init__.py", "")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return root / "ops.py"
+
+
+@pytest.mark.parametrize("case", sorted(_CASES))
+def test_user_operator_edits_that_change_its_output_rekey_it(case_module: Path, case: str) -> None:
+    source, (old, new) = textwrap.dedent(_CASES[case][0]), _CASES[case][1]
+    _write(case_module, source + "\n# a comment\n")
+    name = f"{case_module.parent.name}.ops"
+    first = resolve(f"{name}:op").code_sha256
+    importlib.reload(importlib.import_module(name))  # a new object: a rerun's key still hits
+    assert resolve(f"{name}:op").code_sha256 == first
+    _write(case_module, source + "\n# a comment, reworded\n")
+    assert resolve(f"{name}:op").code_sha256 == first
+    _write(case_module, source.replace(old, new, 1))
+    assert resolve(f"{name}:op").code_sha256 != first
+
+
+@pytest.mark.parametrize("case", sorted(_CASES))
+def test_the_per_definition_digest_takes_the_whole_module_where_it_cannot_prove(
+    case_module: Path, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the rule built-in operators are keyed by, run over the case's module as if in sbabench
+    monkeypatch.setattr(digests, "_PACKAGE", case_module.parent.name)
+    source, (old, new) = textwrap.dedent(_CASES[case][0]), _CASES[case][1]
+    definition = f"{case_module.parent.name}.ops:op"
+    _write(case_module, source + "\n# a comment\n")
+    first = source_digest(definition)
+    _write(case_module, source + "\n# a comment, reworded\n")
+    assert source_digest(definition) == first
+    _write(case_module, source.replace(old, new, 1))
+    assert source_digest(definition) != first
 
 
 def test_key_digest_is_canonical_and_file_hashes_follow_edits(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sbabench.aggregators import builtin as _builtin  # noqa: F401  (registers the built-ins)
 from sbabench.aggregators.base import AggregatorFn, AggregatorInfo, registry
-from sbabench.digests import code_digest
+from sbabench.digests import modules_digest, source_digest
 from sbabench.errors import AggregatorError
 
 __all__ = ["AggregatorFn", "AggregatorInfo", "ResolvedAggregator", "registry", "resolve"]
@@ -28,8 +28,8 @@ class ResolvedAggregator:
     """Builds the callable (outputs, weights) -> combined; imports torch."""
     options: Mapping[str, Any]
     """Validated options, defaults filled in."""
-    source: Callable[..., Any] = field(repr=False)
-    """The function whose code (and the helpers it calls) defines the operator."""
+    function: str
+    """`module:function` of the operator's code (a user operator: its name)."""
 
     @cached_property
     def fn(self) -> AggregatorFn:
@@ -38,14 +38,25 @@ class ResolvedAggregator:
 
     @cached_property
     def code_sha256(self) -> str:
-        """Digest of the operator's own code: its function and the helpers it calls (see
-        `sbabench.digests`). Editing another operator leaves it unchanged."""
-        return code_digest(self.source)
+        """Digest of the operator's code (see `sbabench.digests`). A user operator: its whole
+        module and the modules of the user's tree it imports. A built-in: its function, what
+        that reaches, and how its options are bound, so that editing another leaves it as is."""
+        if is_user_operator(self.name):
+            return modules_digest([self.function.partition(":")[0]])
+        return source_digest(self.function, f"{__name__}:_bind")
 
 
 def is_user_operator(name: str) -> bool:
     """`package.module:function` names a user operator."""
     return ":" in name
+
+
+def _bind(function: str, options: BaseModel) -> AggregatorFn:
+    """A built-in operator's function with its validated options as keyword arguments."""
+    module, _, name = function.partition(":")
+    fn: AggregatorFn = getattr(importlib.import_module(module), name)
+    kwargs = options.model_dump()
+    return partial(fn, **kwargs) if kwargs else fn
 
 
 def _load_user_operator(path: str) -> Any:
@@ -96,7 +107,7 @@ def resolve(name: str, options: Mapping[str, Any] | None = None) -> ResolvedAggr
         fn = _load_user_operator(name)
         bound: AggregatorFn = partial(fn, **options) if options else fn
         probe(bound, name)
-        return ResolvedAggregator(name, lambda: bound, options, fn)
+        return ResolvedAggregator(name, lambda: bound, options, name)
     info = registry().get(name)
     if info is None:
         known = ", ".join(sorted(registry()))
@@ -115,5 +126,5 @@ def resolve(name: str, options: Mapping[str, Any] | None = None) -> ResolvedAggr
             fix=f"valid options: {', '.join(info.options.model_fields) or 'none'}",
         ) from None
     return ResolvedAggregator(
-        name, partial(info.build, validated), validated.model_dump(), info.build
+        name, partial(_bind, info.function, validated), validated.model_dump(), info.function
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,8 +40,9 @@ class AggregatorInfo:
 
     name: str
     """Name used in suites (`aggregators: [sba]`)."""
-    build: Callable[[Any], AggregatorFn]
-    """Turns validated options into the operator function."""
+    function: str
+    """`module:function` of the operator; its validated options are passed to it as keyword
+    arguments. Named, not imported, so that listing and keying operators needs no torch."""
     summary: str
     """One line for `sbabench aggregators`."""
     options: type[BaseModel] = NoOptions

@@ -1,15 +1,14 @@
 """The built-in operators, registered with their option schemas.
 
-Building an operator imports torch; validating a suite's operators and options does not.
+Each names its function (`module:function`), so that validating a suite's operators and
+options, and keying them, imports no torch.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from sbabench.aggregators.base import AggregatorFn, AggregatorInfo, NoOptions, register
+from sbabench.aggregators.base import AggregatorInfo, register
 
 
 class EpsOptions(BaseModel):
@@ -26,53 +25,18 @@ class KarcherOptions(EpsOptions):
     tol: float = Field(1e-6, gt=0, description="stop when the largest tangent step is below this")
 
 
-def _linear(_: NoOptions) -> AggregatorFn:
-    from sbabench.aggregators import spherical  # torch loads only when an operator runs
-
-    return spherical.linear
+_SPHERICAL = "sbabench.aggregators.spherical"
 
 
-def _sba(options: EpsOptions) -> AggregatorFn:
-    from sbabench.aggregators import spherical  # torch loads only when an operator runs
-
-    return partial(spherical.sba, eps=options.eps)
-
-
-def _sba_fused(options: EpsOptions) -> AggregatorFn:
-    from sbabench.aggregators import spherical  # torch loads only when an operator runs
-
-    return partial(spherical.sba_fused, eps=options.eps)
-
-
-def _radius_only(options: EpsOptions) -> AggregatorFn:
-    from sbabench.aggregators import spherical  # torch loads only when an operator runs
-
-    return partial(spherical.radius_only, eps=options.eps)
-
-
-def _direction_only(options: EpsOptions) -> AggregatorFn:
-    from sbabench.aggregators import spherical  # torch loads only when an operator runs
-
-    return partial(spherical.direction_only, eps=options.eps)
-
-
-def _karcher(options: KarcherOptions) -> AggregatorFn:
-    from sbabench.aggregators import spherical  # torch loads only when an operator runs
-
-    return partial(spherical.sba_karcher, eps=options.eps, iters=options.iters, tol=options.tol)
-
-
-def _slerp(options: EpsOptions) -> AggregatorFn:
-    from sbabench.aggregators import spherical  # torch loads only when an operator runs
-
-    return partial(spherical.slerp, eps=options.eps)
-
-
-register(AggregatorInfo("linear", _linear, "weighted linear sum sum_i w_i y_i (the model's own)"))
+register(
+    AggregatorInfo(
+        "linear", f"{_SPHERICAL}:linear", "weighted linear sum sum_i w_i y_i (the model's own)"
+    )
+)
 register(
     AggregatorInfo(
         "sba",
-        _sba,
+        f"{_SPHERICAL}:sba",
         "Spherical Barycentric Aggregation: gate mass x mean radius x normalised mean direction",
         EpsOptions,
     )
@@ -80,7 +44,7 @@ register(
 register(
     AggregatorInfo(
         "sba-karcher",
-        _karcher,
+        f"{_SPHERICAL}:sba_karcher",
         "SBA with the intrinsic (Karcher/Frechet) spherical mean, iterative",
         KarcherOptions,
     )
@@ -88,7 +52,7 @@ register(
 register(
     AggregatorInfo(
         "sba-fused",
-        _sba_fused,
+        f"{_SPHERICAL}:sba_fused",
         "SBA compiled into one kernel (torch.compile) that reads the expert outputs once; "
         "float32 throughout",
         EpsOptions,
@@ -97,7 +61,7 @@ register(
 register(
     AggregatorInfo(
         "slerp",
-        _slerp,
+        f"{_SPHERICAL}:slerp",
         "SBA with a slerp direction: exact geodesic mean for k=2, incremental for k>2",
         EpsOptions,
     )
@@ -105,7 +69,7 @@ register(
 register(
     AggregatorInfo(
         "radius-only",
-        _radius_only,
+        f"{_SPHERICAL}:radius_only",
         "ablation: linear direction, SBA's mean radius",
         EpsOptions,
     )
@@ -113,7 +77,7 @@ register(
 register(
     AggregatorInfo(
         "direction-only",
-        _direction_only,
+        f"{_SPHERICAL}:direction_only",
         "ablation: SBA's spherical direction, linear radius",
         EpsOptions,
     )

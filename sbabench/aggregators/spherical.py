@@ -22,8 +22,6 @@ from collections.abc import Callable
 
 import torch
 
-log = logging.getLogger("sbabench")
-
 _HALF = (torch.float16, torch.bfloat16)
 # Angles come from atan2(sin, cos) rather than acos(cos): exact near 0 and pi, finite gradients.
 
@@ -163,7 +161,9 @@ def sba_fused(outputs: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -
         out = compiled(outputs, weights, eps)
     except Exception as exc:  # the compiler's own failure: the same expression, eagerly
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        log.warning("sbabench: torch.compile failed (%s); sba-fused runs eagerly", first)
+        logging.getLogger("sbabench").warning(
+            "sbabench: torch.compile failed (%s); sba-fused runs eagerly", first
+        )
         _COMPILED["sba"] = sba_single_pass
         return sba_single_pass(outputs, weights, eps)
     _COMPILED["sba"] = compiled

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sbabench.digests import key_digest, source_digest
+from sbabench.digests import key_digest
+from sbabench.models.code import model_code_sha256
 from sbabench.models.machine_cache import MachineCache
 from sbabench.models.sources import weights_identity
 
@@ -25,8 +26,8 @@ log = logging.getLogger("sbabench")
 
 KIND = "routers"
 """The machine-cache folder of router centroids."""
-_CENTROID_CODE = ("sbabench.models.encoder", "background_centroids")
-"""The function that computes the centroids: its code (and what it calls) is in the key."""
+_CENTROID_CODE = ("sbabench.models.encoder",)
+"""Where the centroids are computed: these modules and what they import are in the key."""
 
 
 _IMPLICIT_OPTIONS: dict[str, Any] = {
@@ -71,7 +72,9 @@ def router_cache_key(spec: AnyModel) -> str:
     options = {k: v for k, v in parts["spec"].items() if k not in _NOT_IN_CENTROIDS}
     if options.get("router") == "online-kmeans":
         options["router"] = "kmeans"
-    return key_digest({**parts, "spec": options, "code_sha256": source_digest(*_CENTROID_CODE)})
+    return key_digest(
+        {**parts, "spec": options, "code_sha256": model_code_sha256(_CENTROID_CODE, True)}
+    )
 
 
 def cached_centroids(

@@ -1,11 +1,12 @@
 """Unit keys: everything that changes a unit's number, and nothing else, hashed.
 
 A key covers the model (source, every build option, the weights' identity: packaged model
-version, hub id + revision, or the content hash of a local folder; and the code that builds and
-runs the encoder), the operator (name, validated options, and its own code: see
-`sbabench.digests`), the task (name, data source and revision, split, subsets, columns), the
-settings that change numbers (dtype, seed), the fine-tuning stage with its code, and sbabench's
-scoring version. The parts are stored in each result and checked when it is read back.
+version, hub id + revision, or the content hash of a local folder; and every module of the code
+that builds and runs it: see `sbabench.models.code`), the operator (name, validated options, and
+its own code: see `sbabench.digests`), the task (name, data source and revision, split, subsets,
+columns), the settings that change numbers (dtype, seed), the fine-tuning stage with its code,
+and sbabench's scoring version. The parts are stored in each result and checked when it is read
+back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from sbabench.aggregators import ResolvedAggregator, resolve
-from sbabench.digests import key_digest, source_digest
+from sbabench.digests import key_digest
+from sbabench.models.code import model_code_sha256
 from sbabench.models.router_cache import spec_parts
 from sbabench.suite import Suite, TrainSpec, Unit
 from sbabench.tasks import task_identity
@@ -23,9 +25,11 @@ from sbabench.tasks import task_identity
 SCORING_VERSION = 4
 """Bump when the way scores are computed changes; it is part of every unit key."""
 
-_ENCODER_CODE = ("sbabench.models.encoder", "build_encoder")
-"""Where a model is built and run: its code digest is part of every model's key."""
-_TRAINING_CODE = ("sbabench.run.training", "train")
+_ENCODER_CODE = ("sbabench.models.encoder",)
+"""Where a model is built and run (routing and token elimination included): these modules and
+every module they import, whole, are in every model's key (see `sbabench.models.code`)."""
+_TRAINING_CODE = ("sbabench.run.training",)
+"""Where a model is fine-tuned: these modules and what they import are in every train key."""
 
 
 class _Part(BaseModel):
@@ -123,7 +127,8 @@ class KeyParts(_Part):
 
 def model_key(unit: Unit) -> ModelKey:
     """The model half of a unit's key."""
-    return ModelKey(**spec_parts(unit.model), code_sha256=source_digest(*_ENCODER_CODE))
+    code = model_code_sha256(_ENCODER_CODE, unit.model.is_moe)
+    return ModelKey(**spec_parts(unit.model), code_sha256=code)
 
 
 def operator_key(aggregator: ResolvedAggregator | None) -> OperatorKey | None:
@@ -146,7 +151,7 @@ def train_key(spec: TrainSpec | None) -> TrainKey | None:
     """The fine-tuning spec and the training code's digest (None without a `train:` block)."""
     if spec is None:
         return None
-    return TrainKey(spec=spec.model_dump(), code_sha256=source_digest(*_TRAINING_CODE))
+    return TrainKey(spec=spec.model_dump(), code_sha256=model_code_sha256(_TRAINING_CODE, True))
 
 
 def unit_key_parts(suite: Suite, unit: Unit, aggregator: ResolvedAggregator | None) -> KeyParts:

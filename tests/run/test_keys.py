@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from sbabench.aggregators import resolve
 from sbabench.run.keys import KeyParts, linear_operator_key, unit_key_parts
@@ -101,3 +104,49 @@ def test_options_older_results_implicitly_had_stay_out_of_the_model_key() -> Non
     assert "router_tokens" not in spec and "router_inits" not in spec
     # a random router has no centroids: how they would be fitted is not part of it
     assert "router_tokens" not in _parts()["moe/sba/LeeDocSTS"].model.spec
+
+
+_MODEL_CODE = (
+    "import json, sys\n"
+    "from sbabench.run.keys import model_key\n"
+    "from sbabench.suite import expand, parse_suite\n"
+    "units = expand(parse_suite(sys.stdin.read(), check=False))\n"
+    "print(json.dumps({u.model.name: model_key(u).code_sha256 for u in units}))\n"
+)
+FAMILIES = SUITE.replace(
+    "  - {name: dense, source: dense}\n",
+    "  - {name: dense, source: dense}\n  - {name: hub, source: huggingface, path: org/tiny-moe}\n",
+)
+
+
+def _model_code(package_root: Path) -> dict[str, str]:
+    out = subprocess.run(
+        [sys.executable, "-c", _MODEL_CODE],
+        input=FAMILIES,
+        cwd=package_root,
+        env={"PYTHONPATH": str(package_root), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    digests: dict[str, str] = json.loads(out.stdout)
+    return digests
+
+
+@pytest.mark.parametrize("module", ["transformers_experts.py", "nomic.py"])
+def test_editing_an_moe_family_module_rekeys_moe_models_not_dense_ones(
+    tmp_path: Path, module: str
+) -> None:
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "sbabench", tmp_path / "sbabench", ignore=ignore)
+    before = _model_code(tmp_path)
+    assert set(before) == {"moe", "dense", "hub"}
+    family = tmp_path / "sbabench" / "moe" / module
+    text = family.read_text()
+    family.write_text(text + "\n# a comment changes no number\n")
+    assert _model_code(tmp_path) == before
+    # registered only by `moe/__init__.py` importing it: no call reaches it by name
+    family.write_text(text.replace("import torch\n", "import torch\n\n_UNUSED = 1\n", 1))
+    after = _model_code(tmp_path)
+    assert after["moe"] != before["moe"] and after["hub"] != before["hub"]
+    assert after["dense"] == before["dense"]
