@@ -4,7 +4,8 @@
 `ResultCache` keeps them (point mteb at OUT as the `results/` folder of a cache). The operator is
 folded into the model name, `<model>__<operator>` (e.g. `minilm-moe__sba`); a dense reference
 model keeps its own name. The revision is a digest of what built the model (spec, weights, code),
-so results of two builds never share a folder.
+so results of two builds never share a folder; each replicate of a model is one more revision
+(`sbabench compare` is where replicates are pooled: mteb has no notion of them).
 """
 
 from __future__ import annotations
@@ -47,8 +48,12 @@ def model_name(result: UnitResult) -> str:
 
 
 def model_revision(result: UnitResult) -> str:
-    """What built the model (spec, weights, code), short: mteb's revision folder."""
-    return key_digest(result.key_parts.model.model_dump(mode="json"))[:16]
+    """What built the model (spec, weights, code; the replicate, when not 0), short: mteb's
+    revision folder. So each replicate is exported as its own result, in its own folder."""
+    built = result.key_parts.model.model_dump(mode="json")
+    if result.replicate:
+        built = {**built, "replicate": result.replicate}
+    return key_digest(built)[:16]
 
 
 def _languages(task: str) -> dict[str, list[str]]:

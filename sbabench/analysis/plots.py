@@ -28,7 +28,8 @@ def _save(fig: Any, path: Path, dpi: int = 110) -> Path:
 
 
 def forest_plot(comparison: Comparison, path: Path) -> Path | None:
-    """Difference to the baseline with its 95% CI, one row per tested model/aggregator/task."""
+    """Difference to the baseline with its 95% CI, one row per tested model/aggregator/task;
+    with replicates, each replicate's difference as a cross beside it."""
     rows = [r for r in comparison.rows if r.item_delta is not None and r.ci_low is not None]
     if not rows:
         return None
@@ -39,6 +40,9 @@ def forest_plot(comparison: Comparison, path: Path) -> Path | None:
         color = colors.get(row.mark.value, "tab:gray")
         ax.plot([row.ci_low, row.ci_high], [y, y], color=color, linewidth=2)
         ax.plot([row.item_delta], [y], "o", color=color)
+        if row.replicate_deltas:  # each replicate's difference, just below its row's CI
+            dots = len(row.replicate_deltas)
+            ax.plot(row.replicate_deltas, [y + 0.25] * dots, "x", color=color, markersize=5)
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(
         range(len(rows)),
@@ -46,7 +50,11 @@ def forest_plot(comparison: Comparison, path: Path) -> Path | None:
         fontsize=8,
     )
     ax.invert_yaxis()
-    ax.set_xlabel("difference to baseline (per-item statistic), 95% bootstrap CI")
+    replicated = any(r.replicate_deltas for r in rows)
+    ax.set_xlabel(
+        "difference to baseline (per-item statistic), 95% CI"
+        + ("; x: each replicate's difference" if replicated else "")
+    )
     ax.set_title("green: significantly better, red: worse, grey: not significant (Holm)")
     return _save(fig, path, dpi=120)
 

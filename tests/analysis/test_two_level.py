@@ -3,11 +3,15 @@ power, and how compare uses it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from sbabench.analysis import calibration, two_level
 from sbabench.analysis.compare import Mark, compare_results
+from sbabench.analysis.export import model_name, model_revision
+from sbabench.analysis.plots import forest_plot
 from sbabench.tasks.items import ItemScores
 from tests.factories import result
 
@@ -99,3 +103,27 @@ def test_one_replicate_says_it_covers_item_variance_only() -> None:
     assert "item variance only" in comparison.coverage
     (row,) = [r for r in comparison.rows if r.aggregator == "sba"]
     assert row.replicates == 1 and row.replicate_deltas == () and row.steiger_p is not None
+
+
+def test_the_gate_uses_the_two_level_test_and_the_forest_plot_shows_replicates(
+    tmp_path: Path,
+) -> None:
+    before = _replicated_results(0.0, 3)
+    after = [
+        r.model_copy(update={"main_score": r.main_score - 0.2}) if r.aggregator == "sba" else r
+        for r in _replicated_results(-0.8, 3)
+    ]
+    comparison = compare_results(after, against=before, n_resamples=200)
+    (row,) = [r for r in comparison.rows if r.aggregator == "sba"]
+    assert row.replicates == 3 and row.mark is Mark.WORSE and row.baseline == "other:m/sba"
+    assert comparison.verdict(0.005).text.startswith("REGRESSION")
+    path = forest_plot(comparison, tmp_path / "forest.png")
+    assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_export_writes_one_mteb_result_per_replicate() -> None:
+    results = _replicated_results(0.2, 3)
+    assert len({(model_name(r), model_revision(r)) for r in results}) == len(results)
+    assert model_revision(results[0]) == model_revision(
+        results[0].model_copy(update={"replicate": 0})
+    )
