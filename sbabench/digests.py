@@ -14,7 +14,7 @@ in each result's provenance). Both rules below may take too much code, never too
   plain-name assignments that call nothing, each name bound once, with no `global` anywhere.
   Any other module it meets (a module-level call, `if`, `try` or loop; a tuple, subscript,
   attribute or augmented assignment), a name it cannot find, or a module used as a value, it
-  takes whole, by the first rule.
+  takes whole, by the first rule. (Other modules are taken not to assign into a module.)
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def _parse(name: str) -> _Module | None:
 
 
 def imports(module: str) -> frozenset[Target]:
-    """Every (module, attribute) that `module` imports, anywhere in it ([] if not found)."""
+    """Every (module, attribute) that `module` imports, anywhere in it (none if not found)."""
     parsed = _parse(module)
     return frozenset() if parsed is None else parsed.targets
 
