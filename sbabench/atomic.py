@@ -19,7 +19,19 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over the target."""
+    """Write via a temporary file in the same folder, fsync, then rename over the target.
+
+    An OSError names `path` (a failed write or fsync names no file; mkstemp names the temporary
+    one), so a message can say which file could not be written."""
+    try:
+        _write(path, data)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
+def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -183,7 +183,9 @@ def run(
     processes (or --shard jobs) may share one results folder: a lock per unit keeps any unit from
     being computed twice. With --executor ray, Ray actors compute the units (one per model, with
     the model's `resources`) and this process alone writes the results (docs/scaling.md).
-    Exit code: 0 all done, 1 some unit failed, 2 bad input.
+    Exit code: 0 all done, 1 some unit failed, 2 bad input or a results folder that cannot be
+    written (read-only, no permission, a full disk: finished units are kept; or a result file
+    from a newer sbabench), each said in one line.
     """
     from sbabench.analysis.report import score_table
     from sbabench.run.execute import run_suite

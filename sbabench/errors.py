@@ -46,3 +46,8 @@ class ModelSpecError(SbabenchError):
 
 class AggregatorError(SbabenchError):
     """An aggregator name, option or user operator is not usable."""
+
+
+class StorageError(SbabenchError):
+    """A results folder (or a cache in it) that cannot be written: read-only, no permission, a
+    full disk, or a file a newer sbabench wrote. Nothing in it was moved or overwritten."""

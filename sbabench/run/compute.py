@@ -107,12 +107,15 @@ class UnitComputer:
 
     def attempt(self, planned: PlannedUnit) -> UnitResult | Failure:
         """The unit's result, or why it failed. A model that cannot be built is not one unit's
-        failure but bad input for the whole run: its `ModelSpecError` propagates."""
-        from sbabench.errors import ModelSpecError
+        failure but bad input for the whole run: its `ModelSpecError` propagates; so does a full
+        disk (`StorageError`), which every later unit would meet too."""
+        from sbabench.errors import ModelSpecError, StorageError
+        from sbabench.run.storage import stop_when_disk_full
 
         try:
-            return self.compute(planned)
-        except ModelSpecError:
+            with stop_when_disk_full(self.store.path if self.store is not None else self.cache):
+                return self.compute(planned)
+        except (ModelSpecError, StorageError):
             raise
         except Exception as exc:  # the unit fails, the others go on
             return Failure.of(exc)

@@ -8,7 +8,9 @@ Keep the file on a local disk: SQLite's locking is unreliable on network file sy
 
 Every row carries a checksum over its space, prompt type, text hash, dtype and bytes, checked on
 every read: a damaged row is a miss (recomputed and rewritten, with one warning), never used.
-A file SQLite itself reports as corrupt is moved aside and the cache starts anew.
+A file SQLite itself reports as corrupt (SQLITE_CORRUPT, SQLITE_NOTADB) is moved aside and the
+cache starts anew; any other error (read-only, permission, I/O, locked, full) is not corruption:
+the file stays where it is, untouched, and the error is raised (opening: `StorageError`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sbabench.errors import StorageError
+from sbabench.run.storage import stop_when_disk_full
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spaces (
@@ -43,6 +48,14 @@ log = logging.getLogger("sbabench")
 def _checksum(space: str, kind: str, digest: bytes, dtype: str, data: bytes) -> bytes:
     header = f"{space}\0{kind}\0{dtype}\0".encode()
     return hashlib.sha256(header + digest + data).digest()[:16]
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file's content is damaged (not that it cannot reach it)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # not raised by SQLite itself: only a plain DatabaseError is its kind
+        return type(exc) is sqlite3.DatabaseError
+    return (code & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def text_hash(text: str) -> bytes:
@@ -73,8 +86,14 @@ class EmbeddingStore:
         self.damaged_rows = 0
         """Rows that failed their checksum since opening (each was treated as a miss)."""
         try:
-            self._db = self._open()
+            with stop_when_disk_full(self.path):
+                self._db = self._open()
         except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise StorageError(
+                    f"embedding cache {self.path} cannot be opened ({exc}); it is left as it is: "
+                    "make its folder writable, or set `embedding_cache: off` in the suite"
+                ) from exc
             self._db = self._start_anew(exc)
 
     def _open(self) -> sqlite3.Connection:
@@ -104,10 +123,11 @@ class EmbeddingStore:
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Run one statement; a file that turns out corrupt is moved aside, then it is retried."""
         try:
-            return self._db.execute(sql, args).fetchall()
+            with stop_when_disk_full(self.path):
+                return self._db.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError):
-                raise  # locked, read-only, ...: not corruption
+            if not _is_corrupt(exc):
+                raise  # locked, read-only, I/O: not corruption
             self._db.close()
             self._db = self._start_anew(exc)
             return self._db.execute(sql, args).fetchall()
@@ -177,7 +197,7 @@ class EmbeddingStore:
                 (space, kind, digest, self.dtype.name, int(vector.shape[0]), data, checksum)
             )
         # REPLACE: a row rewritten after a failed checksum must take the damaged one's place.
-        with self._transaction():
+        with stop_when_disk_full(self.path), self._transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?, ?)", rows
             )
@@ -254,4 +274,7 @@ class _Commit:
         return self.db
 
     def __exit__(self, kind: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if kind else "COMMIT")
+        if not kind:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+            self.db.execute("ROLLBACK")

@@ -24,6 +24,7 @@ from sbabench.run.compute import Failure, UnitComputer, open_store
 from sbabench.run.plan import Plan, PlannedUnit, finished, plan_suite
 from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
 from sbabench.run.results import UnitResult, save_result
+from sbabench.run.storage import check_writable, stop_when_disk_full
 from sbabench.suite import Suite, expand
 
 
@@ -257,10 +258,14 @@ def run_suite(
 ) -> RunSummary:
     """Run every selected unit of `suite` that has no valid result; never raises for one unit.
 
-    `progress` receives an `Event` at each step (the CLI draws a progress bar from them).
+    `progress` receives an `Event` at each step (the CLI draws a progress bar from them). A
+    results folder that cannot be written is refused before any work, and a full disk ends the
+    run (`StorageError`, finished units kept).
     """
     root = Path(results_dir)
     plan, summary = planned_run(suite, root, force, only, shard, progress)
     if plan.todo:
-        _compute(suite, plan, root, summary, progress, force)
+        check_writable(root / suite.name, root / ".cache")
+        with stop_when_disk_full(root):
+            _compute(suite, plan, root, summary, progress, force)
     return in_suite_order(suite, summary)

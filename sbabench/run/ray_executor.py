@@ -24,7 +24,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sbabench.errors import ModelSpecError, SbabenchError
+from sbabench.errors import ModelSpecError, SbabenchError, StorageError
 from sbabench.run.compute import Failure, UnitComputer, open_store
 from sbabench.run.execute import (
     RunSummary,
@@ -35,6 +35,7 @@ from sbabench.run.execute import (
 )
 from sbabench.run.plan import PlannedUnit
 from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
+from sbabench.run.storage import check_writable, stop_when_disk_full
 from sbabench.suite import Suite
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ class UnitWorker:
                 outcome = self.computer.attempt(planned)
             except ModelSpecError as exc:
                 return Reply(None, Failure.of(exc), bad_model=True)
+            except StorageError as exc:  # the worker's node is full: the unit fails, in one line
+                return Reply(None, Failure.of(exc))
         if isinstance(outcome, Failure):
             return Reply(None, outcome)
         return Reply(outcome, loaded_model=not was_loaded and session.encoder is not None)
@@ -271,10 +274,12 @@ def run_suite_ray(
     `address`: None starts a local Ray instance (stopped afterwards), `auto` joins the running
     cluster, `HOST:PORT` or `ray://HOST:PORT` joins that one. `retries`: how often a unit whose
     worker process died is retried. `runtime_env` is passed to `ray.init`."""
-    plan, summary = planned_run(suite, Path(results_dir), force, only, shard, progress)
+    root = Path(results_dir)
+    plan, summary = planned_run(suite, root, force, only, shard, progress)
     if not plan.todo:
         return summary
-    with _connected(address, runtime_env) as ray:
+    check_writable(root / suite.name)
+    with _connected(address, runtime_env) as ray, stop_when_disk_full(root):
         _check_resources(ray, suite, plan.todo)
         progress(Event(EventKind.PLANNED, count=len(plan.todo)))
         driver = _Driver(ray, suite, summary, progress, retries)

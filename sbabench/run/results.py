@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sbabench.atomic import write_atomic
 from sbabench.digests import key_digest
+from sbabench.errors import StorageError
 from sbabench.run.keys import KeyParts
 from sbabench.suite.replicates import instance_name
 from sbabench.tasks.items import ItemScores
@@ -243,15 +244,26 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
 _MIGRATIONS = {1: _migrate_v1}
 
 
+def _refuse_newer(path: Path, data: Any) -> None:
+    """A file a newer sbabench wrote is neither read as ours nor overwritten: a user error."""
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise StorageError(
+            f"{path}: written by a newer sbabench (schema {version} > {SCHEMA_VERSION}): "
+            "upgrade, or --results elsewhere"
+        )
+
+
 def load_result(path: Path) -> UnitResult | None:
-    """A valid result from `path`, or None if it is missing, truncated, altered, not a result,
-    or written by a newer sbabench.
+    """A valid result from `path`, or None if it is missing, truncated, altered or not a result.
 
     Altered: its stored key must be the digest of its stored key parts (checked on the parts as
-    written, before any migration).
+    written, before any migration). A file with a newer `schema_version` than ours raises
+    `StorageError` (so neither `run` overwrites it nor `compare` misreads it).
     """
     try:
         data = json.loads(path.read_bytes())
+        _refuse_newer(path, data)
         if not isinstance(data, dict) or data.get("key") != key_digest(data.get("key_parts", {})):
             return None
         version = data.get("schema_version", 1)

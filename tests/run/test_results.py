@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sbabench.digests import key_digest
+from sbabench.errors import StorageError
 from sbabench.run.results import (
     SCHEMA_VERSION,
     GeometryBlock,
@@ -70,7 +71,6 @@ def test_a_migrated_file_saves_as_the_current_version(tmp_path: Path) -> None:
     [
         lambda d: d.update(key="0" * 64),  # altered key
         lambda d: d["key_parts"]["task"].update(split="train"),  # altered parts
-        lambda d: d.update(schema_version=SCHEMA_VERSION + 1),  # written by a newer sbabench
         lambda d: d.update(main_score="high"),  # not a number
         lambda d: d.pop("items") and d.pop("timing_s"),  # a block missing
     ],
@@ -81,6 +81,18 @@ def test_damaged_or_foreign_files_are_not_results(tmp_path: Path, damage: object
     path = tmp_path / "r.json"
     path.write_text(json.dumps(data))
     assert load_result(path) is None
+
+
+def test_a_file_from_a_newer_sbabench_is_refused_by_name_not_skipped(tmp_path: Path) -> None:
+    data = json.loads(V1_MOE.read_text())
+    data["schema_version"] = SCHEMA_VERSION + 1
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    newer = f"schema {SCHEMA_VERSION + 1} > {SCHEMA_VERSION}"
+    with pytest.raises(StorageError, match=f"^{path}: written by a newer sbabench \\({newer}\\)"):
+        load_result(path)
+    with pytest.raises(StorageError, match="upgrade, or --results elsewhere"):
+        load_results(tmp_path)
 
 
 def test_truncated_and_non_json_files_are_skipped(tmp_path: Path) -> None:
