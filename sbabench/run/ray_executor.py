@@ -278,9 +278,9 @@ def run_suite_ray(
     plan, summary = planned_run(suite, root, force, only, shard, progress)
     if not plan.todo:
         return summary
-    check_writable(root / suite.name)
     with _connected(address, runtime_env) as ray, stop_when_disk_full(root):
         _check_resources(ray, suite, plan.todo)
+        check_writable(root / suite.name)  # after the cluster checks: they create nothing
         progress(Event(EventKind.PLANNED, count=len(plan.todo)))
         driver = _Driver(ray, suite, summary, progress, retries)
         try:
