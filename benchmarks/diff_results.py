@@ -2,9 +2,12 @@
 per-item prediction must be identical (used to check that a refactoring changed no score).
 
     python benchmarks/diff_results.py RESULTS_BEFORE RESULTS_AFTER
+    python benchmarks/diff_results.py results/baseline results/quickstart-replicates --replicate 0
 
-Reads the raw JSON, so it works across result-file schema versions. Exit code 1 on any
-difference or any unit present on one side only.
+Reads the raw JSON, so it works across result-file schema versions. Units are matched by
+suite/model/aggregator/task and replicate; `--replicate R` keeps replicate R of each side and
+matches across suite names (replicate 0 of a replicated suite against the single-run suite).
+Exit code 1 on any difference or any unit present on one side only.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 
-def _units(root: Path) -> dict[str, dict[str, Any]]:
+def _units(root: Path, replicate: int | None = None) -> dict[str, dict[str, Any]]:
     out = {}
     for path in sorted(root.rglob("*.json")):
         if path.name.endswith(".error.json") or ".cache" in path.parts:
             continue
         data = json.loads(path.read_text())
-        out[f"{data['suite']}/{data['model']}/{data['aggregator']}/{data['task']}"] = data
+        found = data.get("replicate", 0)
+        if replicate is not None and found != replicate:
+            continue
+        model = data["model"] if found == 0 else f"{data['model']}@r{found}"
+        suite = "" if replicate is not None else f"{data['suite']}/"
+        out[f"{suite}{model}/{data['aggregator']}/{data['task']}"] = data
     return out
 
 
@@ -33,9 +41,9 @@ def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return found
 
 
-def main(before: str, after: str) -> int:
+def main(before: str, after: str, replicate: int | None = None) -> int:
     """Print one line per unit and a total; 0 when everything is identical."""
-    a, b = _units(Path(before)), _units(Path(after))
+    a, b = _units(Path(before), replicate), _units(Path(after), replicate)
     bad = 0
     for label in sorted(set(a) | set(b)):
         if label not in a or label not in b:
@@ -57,4 +65,10 @@ def main(before: str, after: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    args = sys.argv[1:]
+    chosen = None
+    if "--replicate" in args:
+        at = args.index("--replicate")
+        chosen = int(args[at + 1])
+        del args[at : at + 2]
+    sys.exit(main(args[0], args[1], chosen))

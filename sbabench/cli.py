@@ -327,7 +327,7 @@ def _embedding_cache(
 def _print_notes(notes: list[str]) -> None:
     """One line per note of the suite's loader (on stderr: stdout stays the command's output)."""
     for note in notes:
-        errors.print(f"note: {note}", highlight=False, markup=False)
+        errors.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
 @main.command()

@@ -158,9 +158,7 @@ def _recorder(
     spec = suite.geometry
     if not spec.tokens:
         return None, None
-    recorder = GeometryRecorder(
-        spec.tokens, seed=planned.unit.seed, keep_inputs=bool(spec.probes)
-    )
+    recorder = GeometryRecorder(spec.tokens, seed=planned.unit.seed, keep_inputs=bool(spec.probes))
     stored = None
     if store is not None:
         stored = store.get_geometry(planned.key_parts.embedding_space(), planned.unit.task)

@@ -144,7 +144,9 @@ def parse_suite(text: str, path: str = "<suite>", *, check: bool = True) -> Suit
         if found:
             located = [_locate_problem(loc, message, root, path) for loc, message in found]
             raise SuiteError(located, path=path)
-    suite._notes.extend(_locate_problem(loc, msg, root, path) for loc, msg in suite.replicate_notes())
+    suite._notes.extend(
+        _locate_problem(loc, msg, root, path) for loc, msg in suite.replicate_notes()
+    )
     return suite
 
 
