@@ -9,7 +9,7 @@ sources of variance reach the mean difference d = mean_r d_r:
   d_r (it also holds the replicate-specific part of the item noise);
 - the test items': V_item, the variance of d over a paired item bootstrap whose resampled
   items are the same in every replicate (crossed: the test set is resampled, not each
-  replicate's view of it).
+  replicate's view of it), from max(200, resamples / R) resamples (`item_resamples`).
 
 The 95% CI is d +- sqrt(t^2 s^2 / R + z^2 V_item): each variance scaled by the quantile of its
 own reference, Student's t with R - 1 df for the replicates' (estimated from R values) and the
@@ -37,6 +37,8 @@ from sbabench.analysis.stats import statistic
 from sbabench.tasks.items import ItemScores
 
 MIN_REPLICATES = 2
+MIN_ITEM_RESAMPLES = 200
+"""Fewest item resamples the items' variance is estimated from (see `item_resamples`)."""
 """Fewest paired replicates a two-level test accepts (its level was measured to hold at 2)."""
 
 
@@ -66,6 +68,14 @@ class TwoLevelTest:
         """Replicates whose difference has the sign of the mean difference."""
         sign = np.sign(self.delta)
         return int(sum(np.sign(d) == sign for d in self.replicate_deltas))
+
+
+def item_resamples(n_resamples: int, replicates: int) -> int:
+    """Item resamples of a two-level test: `n_resamples` shared out over the replicates, at
+    least 200. The bootstrap gives a variance here, not a tail quantile, and 200 resamples
+    estimate a variance to about 10%; the calibration (`benchmarks/bench_two_level.py`) ran
+    with 300 and the tests with 150. So R replicates cost what one replicate's test costs."""
+    return max(MIN_ITEM_RESAMPLES, n_resamples // replicates)
 
 
 def _replicate_deltas(
@@ -117,7 +127,9 @@ def two_level_test(
             f"a two-level test needs >= {MIN_REPLICATES} paired replicates, got {count}"
         )
     rng = np.random.default_rng(seed)
-    observed, resampled = _replicate_deltas(candidates, baselines, n_resamples, rng)
+    observed, resampled = _replicate_deltas(
+        candidates, baselines, item_resamples(n_resamples, count), rng
+    )
     delta = float(observed.mean())
     between = float(observed.std(ddof=1))
     replicate_var, item_var = between**2 / count, float(resampled.mean(0).var(ddof=1))
