@@ -3,11 +3,13 @@
     python benchmarks/bench_two_level.py                 # about 10 minutes on 2 cores
     python benchmarks/bench_two_level.py --trials 200    # a quick look
 
-1. False-positive rate (B equals A in expectation) of the item-only test on one replicate and
-   of the two-level test on all replicates, with replicate variance dominating and small, for
-   R = 2, 3 and 5 replicates: each rate with its 95% Wilson interval, out of `--trials`
-   simulated benchmarks (`sbabench.analysis.calibration` says what is simulated).
-2. Power of both under a real effect (B's noise scale times exp(-0.4) in every replicate).
+1. False-positive rate (B equals A in expectation) of the item-only test on one replicate, of
+   the two-level test on all replicates, and of a t-test of the replicates' differences alone,
+   in three worlds (replicate variance dominating; item variance dominating; the operators'
+   own per-item errors, shared by their replicates, dominating), for R = 2, 3 and 5
+   replicates: each rate with its 95% Wilson interval, out of `--trials` simulated benchmarks
+   (`sbabench.analysis.calibration` says what is simulated).
+2. Power of the three under a real effect (B's noise scale times exp(-0.4) in every replicate).
 3. `sbabench compare` on a results folder with replicates (default
    results/quickstart-replicates: 5 replicates x 6 MoE units + 3 dense units), whole process,
    median of 5.
@@ -30,16 +32,22 @@ ROOT = Path(__file__).resolve().parent.parent
 def _rates(trials: int, effect: float) -> None:
     kind = "false-positive rate" if effect == 0 else f"power (effect {effect})"
     print(f"\n{kind} at alpha 0.05, {trials} simulated benchmarks per cell")
-    print(f"{'setting':<30} {'R':>2} {'item-only (1 replicate)':>28} {'two-level':>28}")
-    for setting in (calibration.REPLICATE_DOMINATED, calibration.ITEM_DOMINATED):
+    heads = ("item-only (1 replicate)", "two-level", "replicates only (t)")
+    print(f"{'setting':<37} {'R':>2} " + " ".join(f"{h:>24}" for h in heads))
+    settings = (
+        calibration.REPLICATE_DOMINATED,
+        calibration.ITEM_DOMINATED,
+        calibration.SHARED_ITEMS,
+    )
+    for setting in settings:
         for replicates in (2, 3, 5):
-            item_only, two = calibration.rejection_rates(
+            rates = calibration.rejection_rates(
                 setting, replicates, trials, effect=effect, seed=replicates
             )
-            cells = [
-                f"{r.rate:.3f} [{r.interval[0]:.3f}, {r.interval[1]:.3f}]" for r in (item_only, two)
-            ]
-            print(f"{setting.name:<30} {replicates:>2} {cells[0]:>28} {cells[1]:>28}", flush=True)
+            cells = " ".join(
+                f"{f'{r.rate:.3f} [{r.interval[0]:.3f}, {r.interval[1]:.3f}]':>24}" for r in rates
+            )
+            print(f"{setting.name:<37} {replicates:>2} {cells}", flush=True)
 
 
 def _compare_time(folder: Path, repeats: int = 5) -> None:

@@ -20,11 +20,11 @@ class StrictModel(BaseModel):
 def _replicate_count(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
         raise ValueError(
-            "replicates is how many times a model is rebuilt with other seeds: a whole number "
-            f"from 1 (no replicates) to 1000, written without quotes; got {value!r}"
+            "how many times a model is rebuilt with other seeds: a whole number from 1 "
+            "(no replicates) to 1000, written without quotes"
         )
     return value
 
 
-ReplicateCount = Annotated[int, BeforeValidator(_replicate_count)]
+ReplicateCount = Annotated[int, Field(ge=1, le=1000), BeforeValidator(_replicate_count)]
 """`replicates:` of a suite or model: a whole number from 1 to 1000."""

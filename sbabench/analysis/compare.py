@@ -143,10 +143,11 @@ class Comparison:
                 "One replicate per unit: these tests cover test-item variance only, not the "
                 "seeds' (upcycling, router, training); add `replicates: N` to the suite."
             )
-        shown = "/".join(str(c) for c in counts)
+        many = [c for c in counts if c > 1]
+        shown = " or ".join(str(c) for c in many)
         return (
-            f"Two-level tests over {shown} replicates and the test items (a row with one "
-            "replicate covers item variance only)."
+            f"Two-level tests over {shown} replicates and the test items; rows tested on one "
+            "replicate cover item variance only."
             if 1 in counts
             else f"Two-level tests over {shown} replicates and the test items."
         )
@@ -243,9 +244,19 @@ def _row(
     reason = next((why for c, b in pairs if (why := _comparable(c, b, parts))), "")
     if reason:
         return replace(row, note=reason)
-    if len(pairs) == 1:
-        return _item_only(row, *pairs[0], n_resamples, seed)
-    return _across_replicates(row, pairs, n_resamples, seed)
+    if any(math.isnan(c.main_score) or math.isnan(b.main_score) for c, b in pairs):
+        delta = float(
+            np.mean([c.main_score - b.main_score for c, b in pairs])
+        )  # NaN: summaries say so
+        return replace(row, delta=delta, note="NaN score: not tested (did a model diverge?)")
+    tested = _item_only(row, *pairs[0], n_resamples, seed) if len(pairs) == 1 else None
+    tested = tested or _across_replicates(row, pairs, n_resamples, seed)
+    unpaired = sorted(set(candidate) ^ set(base))
+    if unpaired:  # a replicate on one side only: say so, the test used the paired ones
+        shown = ", ".join(f"r{r}" for r in unpaired)
+        note = f"replicate(s) {shown} on one side only, left out"
+        tested = replace(tested, note="; ".join(n for n in (tested.note, note) if n))
+    return tested
 
 
 def _item_only(

@@ -260,7 +260,7 @@ def comparison_markdown(comparison: Comparison) -> str:
             "With replicates: score and Δ are means over replicates; Δ items, its CI and p come"
             " from the two-level test (replicates and items; README, *Replicates*); SD (reps) is"
             " the replicates' spread of Δ items, agree how many replicates share its sign,"
-            " P(B>A) rliable's probability of improvement over replicate pairs."
+            " P(B>A) rliable's (unpaired) probability of improvement over pairs of replicates' main scores."
         )
     if comparison.coverage:
         parts.append("\n" + comparison.coverage)

@@ -68,7 +68,7 @@ def paired_bootstrap(
     subsets = sorted(set(candidate) & set(baseline))
     if not subsets:
         raise ValueError("no common subsets to compare")
-    if any(_has_nan(scores[s]) for scores in (candidate, baseline) for s in subsets):
+    if any(has_nan(scores[s]) for scores in (candidate, baseline) for s in subsets):
         # ranks would order the NaNs and give a number: a diverged model would look tested
         nan, n_items = math.nan, sum(len(candidate[s].gold) for s in subsets)
         return PairedTest(nan, nan, nan, nan, n_items)
@@ -96,7 +96,7 @@ def paired_bootstrap(
     return PairedTest(observed, float(low), float(high), p, n_items)
 
 
-def _has_nan(scores: ItemScores) -> bool:
+def has_nan(scores: ItemScores) -> bool:
     """Whether any prediction (or clustering run) of a subset is NaN."""
     runs = scores.runs or [scores.predicted]
     return any(bool(np.isnan(np.asarray(run, dtype=np.float64)).any()) for run in runs)

@@ -17,12 +17,16 @@ normal for the items' (from the bootstrap); the p-value is one minus the level o
 such interval that excludes 0. With no item noise it is the one-sample t-test of the d_r; with
 no replicate variance, the item bootstrap's normal interval. V_item also holds the
 replicate-specific item noise, so it errs on the broad side. (Welch-Satterthwaite's df instead
-was measured anticonservative at R = 2-3: 0.085-0.10 at alpha 0.05.) Its false-positive rate,
+was measured anticonservative: 0.10 [0.07, 0.15] at R = 2 and 0.085 [0.05, 0.13] at R = 3, at
+alpha 0.05 over 200 simulated benchmarks.) Its false-positive rate,
 with replicate variance large or small and R = 3 or 5, is measured by
 `benchmarks/bench_two_level.py` and held to alpha by `tests/analysis/test_two_level.py`.
 
 P(B > A) is rliable's probability of improvement (Agarwal et al. 2021): over every pair of a B
-replicate and an A replicate, how often B's main score is higher (ties count half).
+replicate and an A replicate, how often B's main score is higher (ties count half). It is
+unpaired, as rliable's is: where the seeds move both operators' scores more than their
+difference, it stays near 0.5 even when B wins in every replicate (the paired view is how
+many replicates agree in sign).
 """
 
 from __future__ import annotations
@@ -33,13 +37,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sbabench.analysis.stats import statistic
+from sbabench.analysis.stats import has_nan, statistic
 from sbabench.tasks.items import ItemScores
 
 MIN_REPLICATES = 2
+"""Fewest paired replicates a two-level test accepts (its level was measured to hold at 2)."""
 MIN_ITEM_RESAMPLES = 200
 """Fewest item resamples the items' variance is estimated from (see `item_resamples`)."""
-"""Fewest paired replicates a two-level test accepts (its level was measured to hold at 2)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,8 @@ def two_level_test(
 ) -> TwoLevelTest:
     """B (candidates) against A (baselines), one pair of per-item scores per replicate."""
     count = len(candidates)
+    if any(has_nan(side[s]) for side in (*candidates, *baselines) for s in side):
+        raise ValueError("NaN score in a replicate: not tested (did a model diverge?)")
     if len(baselines) != count or count < MIN_REPLICATES:
         raise ValueError(
             f"a two-level test needs >= {MIN_REPLICATES} paired replicates, got {count}"
@@ -137,7 +143,7 @@ def two_level_test(
     if not all(math.isfinite(v) for v in (delta, replicate_var, item_var)):
         nan = float("nan")
         return TwoLevelTest(delta, nan, nan, nan, deltas, between, nan, count - 1)
-    p = _p_value(abs(delta), replicate_var, item_var, count - 1)
+    p = p_value(abs(delta), replicate_var, item_var, count - 1)
     half = _half_width(0.975, replicate_var, item_var, count - 1)
     return TwoLevelTest(
         delta, delta - half, delta + half, p, deltas, between, math.sqrt(item_var), count - 1
@@ -154,7 +160,7 @@ def _half_width(level: float, replicate_var: float, item_var: float, df: int) ->
     return math.sqrt(t * t * replicate_var + z * z * item_var)
 
 
-def _p_value(distance: float, replicate_var: float, item_var: float, df: int) -> float:
+def p_value(distance: float, replicate_var: float, item_var: float, df: int) -> float:
     """The two-sided p-value: 1 - the level of the widest CI (`_half_width`) that excludes 0,
     found by bisection (the half-width grows with the level)."""
     if distance == 0:

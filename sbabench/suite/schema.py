@@ -274,11 +274,11 @@ class Unit:
     """The task name."""
     task_entry: TaskEntry
     """The task's full entry (local file, MTEB options)."""
-    replicate: int = 0
+    replicate: int
     """Which replicate of the model (0: the suite's seeds as written)."""
-    train: TrainSpec | None = None
+    train: TrainSpec | None
     """The model's train stage as this replicate runs it (None: no training)."""
-    seed: int = 0
+    seed: int
     """`settings.seed` as this replicate uses it."""
 
     @property

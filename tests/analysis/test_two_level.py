@@ -3,6 +3,7 @@ power, and how compare uses it."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,38 +13,55 @@ from sbabench.analysis import calibration, two_level
 from sbabench.analysis.compare import Mark, compare_results
 from sbabench.analysis.export import model_name, model_revision
 from sbabench.analysis.plots import forest_plot
+from sbabench.digests import key_digest
 from sbabench.tasks.items import ItemScores
 from tests.factories import result
 
 ALPHA = 0.05
 
 
+def _holds(rate: calibration.Rate) -> bool:
+    """At most alpha plus two Monte-Carlo standard errors."""
+    return rate.rate <= ALPHA + 2 * math.sqrt(ALPHA * (1 - ALPHA) / rate.trials)
+
+
 @pytest.mark.parametrize("replicates", [3, 5])
 def test_replicate_variance_makes_the_item_only_test_reject_and_the_two_level_test_hold(
     replicates: int,
 ) -> None:
-    item_only, two = calibration.rejection_rates(
+    item_only, two, _ = calibration.rejection_rates(
         calibration.REPLICATE_DOMINATED, replicates, trials=160, n_resamples=150, seed=replicates
     )
     assert item_only.interval[0] > 3 * ALPHA  # one seed's luck reads as "significant"
-    assert two.interval[0] <= ALPHA  # the level holds within Monte-Carlo error
+    assert _holds(two)
+
+
+@pytest.mark.parametrize("replicates", [3, 5])
+def test_items_shared_by_replicates_need_the_item_level(replicates: int) -> None:
+    """The operators' per-item errors repeat in every replicate: a t-test over replicates
+    alone over-rejects; the two-level test (which resamples the items) holds."""
+    _, two, replicates_only = calibration.rejection_rates(
+        calibration.SHARED_ITEMS, replicates, trials=200, n_resamples=150, seed=replicates
+    )
+    assert replicates_only.interval[0] > 2 * ALPHA
+    assert _holds(two)
 
 
 @pytest.mark.parametrize("replicates", [3, 5])
 def test_with_little_replicate_variance_the_two_level_test_holds_its_level(
     replicates: int,
 ) -> None:
-    _, two = calibration.rejection_rates(
+    _, two, _ = calibration.rejection_rates(
         calibration.ITEM_DOMINATED, replicates, trials=200, n_resamples=150, seed=replicates
     )
-    assert two.interval[0] <= ALPHA
+    assert _holds(two)
 
 
 def test_the_two_level_test_finds_a_real_effect() -> None:
-    _, null = calibration.rejection_rates(
+    _, null, _ = calibration.rejection_rates(
         calibration.ITEM_DOMINATED, 5, trials=60, n_resamples=150, seed=7
     )
-    _, power = calibration.rejection_rates(
+    _, power, _ = calibration.rejection_rates(
         calibration.ITEM_DOMINATED, 5, trials=60, effect=0.4, n_resamples=150, seed=7
     )
     assert power.rate > 0.5 > null.rate
@@ -124,6 +142,29 @@ def test_the_gate_uses_the_two_level_test_and_the_forest_plot_shows_replicates(
 def test_export_writes_one_mteb_result_per_replicate() -> None:
     results = _replicated_results(0.2, 3)
     assert len({(model_name(r), model_revision(r)) for r in results}) == len(results)
-    assert model_revision(results[0]) == model_revision(
-        results[0].model_copy(update={"replicate": 0})
-    )
+    first = results[0]
+    assert first.replicate == 0  # replicate 0 keeps the revision it had before replicates
+    assert model_revision(first) == key_digest(first.key_parts.model.model_dump(mode="json"))[:16]
+
+
+def test_a_diverged_or_missing_replicate_is_not_tested_silently() -> None:
+    results = _replicated_results(0.6, 3)
+    diverged = [
+        r.model_copy(
+            update={
+                "items": {
+                    "test": r.items["test"].model_copy(update={"predicted": [math.nan] * 200})
+                }
+            }
+        )
+        if (r.aggregator, r.replicate) == ("sba", 2)
+        else r
+        for r in results
+    ]
+    comparison = compare_results(diverged, n_resamples=200)
+    (row,) = [r for r in comparison.rows if r.aggregator == "sba"]
+    assert row.p_value is None and "NaN score" in row.note
+    assert comparison.verdict(0.005).text.startswith("NOT TESTED")
+    missing = [r for r in results if (r.aggregator, r.replicate) != ("linear", 2)]
+    (row,) = [r for r in compare_results(missing, n_resamples=200).rows if r.aggregator == "sba"]
+    assert row.replicates == 2 and "r2 on one side only" in row.note and row.p_value is not None

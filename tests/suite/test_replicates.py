@@ -58,7 +58,7 @@ def test_a_models_own_count_wins() -> None:
 def test_bad_replicate_counts_are_located_errors(value: str) -> None:
     with pytest.raises(SuiteError) as caught:
         parse_suite(TINY_SUITE + f"replicates: {value}\n", "s.yaml", check=False)
-    assert "s.yaml:13:13: replicates: replicates is how many times" in str(caught.value)
+    assert "s.yaml:13:13: replicates: how many times a model is rebuilt" in str(caught.value)
 
 
 def test_validate_exits_2_and_writes_nothing(tmp_path: Path) -> None:
