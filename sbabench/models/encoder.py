@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -61,6 +62,23 @@ def pick_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
+
+
+@contextmanager
+def _no_shape_cache() -> Iterator[None]:
+    """Run torch's CPU matrix products through MKL instead of oneDNN for the block.
+
+    oneDNN keeps a compiled primitive, with memory of its own, for every matrix shape it meets
+    (up to 1024 of them): an MoE's per-expert token counts give almost every batch new shapes, so
+    that cache grew with the number of texts encoded (GBs over 16k texts). MKL keeps nothing
+    between calls. CUDA tensors never go through oneDNN.
+    """
+    enabled = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(enabled)
 
 
 class TokenMaskSink(Protocol):
@@ -159,7 +177,8 @@ class TextEncoder:
         features = self.tokenize(texts, prompt)
         if self.recorder is not None:
             self.recorder.token_mask = features["attention_mask"].reshape(-1).bool()
-        pooled = self.forward(features).float()
+        with _no_shape_cache():
+            pooled = self.forward(features).float()
         self._last_prenorm = torch.linalg.vector_norm(pooled, dim=-1).cpu()
         if self.elimination is not None:
             self._last_lengths = features["attention_mask"].sum(1).cpu()

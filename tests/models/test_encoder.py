@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.models import Dense, Normalize, Pooling
 
 from sbabench.errors import ModelSpecError
 from sbabench.models.encoder import build_encoder
 from sbabench.models.sources import resolve_base
-from sbabench.models.spec import DenseModel, HuggingFaceModel
+from sbabench.models.spec import DenseModel, HuggingFaceModel, UpcycleModel
+from sbabench.moe.base import observing
 
 TEXTS = [
     "The cat sat on the mat.",
@@ -131,3 +133,20 @@ def test_a_pooling_override_replaces_the_models_pooling(minilm_path: str, tmp_pa
     st = SentenceTransformer(folder, device="cpu")
     config = _configure(st, spec)  # ... but its pooling override is applied first
     assert config.pooling == "mean" and st[1].pooling_mode == "mean"
+
+
+def test_moe_encoding_caches_nothing_per_matrix_shape() -> None:
+    """Every MoE layer runs with oneDNN off, and the caller's setting comes back afterwards.
+
+    An MoE's per-expert token counts give almost every batch new matrix shapes; oneDNN kept a
+    primitive with memory of its own per shape (up to 1024), so resident memory grew with the
+    texts encoded. MKL, which runs the products instead, keeps nothing between calls.
+    """
+    encoder = build_encoder(UpcycleModel(name="m", source="upcycle", experts=4, layers=[1]), "cpu")
+    seen: list[bool] = []
+    torch._C._set_mkldnn_enabled(True)
+    with observing(encoder.model, lambda _: seen.append(torch._C._get_mkldnn_enabled())):
+        vectors = encoder.encode(TEXTS[:9], batch_size=4)
+    assert vectors.shape == (9, 384)
+    assert seen and not any(seen)
+    assert torch._C._get_mkldnn_enabled()
