@@ -498,13 +498,19 @@ def _friedman(results: Sequence[UnitResult], alpha: float) -> stats.AcrossTasks 
     return stats.friedman_nemenyi(complete, alpha)
 
 
+def _plain(value: Any) -> Any:
+    """A row's value for CSV / JSON: tuples as lists, NaN as None (null: JSON has no NaN)."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
 def to_records(comparison: Comparison) -> list[dict[str, Any]]:
-    """Rows as plain dicts (for CSV / JSON output; per-replicate tuples become lists)."""
+    """Rows as plain dicts (for CSV / JSON output)."""
     return [
-        {
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in row.__dict__.items()},
-            "mark": row.mark.value,
-        }
+        {**{k: _plain(v) for k, v in row.__dict__.items()}, "mark": row.mark.value}
         for row in comparison.rows
     ]
 

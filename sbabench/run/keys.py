@@ -75,6 +75,16 @@ class SettingsKey(_Part):
 
     dtype: str
     seed: int
+    embedding_cache: str | None = None
+    """`float16` when embeddings are rounded to half precision through the cache (it changes
+    scores); left out otherwise, so keys from before it was part of the key still hold."""
+
+    @model_serializer(mode="wrap")
+    def _without_full_precision(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        parts: dict[str, Any] = handler(self)
+        if self.embedding_cache is None:
+            parts.pop("embedding_cache", None)
+        return parts
 
 
 class TrainKey(_Part):
@@ -160,7 +170,11 @@ def unit_key_parts(suite: Suite, unit: Unit, aggregator: ResolvedAggregator | No
         model=model_key(unit),
         aggregator=operator_key(aggregator),
         task=TaskKey(**task_identity(unit.task_entry)),
-        settings=SettingsKey(dtype=suite.settings.dtype, seed=unit.seed),
+        settings=SettingsKey(
+            dtype=suite.settings.dtype,
+            seed=unit.seed,
+            embedding_cache="float16" if suite.settings.embedding_cache == "float16" else None,
+        ),
         scoring_version=SCORING_VERSION,
         train=train_key(unit.train),
         replicate=unit.replicate,

@@ -3,9 +3,11 @@ and migrated when read back.
 
 Version history of the file (`schema_version`):
 - 1: the first release; key parts, geometry, training, timing and provenance were plain dicts.
-- 2: every block typed; the operator's and the encoder's code digests are per definition
-  (`code_sha256`, see `sbabench.digests`). Version-1 files load (migrated on read); their keys
-  no longer match, so a run recomputes them, while `show` and `compare` read them as they are.
+- 2: every block typed; the operator's and the model code's digests are `code_sha256` (see
+  `sbabench.digests`, `sbabench.models.code`). Version-1 files load (migrated on read); their
+  keys no longer match, so a run recomputes them, while `show` and `compare` read them as they
+  are. A version-2 file may carry `replicate` (absent: replicate 0) and NaN / infinities as the
+  strings "NaN" / "Infinity".
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 from sbabench.atomic import write_atomic
 from sbabench.digests import key_digest
@@ -224,8 +227,12 @@ def result_path(root: Path, suite: str, model: str, aggregator: str, task: str) 
 
 
 def save_result(path: Path, result: UnitResult) -> None:
-    """Atomically write a unit's result."""
-    write_atomic(path, result.model_dump_json(indent=2))
+    """Atomically write a unit's result. NaN and infinities are written as the strings "NaN",
+    "Infinity" (valid JSON that reads back as the same floats; pydantic's default, null, would
+    make a diverged unit's file unreadable); every other result is byte-identical to
+    `model_dump_json(indent=2)`."""
+    text = to_json(result.model_dump(mode="python"), indent=2, inf_nan_mode="strings")
+    write_atomic(path, text.decode("utf-8"))
 
 
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -254,6 +261,20 @@ def _refuse_newer(path: Path, data: Any) -> None:
         )
 
 
+def _read(path: Path) -> bytes:
+    """The file's bytes; a file that exists but cannot be read is a user error, not corruption
+    (it must not be recomputed over, nor silently left out of a comparison)."""
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise
+    except OSError as exc:
+        raise StorageError(
+            f"cannot read {path} ({exc.strerror or type(exc).__name__}); it was left as it is: "
+            "make it readable, or --results elsewhere"
+        ) from exc
+
+
 def load_result(path: Path) -> UnitResult | None:
     """A valid result from `path`, or None if it is missing, truncated, altered or not a result.
 
@@ -262,7 +283,7 @@ def load_result(path: Path) -> UnitResult | None:
     `StorageError` (so neither `run` overwrites it nor `compare` misreads it).
     """
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(_read(path))
         _refuse_newer(path, data)
         if not isinstance(data, dict) or data.get("key") != key_digest(data.get("key_parts", {})):
             return None

@@ -19,6 +19,7 @@ from pathlib import Path
 from sbabench.errors import StorageError
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -45,10 +46,23 @@ def stop_when_disk_full(path: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, sqlite3.OperationalError) as exc:
+        if _refused_under(exc, path):
+            raise StorageError(
+                f"{exc.filename} cannot be written ({exc.strerror}); finished units are kept: "
+                "make it writable and rerun"
+            ) from exc
         if not is_disk_full(exc):
             raise
         named = exc.filename if isinstance(exc, OSError) and exc.filename else path
         raise disk_full(named) from exc
+
+
+def _refused_under(exc: BaseException, folder: Path) -> bool:
+    """Whether `exc` is a permission / read-only error on a file under `folder` (a sub-folder
+    made by another user, say, that the up-front probe of the results folder cannot see)."""
+    if not isinstance(exc, OSError) or exc.errno not in _REFUSED or not exc.filename:
+        return False
+    return Path(str(exc.filename)).resolve().is_relative_to(Path(folder).resolve())
 
 
 def check_writable(*folders: Path) -> None:

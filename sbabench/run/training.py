@@ -15,6 +15,7 @@ router before training (its centroids move with the tokens routed to them, no gr
 
 from __future__ import annotations
 
+import io
 import math
 import random
 import time
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from sbabench.atomic import write_atomic
+from sbabench.atomic import write_atomic, write_bytes_atomic
 from sbabench.errors import SbabenchError
 from sbabench.run.results import TrainingRecord
 
@@ -295,9 +296,11 @@ def save_checkpoint(
     for name, module in encoder.model.named_modules():  # online routers learn without gradient
         if isinstance(module, OnlineKMeansRouter):
             state[f"{name}.centroids"] = module.rows.detach().cpu()
-    tmp = weights.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    tmp.replace(weights)
+    # torch.save to a path reports a full disk as a RuntimeError and leaves a half-written file
+    # under a fixed name (shared by concurrent shards): serialise in memory, write atomically
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(weights, buffer.getvalue())
     write_atomic(log_path, log.model_dump_json())
 
 

@@ -150,3 +150,23 @@ def test_editing_an_moe_family_module_rekeys_moe_models_not_dense_ones(
     after = _model_code(tmp_path)
     assert after["moe"] != before["moe"] and after["hub"] != before["hub"]
     assert after["dense"] == before["dense"]
+
+
+def test_a_half_precision_embedding_cache_is_in_the_key_and_full_precision_is_not() -> None:
+    from sbabench.aggregators import resolve
+    from sbabench.run.keys import unit_key_parts
+    from sbabench.suite import expand, parse_suite
+    from tests.factories import TINY_SUITE
+
+    keys = {}
+    for cache in ("float32", "off", "float16"):
+        suite = parse_suite(
+            TINY_SUITE.replace("{device: cpu}", f"{{device: cpu, embedding_cache: '{cache}'}}"),
+            check=False,
+        )
+        keys[cache] = unit_key_parts(suite, expand(suite)[0], resolve("linear"))
+    assert (
+        keys["float32"] == keys["off"]
+        and "embedding_cache" not in keys["off"].model_dump()["settings"]
+    )
+    assert keys["float16"].digest != keys["float32"].digest

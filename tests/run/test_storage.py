@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import sbabench
+from sbabench.analysis.compare import to_records
 from sbabench.cli import main
 from sbabench.errors import StorageError
 from sbabench.run.embedding_store import EmbeddingStore
@@ -221,3 +223,72 @@ def test_the_probe_and_the_disk_full_guard(tmp_path: Path, monkeypatch: pytest.M
         raise OSError(errno.EDQUOT, "Disk quota exceeded")
     with pytest.raises(PermissionError), stop_when_disk_full(tmp_path):  # not a full disk
         raise PermissionError(errno.EACCES, "Permission denied")
+
+
+def test_a_nan_result_reads_back_and_compare_writes_valid_json(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    items = {
+        "test": factories.ItemScores(
+            kind="sts", gold=[1.0, 2.0, 3.0], predicted=[1.0, float("nan"), 2.0]
+        )
+    }
+    path = result_path(results, "s", "m", "diverged", "T1")
+    save_result(path, factories.result("diverged", items, float("nan")))
+    assert '"main_score": "NaN"' in path.read_text()
+    loaded = load_result(path)
+    assert loaded is not None and np.isnan(loaded.main_score)
+    assert np.isnan(loaded.items["test"].predicted[1])
+    save_result(
+        result_path(results, "s", "m", "linear", "T1"),
+        factories.result(
+            "linear",
+            {
+                "test": factories.ItemScores(
+                    kind="sts", gold=[1.0, 2.0, 3.0], predicted=[1.0, 2.0, 3.0]
+                )
+            },
+            1.0,
+        ),
+    )
+    outcome = sbabench.compare([results])
+    rows = json.loads(json.dumps(to_records(outcome.comparison), allow_nan=False))
+    (row,) = [r for r in rows if r["aggregator"] == "diverged"]
+    assert row["delta"] is None and "NaN score" in row["note"]
+
+
+def test_an_unreadable_result_file_is_refused_not_recomputed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = tmp_path / "results"
+    path = result_path(results, "tiny", "moe", "linear", "LeeDocSTS")
+    save_result(path, factories.result("linear", {}, 0.5))
+    before = path.read_bytes()
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    message = f"cannot read {path} (Permission denied); it was left as it is"
+    for args in (
+        ["compare", str(results)],
+        ["run", str(_suite_file(tmp_path)), "--results", str(results)],
+    ):
+        outcome = CliRunner().invoke(main, args)
+        assert outcome.exit_code == 2 and _one_line_error(outcome.output).startswith(message)
+    assert real(path) == before
+
+
+def test_a_refused_write_under_the_results_folder_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = tmp_path / "results"
+    refuse_writes_under(monkeypatch, results / "tiny" / "moe" / "sba", errno.EACCES)
+    ran = CliRunner().invoke(main, ["run", str(_suite_file(tmp_path)), "--results", str(results)])
+    line = _one_line_error(ran.output)
+    assert (
+        ran.exit_code == 2 and "moe/sba" in line and "cannot be written (Permission denied)" in line
+    )
+    assert (results / "tiny" / "moe" / "linear" / "LeeDocSTS.json").is_file()  # kept
