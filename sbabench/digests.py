@@ -313,6 +313,22 @@ class _References:
         )
 
 
+def _with_submodules(name: str) -> list[str]:
+    """A module and, for a package, every module below it: code reached as `pkg.sub.f` through
+    an attribute chain is not traced, so the whole package is taken (too broad, never too
+    narrow)."""
+    spec = _spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return [name]
+    found = [name]
+    for location in spec.submodule_search_locations:
+        for path in sorted(Path(location).rglob("*.py")):
+            parts = path.relative_to(location).with_suffix("").parts
+            if parts[-1] != "__init__":
+                found.append(".".join((name, *parts)))
+    return found
+
+
 class _Closure:
     """The definitions a walk proved it needs, and the modules it takes whole."""
 
@@ -325,8 +341,8 @@ class _Closure:
         parsed = _parse(module)
         if parsed is None or f"{module}:{name}" in self.definitions or module in self.whole:
             return
-        if _spec(f"{module}.{name}") is not None:  # a submodule
-            self.whole.add(f"{module}.{name}")
+        if _spec(f"{module}.{name}") is not None:  # a submodule: whole, with all below it
+            self.whole.update(_with_submodules(f"{module}.{name}"))
             return
         definitions = parsed.definitions or {}
         node = definitions.get(name)

@@ -270,3 +270,31 @@ def test_key_digest_is_canonical_and_file_hashes_follow_edits(tmp_path: Path) ->
     first = file_sha256(path)
     _write(path, "two!")
     assert file_sha256(path) != first
+
+
+def test_a_submodule_reached_through_a_package_takes_the_package_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`from sbabench import aggregators; aggregators.zz_h.scale(x)`: the attribute chain is
+    not traced, so every module below the package is in the key (an edit of zz_h re-keys)."""
+    import shutil
+    import sys
+
+    import sbabench
+
+    copy = tmp_path / "sbabench"
+    shutil.copytree(
+        Path(sbabench.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (copy / "aggregators" / "zz_h.py").write_text("def scale(x):\n    return x * 2.0\n")
+    (copy / "aggregators" / "zz_op.py").write_text(
+        "from sbabench import aggregators\n\n\ndef op(x):\n    return aggregators.zz_h.scale(x)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "sbabench" or m.startswith("sbabench.")]:
+        monkeypatch.delitem(sys.modules, name)
+    from sbabench import digests
+
+    before = digests.source_digest("sbabench.aggregators.zz_op:op")
+    (copy / "aggregators" / "zz_h.py").write_text("def scale(x):\n    return x * 3.0\n")
+    assert digests.source_digest("sbabench.aggregators.zz_op:op") != before

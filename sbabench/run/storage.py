@@ -46,7 +46,7 @@ def stop_when_disk_full(path: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, sqlite3.OperationalError) as exc:
-        if _refused_under(exc, path):
+        if isinstance(exc, OSError) and _refused_under(exc, path):
             raise StorageError(
                 f"{exc.filename} cannot be written ({exc.strerror}); finished units are kept: "
                 "make it writable and rerun"
@@ -57,10 +57,10 @@ def stop_when_disk_full(path: Path) -> Iterator[None]:
         raise disk_full(named) from exc
 
 
-def _refused_under(exc: BaseException, folder: Path) -> bool:
+def _refused_under(exc: OSError, folder: Path) -> bool:
     """Whether `exc` is a permission / read-only error on a file under `folder` (a sub-folder
     made by another user, say, that the up-front probe of the results folder cannot see)."""
-    if not isinstance(exc, OSError) or exc.errno not in _REFUSED or not exc.filename:
+    if exc.errno not in _REFUSED or not exc.filename:
         return False
     return Path(str(exc.filename)).resolve().is_relative_to(Path(folder).resolve())
 
