@@ -101,7 +101,7 @@ def test_ten_random_kills_then_resume_give_the_uninterrupted_scores(tmp_path: Pa
     assert clean.exit_code == 0 and len(clean.computed) == 6
     rng = random.Random(0)
     folder = tmp_path / "killed"
-    kills = 0
+    kills = restarts = 0
     while kills < 10:
         proc = _start(suite, folder)
         try:
@@ -110,8 +110,10 @@ def test_ten_random_kills_then_resume_give_the_uninterrupted_scores(tmp_path: Pa
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
-        else:  # finished before the kill: start over in a fresh folder
-            folder = tmp_path / f"killed-{kills}"
+        else:  # finished before the kill: start over in a fresh folder (a new one every time:
+            # reusing a finished folder would finish at once again, forever)
+            restarts += 1
+            folder = tmp_path / f"killed-{restarts}"
     final = _start(suite, folder)
     assert final.wait(timeout=900) == 0, (tmp_path / f"{folder.name}.log").read_text()[-2000:]
     assert _scores(folder) == _scores(tmp_path / "clean")
