@@ -249,8 +249,10 @@ def _row(
             np.mean([c.main_score - b.main_score for c, b in pairs])
         )  # NaN: summaries say so
         return replace(row, delta=delta, note="NaN score: not tested (did a model diverge?)")
-    tested = _item_only(row, *pairs[0], n_resamples, seed) if len(pairs) == 1 else None
-    tested = tested or _across_replicates(row, pairs, n_resamples, seed)
+    if len(pairs) == 1:
+        tested = _item_only(row, *pairs[0], n_resamples, seed)
+    else:
+        tested = _across_replicates(row, pairs, n_resamples, seed)
     unpaired = sorted(set(candidate) ^ set(base))
     if unpaired:  # a replicate on one side only: say so, the test used the paired ones
         shown = ", ".join(f"r{r}" for r in unpaired)

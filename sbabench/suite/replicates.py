@@ -13,12 +13,8 @@ a replicate. Pure: no I/O.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 from sbabench.models.spec import AnyModel, UpcycleModel
-
-if TYPE_CHECKING:
-    from sbabench.suite.schema import TrainSpec
 
 
 def derive_seed(seed: int, replicate: int) -> int:
@@ -29,12 +25,13 @@ def derive_seed(seed: int, replicate: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def randomised(model: AnyModel, train: TrainSpec | None) -> list[str]:
-    """What sbabench randomises in building (and training) `model`; empty: nothing."""
+def randomised(model: AnyModel, trained: bool) -> list[str]:
+    """What sbabench randomises in building (and, if `trained`, training) `model`; empty:
+    nothing."""
     parts = []
     if isinstance(model, UpcycleModel):
         parts.append("upcycling (re-initialised neurons, router)")
-    if train is not None:
+    if trained:
         parts.append("training (data order, dropout)")
     return parts
 
@@ -44,13 +41,6 @@ def replicate_model(model: AnyModel, replicate: int) -> AnyModel:
     if replicate == 0 or not isinstance(model, UpcycleModel):
         return model
     return model.model_copy(update={"seed": derive_seed(model.seed, replicate)})
-
-
-def replicate_train(train: TrainSpec | None, replicate: int) -> TrainSpec | None:
-    """The train stage as replicate `replicate` runs it."""
-    if train is None or replicate == 0:
-        return train
-    return train.model_copy(update={"seed": derive_seed(train.seed, replicate)})
 
 
 def instance_name(model: str, replicate: int) -> str:

@@ -13,13 +13,7 @@ from sbabench.errors import SbabenchError
 from sbabench.geometry.spec import GeometrySpec
 from sbabench.models.spec import AnyModel, ModelSpec, RouterTraining, UpcycleModel
 from sbabench.spec_base import Name, ReplicateCount, StrictModel
-from sbabench.suite.replicates import (
-    derive_seed,
-    instance_name,
-    randomised,
-    replicate_model,
-    replicate_train,
-)
+from sbabench.suite.replicates import derive_seed, instance_name, randomised, replicate_model
 from sbabench.tasks.spec import TaskEntry
 
 
@@ -208,7 +202,7 @@ class Suite(StrictModel):
         """How many replicates of `model` run: its own or the suite's count, or 1 when nothing
         in it is random (N copies would be identical)."""
         wanted = model.replicates or self.replicates
-        return wanted if randomised(model, self.train_for(model)) else 1
+        return wanted if randomised(model, self.train_for(model) is not None) else 1
 
     def replicate_notes(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(location, one line) for each model asked for replicates that has nothing random."""
@@ -297,6 +291,13 @@ class Unit:
         return f"{self.model_id}/{self.aggregator_key}/{self.task}"
 
 
+def _replicate_train(train: TrainSpec | None, replicate: int) -> TrainSpec | None:
+    """The train stage as replicate `replicate` runs it (its seed re-derived)."""
+    if train is None or replicate == 0:
+        return train
+    return train.model_copy(update={"seed": derive_seed(train.seed, replicate)})
+
+
 def expand(suite: Suite) -> list[Unit]:
     """Every unit of the suite, grouped by model, replicate, then aggregator (so each model's
     replicate loads once)."""
@@ -307,7 +308,7 @@ def expand(suite: Suite) -> list[Unit]:
         )
         for replicate in range(suite.replicates_of(model)):
             spec = replicate_model(model, replicate)
-            train = replicate_train(suite.train_for(model), replicate)
+            train = _replicate_train(suite.train_for(model), replicate)
             seed = derive_seed(suite.settings.seed, replicate)
             for aggregator in aggregators:
                 units.extend(
