@@ -31,9 +31,10 @@ from sbabench.tasks.types import unregister as unregister_type
 # --- a task type ------------------------------------------------------------------------------
 
 
-def mean_abs_error(gold: np.ndarray, predicted: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """The toy type's statistic: minus the mean absolute error of each resample."""
-    return -np.abs(gold[index] - predicted[index]).mean(1)
+def mean_abs_error(gold: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The toy type's statistic: minus the mean absolute error of each resample (`weights`:
+    how often it drew each item)."""
+    return -(weights * np.abs(gold - predicted)).sum(1) / weights.sum(1)
 
 
 def collect_toy(task: Any, data: Any, embedder: Any, seed: int) -> ItemScores:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sbabench.analysis import null_distributions as null
-from sbabench.tasks.item_statistics import average_ranks
+from sbabench.tasks.item_statistics import average_ranks, resample_weights
 from sbabench.tasks.items import ItemScores
 from sbabench.tasks.types import by_item_kind
 
@@ -37,15 +37,16 @@ class PairedTest:
 
 
 def statistic(
-    kind: str, gold: np.ndarray, predicted: np.ndarray, index: np.ndarray | None = None
+    kind: str, gold: np.ndarray, predicted: np.ndarray, weights: np.ndarray | None = None
 ) -> np.ndarray:
-    """The per-item statistic of the items of `gold` / `predicted` (n,) picked by each row of
-    `index` (B, n) (default: all items once), as the task type whose per-item predictions carry
-    the tag `kind` defines it (see `sbabench.tasks.types`)."""
+    """The per-item statistic of `gold` / `predicted` (n,) over each resample, a row of
+    `weights` (B, n) saying how often it drew each item (`resample_weights`; default: every
+    item once), as the task type whose per-item predictions carry the tag `kind` defines it
+    (see `sbabench.tasks.types`)."""
     task_type = by_item_kind(kind)
     if task_type is None:
         raise ValueError(f"unknown item kind {kind!r}")
-    rows = np.arange(len(gold))[None] if index is None else index
+    rows = np.ones((1, len(gold))) if weights is None else weights
     result: np.ndarray = task_type.statistic_fn()(np.asarray(gold), np.asarray(predicted), rows)
     return result
 
@@ -85,7 +86,10 @@ def paired_bootstrap(
         for runs, sign in ((runs_a, 1.0), (runs_b, -1.0)):
             for run in runs:
                 observed += sign * float(statistic(a.kind, gold, run)[0]) / len(runs)
-                deltas += sign * statistic(a.kind, gold, run, index) / len(runs)
+        weights = resample_weights(index, len(gold))
+        for runs, sign in ((runs_a, 1.0), (runs_b, -1.0)):
+            for run in runs:
+                deltas += sign * statistic(a.kind, gold, run, weights) / len(runs)
     observed /= len(subsets)
     deltas /= len(subsets)
     low, high = np.percentile(deltas, [2.5, 97.5])

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sbabench.analysis.stats import has_nan, statistic
+from sbabench.tasks.item_statistics import resample_weights
 from sbabench.tasks.items import ItemScores
 
 MIN_REPLICATES = 2
@@ -114,7 +115,12 @@ def _replicate_deltas(
                 runs = [np.asarray(run) for run in (scores.runs or [scores.predicted])]
                 for run in runs:
                     observed[r] += sign * float(statistic(scores.kind, gold, run)[0]) / len(runs)
-                    resampled[r] += sign * statistic(scores.kind, gold, run, index) / len(runs)
+        weights = resample_weights(index, len(gold))
+        for r, (c, b) in enumerate(zip(candidates, baselines, strict=True)):
+            for scores, sign in ((c[subset], 1.0), (b[subset], -1.0)):
+                runs = [np.asarray(run) for run in (scores.runs or [scores.predicted])]
+                for run in runs:
+                    resampled[r] += sign * statistic(scores.kind, gold, run, weights) / len(runs)
     return observed / len(subsets), resampled / len(subsets)
 
 

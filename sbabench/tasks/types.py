@@ -34,7 +34,8 @@ class TaskType:
     """`module:function` collecting per-item predictions: fn(task, data, embedder, seed)."""
     statistic: str
     """`module:function` of the per-item statistic the paired bootstrap resamples:
-    fn(gold[B, n], predicted[B, n]) -> [B]."""
+    fn(gold[n], predicted[n], weights[B, n]) -> [B], `weights[b, i]` how many times resample b
+    drew item i (a float array of whole numbers; one row of ones: every item once)."""
     resampled: str
     """What one bootstrap draw resamples (`pairs`, `documents`)."""
     label: str

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from sbabench.analysis import stats
+from sbabench.tasks.item_statistics import resample_weights
 from sbabench.tasks.items import ItemScores
 
 
@@ -31,20 +32,21 @@ def test_statistics_match_scipy_and_sklearn_on_all_items_and_on_resamples() -> N
         sps.spearmanr(gold, pred).statistic
     )
     index = rng.integers(0, 40, (3, 40))
+    weights = resample_weights(index, 40)
     expected = [sps.spearmanr(gold[i], pred[i]).statistic for i in index]
-    assert stats.statistic("sts", gold, pred, index) == pytest.approx(expected)
+    assert stats.statistic("sts", gold, pred, weights) == pytest.approx(expected)
     labels = (rng.random(40) > 0.5).astype(float)
     assert stats.statistic("pairs", labels, pred)[0] == pytest.approx(
         average_precision_score(labels, pred)
     )
-    assert stats.statistic("pairs", labels, pred, index) == pytest.approx(
+    assert stats.statistic("pairs", labels, pred, weights) == pytest.approx(
         [average_precision_score(labels[i], pred[i]) for i in index]
     )
     clusters, other = rng.integers(0, 3, 40), rng.integers(0, 4, 40)
     assert stats.statistic("clusters", clusters, other)[0] == pytest.approx(
         v_measure_score(clusters, other)
     )
-    assert stats.statistic("clusters", clusters, other, index) == pytest.approx(
+    assert stats.statistic("clusters", clusters, other, weights) == pytest.approx(
         [v_measure_score(clusters[i], other[i]) for i in index]
     )
 

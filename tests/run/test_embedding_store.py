@@ -84,8 +84,10 @@ def test_a_damaged_row_is_a_miss_with_a_warning_never_a_wrong_vector(
     store = EmbeddingStore(path)
     store.put("s", "default", ["a", "b", "c"], _vectors(3))
     raw = sqlite3.connect(path)
-    raw.execute("UPDATE vectors SET data = zeroblob(24) WHERE text_sha256 = ?", (text_hash("a"),))
-    raw.execute("UPDATE vectors SET dtype = 'float16' WHERE text_sha256 = ?", (text_hash("b"),))
+    raw.execute(
+        "UPDATE embeddings SET data = zeroblob(24) WHERE text_sha256 = ?", (text_hash("a"),)
+    )
+    raw.execute("UPDATE embeddings SET dtype = 'float16' WHERE text_sha256 = ?", (text_hash("b"),))
     raw.commit()
     raw.close()
     with caplog.at_level(logging.WARNING, logger="sbabench"):
@@ -114,3 +116,56 @@ def test_a_file_sqlite_cannot_read_is_moved_aside_and_the_cache_starts_anew(
     again.put("s", "default", ["a"], _vectors(1))
     assert set(again.get("s", "default", ["a"])) == {"a"}
     again.close()
+
+
+_FIRST_LAYOUT = """
+CREATE TABLE spaces (
+    space TEXT PRIMARY KEY, suite TEXT, model TEXT, aggregator TEXT, created REAL, used REAL
+);
+CREATE TABLE vectors (
+    space TEXT, kind TEXT, text_sha256 BLOB, dtype TEXT, dim INTEGER, data BLOB, checksum BLOB,
+    PRIMARY KEY (space, kind, text_sha256)
+) WITHOUT ROWID;
+CREATE TABLE geometry (space TEXT, task TEXT, data TEXT, PRIMARY KEY (space, task));
+"""
+
+
+def test_a_cache_in_the_first_layout_is_migrated_and_shrinks(tmp_path: Path) -> None:
+    """Rows of the first (WITHOUT ROWID) layout are read back after the move, and the file
+    holds a 384-dim float32 vector in well under the 4.7 KB the first layout took."""
+    from sbabench.run.embedding_store import _checksum
+
+    path, texts = tmp_path / "old.sqlite", [f"text {i}" for i in range(400)]
+    vectors = _vectors(len(texts), dim=384)
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(_FIRST_LAYOUT)
+    rows = []
+    for text, vector in zip(texts, vectors, strict=True):
+        data, digest = vector.tobytes(), text_hash(text)
+        rows.append(
+            (
+                "s",
+                "none",
+                digest,
+                "float32",
+                384,
+                data,
+                _checksum("s", "none", digest, "float32", data),
+            )
+        )
+    old.executemany("INSERT INTO vectors VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    old.close()
+    before = path.stat().st_size
+    assert before / len(texts) > 4000
+    store = EmbeddingStore(path)
+    found = store.get("s", "none", texts)
+    np.testing.assert_array_equal(np.stack([found[t] for t in texts]), vectors)
+    store.close()
+    tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert "vectors" not in tables
+    assert path.stat().st_size / len(texts) < 2200
+    fresh = EmbeddingStore(tmp_path / "new.sqlite")
+    fresh.put("s", "none", texts, vectors)
+    fresh._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert (tmp_path / "new.sqlite").stat().st_size / len(texts) < 2200
+    fresh.close()

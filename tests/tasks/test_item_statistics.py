@@ -10,12 +10,13 @@ from scipy import stats as sps
 
 from sbabench.tasks.item_statistics import (
     average_ranks,
-    resampled_ranks,
+    resample_weights,
     row_average_precision,
     row_average_precision_sklearn,
     row_spearman,
     row_v_measure,
     row_v_measure_sklearn,
+    weighted_ranks,
 )
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -38,9 +39,10 @@ def _labellings(draw: st.DrawFn) -> Data:
 @settings(max_examples=300, deadline=None)
 def test_v_measure_equals_sklearn_on_every_resample(data: Data) -> None:
     gold, predicted, index = data
+    weights = resample_weights(index, len(gold))
     np.testing.assert_allclose(
-        row_v_measure(gold, predicted, index),
-        row_v_measure_sklearn(gold, predicted, index),
+        row_v_measure(gold, predicted, weights),
+        row_v_measure_sklearn(gold, predicted, weights),
         rtol=0,
         atol=1e-12,
     )
@@ -62,9 +64,10 @@ def _rankings(draw: st.DrawFn) -> Data:
 @settings(max_examples=300, deadline=None)
 def test_average_precision_equals_sklearn_on_every_resample(data: Data) -> None:
     labels, scores, index = data
+    weights = resample_weights(index, len(labels))
     np.testing.assert_allclose(
-        row_average_precision(labels, scores, index),
-        row_average_precision_sklearn(labels, scores, index),
+        row_average_precision(labels, scores, weights),
+        row_average_precision_sklearn(labels, scores, weights),
         rtol=0,
         atol=1e-12,
     )
@@ -72,10 +75,13 @@ def test_average_precision_equals_sklearn_on_every_resample(data: Data) -> None:
 
 @given(_labellings())
 @settings(max_examples=300, deadline=None)
-def test_resampled_ranks_are_scipys_rankdata_exactly(data: Data) -> None:
+def test_weighted_ranks_are_scipys_rankdata_of_the_draws_exactly(data: Data) -> None:
     values, other, index = data
+    weights = resample_weights(index, len(values))
     for x in (values, other, values + 0.5 * other):  # few ties, many ties, mixed
-        np.testing.assert_array_equal(resampled_ranks(x, index), sps.rankdata(x[index], axis=1))
+        ranks = weighted_ranks(x, weights)
+        drawn = np.take_along_axis(ranks, index, axis=1)  # each draw takes its item's rank
+        np.testing.assert_array_equal(drawn, sps.rankdata(x[index], axis=1))
         np.testing.assert_array_equal(average_ranks(x), sps.rankdata(x))
 
 
@@ -85,11 +91,32 @@ def test_spearman_equals_scipy_on_every_resample() -> None:
     predicted = gold + rng.normal(0, 2, 300)
     index = rng.integers(0, 300, size=(50, 300))
     expected = [sps.spearmanr(gold[row], predicted[row]).statistic for row in index]
-    np.testing.assert_allclose(row_spearman(gold, predicted, index), expected, rtol=0, atol=1e-12)
+    weights = resample_weights(index, 300)
+    np.testing.assert_allclose(row_spearman(gold, predicted, weights), expected, rtol=0, atol=1e-12)
+
+
+def test_statistics_are_the_same_in_blocks_as_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resamples computed in blocks (a few rows at a time) give the numbers of one block."""
+    import sbabench.tasks.item_statistics as module
+
+    rng = np.random.default_rng(1)
+    gold, predicted = rng.integers(0, 4, 200).astype(float), rng.normal(size=200)
+    weights = resample_weights(rng.integers(0, 200, size=(30, 200)), 200)
+    labels, clusters = (gold > 1).astype(float), np.round(predicted)
+    cases = (
+        (row_spearman, gold, predicted),
+        (row_average_precision, labels, predicted),
+        (row_v_measure, gold, clusters),
+    )
+    whole = [fn(g, p, weights) for fn, g, p in cases]
+    monkeypatch.setattr(module, "BLOCK_DRAWS", 7 * 200)  # 7 resamples per block: 5 blocks
+    blocked = [fn(g, p, weights) for fn, g, p in cases]
+    for a, b in zip(whole, blocked, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def _all(n: int) -> np.ndarray:
-    return np.arange(n)[None]
+    return np.ones((1, n))
 
 
 def test_edge_cases_by_hand() -> None:
@@ -108,5 +135,5 @@ def test_edge_cases_by_hand() -> None:
     )
     assert ranked[0] == 1.0
     # a resample that drew the one negative twice and the positive once
-    drawn = row_average_precision(np.array([1.0, 0.0]), np.array([0.2, 0.9]), np.array([[1, 1, 0]]))
+    drawn = row_average_precision(np.array([1.0, 0.0]), np.array([0.2, 0.9]), np.array([[1, 2]]))
     assert drawn[0] == pytest.approx(1 / 3)
