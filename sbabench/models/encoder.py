@@ -151,16 +151,17 @@ class TextEncoder:
         modules = self.pipeline
         if self.elimination is not None and self.elimination.tilt_rate > 0:
             from sbabench.models.token_elimination import eliminating_forward
-            from sbabench.moe.routers import online_routers
+            from sbabench.moe.routers import token_learners
 
-            routers = online_routers(self.model)
+            learners = token_learners(self.model)
 
             def on_mask(mask: torch.Tensor) -> None:
-                """Tell the recorder and online routers which tokens of a layer are real."""
+                """Tell the recorder and the routers that learn from tokens which tokens of a
+                layer are real."""
                 if self.recorder is not None:
                     self.recorder.token_mask = mask
-                for router in routers:
-                    router.token_mask = mask
+                for learner in learners:
+                    learner.token_mask = mask
 
             features = eliminating_forward(self.model, features, self.elimination, on_mask)
             modules = modules[1:]

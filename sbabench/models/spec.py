@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from sbabench.spec_base import Name, ReplicateCount, StrictModel
 
@@ -22,14 +22,19 @@ class RouterTraining(StrictModel):
     """How the train stage treats an MoE model's routers (the suite's `train:` block, or one
     model's `train:` entry, which overrides it for that model)."""
 
-    router: Literal["learned", "frozen", "online-kmeans"] | None = None
+    router: Literal["learned", "frozen", "online-kmeans", "loss-free"] | None = None
     """`learned`: the router's weights train by gradient; `frozen`: they do not train (the
     experts do); `online-kmeans`: the router becomes an online K-means router (centroids start
     from its weight rows or centroids, move as running means of the tokens routed to them, no
-    gradient); default: the model's router as it is (learned, or online for online-kmeans)."""
+    gradient); `loss-free`: learned, plus auxiliary-loss-free balancing (a per-expert bias added
+    to the routing probabilities for the top-k choice only, moved after each step by
+    `bias_rate`); default: the model's router as it is (learned, or online for online-kmeans)."""
     aux_loss: float = Field(0.0, ge=0.0, le=100.0)
     """Coefficient of the Switch Transformer load-balancing loss added to the objective (learned
     routers only; 0 = none)."""
+    bias_rate: float = Field(0.001, gt=0.0, le=1.0, strict=True)
+    """`loss-free`: the step of each expert's selection bias after every training step,
+    b_e += bias_rate x sign(mean load - load_e) (Wang et al. 2024; DeepSeek-V3 uses 0.001)."""
     router_decay: float = Field(0.99, ge=0.0, lt=1.0)
     """`online-kmeans`: decay of the centroids' exponential running mean per batch."""
     router_temperature: float = Field(0.1, gt=0.0, le=100.0)
@@ -41,6 +46,19 @@ class RouterTraining(StrictModel):
             raise ValueError(
                 f"aux_loss needs a router trained by gradient; a {self.router} router has none "
                 "(set router: learned, or aux_loss: 0)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _bias_rate_needs_loss_free(self, info: ValidationInfo) -> RouterTraining:
+        # checked on an entry as written: a model's own `router:` may well replace the suite's
+        # loss-free one, whose bias_rate it then merely inherits (`Suite.train_for` merges)
+        merged = bool(info.context and info.context.get("merged"))
+        written = {"router", "bias_rate"} <= self.model_fields_set
+        if written and not merged and self.router != "loss-free":
+            raise ValueError(
+                f"bias_rate is the step of loss-free balancing, and router is {self.router}, "
+                "which has no selection bias (set router: loss-free, or remove bias_rate)"
             )
         return self
 
@@ -146,11 +164,11 @@ class UpcycleModel(_ModelBase):
         if (
             self.router == "online-kmeans"
             and self.train
-            and self.train.router in ("learned", "frozen")
+            and self.train.router in ("learned", "frozen", "loss-free")
         ):
             raise ValueError(
-                "router: online-kmeans has no weights to learn, but train.router is learned "
-                "(use router: kmeans for a learned centroid router)"
+                "router: online-kmeans has no weights to learn, but train.router is "
+                f"{self.train.router} (use router: kmeans for a learned centroid router)"
             )
         return self
 

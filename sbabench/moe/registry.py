@@ -2,7 +2,8 @@
 
 A family is one module that registers a `MoEFamily`: how to find and patch its MoE layers in a
 model (`attach`), how to read its experts as two-layer MLPs for the geometry probes, and where
-its router lives (`router`: online K-means routing, the auxiliary loss, frozen routers).
+its router lives (`router`: online K-means routing, loss-free balancing, the auxiliary loss,
+frozen routers).
 `attach_moe` iterates the registry; nothing else switches on a family's name.
 """
 
@@ -37,6 +38,10 @@ class RouterSlot:
     """The router's forward output -> (tokens, experts) routing probabilities."""
     online: Callable[[torch.Tensor, float, float], nn.Module]
     """(centroids, temperature, decay) -> an online K-means router in this slot's format."""
+    install_bias: Callable[[float], nn.Module] | None = None
+    """(bias rate) -> the layer's loss-free selection bias (`sbabench.moe.loss_free`), put in
+    place on first call (raises Unsupported where this router cannot take one); None: the
+    family's routers never can."""
 
     @property
     def module(self) -> nn.Module:

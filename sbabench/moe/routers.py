@@ -28,7 +28,27 @@ from sbabench.moe.base import MoELayer
 from sbabench.moe.registry import router_slot
 
 
-class OnlineKMeansRouter(nn.Module):
+class LearnsFromTokens(nn.Module):
+    """A routing module that learns, without gradient, from the tokens routed while training
+    (online K-means centroids, loss-free balancing biases). `token_mask`, while set to a
+    (tokens,) bool tensor of the batch being run, keeps padding out of what it learns; its
+    persistent buffers are what training moved (they go into the checkpoint)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token_mask: torch.Tensor | None = None
+
+    def real(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The rows of per-token tensors that belong to real tokens (all of them without a
+        mask, or with one that is not this batch's: e.g. a layer that saw fewer tokens)."""
+        mask = self.token_mask
+        if mask is None or mask.numel() != tensors[0].shape[0]:
+            return tensors
+        keep = mask.to(tensors[0].device)
+        return tuple(t[keep] for t in tensors)
+
+
+class OnlineKMeansRouter(LearnsFromTokens):
     """softmax(cos(x, c_e) / temperature) over centroids c_e updated online while training.
 
     `forward` returns the (tokens, experts) routing probabilities; `update` (called by forward
@@ -50,7 +70,6 @@ class OnlineKMeansRouter(nn.Module):
         self.top_k = top_k
         self.decay = decay
         self.renormalize = renormalize
-        self.token_mask: torch.Tensor | None = None
         self.updates = 0
         """Batches that moved the centroids."""
 
@@ -81,11 +100,7 @@ class OnlineKMeansRouter(nn.Module):
     @torch.no_grad()
     def update(self, x: torch.Tensor, index: torch.Tensor) -> None:
         """Move each expert's centroid toward the mean normalised token routed to it."""
-        units = F.normalize(x.detach().float(), dim=-1)
-        mask = self.token_mask
-        if mask is not None and mask.numel() == units.shape[0]:
-            keep = mask.to(units.device)
-            units, index = units[keep], index[keep]
+        units, index = self.real(F.normalize(x.detach().float(), dim=-1), index)
         centroids = self.rows
         experts, k = centroids.shape[0], index.shape[-1]
         flat = index.reshape(-1)
@@ -143,17 +158,22 @@ def online_routers(model: nn.Module) -> list[OnlineKMeansRouter]:
     return [m for m in model.modules() if isinstance(m, OnlineKMeansRouter)]
 
 
+def token_learners(model: nn.Module) -> list[LearnsFromTokens]:
+    """Every module of a model that learns from routed tokens without gradient."""
+    return [m for m in model.modules() if isinstance(m, LearnsFromTokens)]
+
+
 @contextmanager
 def token_mask(model: nn.Module, mask: torch.Tensor | None) -> Iterator[None]:
-    """Tell the model's online routers which tokens of the batch are real while it runs."""
-    routers = online_routers(model)
-    for router in routers:
-        router.token_mask = mask
+    """Tell the model's token learners which tokens of the batch are real while it runs."""
+    learners = token_learners(model)
+    for learner in learners:
+        learner.token_mask = mask
     try:
         yield
     finally:
-        for router in routers:
-            router.token_mask = None
+        for learner in learners:
+            learner.token_mask = None
 
 
 class RouterProbabilities:

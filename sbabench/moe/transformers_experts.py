@@ -23,6 +23,7 @@ from torch import nn
 
 from sbabench.moe.base import AggregationPoint, MoELayer
 from sbabench.moe.experts import ExpertMLPs, Unsupported, float32, mlps
+from sbabench.moe.loss_free import LossFreeBias, LossFreeTopKRouter
 from sbabench.moe.registry import MoEFamily, RouterSlot, register
 from sbabench.moe.routers import OnlineKMeansTopKRouter
 
@@ -236,12 +237,13 @@ def read_experts(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
 def router(model: nn.Module, layer: MoELayer) -> RouterSlot:
     """The block's softmax top-k router (`gate` or `router`: Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE
     and others whose `*TopKRouter` is a bias-free linear layer returning (logits, top-k weights,
-    top-k indices)). Group-limited or biased routers (DeepSeek-V3, GPT-OSS) are not exposed."""
+    top-k indices)). Group-limited or biased routers (DeepSeek-V3, GPT-OSS) are not exposed, so
+    they get no online K-means router, loss-free bias or auxiliary loss."""
     block: Any = model.get_submodule(layer.block)
     for attribute in ("gate", "router"):
         current = getattr(block, attribute, None)
-        if isinstance(current, OnlineKMeansTopKRouter):
-            return _slot(block, attribute, current.rows, current.top_k, current.renormalize)
+        if isinstance(current, OnlineKMeansTopKRouter | LossFreeTopKRouter):
+            return _slot(block, attribute, current, current.top_k, current.renormalize)
         name = type(current).__name__
         weight = getattr(current, "weight", None)
         if (
@@ -250,20 +252,36 @@ def router(model: nn.Module, layer: MoELayer) -> RouterSlot:
             and weight.dim() == 2
             and getattr(current, "bias", None) is None
         ):
-            return _slot(block, attribute, weight, layer.top_k, layer.renormalized)
+            top_k = int(getattr(current, "top_k", layer.top_k))
+            return _slot(block, attribute, current, top_k, layer.renormalized)
     raise Unsupported(
         f"its router is not a bias-free softmax top-k router ({type(block).__name__})"
     )
 
 
 def _slot(
-    block: nn.Module, attribute: str, rows: torch.Tensor, top_k: int, renormalize: bool
+    block: nn.Module, attribute: str, current: Any, top_k: int, renormalize: bool
 ) -> RouterSlot:
+    """A softmax top-k router's slot: a plain `*TopKRouter`, or one sbabench put in its place."""
+    rows = current.rows if isinstance(current, OnlineKMeansTopKRouter) else current.weight
+
     def online(centroids: torch.Tensor, temperature: float, decay: float) -> nn.Module:
         return OnlineKMeansTopKRouter(centroids, temperature, top_k, decay, renormalize)
 
+    def install_bias(rate: float) -> nn.Module:
+        if isinstance(current, LossFreeTopKRouter):
+            return current.balance
+        balance = LossFreeBias(int(rows.shape[0]), rate, rows.device)
+        setattr(block, attribute, LossFreeTopKRouter(current.weight, top_k, renormalize, balance))
+        return balance
+
     return RouterSlot(
-        block, attribute, rows, lambda out: torch.softmax(out[0].float(), dim=-1), online
+        block,
+        attribute,
+        rows,
+        lambda out: torch.softmax(out[0].float(), dim=-1),
+        online,
+        install_bias,
     )
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from sbabench.moe.base import AggregationPoint, MoELayer
 from sbabench.moe.experts import ExpertMLPs, Unsupported, float32, mlps
+from sbabench.moe.loss_free import LossFreeBias
 from sbabench.moe.registry import MoEFamily, RouterSlot, register
 from sbabench.moe.routers import OnlineKMeansRouter
 
@@ -126,10 +127,18 @@ class UpcycledMoE(nn.Module):
         self.top_k = top_k
         self.renormalize = renormalize
         self.combine = AggregationPoint(w1.shape[0], top_k, renormalize)
+        self.balance: LossFreeBias | None = None
+        """A loss-free selection bias (`train: {router: loss-free}`), or None."""
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tokens, hidden) -> top-k weights and expert indices, each (tokens, k)."""
-        weights, index = torch.topk(self.router(x), self.top_k, dim=-1)
+        """(tokens, hidden) -> top-k weights and expert indices, each (tokens, k); with a
+        loss-free bias b the top k of probabilities + b are chosen, weighted by probabilities."""
+        probs = self.router(x)
+        if self.balance is None:
+            weights, index = torch.topk(probs, self.top_k, dim=-1)
+        else:
+            index = self.balance.select(probs, self.top_k)
+            weights = probs.gather(-1, index)
         if self.renormalize:
             weights = weights / weights.sum(-1, keepdim=True)
         return weights.to(x.dtype), index
@@ -360,7 +369,13 @@ def router(model: nn.Module, layer: MoELayer) -> RouterSlot:
             temperature = current.temperature
         return OnlineKMeansRouter(centroids, temperature, block.top_k, decay, block.renormalize)
 
-    return RouterSlot(block, "router", rows, lambda probs: probs, online)
+    def install_bias(rate: float) -> nn.Module:
+        if block.balance is None:
+            block.balance = LossFreeBias(int(rows.shape[0]), rate, rows.device)
+        balance: nn.Module = block.balance
+        return balance
+
+    return RouterSlot(block, "router", rows, lambda probs: probs, online, install_bias)
 
 
 FAMILY = "upcycled-bert"

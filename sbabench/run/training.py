@@ -10,7 +10,9 @@ stops that model x operator with a clear error.
 
 Routers (`sbabench.moe.routers`): `router: online-kmeans` swaps every router for an online K-means
 router before training (its centroids move with the tokens routed to them, no gradient);
-`aux_loss: c` adds c x the Switch load-balancing loss of every MoE layer to the objective.
+`router: loss-free` gives every learned router a per-expert selection bias moved after each step
+toward equal load (`sbabench.moe.loss_free`); `aux_loss: c` adds c x the Switch load-balancing
+loss of every MoE layer to the objective.
 """
 
 from __future__ import annotations
@@ -96,28 +98,32 @@ def trainable_parameters(
 
 def prepare_routers(encoder: TextEncoder, spec: TrainSpec) -> None:
     """Apply the spec's router choice before training starts (and before the initial weights
-    are kept): `online-kmeans` swaps every MoE layer's router for an online one."""
+    are kept): `online-kmeans` swaps every MoE layer's router for an online one, `loss-free`
+    gives every router a selection bias (zero: routing is unchanged until training moves it)."""
     from sbabench.moe.experts import Unsupported
+    from sbabench.moe.loss_free import make_loss_free
     from sbabench.moe.routers import make_online, online_routers
 
     if not encoder.moe_layers:
         return
+    model, layers = encoder.model, encoder.moe_layers
     try:
-        if spec.router == "online-kmeans":
-            make_online(
-                encoder.model, encoder.moe_layers, spec.router_temperature, spec.router_decay
-            )
-        elif spec.router in ("learned", "frozen") and online_routers(encoder.model):
+        if spec.router in ("learned", "frozen", "loss-free") and online_routers(model):
             raise TrainingError(
                 f"train.router is {spec.router} but the model's routers are online K-means "
                 "(no weights)",
                 fix="use `router: kmeans` on the model, or `train: {router: online-kmeans}`",
             )
+        if spec.router == "online-kmeans":
+            make_online(model, layers, spec.router_temperature, spec.router_decay)
+        elif spec.router == "loss-free":
+            make_loss_free(model, layers, spec.bias_rate)
     except Unsupported as exc:
         raise TrainingError(
-            f"router: online-kmeans cannot be used with this model: {exc}",
-            fix="supported: upcycled models and transformers MoE families with a softmax "
-            "top-k router (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE)",
+            f"router: {spec.router} cannot be used with this model: {exc}",
+            fix="supported: upcycled models and transformers MoE families with a bias-free "
+            "softmax top-k router (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE); give this model its "
+            "own `train: {router: learned}`",
         ) from None
 
 
@@ -213,6 +219,8 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
 
     Every operator sees the same data order (`_Batches`) and the same dropout masks (the seed).
     """
+    from sbabench.moe.loss_free import loss_free_biases
+
     pairs = training_data(spec, base_dir)
     prepare_routers(encoder, spec)
     params = trainable_parameters(encoder, spec.trainable, spec.router == "frozen")
@@ -221,6 +229,7 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
     batches = _Batches(pairs, spec.batch_size, spec.seed)
     torch.manual_seed(spec.seed)
     log = TrainingRecord(trainable_parameters=sum(p.numel() for p in params))
+    biases = loss_free_biases(encoder.model)
     start = time.perf_counter()
     encoder.model.train()
     try:
@@ -228,6 +237,8 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
             for step in range(spec.steps):
                 loss, balance = _contrastive_loss(encoder, *batches.next(), spec, aux)
                 log.grad_norm.append(_step(loss, params, optimizer, step))
+                for bias in biases:  # after the step, from the load of its batches
+                    bias.step()
                 log.loss.append(float(loss.detach()))
                 if balance is not None:
                     log.load_balancing_loss.append(balance)
@@ -289,13 +300,13 @@ def save_checkpoint(
     """Trainable parameters (atomically) and the log."""
     weights, log_path = checkpoint_paths(folder, key)
     folder.mkdir(parents=True, exist_ok=True)
-    from sbabench.moe.routers import OnlineKMeansRouter
+    from sbabench.moe.routers import LearnsFromTokens
 
     names = {id(p) for p in trainable_parameters(encoder, spec.trainable, spec.router == "frozen")}
     state = {n: p.detach().cpu() for n, p in encoder.model.named_parameters() if id(p) in names}
-    for name, module in encoder.model.named_modules():  # online routers learn without gradient
-        if isinstance(module, OnlineKMeansRouter):
-            state[f"{name}.centroids"] = module.rows.detach().cpu()
+    for name, module in encoder.model.named_modules():  # online centroids, loss-free biases:
+        if isinstance(module, LearnsFromTokens):  # learned without gradient, kept all the same
+            state.update({f"{name}.{b}": t.detach().cpu() for b, t in module.state_dict().items()})
     # torch.save to a path reports a full disk as a RuntimeError and leaves a half-written file
     # under a fixed name (shared by concurrent shards): serialise in memory, write atomically
     buffer = io.BytesIO()

@@ -186,7 +186,7 @@ class Suite(StrictModel):
             online_model = isinstance(model, UpcycleModel) and model.router == "online-kmeans"
             if spec is None or not model.is_moe:
                 continue
-            if online_model and spec.router in ("learned", "frozen"):
+            if online_model and spec.router in ("learned", "frozen", "loss-free"):
                 raise ValueError(
                     f"model {model.name!r}: router online-kmeans has no weights to learn, but "
                     f"train.router is {spec.router} (give the model `train: {{router: online-kmeans}}`, "
@@ -235,7 +235,8 @@ class Suite(StrictModel):
             return self.train
         own = model.train.model_dump(include=model.train.model_fields_set)
         try:
-            return TrainSpec.model_validate({**self.train.model_dump(), **own})
+            merged = {**self.train.model_dump(), **own}
+            return TrainSpec.model_validate(merged, context={"merged": True})
         except ValueError as exc:
             raise ValueError(f"model {model.name!r}: train: {exc}") from None
 

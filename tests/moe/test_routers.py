@@ -225,6 +225,23 @@ def test_router_suite_trains_online_centroids_without_gradient(tmp_path: Path) -
             "no weights to learn",
         ),
         ("{name: m, source: upcycle, train: {router: online-kmeans, aux_loss: 0.1}}", "aux_loss"),
+        (
+            "{name: m, source: upcycle, router: online-kmeans, train: {router: loss-free}}",
+            "train.router is loss-free",
+        ),
+        ("{name: m, source: upcycle, train: {router: frozen, bias_rate: 0.01}}", "is frozen"),
+        (
+            "{name: m, source: upcycle, train: {router: loss-free, bias_rate: -0.001}}",
+            "greater than 0 (got -0.001)",
+        ),
+        (
+            "{name: m, source: upcycle, train: {router: loss-free, bias_rate: true}}",
+            "valid number",
+        ),
+        (
+            "{name: m, source: upcycle, train: {router: loss-free, bias_rate: fast}}",
+            "valid number",
+        ),
     ],
 )
 def test_bad_router_options_are_refused_with_a_location(
@@ -240,3 +257,19 @@ def test_bad_router_options_are_refused_with_a_location(
     assert message in result.output and "bad.yaml:3" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_models_own_router_replaces_the_suites_loss_free_one() -> None:
+    from sbabench.suite import parse_suite
+
+    suite = parse_suite(
+        "name: s\nmodels:\n"
+        "  - {name: balanced, source: upcycle, experts: 4, layers: [1]}\n"
+        "  - {name: frozen, source: upcycle, experts: 4, layers: [1], train: {router: frozen}}\n"
+        "aggregators: [linear]\ntasks: [WordSim353]\n"
+        "train: {steps: 1, router: loss-free, bias_rate: 0.01}\n",
+        check=False,
+    )
+    balanced, frozen = (suite.train_for(model) for model in suite.models)
+    assert balanced is not None and (balanced.router, balanced.bias_rate) == ("loss-free", 0.01)
+    assert frozen is not None and frozen.router == "frozen"

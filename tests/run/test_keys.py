@@ -170,3 +170,13 @@ def test_a_half_precision_embedding_cache_is_in_the_key_and_full_precision_is_no
         and "embedding_cache" not in keys["off"].model_dump()["settings"]
     )
     assert keys["float16"].digest != keys["float32"].digest
+
+
+def test_the_loss_free_options_are_in_the_train_and_checkpoint_keys() -> None:
+    train = "train: {steps: 2, router: loss-free, bias_rate: 0.001}\n"
+    slow = _parts(SUITE + train)["moe/sba/LeeDocSTS"]
+    fast = _parts(SUITE + train.replace("0.001", "0.002"))["moe/sba/LeeDocSTS"]
+    learned = _parts(SUITE + train.replace("loss-free, bias_rate: 0.001", "learned"))
+    assert slow.train is not None and slow.train.spec["bias_rate"] == 0.001
+    assert fast.digest != slow.digest and fast.checkpoint_key() != slow.checkpoint_key()
+    assert learned["moe/sba/LeeDocSTS"].checkpoint_key() != slow.checkpoint_key()

@@ -99,3 +99,28 @@ def test_divergence_stops_that_operator_only(tmp_path: Path) -> None:
     assert "'tests.user_ops:nan_on_real_batches' returned NaN or inf" in message
     assert "encoder.layer.1.output.dense.combine" in message
     assert [r.aggregator for r in summary.results] == ["linear"]
+
+
+def test_loss_free_biases_move_go_into_the_checkpoint_and_load_back(tmp_path: Path) -> None:
+    from sbabench.run import training
+
+    balanced = "router: random, train: {router: loss-free, bias_rate: 0.05}}"
+    suite = parse_suite(SUITE.replace("router: random}", balanced).replace(", sba]", "]"))
+    outcome = run_suite(suite, tmp_path)
+    assert outcome.exit_code == 0, outcome.failed
+    (result,) = outcome.results
+    assert result.training is not None and result.training.steps == 3
+    (file,) = (tmp_path / ".cache" / "checkpoints").glob("*.pt")
+    state = torch.load(file, weights_only=True)
+    bias = state["encoder.layer.1.output.dense.balance.bias"]
+    assert "encoder.layer.1.output.dense.router.weight" in state  # the router still learns
+    steps = bias / 0.05  # three steps of +-0.05 (or 0) each
+    assert bias.abs().max() > 0 and torch.allclose(steps, steps.round(), atol=1e-5)
+    assert steps.abs().max() <= 3
+    encoder = build_encoder(suite.models[0], device="cpu")
+    spec = suite.train_for(suite.models[0])
+    assert spec is not None
+    training.prepare_routers(encoder, spec)
+    assert training.load_checkpoint(file.parent, file.stem, encoder) is not None
+    loaded = encoder.model.get_buffer("encoder.layer.1.output.dense.balance.bias")
+    assert torch.equal(loaded, bias)
