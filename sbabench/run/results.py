@@ -227,12 +227,16 @@ def result_path(root: Path, suite: str, model: str, aggregator: str, task: str) 
 
 
 def save_result(path: Path, result: UnitResult) -> None:
-    """Atomically write a unit's result. NaN and infinities are written as the strings "NaN",
-    "Infinity" (valid JSON that reads back as the same floats; pydantic's default, null, would
-    make a diverged unit's file unreadable); every other result is byte-identical to
-    `model_dump_json(indent=2)`."""
-    text = to_json(result.model_dump(mode="python"), indent=2, inf_nan_mode="strings")
-    write_atomic(path, text.decode("utf-8"))
+    """Atomically write a unit's result: indented, except the per-item arrays (`items`), which
+    are written last and compact (one number per line made a 16,000-item clustering result
+    2.8 MB). NaN and infinities are written as the strings "NaN", "Infinity" (valid JSON that
+    reads back as the same floats; pydantic's default, null, would make a diverged unit's file
+    unreadable)."""
+    data = result.model_dump(mode="python")
+    items = data.pop("items")
+    text = to_json(data, indent=2, inf_nan_mode="strings").decode("utf-8")
+    compact = to_json(items, inf_nan_mode="strings").decode("utf-8")
+    write_atomic(path, f'{text.removesuffix("}").rstrip()},\n  "items": {compact}\n}}\n')
 
 
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
