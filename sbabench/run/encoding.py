@@ -141,6 +141,10 @@ class CachingEncoder(CosineSimilarity):
         """Run cached texts through the model, a batch at a time, until the sample is complete."""
         assert self.recorder is not None
         pending = [t for t in dict.fromkeys(texts) if (kind, t) not in self._observed]
+        # The batches a fresh encode of these texts runs first (longest first, as
+        # `TextEncoder.encode` orders them): the unit's geometry sample is then the one it gets
+        # when nothing is cached, and its batches carry the least padding.
+        pending.sort(key=len, reverse=True)
         if pending and not self.recorder.complete and self.on_texts:
             self.on_texts(len(pending))  # an upper bound: it stops once the sample is full
         for start in range(0, len(pending), self.batch_size):

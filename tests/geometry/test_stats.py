@@ -161,3 +161,31 @@ geometry: {tokens: TOKENS}
     # the stored sample serves a forced re-run without the model
     third = run_suite(parse_suite(text.replace("TOKENS", "64")), tmp_path, force=True)
     assert third.models_loaded == 0 and third.results[0].geometry == result.geometry
+
+
+def test_a_units_geometry_is_the_same_whether_its_embeddings_were_cached(tmp_path: Path) -> None:
+    """The geometry-only pass over cached texts runs the batches a fresh encode runs first, so
+    the sampled statistics do not depend on the cache (the load counts every token the model
+    saw, which differs)."""
+    import sqlite3
+
+    text = """\
+name: geo
+models:
+  - {name: moe, source: upcycle, experts: 4, layers: [1]}
+aggregators: [sba]
+tasks: [LeeDocSTS]
+settings: {device: cpu}
+geometry: {tokens: 64}
+"""
+    fresh = run_suite(parse_suite(text), tmp_path).results[0]
+    store = sqlite3.connect(tmp_path / ".cache" / "embeddings.sqlite")
+    store.execute("DELETE FROM geometry")  # as if the embeddings came from another task
+    store.commit()
+    store.close()
+    cached = run_suite(parse_suite(text), tmp_path, force=True).results[0]
+    assert cached.timing_s.texts_encoded == 0 and cached.timing_s.texts_run_for_geometry_only > 0
+    assert fresh.geometry is not None and cached.geometry is not None
+    for name, layer in fresh.geometry.layers.items():
+        again = cached.geometry.layers[name]
+        assert again.model_dump(exclude={"load"}) == layer.model_dump(exclude={"load"})
