@@ -149,7 +149,8 @@ def main() -> None:
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="local: this process; ray: Ray actors, one per model (pip install 'sbabench[ray]').",
+    help="local: this process; ray: Ray actors, `resources.workers` per model "
+    "(pip install 'sbabench[ray]').",
 )
 @click.option(
     "--ray-address",
@@ -162,7 +163,8 @@ def main() -> None:
     type=click.IntRange(0, 100),
     default=3,
     show_default=True,
-    help="With --executor ray: retries of a unit whose worker process died.",
+    help="With --executor ray: retries of a unit whose worker process died (and restarts of "
+    "each worker).",
 )
 @_user_errors
 def run(
@@ -181,8 +183,9 @@ def run(
     Finished units are skipped (their stored key must match); corrupt or stale result files are
     recomputed; a failed unit is recorded (<task>.error.json) and the others still run. Several
     processes (or --shard jobs) may share one results folder: a lock per unit keeps any unit from
-    being computed twice. With --executor ray, Ray actors compute the units (one per model, with
-    the model's `resources`) and this process alone writes the results (docs/scaling.md).
+    being computed twice. With --executor ray, Ray actors compute the units (the model's
+    `resources`: `workers` actors per model, each with its `cpus` and `gpus`) and this process
+    alone writes the results (docs/scaling.md).
     Exit code: 0 all done, 1 some unit failed, 2 bad input or a results folder that cannot be
     written (read-only, no permission, a full disk: finished units are kept; or a result file
     from a newer sbabench), each said in one line.

@@ -73,3 +73,15 @@ tasks: [LeeDocSTS]
 settings: {device: cpu}
 """
 """A suite of three quick units (an upcycled MoE with two operators, a dense row, one task)."""
+
+TINY_MOE_SUITE = TINY_SUITE.replace("  - name: dense\n    source: dense\n", "")
+"""The tiny suite's MoE alone: two units (linear, sba)."""
+
+
+def tiny_moe_with_workers(workers: int | str) -> str:
+    """`TINY_MOE_SUITE` whose MoE asks for `workers` Ray workers of one CPU (line 8 of the file,
+    the value at column 35)."""
+    return TINY_MOE_SUITE.replace(
+        "    router: random\n",
+        f"    router: random\n    resources: {{cpus: 1, workers: {workers}}}\n",
+    )

@@ -4,18 +4,43 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from sbabench.spec_base import Name, ReplicateCount, StrictModel
 
+MAX_WORKERS = 1024
+"""The most Ray workers one model may ask for."""
+
+
+def _worker_count(value: Any) -> Any:
+    if value == "auto" or (
+        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS
+    ):
+        return value
+    raise ValueError(
+        "workers is how many Ray workers compute this model's units: a whole number from 1 to "
+        f"{MAX_WORKERS}, or auto"
+    )
+
+
+WorkerCount = Annotated[
+    Annotated[int, Field(ge=1, le=MAX_WORKERS)] | Literal["auto"], BeforeValidator(_worker_count)
+]
+"""`resources.workers`: a whole number from 1 to `MAX_WORKERS`, or `auto`."""
+
 
 class Resources(StrictModel):
-    """What one worker of this model needs from a cluster node (the Ray executor)."""
+    """What one worker of this model needs from a cluster node, and how many workers it gets (the
+    Ray executor; the local executor ignores them)."""
 
     cpus: float = Field(1.0, gt=0, le=1024)
     """CPU cores per worker."""
     gpus: float = Field(0.0, ge=0, le=64)
     """GPUs per worker (a fraction shares a GPU between workers)."""
+    workers: WorkerCount = 1
+    """Ray workers (actors) sharing this model's units, each loading the model once: a number
+    (at most one per unit, and as many as the cluster holds), or `auto`: as many as its free
+    resources hold when the run starts."""
 
 
 class RouterTraining(StrictModel):

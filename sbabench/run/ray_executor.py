@@ -1,26 +1,30 @@
 """Run a suite on Ray: the local executor's plan, units computed by Ray actors, results written
 by the driver alone.
 
-Every model gets one actor (so the model loads once per worker), with the resources its suite
-entry asks for (`resources: {cpus, gpus}`). Its units queue on that actor in suite order; the
-actor computes each with a `UnitComputer` and returns the result (or the failure) to the driver,
-which writes the same atomic files the local executor writes. Workers keep their embedding
-cache and trained checkpoints in their own node's machine cache: no shared file system.
+Every model gets `resources.workers` actors (see `sbabench.run.ray_workers`), each with the
+resources its suite entry asks for (`resources: {cpus, gpus}`) and each loading the model once.
+The driver gives a model's units, in suite order, to whichever of its actors is free; an actor
+computes each with a `UnitComputer` and returns the result (or the failure) to the driver, which
+writes the same atomic files the local executor writes. Workers keep their embedding cache and
+trained checkpoints in their own node's machine cache (SQLite and atomic files: workers on one
+node share them safely): no shared file system.
 
-Faults: an actor whose process dies is restarted by Ray and its unit retried, up to `retries`
-times; a unit that fails for a user reason (a bad file, an operator error) is recorded as failed,
-as locally; a model that cannot be loaded stops the run (exit 2); Ctrl-C kills the actors and
-leaves a folder that resumes (only the driver writes, atomically).
+Faults: an actor whose process dies is restarted by Ray, up to `retries` times, and its unit is
+retried on any actor of the model, up to `retries` times; a unit that fails for a user reason (a
+bad file, an operator error) is recorded as failed, as locally; a model that cannot be loaded
+stops the run (exit 2); Ctrl-C kills the actors and leaves a folder that resumes (only the driver
+writes, atomically).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from itertools import groupby
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +39,7 @@ from sbabench.run.execute import (
 )
 from sbabench.run.plan import PlannedUnit
 from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
+from sbabench.run.ray_workers import Cluster, by_model, worker_counts
 from sbabench.run.storage import check_writable, stop_when_disk_full
 from sbabench.suite import Suite
 
@@ -42,7 +47,7 @@ if TYPE_CHECKING:
     from sbabench.run.results import UnitResult
 
 DEFAULT_RETRIES = 3
-"""How many times a unit whose worker died is retried (Ray restarts the worker each time)."""
+"""How many times a unit whose worker died is retried, and a dead worker restarted."""
 
 
 @dataclass(frozen=True)
@@ -184,77 +189,184 @@ def _check_resources(ray: Any, suite: Suite, units: list[PlannedUnit]) -> None:
         )
 
 
+_ASK_AGAIN_S = 0.5
+"""How long the driver waits before asking a restarting worker again whether it runs."""
+
+
 def _actor_class(ray: Any, retries: int) -> Any:
-    return ray.remote(max_restarts=retries, max_task_retries=retries)(UnitWorker)
+    # Ray restarts a dead worker, but the driver retries its unit (max_task_retries=0): that way
+    # the unit may go to whichever worker of the model is free, and its tries are counted once
+    return ray.remote(max_restarts=retries, max_task_retries=0)(UnitWorker)
+
+
+def _cluster(ray: Any) -> Cluster:
+    nodes = [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+    return Cluster(nodes, dict(ray.available_resources()))
+
+
+@dataclass
+class _Pool:
+    """One model's workers and its units not yet given to one."""
+
+    todo: deque[PlannedUnit]
+    actors: list[Any]
+    idle: list[tuple[Any, int]] = field(default_factory=list)
+    """Started workers with nothing to do, with their process ids."""
+    busy: int = 0
+    """Units in flight."""
+    live: int = 0
+    """Workers not known to be gone for good."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What the driver waits for: a worker to start (`planned` None) or a unit."""
+
+    model_id: str
+    actor: Any
+    pid: int = 0
+    planned: PlannedUnit | None = None
 
 
 class _Driver:
-    """Submits each model's units to its actor and records what comes back."""
+    """Gives each model's units, one at a time, to whichever of its workers is free, and records
+    what comes back. A worker gets units only once it has started (a worker still waiting for
+    resources holds none back); a unit whose worker died is retried on any worker of its model."""
 
     def __init__(
         self, ray: Any, suite: Suite, summary: RunSummary, progress: ProgressCallback, retries: int
     ) -> None:
         self.ray, self.suite, self.summary, self.progress = ray, suite, summary, progress
         self.retries = retries
-        self.actors: dict[str, Any] = {}
-        self.pending: dict[Any, PlannedUnit] = {}
-        self.queues: dict[str, list[PlannedUnit]] = {}
+        self.pools: dict[str, _Pool] = {}
+        self.pending: dict[Any, _Job] = {}
+        self.tries: Counter[str] = Counter()
+        self.later: list[tuple[float, str, Any]] = []
+        """Workers to ask again whether they run (when, model, actor): they were restarting."""
 
-    def submit(self, todo: list[PlannedUnit]) -> None:
-        """One actor per model; all its units queued on it in suite order."""
+    def submit(self, todo: list[PlannedUnit], workers: dict[str, int]) -> None:
+        """Start `workers[model_id]` workers per model; each takes a unit once it is up."""
         actor_class = _actor_class(self.ray, self.retries)
-        for name, group in groupby(todo, key=lambda p: p.unit.model_id):
-            units = list(group)
+        for model_id, units in by_model(todo).items():
             need = units[0].unit.model.resources
-            actor = actor_class.options(num_cpus=need.cpus, num_gpus=need.gpus).remote(self.suite)
-            self.actors[name] = actor
-            self.queues[name] = units
-            for planned in units:
-                self.pending[actor.compute.remote(planned)] = planned
-        self._computing()
+            options = actor_class.options(num_cpus=need.cpus, num_gpus=need.gpus)
+            actors = [options.remote(self.suite) for _ in range(workers[model_id])]
+            self.pools[model_id] = _Pool(deque(units), actors, live=len(actors))
+            for actor in actors:
+                self._probe(model_id, actor)
 
-    def _computing(self) -> None:
-        heads = [units[0].label for units in self.queues.values() if units]
-        if heads:
-            self.progress(Event(EventKind.UNIT_STARTED, ", ".join(heads)))
+    def _probe(self, model_id: str, actor: Any) -> None:
+        # answers once the worker runs (again, after a restart); fails if it is gone for good
+        self.pending[actor.pid.remote()] = _Job(model_id, actor)
 
     def collect(self) -> None:
-        """Record every unit as it comes back."""
-        while self.pending:
-            (ref,), _ = self.ray.wait(list(self.pending), num_returns=1)
-            planned = self.pending.pop(ref)
-            self.queues[planned.unit.model_id].remove(planned)
-            reply = self._reply(ref, planned)
-            if reply.bad_model and reply.failure is not None:
-                raise ModelSpecError(reply.failure.message)
-            if reply.result is not None:
-                record_result(self.summary, planned, reply.result, self.progress)
-                self.summary.models_loaded += int(reply.loaded_model)
-            elif reply.failure is not None:
-                record_failure(self.summary, planned, reply.failure, self.progress)
-            self._computing()
+        """Record every unit as it comes back, giving each free worker the next unit."""
+        while self.pending or self.later:
+            ref = self._next()
+            if ref is None:
+                continue
+            job = self.pending.pop(ref)
+            pool = self.pools[job.model_id]
+            if job.planned is None:
+                self._started(ref, job, pool)
+            else:
+                self._returned(ref, job, job.planned, pool)
+            self._dispatch(job.model_id, pool)
 
-    def _reply(self, ref: Any, planned: PlannedUnit) -> Reply:
-        from ray.exceptions import RayError
+    def _next(self) -> Any | None:
+        """The next answer to come back (None: none before a worker is due to be asked again)."""
+        now = time.monotonic()
+        for _, model_id, actor in [item for item in self.later if item[0] <= now]:
+            self._probe(model_id, actor)
+        self.later = [item for item in self.later if item[0] > now]
+        due = min((item[0] for item in self.later), default=None)
+        timeout = None if due is None else max(0.0, due - now)
+        if not self.pending:
+            time.sleep(timeout or 0.0)
+            return None
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+        return ready[0] if ready else None
+
+    def _started(self, ref: Any, job: _Job, pool: _Pool) -> None:
+        from ray.exceptions import ActorUnavailableError, RayError
 
         try:
+            pool.idle.append((job.actor, self.ray.get(ref)))
+        except ActorUnavailableError:  # restarting: ask again in a moment
+            self.later.append((time.monotonic() + _ASK_AGAIN_S, job.model_id, job.actor))
+        except RayError:  # restarted more often than it may be, or it cannot start
+            pool.live -= 1
+
+    def _returned(self, ref: Any, job: _Job, planned: PlannedUnit, pool: _Pool) -> None:
+        from ray.exceptions import RayError
+
+        pool.busy -= 1
+        try:
             reply: Reply = self.ray.get(ref)
-        except RayError as exc:  # the worker died more often than it may be restarted
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            return Reply(
-                None,
-                Failure(
-                    f"the Ray worker computing it failed {self.retries + 1} times: {first}",
-                    f"{type(exc).__name__}: {exc}",
-                ),
-            )
-        return reply
+        except RayError as exc:  # the worker died: Ray restarts it if it may
+            self._probe(job.model_id, job.actor)
+            self._lost(planned, pool, exc)
+            return
+        pool.idle.append((job.actor, job.pid))
+        if reply.bad_model and reply.failure is not None:
+            raise ModelSpecError(reply.failure.message)
+        if reply.result is not None:
+            record_result(self.summary, planned, reply.result, self.progress)
+            self.summary.models_loaded += int(reply.loaded_model)
+        elif reply.failure is not None:
+            record_failure(self.summary, planned, reply.failure, self.progress)
+
+    def _lost(self, planned: PlannedUnit, pool: _Pool, exc: Exception) -> None:
+        """A unit whose worker died: retried first (on any worker), or failed past `retries`."""
+        self.tries[planned.label] += 1
+        if self.tries[planned.label] <= self.retries:
+            pool.todo.appendleft(planned)
+            return
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        failure = Failure(
+            f"the Ray worker computing it failed {self.tries[planned.label]} times: {first}",
+            f"{type(exc).__name__}: {exc}",
+        )
+        record_failure(self.summary, planned, failure, self.progress)
+
+    def _dispatch(self, model_id: str, pool: _Pool) -> None:
+        """Give the model's free workers its next units; let its workers go once it is done."""
+        while pool.todo and pool.idle:
+            actor, pid = pool.idle.pop()
+            planned = pool.todo.popleft()
+            self.pending[actor.compute.remote(planned)] = _Job(model_id, actor, pid, planned)
+            pool.busy += 1
+            self.progress(Event(EventKind.UNIT_STARTED, planned.label, message=f"Ray pid {pid}"))
+        if pool.todo and not pool.live:
+            self._orphaned(model_id, pool)
+        if not pool.todo and not pool.busy:
+            self._release(model_id, pool)
+
+    def _orphaned(self, model_id: str, pool: _Pool) -> None:
+        message = (
+            f"every Ray worker of {model_id} died more often than it may be restarted "
+            f"({self.retries} times) before this unit's turn"
+        )
+        failure = Failure(message, message)
+        while pool.todo:
+            record_failure(self.summary, pool.todo.popleft(), failure, self.progress)
+
+    def _release(self, model_id: str, pool: _Pool) -> None:
+        """Kill a finished model's workers, so their resources go to the next model's."""
+        for ref in [r for r, job in self.pending.items() if job.model_id == model_id]:
+            del self.pending[ref]  # workers never started: their start is moot
+        self.later = [item for item in self.later if item[1] != model_id]
+        for actor in pool.actors:
+            self.ray.kill(actor, no_restart=True)
+        pool.actors, pool.idle, pool.live = [], [], 0
 
     def stop(self) -> None:
-        """Kill every actor (their work in flight is lost; nothing was written for it)."""
-        for actor in self.actors.values():
-            self.ray.kill(actor, no_restart=True)
+        """Kill every worker (their work in flight is lost; nothing was written for it)."""
+        for pool in self.pools.values():
+            for actor in pool.actors:
+                self.ray.kill(actor, no_restart=True)
         self.pending.clear()
+        self.later.clear()
 
 
 def run_suite_ray(
@@ -282,9 +394,10 @@ def run_suite_ray(
         _check_resources(ray, suite, plan.todo)
         check_writable(root / suite.name)  # after the cluster checks: they create nothing
         progress(Event(EventKind.PLANNED, count=len(plan.todo)))
+        workers = worker_counts(suite, plan.todo, _cluster(ray), progress)
         driver = _Driver(ray, suite, summary, progress, retries)
         try:
-            driver.submit(plan.todo)
+            driver.submit(plan.todo, workers)
             driver.collect()
         finally:
             driver.stop()

@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 import ray
 from click.testing import CliRunner
+from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from sbabench.cli import main
-from sbabench.run.execute import RunSummary, run_suite
+from sbabench.run.execute import RunSummary, planned_run, run_suite
 from sbabench.run.progress import Event, EventKind
-from sbabench.run.ray_executor import run_suite_ray
+from sbabench.run.ray_executor import _Driver, run_suite_ray
 from sbabench.run.results import load_results
 from sbabench.suite import parse_suite
-from tests.factories import TINY_SUITE
+from tests.factories import TINY_MOE_SUITE, TINY_SUITE, tiny_moe_with_workers
+from tests.run.fake_ray import FakeRay, Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = TINY_SUITE
@@ -137,6 +139,110 @@ def test_a_worker_killed_mid_unit_is_restarted_and_the_results_are_complete_and_
     assert finished_by["moe/sba/LeeDocSTS"] - killed
 
 
+_NO_CACHE = ("{device: cpu}", '{device: cpu, embedding_cache: "off"}')
+"""No embedding cache: each worker must build the model and encode, so a unit takes seconds
+(cached embeddings from the other tests would let one worker finish both units at once)."""
+
+
+def _computed_by(events: list[Event]) -> dict[str, str]:
+    """Which worker process each unit was last given to (its `UNIT_STARTED` message)."""
+    return {e.label: e.message for e in events if e.kind is EventKind.UNIT_STARTED}
+
+
+def test_two_workers_of_one_model_share_its_units_and_give_the_local_scores(
+    local_instance: object, local_reference: dict[str, object], tmp_path: Path
+) -> None:
+    suite = tiny_moe_with_workers(2).replace(*_NO_CACHE)  # both units take seconds
+    events: list[Event] = []
+    summary = run_suite_ray(parse_suite(suite), tmp_path, progress=events.append)
+    assert summary.exit_code == 0 and len(summary.computed) == 2, summary.failed
+    by = _computed_by(events)
+    assert set(by) == {"moe/linear/LeeDocSTS", "moe/sba/LeeDocSTS"}
+    assert len(set(by.values())) == 2, by  # two processes, one unit each
+    assert summary.models_loaded == 2  # each worker built the model once
+    reference = {k: v for k, v in local_reference.items() if k.startswith("moe/")}
+    assert _outcome(tmp_path) == reference
+    # `workers` is in no key: the same model with one worker finds both units done
+    again = run_suite_ray(parse_suite(TINY_MOE_SUITE), tmp_path)
+    assert not again.computed and len(again.cached) == 2
+
+
+def _drive(workers: list[Worker], root: Path, retries: int) -> tuple[RunSummary, list[str]]:
+    """The driver over scripted workers for the tiny MoE's two units: the summary, and each
+    unit given to a worker as `label pid`."""
+    suite = parse_suite(tiny_moe_with_workers(len(workers)))
+    events: list[Event] = []
+    plan, summary = planned_run(suite, root, False, None, None, events.append)
+    driver = _Driver(FakeRay(workers), suite, summary, events.append, retries)
+    driver.submit(plan.todo, {"moe": len(workers)})
+    driver.collect()
+    given = [f"{e.label} {e.message}" for e in events if e.kind is EventKind.UNIT_STARTED]
+    return summary, given
+
+
+LINEAR, SBA = "moe/linear/LeeDocSTS", "moe/sba/LeeDocSTS"
+
+
+def test_a_unit_whose_worker_died_for_good_goes_to_another_worker(tmp_path: Path) -> None:
+    dies = Worker([101, ActorDiedError()], deaths=[ActorDiedError()])
+    lives = Worker([202])
+    summary, given = _drive([dies, lives], tmp_path, retries=1)
+    assert given == [f"{LINEAR} Ray pid 101", f"{SBA} Ray pid 202", f"{LINEAR} Ray pid 202"]
+    assert summary.failed == {LINEAR: "computed by 202", SBA: "computed by 202"}
+    assert dies.killed and lives.killed  # the model's workers go once its units are done
+
+
+def test_a_unit_is_tried_at_most_retries_plus_one_times(tmp_path: Path) -> None:
+    restarts = Worker([101, 102, 103, 104], deaths=[ActorUnavailableError("killed", None)] * 3)
+    summary, given = _drive([restarts], tmp_path, retries=2)
+    assert given == [f"{LINEAR} Ray pid {pid}" for pid in (101, 102, 103)] + [f"{SBA} Ray pid 104"]
+    assert summary.failed[LINEAR].startswith("the Ray worker computing it failed 3 times")
+    assert summary.failed[SBA] == "computed by 104"
+
+
+def test_a_restarting_worker_is_asked_again_and_one_that_never_starts_holds_nothing_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sbabench.run.ray_executor._ASK_AGAIN_S", 0.01)
+    never = Worker([])  # waits for resources the whole run
+    restarting = Worker([ActorUnavailableError("restarting", None), 202])
+    summary, given = _drive([never, restarting], tmp_path, retries=1)
+    assert given == [f"{LINEAR} Ray pid 202", f"{SBA} Ray pid 202"]
+    assert summary.exit_code == 1 and set(summary.failed.values()) == {"computed by 202"}
+    assert never.killed
+
+
+def test_units_left_when_every_worker_is_gone_fail_with_a_reason(tmp_path: Path) -> None:
+    summary, given = _drive([Worker([ActorDiedError()])], tmp_path, retries=1)
+    assert not given and set(summary.failed) == {LINEAR, SBA}
+    assert "every Ray worker of moe died more often than" in summary.failed[SBA]
+
+
+@pytest.mark.slow
+def test_a_killed_workers_unit_is_retried_in_another_process_and_the_scores_hold(
+    local_instance: object, local_reference: dict[str, object], tmp_path: Path
+) -> None:
+    killed: list[str] = []
+
+    def kill_the_first_worker(event: Event) -> None:
+        events.append(event)
+        if event.kind is EventKind.UNIT_STARTED and not killed:
+            killed.append(event.message)
+            time.sleep(1)  # the unit is under way
+            os.kill(int(event.message.removeprefix("Ray pid ")), signal.SIGKILL)
+
+    events: list[Event] = []
+    suite = parse_suite(tiny_moe_with_workers(2).replace(*_NO_CACHE))
+    summary = run_suite_ray(suite, tmp_path, progress=kill_the_first_worker, retries=1)
+    assert summary.exit_code == 0 and len(summary.computed) == 2, summary.failed
+    started = [e for e in events if e.kind is EventKind.UNIT_STARTED]
+    assert len(started) == 3 and started[0].message == killed[0]
+    retried = [e for e in started[1:] if e.label == started[0].label]
+    assert retried and retried[0].message != killed[0]  # another process computed it
+    reference = {k: v for k, v in local_reference.items() if k.startswith("moe/")}
+    assert _outcome(tmp_path) == reference
+
+
 @pytest.mark.slow
 def test_a_worker_that_dies_more_often_than_retried_fails_its_unit_and_a_resume_completes_it(
     local_instance: object, local_reference: dict[str, object], tmp_path: Path
@@ -147,7 +253,7 @@ def test_a_worker_that_dies_more_often_than_retried_fails_its_unit_and_a_resume_
                 os.kill(pid, signal.SIGKILL)
 
     # the MoE alone: killing every worker must not also catch a dense worker still computing
-    moe_only = parse_suite(SUITE.replace("  - name: dense\n    source: dense\n", ""))
+    moe_only = parse_suite(TINY_MOE_SUITE)
     assert [m.name for m in moe_only.models] == ["moe"]
     summary: RunSummary = run_suite_ray(moe_only, tmp_path, progress=kill, retries=0)
     assert list(summary.failed) == ["moe/sba/LeeDocSTS"]
