@@ -422,10 +422,23 @@ def build_encoder(
         layers = attach_moe(model)
     elif isinstance(spec, UpcycleModel):
         layers = _upcycled_layers(spec, model, st.tokenizer, cache)
+    layers = _routed(spec, model, layers)
     encoder = TextEncoder(st, config, pick_device(device), torch_dtype(dtype), layers, identity)
     if spec.token_elimination is not None:
         _eliminate_tokens(encoder, spec)
     return encoder
+
+
+def _routed(spec: AnyModel, model: nn.Module, layers: list[MoELayer]) -> list[MoELayer]:
+    """The MoE layers with the spec's routing sparsity applied (as they are without one)."""
+    from sbabench.moe.sparsity import set_top_k
+
+    if spec.routing is None:
+        return layers
+    try:
+        return set_top_k(model, layers, spec.routing.top_k)
+    except ModelSpecError as exc:
+        raise ModelSpecError(f"model {spec.name!r}: {exc.what}", fix=exc.fix) from None
 
 
 def _eliminate_tokens(encoder: TextEncoder, spec: AnyModel) -> None:

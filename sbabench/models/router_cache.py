@@ -32,6 +32,7 @@ _CENTROID_CODE = ("sbabench.models.encoder",)
 
 _IMPLICIT_OPTIONS: dict[str, Any] = {
     "token_elimination": None,
+    "routing": None,
     "router_decay": 0.99,
     "router_tokens": 8192,
     "router_inits": 3,
@@ -59,9 +60,9 @@ def spec_parts(spec: AnyModel) -> dict[str, Any]:
     }
 
 
-_NOT_IN_CENTROIDS = {"token_elimination", "router_decay", "max_length"}
+_NOT_IN_CENTROIDS = {"token_elimination", "router_decay", "max_length", "routing"}
 """Upcycle options the k-means centroids do not depend on (the background text is tokenised and
-run on the dense model as it is)."""
+run on the dense model as it is; routing sparsity applies after the router is built)."""
 
 
 def router_cache_key(spec: AnyModel) -> str:

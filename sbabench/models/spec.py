@@ -109,6 +109,28 @@ class TokenElimination(StrictModel):
         return value
 
 
+def _top_k_value(value: Any) -> Any:
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(
+        "top_k is how many experts each token is routed to: a whole number from 1 to the "
+        f"layer's number of experts, or all (got {value!r})"
+    )
+
+
+TopK = Annotated[Annotated[int, Field(ge=1)] | Literal["all"], BeforeValidator(_top_k_value)]
+"""`routing.top_k`: a whole number of experts from 1, or `all`."""
+
+
+class Routing(StrictModel):
+    """How many experts each token of every MoE layer is routed to, in place of the model's own
+    top-k (`sbabench.moe.sparsity`: each family keeps its own rule for weighting them)."""
+
+    top_k: TopK
+    """Experts per token, from 1 to the layer's experts, or `all`: every expert, weighted by the
+    router's full softmax (DeepSeek-V3: its normalised sigmoid scores; see the README)."""
+
+
 class _ModelBase(StrictModel):
     name: Name
     """The model's name in result paths and tables (letters, digits, `.`, `_`, `-`)."""
@@ -123,6 +145,9 @@ class _ModelBase(StrictModel):
     """What one worker of this model needs with `--executor ray` (not part of any key)."""
     token_elimination: TokenElimination | None = None
     """Drop the least-attended tokens layer by layer (BERT-family encoders; see the README)."""
+    routing: Routing | None = None
+    """Route each token to another number of experts than the model's own top-k (MoE models;
+    at the model's own top-k the forward is unchanged)."""
     train: RouterTraining | None = None
     """This model's router options in the train stage (override the suite's `train:` block)."""
     replicates: ReplicateCount | None = None
@@ -130,12 +155,16 @@ class _ModelBase(StrictModel):
     and retrains it with other seeds for everything sbabench randomises (see the README)."""
 
     @model_validator(mode="after")
-    def _router_training_needs_moe(self) -> _ModelBase:
+    def _moe_options_need_moe(self) -> _ModelBase:
         options = self.train
         if options is not None and not self.is_moe and options.model_fields_set:
             raise ValueError(
                 "router options in `train:` apply to MoE models only; this model is dense "
                 "(remove its `train:` entry)"
+            )
+        if self.routing is not None and not self.is_moe:
+            raise ValueError(
+                "`routing:` applies to MoE models only; this model is dense (remove it)"
             )
         return self
 
@@ -182,6 +211,12 @@ class UpcycleModel(_ModelBase):
     def _top_k_fits(self) -> UpcycleModel:
         if self.top_k > self.experts:
             raise ValueError(f"top_k ({self.top_k}) cannot exceed experts ({self.experts})")
+        routed = self.routing.top_k if self.routing is not None else "all"
+        if routed != "all" and routed > self.experts:
+            raise ValueError(
+                f"routing.top_k ({routed}) cannot exceed experts ({self.experts}); use all for "
+                "every expert"
+            )
         if self.router_tokens < self.experts:
             raise ValueError(
                 f"router_tokens ({self.router_tokens}) must be at least experts ({self.experts})"

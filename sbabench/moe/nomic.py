@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sbabench.moe.base import AggregationPoint, MoELayer
-from sbabench.moe.experts import ExpertMLPs, mlps
+from sbabench.moe.experts import ExpertMLPs, Unsupported, mlps
 from sbabench.moe.registry import MoEFamily, register
 
 
@@ -107,6 +107,16 @@ def read_experts(model: nn.Module, layer: MoELayer) -> ExpertMLPs:
     return mlps(w1, None, w2.transpose(1, 2), adapter.activation)
 
 
+def set_top_k(model: nn.Module, layer: MoELayer, k: int) -> None:
+    """The router takes the top k of its softmax over every expert (never renormalised)."""
+    router: Any = model.get_submodule(layer.block).router
+    for attribute in ("moe_top_k", "top_k"):
+        if isinstance(getattr(router, attribute, None), int):
+            setattr(router, attribute, k)
+            return
+    raise Unsupported(f"its router ({type(router).__name__}) has no top-k to set")
+
+
 FAMILY = "nomic-bert-moe"
 
 register(
@@ -115,5 +125,6 @@ register(
         "NomicBERT-MoE (nomic-ai/nomic-embed-text-v2-moe, trust_remote_code)",
         attach,
         read_experts,
+        set_top_k=set_top_k,
     )
 )

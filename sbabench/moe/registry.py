@@ -3,7 +3,7 @@
 A family is one module that registers a `MoEFamily`: how to find and patch its MoE layers in a
 model (`attach`), how to read its experts as two-layer MLPs for the geometry probes, and where
 its router lives (`router`: online K-means routing, loss-free balancing, the auxiliary loss,
-frozen routers).
+frozen routers) and how to change its top-k (`set_top_k`: routing sparsity).
 `attach_moe` iterates the registry; nothing else switches on a family's name.
 """
 
@@ -65,6 +65,9 @@ class MoEFamily:
     router: Callable[[nn.Module, MoELayer], RouterSlot] | None = None
     """The layer's router (raises Unsupported); None: the family cannot expose it (no online
     K-means router, no auxiliary loss)."""
+    set_top_k: Callable[[nn.Module, MoELayer, int], None] | None = None
+    """Route each token of the layer to its top k experts, chosen and weighted by the family's
+    own rule (k = the layer's experts: every expert; raises Unsupported); None: k is fixed."""
 
 
 _REGISTRY: Registry[MoEFamily] = Registry("MoE family", lambda family: family.name)

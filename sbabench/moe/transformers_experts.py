@@ -285,6 +285,19 @@ def _slot(
     )
 
 
+def set_top_k(model: nn.Module, layer: MoELayer, k: int) -> None:
+    """The block's router takes its top k by its own rule (which `all` then means per family:
+    `sbabench.moe.sparsity`); a block that keeps a top_k of its own gets k too."""
+    block: Any = model.get_submodule(layer.block)
+    owners = [getattr(block, a, None) for a in ("gate", "router")]
+    routers = [r for r in owners if isinstance(getattr(r, "top_k", None), int)]
+    if not routers:
+        raise Unsupported(f"its router keeps no top_k ({type(block).__name__})")
+    for holder in [*routers, block]:
+        if isinstance(getattr(holder, "top_k", None), int):
+            holder.top_k = k
+
+
 FAMILY = "transformers-experts"
 
 register(
@@ -295,5 +308,6 @@ register(
         attach,
         read_experts,
         router,
+        set_top_k,
     )
 )

@@ -378,8 +378,23 @@ def router(model: nn.Module, layer: MoELayer) -> RouterSlot:
     return RouterSlot(block, "router", rows, lambda probs: probs, online, install_bias)
 
 
+def set_top_k(model: nn.Module, layer: MoELayer, k: int) -> None:
+    """The layer takes the top k of its router's softmax, renormalised as it was built."""
+    block: Any = model.get_submodule(layer.block)
+    block.top_k = k
+    if isinstance(block.router, OnlineKMeansRouter):  # its centroids follow the same choice
+        block.router.top_k = k
+
+
 FAMILY = "upcycled-bert"
 
 register(
-    MoEFamily(FAMILY, "drop-upcycled BERT encoders (source: upcycle)", attach, read_experts, router)
+    MoEFamily(
+        FAMILY,
+        "drop-upcycled BERT encoders (source: upcycle)",
+        attach,
+        read_experts,
+        router,
+        set_top_k,
+    )
 )

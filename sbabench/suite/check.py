@@ -10,7 +10,7 @@ from pathlib import Path
 from sbabench.aggregators import is_user_operator, resolve
 from sbabench.errors import SbabenchError
 from sbabench.models.sources import resolve_base
-from sbabench.models.spec import AnyModel
+from sbabench.models.spec import AnyModel, HuggingFaceModel
 from sbabench.suite.schema import Suite, TaskEntry
 from sbabench.tasks import BUNDLED_SOURCES, known_task
 from sbabench.tasks.local import load_columns
@@ -41,35 +41,59 @@ def _task_problem(entry: TaskEntry) -> str | None:
     return None
 
 
-def _local_layers(model: AnyModel) -> int | None:
-    """Encoder layers of a packaged or local model, from its config.json (None: a hub model,
-    whose config is read when it loads)."""
+_EXPERT_COUNTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+"""Where transformers configs (and NomicBERT-MoE's) keep the routed experts per MoE layer."""
+
+
+def _local_setting(model: AnyModel, names: tuple[str, ...]) -> int | None:
+    """The first of `names` that a packaged or local model's config.json sets to a whole number
+    (None: none does, or a hub model, whose config is read when it loads)."""
     path, identity = resolve_base(model.base)
     config = Path(path) / "config.json"
     if identity.startswith("hub:") or not config.is_file():
         return None
     try:
-        layers = json.loads(config.read_text(encoding="utf-8")).get("num_hidden_layers")
+        settings = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return layers if isinstance(layers, int) else None
+    found = [settings.get(name) for name in names] if isinstance(settings, dict) else []
+    return next((v for v in found if isinstance(v, int) and not isinstance(v, bool)), None)
+
+
+def _elimination_problem(model: AnyModel) -> Problem | None:
+    options = model.token_elimination
+    layers = None if options is None else _local_setting(model, ("num_hidden_layers",))
+    if options is None or layers is None or options.start_layer < layers:
+        return None
+    return (
+        ("token_elimination", "start_layer"),
+        f"start_layer is {options.start_layer}, but the model has {layers} layers "
+        f"— fix: use a start_layer from 0 to {layers - 1}",
+    )
+
+
+def _routing_problem(model: AnyModel) -> Problem | None:
+    """A pretrained model's routing.top_k against its config's experts (upcycled models are
+    checked by their schema; a hub model's when it loads)."""
+    top_k = None if model.routing is None else model.routing.top_k
+    if not isinstance(top_k, int) or not isinstance(model, HuggingFaceModel):
+        return None
+    experts = _local_setting(model, _EXPERT_COUNTS)
+    if experts is None or top_k <= experts:
+        return None
+    return (
+        ("routing", "top_k"),
+        f"top_k is {top_k}, but the model has {experts} experts per MoE layer — fix: use a "
+        f"top_k from 1 to {experts}, or all",
+    )
 
 
 def _model_problems(suite: Suite) -> list[Problem]:
     found: list[Problem] = []
     for i, model in enumerate(suite.models):
-        options = model.token_elimination
-        if options is None:
-            continue
-        layers = _local_layers(model)
-        if layers is not None and options.start_layer >= layers:
-            found.append(
-                (
-                    ("models", i, "token_elimination", "start_layer"),
-                    f"start_layer is {options.start_layer}, but the model has {layers} layers "
-                    f"— fix: use a start_layer from 0 to {layers - 1}",
-                )
-            )
+        for problem in (_elimination_problem(model), _routing_problem(model)):
+            if problem is not None:
+                found.append((("models", i, *problem[0]), problem[1]))
     return found
 
 

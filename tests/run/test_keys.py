@@ -180,3 +180,15 @@ def test_the_loss_free_options_are_in_the_train_and_checkpoint_keys() -> None:
     assert slow.train is not None and slow.train.spec["bias_rate"] == 0.001
     assert fast.digest != slow.digest and fast.checkpoint_key() != slow.checkpoint_key()
     assert learned["moe/sba/LeeDocSTS"].checkpoint_key() != slow.checkpoint_key()
+
+
+def test_routing_sparsity_is_in_the_model_key_and_no_override_is_not() -> None:
+    plain = _parts()["moe/sba/LeeDocSTS"]
+    assert "routing" not in plain.model.spec
+    keys = {plain.digest}
+    for top_k in ("2", "1", "all"):
+        routed = SUITE.replace("router: random}", f"router: random, routing: {{top_k: {top_k}}}}}")
+        parts = _parts(routed)["moe/sba/LeeDocSTS"]
+        assert parts.model.spec["routing"] == {"top_k": top_k if top_k == "all" else int(top_k)}
+        keys.add(parts.digest)
+    assert len(keys) == 4  # even the model's own k is keyed: too broad is safe

@@ -79,6 +79,9 @@ def test_every_shipped_suite_names_the_schema_and_passes_it(suite: Path) -> None
         {"geometry": {"subspace_dim": 0}},  # a probe's own setting, bounded
         {"models": [{"name": "m", "source": "upcycle", "experts": 1}]},
         {"models": [{"name": "m", "source": "nowhere"}]},
+        {"models": [{"name": "m", "source": "upcycle", "routing": {"top_k": 0}}]},
+        {"models": [{"name": "m", "source": "upcycle", "routing": {"top_k": "most"}}]},
+        {"train": {"router": "loss-free", "bias_rate": -0.001}},
         {"tasks": [{"name": "X", "path": "x.csv", "type": "sts", "colour": "red"}]},
     ],
 )
