@@ -199,6 +199,18 @@ def _actor_class(ray: Any, retries: int) -> Any:
     return ray.remote(max_restarts=retries, max_task_retries=0)(UnitWorker)
 
 
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _raised(exc: Exception) -> Failure:
+    """A unit's failure from a Ray error that is not a death: the worker's own exception, if any
+    (a `RayTaskError`'s `cause`), with Ray's text (and the remote traceback) kept."""
+    cause = getattr(exc, "cause", None)
+    message = Failure.of(cause).message if isinstance(cause, Exception) else _first_line(exc)
+    return Failure(message, f"{type(exc).__name__}: {exc}")
+
+
 def _cluster(ray: Any) -> Cluster:
     nodes = [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
     return Cluster(nodes, dict(ray.available_resources()))
@@ -216,6 +228,8 @@ class _Pool:
     """Units in flight."""
     live: int = 0
     """Workers not known to be gone for good."""
+    gone: str = ""
+    """Why the last worker gone for good went (the first line of Ray's error)."""
 
 
 @dataclass(frozen=True)
@@ -294,19 +308,22 @@ class _Driver:
             pool.idle.append((job.actor, self.ray.get(ref)))
         except ActorUnavailableError:  # restarting: ask again in a moment
             self.later.append((time.monotonic() + _ASK_AGAIN_S, job.model_id, job.actor))
-        except RayError:  # restarted more often than it may be, or it cannot start
+        except RayError as exc:  # restarted more often than it may be, or it cannot start
             pool.live -= 1
+            pool.gone = _first_line(exc)
 
     def _returned(self, ref: Any, job: _Job, planned: PlannedUnit, pool: _Pool) -> None:
-        from ray.exceptions import RayError
+        from ray.exceptions import RayActorError, RayError
 
         pool.busy -= 1
         try:
             reply: Reply = self.ray.get(ref)
-        except RayError as exc:  # the worker died: Ray restarts it if it may
+        except RayActorError as exc:  # the worker died: Ray restarts it if it may
             self._probe(job.model_id, job.actor)
             self._lost(planned, pool, exc)
             return
+        except RayError as exc:  # raised past the worker's own handling: the worker lives on
+            reply = Reply(None, _raised(exc))
         pool.idle.append((job.actor, job.pid))
         if reply.bad_model and reply.failure is not None:
             raise ModelSpecError(reply.failure.message)
@@ -322,9 +339,9 @@ class _Driver:
         if self.tries[planned.label] <= self.retries:
             pool.todo.appendleft(planned)
             return
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         failure = Failure(
-            f"the Ray worker computing it failed {self.tries[planned.label]} times: {first}",
+            f"the Ray worker computing it failed {self.tries[planned.label]} times: "
+            f"{_first_line(exc)}",
             f"{type(exc).__name__}: {exc}",
         )
         record_failure(self.summary, planned, failure, self.progress)
@@ -344,8 +361,8 @@ class _Driver:
 
     def _orphaned(self, model_id: str, pool: _Pool) -> None:
         message = (
-            f"every Ray worker of {model_id} died more often than it may be restarted "
-            f"({self.retries} times) before this unit's turn"
+            f"no Ray worker of {model_id} is left to compute it (each died more often than it "
+            f"may be restarted, {self.retries} times, or could not start): {pool.gone}"
         )
         failure = Failure(message, message)
         while pool.todo:

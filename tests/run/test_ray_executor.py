@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import ray
 from click.testing import CliRunner
-from ray.exceptions import ActorDiedError, ActorUnavailableError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
 from sbabench.cli import main
 from sbabench.run.execute import RunSummary, planned_run, run_suite
@@ -215,7 +215,17 @@ def test_a_restarting_worker_is_asked_again_and_one_that_never_starts_holds_noth
 def test_units_left_when_every_worker_is_gone_fail_with_a_reason(tmp_path: Path) -> None:
     summary, given = _drive([Worker([ActorDiedError()])], tmp_path, retries=1)
     assert not given and set(summary.failed) == {LINEAR, SBA}
-    assert "every Ray worker of moe died more often than" in summary.failed[SBA]
+    assert summary.failed[SBA].startswith("no Ray worker of moe is left to compute it")
+    assert summary.failed[SBA].endswith(": The actor died unexpectedly before finishing this task.")
+
+
+def test_a_unit_that_raised_in_its_worker_fails_at_once_and_the_worker_goes_on(
+    tmp_path: Path,
+) -> None:
+    raised = RayTaskError("compute", "Traceback ...\nValueError: boom", ValueError("boom"))
+    summary, given = _drive([Worker([101], deaths=[raised])], tmp_path, retries=3)
+    assert given == [f"{LINEAR} Ray pid 101", f"{SBA} Ray pid 101"]  # not retried
+    assert summary.failed == {LINEAR: "ValueError: boom", SBA: "computed by 101"}
 
 
 @pytest.mark.slow
