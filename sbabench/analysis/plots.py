@@ -159,7 +159,20 @@ def _heatmap(fig: Any, ax: Any, probes: dict[str, Any], panel: tuple[Any, ...], 
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_xlabel("expert", fontsize=8)
     ax.set_ylabel("expert", fontsize=8)
-    ax.set_title(f"{title}\n{label}", fontsize=7)
+    ax.set_title(
+        f"{title}\n{label}{_coupling_line(probes) if probe == 'router-coupling' else ''}",
+        fontsize=7,
+    )
+
+
+def _coupling_line(probes: dict[str, Any]) -> str:
+    """The router-coupling probe's two scalars, for its panel's title."""
+    coupling = probes.get("router-coupling") or {}
+    rho, similarity = (
+        "n/a" if coupling.get(k) is None else f"{coupling[k]:.3f}"
+        for k in ("score_activation_spearman", "router_row_abs_cosine_mean")
+    )
+    return f"\nscore~activation rho {rho}, router row |cos| {similarity}"
 
 
 def _spectrum(ax: Any, probes: dict[str, Any], title: str) -> None:

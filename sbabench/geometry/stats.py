@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 
     from sbabench.geometry.spec import GeometrySpec
 
-GEOMETRY_VERSION = 5
-"""5: `load` (expert load over every real token the layer saw) added."""
+GEOMETRY_VERSION = 6
+"""5: `load` (expert load over every real token the layer saw) added. 6: the router-coupling
+probe adds score vs activation and router-row similarity."""
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _EPS = 1e-12
 

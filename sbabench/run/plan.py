@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sbabench.aggregators import ResolvedAggregator, resolve
 from sbabench.errors import SbabenchError
-from sbabench.geometry.stats import covers
+from sbabench.geometry.stats import GEOMETRY_VERSION, covers
 from sbabench.run.keys import KeyParts, unit_key_parts
 from sbabench.run.results import UnitResult, load_result, result_path
 from sbabench.suite import Suite, Unit, expand
@@ -80,11 +80,13 @@ def in_shard(label: str, shard: tuple[int, int] | None) -> bool:
 
 
 def _lacks_probes(suite: Suite, unit: Unit, result: UnitResult) -> bool:
-    """Whether the suite asks for geometry probes (or probe settings) an MoE unit's result lacks."""
+    """Whether the suite asks for geometry probes (or probe settings) an MoE unit's result lacks,
+    or has from an older geometry version (a probe that since measures more)."""
     spec = suite.geometry
     wanted = bool(spec.probes and spec.tokens)
     stored = result.geometry.model_dump() if result.geometry else None
-    return wanted and unit.model.is_moe and not covers(stored, spec)
+    current = stored is not None and stored.get("version") == GEOMETRY_VERSION
+    return wanted and unit.model.is_moe and not (current and covers(stored, spec))
 
 
 def _why_not_done(planned: PlannedUnit, existing: UnitResult | None, force: bool) -> str | None:

@@ -146,6 +146,35 @@ def test_router_coupling_probe_hand_computed() -> None:
     assert probe["margin_mean"] == pytest.approx((1 - 1 / math.sqrt(5) + 2 / math.sqrt(5)) / 2)
 
 
+def test_score_vs_activation_and_router_row_similarity_hand_computed() -> None:
+    from sbabench.geometry.probes.router_coupling import (
+        router_row_similarity,
+        score_vs_activation,
+    )
+    from sbabench.moe.experts import mlps
+
+    eye = torch.eye(2)
+    experts = mlps(torch.stack([eye, 2 * eye]), None, torch.stack([eye, eye]), F.relu)
+    # expert 0 gets tokens of growing norm with growing weight; expert 1 the same: rho = 1
+    x = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [0.0, 4.0], [0.0, 5.0]])
+    index = torch.tensor([[0], [0], [0], [1], [1]])
+    weights = torch.tensor([[0.1], [0.2], [0.3], [0.4], [0.9]])
+    probe = score_vs_activation(experts, x, weights, index)
+    # activations 1, 2, 3 (expert 0) and 8, 10 (expert 1, W_in = 2I): the order of the weights
+    assert probe == {"score_activation_spearman": pytest.approx(1.0), "score_activation_pairs": 5}
+    reversed_weights = torch.tensor([[0.9], [0.4], [0.3], [0.2], [0.1]])
+    assert score_vs_activation(experts, x, reversed_weights, index)[
+        "score_activation_spearman"
+    ] == pytest.approx(-1.0)
+    assert (
+        score_vs_activation(experts, x[:2], weights[:2], index[:2])["score_activation_spearman"]
+        is None
+    )  # two pairs: no correlation
+    rows = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, -3.0]])
+    # |cos| of the pairs: 1/sqrt(2), 0, 1/sqrt(2)
+    assert router_row_similarity(rows) == pytest.approx(math.sqrt(2) / 3)
+
+
 def test_unsupported_experts_say_why() -> None:
     model = _build("mixtral")
     layer = attach_moe(model)[0]
@@ -212,9 +241,26 @@ def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
             assert 0 < pca["grassmann_mean"] <= 1 and pca["effective_rank_mean"] > 1
             # the k-means router's centroids point at what their experts receive
             assert coupling["margin_mean"] > 0
+            assert -1 <= coupling["score_activation_spearman"] <= 1
+            assert coupling["score_activation_pairs"] > 0
+            assert 0 < coupling["router_row_abs_cosine_mean"] < 1
 
     again = run_suite(parse_suite(probed_text), tmp_path)
     assert again.computed == [] and len(again.cached) == 2
+    # a result whose probes come from an older geometry version is planned again
+    from sbabench.run.plan import plan_suite
+    from sbabench.run.results import load_result, save_result
+
+    path = next(tmp_path.rglob("moe/sba/LeeDocSTS.json"))
+    old = load_result(path)
+    assert old is not None and old.geometry is not None
+    save_result(
+        path, old.model_copy(update={"geometry": old.geometry.model_copy(update={"version": 5})})
+    )
+    assert [p.unit.label for p in plan_suite(parse_suite(probed_text), tmp_path).todo] == [
+        "moe/sba/LeeDocSTS"
+    ]
+    save_result(path, old)
     # other probe settings are other numbers: those units are redone
     fewer = run_suite(
         parse_suite(probed_text.replace("jacobian_tokens: 8", "jacobian_tokens: 4")), tmp_path

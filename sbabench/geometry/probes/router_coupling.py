@@ -1,6 +1,14 @@
-"""The `router-coupling` probe: cosine between each router row (or centroid) and the
-router-weighted mean input routed to that expert, against the other experts' mean inputs (the
-margin says whether a router row points at what its expert actually receives).
+"""The `router-coupling` probe: how a layer's router and its experts are coupled.
+
+- cosine between each router row (or centroid) and the router-weighted mean input routed to
+  that expert, against the other experts' mean inputs (the margin says whether a router row
+  points at what its expert actually receives);
+- score vs activation ("Routers Learn the Geometry of Their Experts"): over the sampled
+  (token, selected expert) pairs, Spearman's correlation between the router's weight for the
+  expert and the expert's activation strength on the token, the norm of its hidden activation
+  g(W_in x + b_in) before the down projection (the paper finds it positive);
+- router-direction similarity: the mean |cosine| between distinct router rows (the paper finds
+  an auxiliary balancing loss makes them about 3x more similar).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from sbabench.moe.base import MoELayer
+    from sbabench.moe.experts import ExpertMLPs
 
 
 def router_coupling_probe(
@@ -50,6 +59,41 @@ def router_coupling_probe(
     }
 
 
+def router_row_similarity(rows: torch.Tensor) -> float | None:
+    """Mean |cosine| between distinct router rows (None with one expert)."""
+    r = rows.double().cpu()
+    r = r / r.norm(dim=1, keepdim=True).clamp_min(EPS)
+    return off_diagonal_mean((r @ r.T).abs().numpy())
+
+
+def score_vs_activation(
+    mlps: ExpertMLPs, x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor
+) -> dict[str, Any]:
+    """Spearman's rho, over (token, selected expert) pairs, of the router weight and
+    ||g(W_in[e] x + b_in[e])||, the expert's hidden activation norm (experts run only on the
+    tokens routed to them). None when fewer than 3 pairs or one side is constant."""
+    import torch
+    from scipy.stats import spearmanr
+
+    scores, strengths = [], []
+    for e in range(mlps.num_experts):
+        token, slot = torch.nonzero(index == e, as_tuple=True)
+        if token.numel() == 0:
+            continue
+        xs = x[token].float().to(mlps.w_in.device)
+        pre = xs @ mlps.w_in[e].T + (mlps.b_in[e] if mlps.b_in is not None else 0.0)
+        strengths.append(mlps.g(pre).norm(dim=-1).double().cpu())
+        scores.append(weights[token, slot].double().cpu())
+    pairs = sum(len(s) for s in scores)
+    if pairs < 3:
+        return {"score_activation_spearman": None, "score_activation_pairs": pairs}
+    a, b = torch.cat(scores).numpy(), torch.cat(strengths).numpy()
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return {"score_activation_spearman": None, "score_activation_pairs": pairs}
+    rho = float(spearmanr(a, b).statistic)
+    return {"score_activation_spearman": rho, "score_activation_pairs": pairs}
+
+
 def _hidden(model: nn.Module, layer: MoELayer) -> int:
     from sbabench.moe import expert_mlps
     from sbabench.moe.experts import Unsupported
@@ -61,10 +105,19 @@ def _hidden(model: nn.Module, layer: MoELayer) -> int:
 
 
 def _run(context: ProbeContext) -> dict[str, Any]:
-    from sbabench.moe.experts import router_rows
+    from sbabench.moe import expert_mlps
+    from sbabench.moe.experts import Unsupported, router_rows
 
     rows = router_rows(context.model, context.layer, context.inputs.shape[1])
-    return router_coupling_probe(rows, context.inputs, context.weights, context.index)
+    out = router_coupling_probe(rows, context.inputs, context.weights, context.index)
+    out["router_row_abs_cosine_mean"] = router_row_similarity(rows)
+    try:
+        mlps = expert_mlps(context.model, context.layer)
+    except Unsupported as exc:  # the router part stands; say why the activations are missing
+        out["score_activation_spearman"] = None
+        out["score_activation_unavailable"] = str(exc)
+        return out
+    return {**out, **score_vs_activation(mlps, context.inputs, context.weights, context.index)}
 
 
 def _applies(model: nn.Module, layer: MoELayer) -> None:
@@ -76,7 +129,8 @@ def _applies(model: nn.Module, layer: MoELayer) -> None:
 register(
     ProbeInfo(
         "router-coupling",
-        "cosine of each router row with the mean input routed to each expert",
+        "router rows vs the mean input each expert receives; router weight vs expert "
+        "activation (Spearman); mean |cosine| between router rows",
         NoSettings,
         _run,
         _applies,
