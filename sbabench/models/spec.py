@@ -43,9 +43,30 @@ class Resources(StrictModel):
     resources hold when the run starts."""
 
 
+class TokenElimination(StrictModel):
+    """Attention-based token elimination (TiltedBERT's reading, see the README): after layer
+    `start_layer` and every later one, each text keeps the tokens the others attend to most."""
+
+    tilt_rate: float = Field(ge=0.0, lt=1.0)
+    """Share of the surviving tokens dropped after each layer from `start_layer` on: after
+    layer l a text keeps ceil((1 - tilt_rate)^(l - start_layer + 1) x its tokens)."""
+    start_layer: int = Field(0, ge=0, le=1000)
+    """The first layer (0-based) whose attention decides which tokens go on."""
+
+    @field_validator("tilt_rate", mode="before")
+    @classmethod
+    def _tilt_rate_in_range(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not 0 <= value < 1:
+            raise ValueError(
+                f"tilt_rate is the share of tokens dropped after each layer, so it must be in "
+                f"[0, 1) (0 = keep every token); got {value}"
+            )
+        return value
+
+
 class RouterTraining(StrictModel):
-    """How the train stage treats an MoE model's routers (the suite's `train:` block, or one
-    model's `train:` entry, which overrides it for that model)."""
+    """How the train stage treats an MoE model's routers, and whether it eliminates tokens (the
+    suite's `train:` block, or one model's `train:` entry, which overrides it for that model)."""
 
     router: Literal["learned", "frozen", "online-kmeans", "loss-free"] | None = None
     """`learned`: the router's weights train by gradient; `frozen`: they do not train (the
@@ -64,6 +85,11 @@ class RouterTraining(StrictModel):
     """`online-kmeans`: decay of the centroids' exponential running mean per batch."""
     router_temperature: float = Field(0.1, gt=0.0, le=100.0)
     """`online-kmeans` made from a learned router: softmax temperature of its cosine scores."""
+    token_elimination: TokenElimination | None = None
+    """Fine-tune with token elimination (TiltedBERT's method: the model learns to work with
+    fewer tokens). Training only: the model's own `token_elimination` stays what it is evaluated
+    with, and the trained weights are keyed by the training settings alone, so one trained model
+    is evaluated at several Tilt-Rates without retraining (BERT-family encoders)."""
 
     @model_validator(mode="after")
     def _aux_loss_needs_gradient(self) -> RouterTraining:
@@ -86,27 +112,6 @@ class RouterTraining(StrictModel):
                 "which has no selection bias (set router: loss-free, or remove bias_rate)"
             )
         return self
-
-
-class TokenElimination(StrictModel):
-    """Attention-based token elimination (TiltedBERT's reading, see the README): after layer
-    `start_layer` and every later one, each text keeps the tokens the others attend to most."""
-
-    tilt_rate: float = Field(ge=0.0, lt=1.0)
-    """Share of the surviving tokens dropped after each layer from `start_layer` on: after
-    layer l a text keeps ceil((1 - tilt_rate)^(l - start_layer + 1) x its tokens)."""
-    start_layer: int = Field(0, ge=0, le=1000)
-    """The first layer (0-based) whose attention decides which tokens go on."""
-
-    @field_validator("tilt_rate", mode="before")
-    @classmethod
-    def _tilt_rate_in_range(cls, value: Any) -> Any:
-        if isinstance(value, int | float) and not 0 <= value < 1:
-            raise ValueError(
-                f"tilt_rate is the share of tokens dropped after each layer, so it must be in "
-                f"[0, 1) (0 = keep every token); got {value}"
-            )
-        return value
 
 
 def _top_k_value(value: Any) -> Any:
@@ -149,7 +154,8 @@ class _ModelBase(StrictModel):
     """Route each token to another number of experts than the model's own top-k (MoE models;
     at the model's own top-k the forward is unchanged)."""
     train: RouterTraining | None = None
-    """This model's router options in the train stage (override the suite's `train:` block)."""
+    """This model's router and token-elimination options in the train stage (override the
+    suite's `train:` block)."""
     replicates: ReplicateCount | None = None
     """Independent replicates of this model (overrides the suite's `replicates`): each rebuilds
     and retrains it with other seeds for everything sbabench randomises (see the README)."""
@@ -157,10 +163,11 @@ class _ModelBase(StrictModel):
     @model_validator(mode="after")
     def _moe_options_need_moe(self) -> _ModelBase:
         options = self.train
-        if options is not None and not self.is_moe and options.model_fields_set:
+        router_options = (options.model_fields_set - {"token_elimination"}) if options else set()
+        if not self.is_moe and router_options:
             raise ValueError(
-                "router options in `train:` apply to MoE models only; this model is dense "
-                "(remove its `train:` entry)"
+                f"router options in `train:` ({', '.join(sorted(router_options))}) apply to MoE "
+                "models only; this model is dense (remove them from its `train:` entry)"
             )
         if self.routing is not None and not self.is_moe:
             raise ValueError(

@@ -127,8 +127,15 @@ class KeyParts(_Part):
         return key_digest({k: v for k, v in parts.items() if k not in ("task", "scoring_version")})
 
     def checkpoint_key(self) -> str:
-        """The key of a trained model x operator (same parts as its embeddings)."""
-        return self.embedding_space()
+        """The key of a trained model x operator: the parts of its embeddings without the
+        model's own `token_elimination`, which is applied at evaluation only (training
+        eliminates tokens as `train.token_elimination` says, in the train part): one trained
+        model serves every Tilt-Rate it is evaluated at."""
+        parts = self.model_dump(mode="json")
+        model = parts["model"]
+        spec = {k: v for k, v in model["spec"].items() if k != "token_elimination"}
+        parts["model"] = {**model, "spec": spec}
+        return key_digest({k: v for k, v in parts.items() if k not in ("task", "scoring_version")})
 
     def with_operator(self, operator: OperatorKey | None) -> KeyParts:
         """The same unit with another operator (e.g. the linear twin of an sba unit)."""

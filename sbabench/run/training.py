@@ -219,10 +219,47 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
 
     Every operator sees the same data order (`_Batches`) and the same dropout masks (the seed).
     """
-    from sbabench.moe.loss_free import loss_free_biases
-
     pairs = training_data(spec, base_dir)
     prepare_routers(encoder, spec)
+    with _training_elimination(encoder, spec):
+        log = _train_steps(encoder, spec, pairs)
+    log.router_load_cv = _router_load(encoder, [a for a, _ in pairs[:64]])
+    return log
+
+
+@contextmanager
+def _training_elimination(encoder: TextEncoder, spec: TrainSpec) -> Iterator[None]:
+    """Training runs with `train.token_elimination`'s schedule, or none: the model's own
+    `token_elimination` is what it is evaluated with, and is put back afterwards."""
+    from sbabench.errors import ModelSpecError
+    from sbabench.models import token_elimination
+
+    own = encoder.elimination
+    wanted = spec.token_elimination
+    try:
+        encoder.elimination = (
+            None
+            if wanted is None
+            else token_elimination.prepare(encoder.model, wanted.tilt_rate, wanted.start_layer)
+        )
+    except ModelSpecError as exc:
+        raise TrainingError(
+            f"train.token_elimination cannot be used with this model: {exc.what}",
+            fix="remove `token_elimination` from the train stage (or give this model its own "
+            "`train: {token_elimination: null}`)",
+        ) from None
+    try:
+        yield
+    finally:
+        encoder.elimination = own
+
+
+def _train_steps(
+    encoder: TextEncoder, spec: TrainSpec, pairs: list[tuple[str, str]]
+) -> TrainingRecord:
+    """The optimiser loop: `spec.steps` steps over `pairs`, logged."""
+    from sbabench.moe.loss_free import loss_free_biases
+
     params = trainable_parameters(encoder, spec.trainable, spec.router == "frozen")
     _only_trainable(encoder, params)
     optimizer = torch.optim.AdamW(params, lr=spec.lr)
@@ -247,7 +284,6 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
         encoder.model.eval()
         _only_trainable(encoder, [])
     log.seconds = time.perf_counter() - start
-    log.router_load_cv = _router_load(encoder, [a for a, _ in pairs[:64]])
     return log
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -124,3 +126,54 @@ def test_loss_free_biases_move_go_into_the_checkpoint_and_load_back(tmp_path: Pa
     assert training.load_checkpoint(file.parent, file.stem, encoder) is not None
     loaded = encoder.model.get_buffer("encoder.layer.1.output.dense.balance.bias")
     assert torch.equal(loaded, bias)
+
+
+ELIMINATION = """\
+name: te
+models:
+  - {name: dense, source: dense}
+  - {name: dense-r0.3, source: dense, token_elimination: {tilt_rate: 0.3, start_layer: 1}}
+  - {name: pruned, source: dense, train: {token_elimination: {tilt_rate: 0.5, start_layer: 1}}}
+tasks: [WordSim353]
+train: {steps: 2, batch_size: 4, lr: 1.0e-3, max_length: 32, trainable: all}
+settings: {device: cpu}
+"""
+
+
+def test_training_eliminates_tokens_only_as_the_train_stage_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train.token_elimination` prunes while training; a model's own `token_elimination` is
+    applied at evaluation only, so a model evaluated at two Tilt-Rates is trained once."""
+    from sbabench.models import token_elimination
+
+    calls: list[float] = []
+    original = token_elimination.eliminating_forward
+
+    def counted(model: Any, features: Any, schedule: Any, *rest: Any) -> Any:
+        calls.append(schedule.tilt_rate)
+        return original(model, features, schedule, *rest)
+
+    monkeypatch.setattr(token_elimination, "eliminating_forward", counted)
+    summary = run_suite(parse_suite(ELIMINATION), tmp_path)
+    assert summary.exit_code == 0, summary.failed
+    by_model = {r.model: r for r in summary.results}
+    logs = {name: r.training for name, r in by_model.items()}
+    assert all(log is not None and log.steps == 2 for log in logs.values())
+    # dense and dense-r0.3 share one trained model (trained without elimination)
+    assert len(list((tmp_path / ".cache" / "checkpoints").glob("*.pt"))) == 2
+    assert logs["dense"] == logs["dense-r0.3"]
+    assert logs["pruned"] is not None and logs["dense"] is not None
+    assert logs["pruned"].loss != logs["dense"].loss
+    # 2 steps x 2 sides pruned at 0.5 while training; evaluation pruned at 0.3 only
+    assert calls.count(0.5) == 4 and 0.3 in calls
+    assert by_model["dense-r0.3"].main_score != by_model["dense"].main_score
+    assert by_model["dense-r0.3"].token_elimination is not None
+    assert by_model["pruned"].token_elimination is None  # evaluated unpruned
+
+
+def test_train_token_elimination_is_refused_where_it_cannot_apply() -> None:
+    from sbabench.errors import SbabenchError
+
+    with pytest.raises(SbabenchError, match=r"tilt_rate .* must be in \[0, 1\)"):
+        parse_suite(ELIMINATION.replace("tilt_rate: 0.5", "tilt_rate: 1.5"))
