@@ -399,10 +399,17 @@ def aggregators() -> None:
 
 @main.command()
 def tasks() -> None:
-    """List the bundled offline tasks and explain how to name MTEB tasks."""
+    """List the task types, the bundled offline tasks, and explain how to name MTEB tasks."""
     from sbabench.tasks.bundled import BUNDLED
-    from sbabench.tasks.types import mteb_types
+    from sbabench.tasks.types import mteb_types, task_types
 
+    kinds = _table("task types", "type", "MTEB types", "local task fields", "paired over")
+    for task_type in task_types().values():
+        local = "-"
+        if task_type.local_layout is not None:
+            local = ", ".join((*task_type.files, *task_type.columns))
+        kinds.add_row(task_type.name, ", ".join(task_type.mteb_types), local, task_type.resampled)
+    console.print(kinds)
     table = _table("bundled offline tasks", "name", "type", "main score", "card")
     for name, cls in BUNDLED.items():
         meta = cls.metadata  # type: ignore[attr-defined]
@@ -410,7 +417,8 @@ def tasks() -> None:
     console.print(table)
     console.print(
         f"Any MTEB task of type {', '.join(mteb_types())} can be named too "
-        "(e.g. STSBenchmark, TwentyNewsgroupsClustering, SprintDuplicateQuestions); "
+        "(e.g. STSBenchmark, TwentyNewsgroupsClustering, SprintDuplicateQuestions, ArguAna, "
+        "SciDocsRR, Banking77Classification); "
         "those need access to the Hugging Face hub."
     )
 

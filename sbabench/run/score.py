@@ -168,11 +168,12 @@ def _recorder(
 def _evaluate(suite: Suite, planned: PlannedUnit, encoder: CachingEncoder) -> tuple[Any, Any, Any]:
     """mteb's scores and the per-item predictions of the unit's task."""
     from sbabench.tasks import get_task, load_task_data
-    from sbabench.tasks.items import collect
+    from sbabench.tasks.items import collect, prepare
 
     entry = planned.unit.task_entry
     task = get_task(entry)
     load_task_data(task, entry)
+    prepare(task)
     split = planned.key_parts.task.split
     scores = task.evaluate(
         encoder,

@@ -13,7 +13,7 @@ from sbabench.models.sources import resolve_base
 from sbabench.models.spec import AnyModel, HuggingFaceModel
 from sbabench.suite.schema import Suite, TaskEntry
 from sbabench.tasks import BUNDLED_SOURCES, known_task
-from sbabench.tasks.local import load_columns
+from sbabench.tasks.local import local_layout
 
 Problem = tuple[tuple[str | int, ...], str]
 """Where in the suite (a pydantic-style location) and what is wrong."""
@@ -26,7 +26,7 @@ def _message(exc: SbabenchError) -> str:
 def _task_problem(entry: TaskEntry) -> str | None:
     if entry.is_local:
         try:
-            load_columns(Path(str(entry.path)), str(entry.type), entry.columns())
+            local_layout(str(entry.type), entry.files(), entry.columns())
         except SbabenchError as exc:
             return _message(exc)
         return None

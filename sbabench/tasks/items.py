@@ -5,7 +5,11 @@ Clustering: the gold label of every document mteb embedded and the clusters pred
 seeded k-means runs (mteb's main score also averages ten runs; ours use their own seeds, so the
 per-item statistic is close to, not identical with, mteb's V-measure).
 
-Which collector runs is the task type's (see `sbabench.tasks.types`).
+Retrieval, reranking and classification keep mteb's own per-item scores instead (the type's
+keeper, set up by `prepare` before mteb scores the task): the per-query value of the main
+score, and each classifier run's predicted labels.
+
+Which collector or keeper runs is the task type's (see `sbabench.tasks.types`).
 """
 
 from __future__ import annotations
@@ -27,13 +31,16 @@ class ItemScores(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str
-    """The task type's item tag: `sts`, `pairs` or `clusters` for the built-in types."""
+    """The task type's item tag: `sts`, `pairs`, `clusters`, `queries`, ... (see
+    `sbabench.tasks.types`)."""
     gold: list[float]
-    """Gold similarity (sts), label 0/1 (pairs) or class index (clusters)."""
+    """Gold similarity (sts), label 0/1 (pairs), class index (clusters, predictions) or the
+    number of relevant documents of each query (queries, reranked)."""
     predicted: list[float]
-    """Cosine similarity (sts, pairs) or the first run's predicted cluster index (clusters)."""
+    """Cosine similarity (sts, pairs), the first run's predicted cluster or class index
+    (clusters, predictions), or each query's value of the main score (queries, reranked)."""
     runs: list[list[float]] = []
-    """Clusters only: predicted cluster index of every k-means run."""
+    """Clusters and predictions: the predicted index of every k-means or classifier run."""
 
 
 class Embedder(Protocol):
@@ -68,13 +75,35 @@ def _cosines(task: Any, embedder: Embedder, first: list[str], second: list[str])
     return (a * b).sum(1).astype(float).tolist()
 
 
+_KEPT = "sbabench_items"
+"""The task attribute where a keeper puts each subset's items as mteb scores it."""
+
+
+def prepare(task: Any) -> None:
+    """Before mteb scores `task`: have it keep its per-item scores, if its type keeps them."""
+    task_type = find(str(task.metadata.type))
+    keeper = None if task_type is None else task_type.keeper_fn()
+    if keeper is not None:
+        setattr(task, _KEPT, {})
+        keeper(task)
+
+
+def keep(task: Any, subset: str, items: ItemScores) -> None:
+    """Record the items of one subset mteb has just scored (called by keepers)."""
+    getattr(task, _KEPT)[subset] = items
+
+
 def collect(
     task: Any, embedder: Embedder, split: str, subsets: list[str], seed: int
 ) -> dict[str, ItemScores]:
-    """Per-item scores of every evaluated subset of an mteb task scored with `embedder`."""
+    """Per-item scores of every evaluated subset of an mteb task scored with `embedder` (for a
+    type that keeps mteb's own: those kept since `prepare`, none for a subset that kept none)."""
     task_type = find(str(task.metadata.type))
     if task_type is None:
         return {}
+    if task_type.keeper is not None:
+        kept: dict[str, ItemScores] = getattr(task, _KEPT, {})
+        return {s: kept[s] for s in subsets if s in kept}
     collector = task_type.collect_fn()
     return {s: collector(task, _split_data(task, s, split), embedder, seed) for s in subsets}
 

@@ -4,16 +4,19 @@ A local task names its file (relative to the suite file), its type and its colum
   {name: my-sts, type: sts, path: data/pairs.csv, text1: s1, text2: s2, score: gold}
   {name: my-clusters, type: clustering, path: data/docs.jsonl, text: body, label: topic}
   {name: my-dups, type: pair-classification, path: data/q.parquet, text1: a, text2: b, label: is_dup}
+or, for a type that reads several files, each of them (see its module):
+  {name: my-search, type: retrieval, corpus: c.jsonl, queries: q.jsonl, qrels: qrels.tsv}
 Bad files fail with the file, row and column at fault.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sbabench.digests import file_sha256
+from sbabench.digests import file_sha256, key_digest
 from sbabench.errors import TaskDataError
 from sbabench.tasks.types import find
 
@@ -163,62 +166,96 @@ def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[st
 
 @dataclass(frozen=True)
 class LocalLayout:
-    """How a local file's columns become an mteb task of one type."""
+    """How a local task's files become an mteb task of one type."""
 
     base: type
     """The mteb task class that scores it."""
-    rows: dict[str, list[Any]]
-    """The dataset columns mteb's task class reads."""
+    dataset: Callable[[], Any]
+    """Builds the task's `dataset` in the layout mteb's task class reads."""
     mteb_type: str
     main_score: str
     attributes: dict[str, Any]
     """Class attributes the mteb task class needs."""
 
 
-def sts_layout(data: dict[str, list[Any]]) -> LocalLayout:
+def single_split(rows: dict[str, list[Any]]) -> Callable[[], Any]:
+    """A `dataset` of one `test` split holding `rows` (the table task types)."""
+
+    def build() -> Any:
+        from datasets import Dataset, DatasetDict
+
+        return DatasetDict({"test": Dataset.from_dict(rows)})
+
+    return build
+
+
+def sts_layout(files: Mapping[str, Path], columns: dict[str, str]) -> LocalLayout:
     """An STS task: pairs with a gold similarity."""
     from mteb.abstasks.sts import AbsTaskSTS
 
+    data = load_columns(files["path"], "sts", columns)
     rows = {"sentence1": data["text1"], "sentence2": data["text2"], "score": data["score"]}
     limits = {"min_score": min(data["score"]), "max_score": max(data["score"])}
-    return LocalLayout(AbsTaskSTS, rows, "STS", "cosine_spearman", limits)
+    return LocalLayout(AbsTaskSTS, single_split(rows), "STS", "cosine_spearman", limits)
 
 
-def clustering_layout(data: dict[str, list[Any]]) -> LocalLayout:
+def clustering_layout(files: Mapping[str, Path], columns: dict[str, str]) -> LocalLayout:
     """A clustering task: documents with a class label."""
     from mteb.abstasks.clustering import AbsTaskClustering
 
+    data = load_columns(files["path"], "clustering", columns)
     rows = {"sentences": data["text"], "labels": data["label"]}
     extra = {"max_fraction_of_documents_to_embed": None}
-    return LocalLayout(AbsTaskClustering, rows, "Clustering", "v_measure", extra)
+    return LocalLayout(AbsTaskClustering, single_split(rows), "Clustering", "v_measure", extra)
 
 
-def pairs_layout(data: dict[str, list[Any]]) -> LocalLayout:
+def pairs_layout(files: Mapping[str, Path], columns: dict[str, str]) -> LocalLayout:
     """A pair-classification task: pairs with a 0/1 label."""
     from mteb.abstasks.pair_classification import AbsTaskPairClassification
 
+    data = load_columns(files["path"], "pair-classification", columns)
     rows = {"sentence1": data["text1"], "sentence2": data["text2"], "labels": data["label"]}
-    return LocalLayout(AbsTaskPairClassification, rows, "PairClassification", "max_ap", {})
+    base = AbsTaskPairClassification
+    return LocalLayout(base, single_split(rows), "PairClassification", "max_ap", {})
 
 
-def build_task(name: str, task_type: str, path: Path, columns: dict[str, str]) -> AbsTask:
-    """An mteb task object over a local file (same scoring as MTEB's task classes)."""
-    from datasets import Dataset, DatasetDict
+def local_identity(files: Mapping[str, Path]) -> tuple[str, str]:
+    """Where a local task's data comes from and its revision (the files' SHA-256): one table
+    is `file:<name>` and its digest, as before tasks read several files; several files are
+    each named and each digested, so a change to any of them changes the key."""
+    if list(files) == ["path"]:
+        return f"file:{files['path'].name}", file_sha256(files["path"])
+    named = ",".join(f"{role}={path.name}" for role, path in files.items())
+    return f"files:{named}", key_digest({role: file_sha256(path) for role, path in files.items()})
 
-    from sbabench.tasks.bundled import task_metadata
 
+def local_layout(task_type: str, files: Mapping[str, Path], columns: dict[str, str]) -> LocalLayout:
+    """Read and check a local task's files (every problem located in its file)."""
     registered = find(task_type)
     if registered is None or registered.local_layout is None:
         raise TaskDataError(f"task type {task_type!r} cannot be read from a local file")
-    layout = registered.local_layout_fn()(load_columns(path, task_type, columns))
+    layout: LocalLayout = registered.local_layout_fn()(files, columns)
+    return layout
+
+
+def build_task(
+    name: str, task_type: str, files: Mapping[str, Path], columns: dict[str, str]
+) -> AbsTask:
+    """An mteb task object over a local task's files (same scoring as MTEB's task classes)."""
+    from sbabench.tasks.metadata import task_metadata
+
+    layout = local_layout(task_type, files, columns)
+    source, revision = local_identity(files)
+    first = next(iter(files.values()))
+    described = ", ".join(path.name for path in files.values())
     metadata = task_metadata(
-        name, layout.mteb_type, layout.main_score, f"Local {task_type} task from {path.name}.",
-        f"file:{path}", file_sha256(path)[:16], ["eng-Latn"], "not specified", f"file://{path}",
+        name, layout.mteb_type, layout.main_score, f"Local {task_type} task from {described}.",
+        source, revision[:16], ["eng-Latn"], "not specified", f"file://{first}",
     )  # fmt: skip
-    rows = layout.rows
+    build = layout.dataset
 
     def load_data(self: Any, num_proc: int | None = None, **kwargs: Any) -> None:
-        self.dataset = DatasetDict({"test": Dataset.from_dict(rows)})
+        self.dataset = build()
         self.data_loaded = True
 
     attributes = {"metadata": metadata, "load_data": load_data, **layout.attributes}

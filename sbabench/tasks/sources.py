@@ -86,6 +86,40 @@ def lee_background() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
+
+
+@dataclass(frozen=True)
+class RetrievalData:
+    """A retrieval task's data: documents, queries and their relevant documents."""
+
+    corpus: dict[str, str]
+    """Document id -> text."""
+    queries: dict[str, str]
+    """Query id -> text."""
+    relevant: dict[str, dict[str, int]]
+    """Query id -> relevant document id -> relevance (BEIR's qrels)."""
+
+
+def lee_retrieval() -> RetrievalData:
+    """Find each Lee document from its first sentence, among the 50 and 300 background news
+    documents: the query is the lead sentence, the relevant document the rest of its story.
+
+    The two single-sentence documents ask no query (the query would be the document) and stay
+    in the corpus as distractors."""
+    corpus: dict[str, str] = {}
+    queries: dict[str, str] = {}
+    relevant: dict[str, dict[str, int]] = {}
+    for i, document in enumerate(lee_documents()):
+        lead, *rest = _SENTENCE_END.split(document, maxsplit=1)
+        corpus[f"lee-{i}"] = rest[0] if rest else document
+        if rest:
+            queries[f"q{i}"] = lead
+            relevant[f"q{i}"] = {f"lee-{i}": 1}
+    corpus.update({f"background-{j}": text for j, text in enumerate(lee_background())})
+    return RetrievalData(corpus, queries, relevant)
+
+
 class _Bunch(dict[str, Any]):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.update(state)

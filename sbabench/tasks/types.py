@@ -30,8 +30,9 @@ class TaskType:
     """The columns a local file of this type maps (roles, e.g. text1, text2, score)."""
     item_kind: str
     """Tag of the stored per-item predictions (`ItemScores.kind`)."""
-    collector: str
-    """`module:function` collecting per-item predictions: fn(task, data, embedder, seed)."""
+    collector: str | None
+    """`module:function` computing per-item predictions from the embeddings once mteb has
+    scored the task: fn(task, data, embedder, seed) (None: the type has a `keeper`)."""
     statistic: str
     """`module:function` of the per-item statistic the paired bootstrap resamples:
     fn(gold[n], predicted[n], weights[B, n]) -> [B], `weights[b, i]` how many times resample b
@@ -48,12 +49,25 @@ class TaskType:
     binary_label: bool = False
     """Whether a local file's `label` column holds 0/1 (or true/false) labels."""
     local_layout: str | None = None
-    """`module:function` laying out a local file's columns as an mteb task (None: no local
-    files of this type)."""
+    """`module:function` reading a local task's files as an mteb task: fn(files, columns) ->
+    `LocalLayout`, `files` the suite's file fields -> path (None: no local files of this type)."""
+    files: tuple[str, ...] = ("path",)
+    """The suite fields naming a local task's files (one table, or a BEIR folder's three)."""
+    keeper: str | None = None
+    """`module:function` that makes a task keep mteb's own per-item scores while it evaluates:
+    fn(task) -> None, called before mteb scores it. For metrics mteb computes per item and
+    then averages (per-query retrieval metrics, each classifier's predictions), keeping them
+    costs nothing and makes the mean over items mteb's main score by construction."""
 
     def collect_fn(self) -> Callable[..., Any]:
         """The collector (imported on first use)."""
+        if self.collector is None:
+            raise ValueError(f"task type {self.name!r} keeps mteb's items; it has no collector")
         return _load(self.collector)
+
+    def keeper_fn(self) -> Callable[..., Any] | None:
+        """The keeper (imported on first use), None for a type that collects."""
+        return None if self.keeper is None else _load(self.keeper)
 
     def local_layout_fn(self) -> Callable[..., Any]:
         """The local-file layout (imported on first use)."""
@@ -76,14 +90,16 @@ def _keys(task_type: TaskType) -> list[str]:
     return [k.lower() for k in (task_type.name, *task_type.aliases, *task_type.mteb_types)]
 
 
-def _no_clash(known: Mapping[str, TaskType], task_type: TaskType) -> None:
+def _check(known: Mapping[str, TaskType], task_type: TaskType) -> None:
+    if (task_type.collector is None) == (task_type.keeper is None):
+        raise ValueError(f"task type {task_type.name!r} needs one of a collector and a keeper")
     taken = {key for other in known.values() for key in _keys(other)}
     clash = taken & set(_keys(task_type))
     if clash:
         raise ValueError(f"task type {task_type.name!r} clashes with a registered one: {clash}")
 
 
-_REGISTRY: Registry[TaskType] = Registry("task type", lambda t: t.name, _no_clash)
+_REGISTRY: Registry[TaskType] = Registry("task type", lambda t: t.name, _check)
 
 
 def register(task_type: TaskType) -> TaskType:
@@ -166,5 +182,22 @@ register(
         resampled="pairs",
         label="PairClassification",
         statistic_label="cosine average precision",
+    )
+)
+register(
+    TaskType(
+        name="retrieval",
+        local_layout="sbabench.tasks.retrieval:retrieval_layout",
+        files=("corpus", "queries", "qrels"),
+        aliases=("beir",),
+        mteb_types=("Retrieval",),
+        columns=(),
+        item_kind="queries",
+        collector=None,
+        keeper="sbabench.tasks.retrieval:keep_per_query",
+        statistic=f"{_STATS}:row_mean",
+        resampled="queries",
+        label="Retrieval",
+        statistic_label="mean over queries of the per-query main score (nDCG@10)",
     )
 )

@@ -97,6 +97,16 @@ def test_short_forms_and_inline_options_pass() -> None:
         "name": "s",
         "models": [{"name": "m", "source": "upcycle"}],
         "aggregators": ["linear", {"name": "sba", "label": "sba-2", "iterations": 2}],
-        "tasks": ["LeeDocSTS", {"name": "mine", "path": "a.csv", "type": "sts"}],
+        "tasks": [
+            "LeeDocSTS",
+            {
+                "name": "mine",
+                "path": "a.csv",
+                "type": "sts",
+                "text1": "a",
+                "text2": "b",
+                "score": "s",
+            },
+        ],
     }
     _validator().validate(suite)
