@@ -45,8 +45,8 @@ resamples (128 MB each) those passes ran from memory, not from the CPU's cache."
 def _by_blocks(weights: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """`compute` over blocks of rows of `weights` (as float64), the B results joined. Blocks
     run on a few threads: numpy lets go of the GIL in the passes that take the time (cumsum,
-    reduceat, take), and they share nothing (measured at 16,000 items x 1,000 resamples on 2
-    cores: 2.2-2.4x faster than one thread)."""
+    reduceat, take), and blocks share nothing (`benchmarks/bench_compare_scale.py` times
+    compare with one thread and as shipped)."""
     step = max(1, BLOCK_DRAWS // max(weights.shape[1], 1))
     starts = range(0, len(weights), step)
 
@@ -269,3 +269,10 @@ def row_mean(gold: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np
         return np.divide(w @ values, draws, out=np.zeros(len(w)), where=draws > 0)
 
     return _by_blocks(weights, block)
+
+
+def row_accuracy(gold: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The share of items whose predicted class is the gold class, per resample: sum_i w_i
+    [p_i = g_i] / sum_i w_i (one classifier run; the paired tests average the runs, as mteb's
+    accuracy does)."""
+    return row_mean(gold, (np.asarray(gold) == np.asarray(predicted)).astype(np.float64), weights)
