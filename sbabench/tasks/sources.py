@@ -215,35 +215,74 @@ def aia_bde_entries() -> list[FaqEntry]:
     return entries
 
 
-def aia_bde_pairs(seed: int = 0) -> tuple[list[str], list[str], list[int]]:
-    """Duplicate-question pairs: per question one paraphrase (label 1) and one hard negative.
+def _areas(entry: FaqEntry) -> tuple[tuple[str, ...], ...]:
+    """The entry's topic file, sub-domain and domain, nearest first."""
+    return (
+        (entry.domain, entry.subdomain, entry.topic),
+        (entry.domain, entry.subdomain),
+        (entry.domain,),
+    )
 
-    The negative is a paraphrase of another question from the same topic file if there is one,
-    else the same sub-domain, else the same domain: near-duplicates in wording, different intent.
-    """
-    entries = [e for e in aia_bde_entries() if e.variants]
-    rng = random.Random(seed)
+
+def _nearest_others(entries: list[FaqEntry]) -> list[list[int]]:
+    """For each entry, the other questions of its topic file if there are any, else of its
+    sub-domain, else of its domain: near-duplicates in wording, different intent."""
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for idx, entry in enumerate(entries):
-        groups[(entry.domain, entry.subdomain, entry.topic)].append(idx)
-        groups[(entry.domain, entry.subdomain)].append(idx)
-        groups[(entry.domain,)].append(idx)
-    first, second, labels = [], [], []
+        for key in _areas(entry):
+            groups[key].append(idx)
+    nearest = []
     for entry in entries:
-        first.append(entry.question)
-        second.append(rng.choice(entry.variants))
-        labels.append(1)
-        for key in (
-            (entry.domain, entry.subdomain, entry.topic),
-            (entry.domain, entry.subdomain),
-            (entry.domain,),
-        ):
+        others: list[int] = []
+        for key in _areas(entry):
             # The file repeats a few questions: never pair a question with its own paraphrase.
             others = [j for j in groups[key] if entries[j].question != entry.question]
             if others:
-                other = entries[rng.choice(others)]
-                first.append(entry.question)
-                second.append(rng.choice(other.variants))
-                labels.append(0)
                 break
+        nearest.append(others)
+    return nearest
+
+
+def aia_bde_pairs(seed: int = 0) -> tuple[list[str], list[str], list[int]]:
+    """Duplicate-question pairs: per question one paraphrase (label 1) and one hard negative,
+    a paraphrase of one of its nearest other questions (`_nearest_others`)."""
+    entries = [e for e in aia_bde_entries() if e.variants]
+    rng = random.Random(seed)
+    first, second, labels = [], [], []
+    for entry, others in zip(entries, _nearest_others(entries), strict=True):
+        first.append(entry.question)
+        second.append(rng.choice(entry.variants))
+        labels.append(1)
+        if others:
+            first.append(entry.question)
+            second.append(rng.choice(entries[rng.choice(others)].variants))
+            labels.append(0)
     return first, second, labels
+
+
+@dataclass(frozen=True)
+class RankedQuery:
+    """A query with the texts to rank for it: relevant (positive) and not (negative)."""
+
+    query: str
+    positive: tuple[str, ...]
+    negative: tuple[str, ...]
+
+
+def aia_bde_reranking(seed: int = 0, negatives: int = 5) -> list[RankedQuery]:
+    """Per question: its human paraphrases to rank above one paraphrase each of up to
+    `negatives` of its nearest other questions (`_nearest_others`), drawn with `seed`."""
+    entries = [e for e in aia_bde_entries() if e.variants]
+    rng = random.Random(seed)
+    ranked = []
+    for entry, others in zip(entries, _nearest_others(entries), strict=True):
+        positive = tuple(dict.fromkeys(entry.variants))
+        drawn = [
+            rng.choice(entries[j].variants) for j in rng.sample(others, min(negatives, len(others)))
+        ]
+        negative = tuple(
+            t for t in dict.fromkeys(drawn) if t not in positive and t != entry.question
+        )
+        if negative:
+            ranked.append(RankedQuery(entry.question, positive, negative))
+    return ranked

@@ -217,3 +217,19 @@ register(
         statistic_label="accuracy, averaged over mteb's 10 classifier runs",
     )
 )
+register(
+    TaskType(
+        name="reranking",
+        local_layout="sbabench.tasks.reranking:reranking_layout",
+        aliases=(),
+        mteb_types=("Reranking",),
+        columns=("query", "positive", "negative"),
+        item_kind="reranked",
+        collector=None,
+        keeper="sbabench.tasks.retrieval:keep_per_query",
+        statistic=f"{_STATS}:row_mean",
+        resampled="queries",
+        label="Reranking",
+        statistic_label="mean over queries of the per-query main score (MAP@1000)",
+    )
+)
