@@ -139,8 +139,14 @@ def _layers(model: nn.Module) -> nn.ModuleList:
 
 
 def prepare(model: nn.Module, tilt_rate: float, start_layer: int) -> Schedule:
-    """Check the model and the options, and route its attention through `sbabench_acc`."""
-    from transformers import AttentionInterface
+    """Check the model and the options, and route its attention through `sbabench_acc`.
+
+    The implementation is sdpa's in every forward, the plain one included (training runs it,
+    and a model trained with elimination is evaluated with it): transformers builds no padding
+    mask for an attention implementation it has no mask function for, so sdpa's is registered
+    under the same name."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
 
     layers = _layers(model)
     if start_layer >= len(layers):
@@ -151,6 +157,7 @@ def prepare(model: nn.Module, tilt_rate: float, start_layer: int) -> Schedule:
         )
     if tilt_rate > 0:
         AttentionInterface.register(IMPLEMENTATION, _attention)
+        AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
         config: Any = model.config
         config._attn_implementation = IMPLEMENTATION
     return Schedule(tilt_rate, start_layer, len(layers))

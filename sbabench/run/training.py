@@ -223,7 +223,9 @@ def train(encoder: TextEncoder, spec: TrainSpec, base_dir: Path | None = None) -
     prepare_routers(encoder, spec)
     with _training_elimination(encoder, spec):
         log = _train_steps(encoder, spec, pairs)
-    log.router_load_cv = _router_load(encoder, [a for a, _ in pairs[:64]])
+        # measured as trained: the log is cached under the checkpoint key, which leaves the
+        # model's own (evaluation) token_elimination out, so nothing in it may depend on that
+        log.router_load_cv = _router_load(encoder, [a for a, _ in pairs[:64]])
     return log
 
 
@@ -236,6 +238,8 @@ def _training_elimination(encoder: TextEncoder, spec: TrainSpec) -> Iterator[Non
 
     own = encoder.elimination
     wanted = spec.token_elimination
+    config: Any = encoder.model.config
+    attention = config._attn_implementation  # put back after: train-stage elimination only
     try:
         encoder.elimination = (
             None
@@ -252,6 +256,7 @@ def _training_elimination(encoder: TextEncoder, spec: TrainSpec) -> Iterator[Non
         yield
     finally:
         encoder.elimination = own
+        config._attn_implementation = attention
 
 
 def _train_steps(

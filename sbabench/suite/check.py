@@ -72,6 +72,23 @@ def _elimination_problem(model: AnyModel) -> Problem | None:
     )
 
 
+def _train_elimination_problem(suite: Suite, index: int, model: AnyModel) -> Problem | None:
+    """`train.token_elimination.start_layer` (the suite's or the model's own) against the
+    model's layers; located where it is written."""
+    spec = suite.train_for(model)
+    options = None if spec is None else spec.token_elimination
+    layers = None if options is None else _local_setting(model, ("num_hidden_layers",))
+    if options is None or layers is None or options.start_layer < layers:
+        return None
+    own = model.train is not None and "token_elimination" in model.train.model_fields_set
+    where: tuple[str | int, ...] = ("models", index, "train") if own else ("train",)
+    return (
+        (*where, "token_elimination", "start_layer"),
+        f"start_layer is {options.start_layer}, but model {model.name!r} has {layers} layers "
+        f"— fix: use a start_layer from 0 to {layers - 1}",
+    )
+
+
 def _routing_problem(model: AnyModel) -> Problem | None:
     """A pretrained model's routing.top_k against its config's experts (upcycled models are
     checked by their schema; a hub model's when it loads)."""
@@ -94,6 +111,9 @@ def _model_problems(suite: Suite) -> list[Problem]:
         for problem in (_elimination_problem(model), _routing_problem(model)):
             if problem is not None:
                 found.append((("models", i, *problem[0]), problem[1]))
+        training = _train_elimination_problem(suite, i, model)
+        if training is not None and training[0] not in [where for where, _ in found]:
+            found.append(training)  # the suite's own block: once, not once per model
     return found
 
 

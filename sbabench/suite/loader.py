@@ -48,8 +48,10 @@ def _describe(error: Any, path: list[str]) -> str:
     if kind == "union_tag_invalid":
         return msg.replace("Input tag", "model source") + " (use one of the sources listed)"
     got = error.get("input")
-    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-    return msg.removeprefix("Value error, ") + shown
+    message = msg.removeprefix("Value error, ")
+    said = f"got {got!r}" in message or f"got {got}" in message  # a validator's own words
+    shown = "" if isinstance(got, dict | list) or got is None or said else f" (got {got!r})"
+    return message + shown
 
 
 def _locate_problem(loc: tuple[Any, ...], message: str, root: yaml.Node | None, path: str) -> str:

@@ -195,3 +195,17 @@ def test_bad_token_elimination_options_are_refused(
     assert result.exit_code == 2, result.output
     assert message in result.output and "bad.yaml:3" in result.output
     assert "Traceback" not in result.output
+
+
+@torch.no_grad()
+def test_a_model_set_up_for_elimination_runs_its_plain_forward_with_the_padding_mask() -> None:
+    """Training runs a model's plain forward even when the model is evaluated with elimination
+    (its own `token_elimination` applies at evaluation only), and a model trained with
+    elimination is then evaluated with its plain forward: with elimination's attention
+    installed, that forward must still mask padding, exactly as the model does without it."""
+    plain: Any = _model("{name: m, source: dense}")
+    hooked: Any = _model("{name: m, source: dense, token_elimination: {tilt_rate: 0.3}}")
+    hooked.elimination = None  # as training runs it
+    padded = plain.tokenize(TEXTS)
+    assert not bool(padded["attention_mask"].all())  # the batch has padding
+    assert torch.equal(hooked.forward(hooked.tokenize(TEXTS)), plain.forward(padded))

@@ -177,3 +177,69 @@ def test_train_token_elimination_is_refused_where_it_cannot_apply() -> None:
 
     with pytest.raises(SbabenchError, match=r"tilt_rate .* must be in \[0, 1\)"):
         parse_suite(ELIMINATION.replace("tilt_rate: 0.5", "tilt_rate: 1.5"))
+
+
+def test_the_training_log_does_not_depend_on_the_models_own_token_elimination() -> None:
+    """The log is cached under the checkpoint key, which leaves the model's own
+    `token_elimination` out: nothing in it (the router load measured after training included)
+    may depend on it, or a model evaluated at R = 0.4 reports what R = 0.2 measured."""
+    from sbabench.models import token_elimination
+    from sbabench.run import training
+
+    suite = parse_suite(SUITE.replace(", sba]", "]"))
+    spec = suite.train_for(suite.models[0])
+    assert spec is not None
+    encoder = build_encoder(suite.models[0], device="cpu")
+    start = {k: v.detach().clone() for k, v in encoder.model.state_dict().items()}
+    plain = training.train(encoder, spec)
+    encoder.model.load_state_dict(start)
+    encoder.elimination = token_elimination.prepare(encoder.model, 0.5, 0)
+    pruned = training.train(encoder, spec)
+    assert encoder.elimination is not None and encoder.elimination.tilt_rate == 0.5  # put back
+    assert pruned.loss == plain.loss and pruned.router_load_cv == plain.router_load_cv
+
+
+def test_training_with_elimination_leaves_the_plain_forward_as_it_was() -> None:
+    """A model trained with `train.token_elimination` but evaluated without elimination is
+    evaluated with its own plain forward, whether it trained in this run or loaded its
+    checkpoint from the cache."""
+    from sbabench.run import training
+
+    suite = parse_suite(ELIMINATION)
+    pruned = suite.models[2]
+    spec = suite.train_for(pruned)
+    assert spec is not None and spec.token_elimination is not None
+    encoder = build_encoder(pruned, device="cpu")
+    texts = ["a cat", "markets fell sharply on monday after the report", "hello world again"]
+    before = encoder.encode(texts)
+    with training._training_elimination(encoder, spec):
+        assert encoder.elimination is not None
+    assert encoder.elimination is None
+    assert (encoder.encode(texts) == before).all()
+
+
+@pytest.mark.parametrize(
+    ("where", "line", "field"),
+    [
+        ("suite", ":7:", "train.token_elimination.start_layer"),
+        ("model", ":5:", "models[2].train.token_elimination.start_layer"),
+    ],
+)
+def test_a_train_start_layer_beyond_the_model_is_refused_before_running(
+    tmp_path: Path, where: str, line: str, field: str
+) -> None:
+    """Located by `validate` (exit 2), not found by the train stage of every unit (exit 1)."""
+    text = ELIMINATION.replace("tilt_rate: 0.5, start_layer: 1", "tilt_rate: 0.5, start_layer: 6")
+    if where == "suite":
+        text = ELIMINATION.replace(
+            "trainable: all}",
+            "trainable: all, token_elimination: {start_layer: 8, tilt_rate: 0.1}}",
+        )
+    suite = tmp_path / "bad.yaml"
+    suite.write_text(text)
+    result = CliRunner().invoke(main, ["validate", str(suite)])
+    assert result.exit_code == 2, result.output
+    assert f"bad.yaml{line}" in result.output and field in result.output
+    assert "has 6 layers" in result.output and "from 0 to 5" in result.output
+    assert result.output.count("start_layer is") == 1  # the suite's block once, not per model
+    assert "Traceback" not in result.output

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from sbabench.cli import main
+from sbabench.errors import SbabenchError
 from sbabench.suite import expand, load_suite, parse_suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,3 +192,20 @@ def test_huge_or_deeply_nested_suites_are_refused_with_a_message(
     result = CliRunner().invoke(main, ["validate", str(suite)])
     assert result.exit_code == 2 and message in result.output, result.output[-500:]
     assert "Traceback" not in result.output and f"{suite}:1:1:" in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "shown"),
+    [
+        ("routing: {top_k: most}", "(got 'most')"),
+        ("routing: {top_k: 0}", "(got 0)"),
+        ("token_elimination: {tilt_rate: 1.2}", "got 1.2"),
+        ("drop_ratio: 2", "(got 2)"),
+    ],
+)
+def test_a_refused_value_is_shown_once(option: str, shown: str) -> None:
+    """The loader adds `(got X)` to a message that does not already say what it got."""
+    with pytest.raises(SbabenchError) as caught:
+        parse_suite(GOOD.replace("top_k: 2", f"top_k: 2\n    {option}"), check=False)
+    (line,) = [line for line in caught.value.render().splitlines() if "models[0]" in line]
+    assert line.count("got ") == 1 and shown in line, line
