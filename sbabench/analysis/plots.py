@@ -166,13 +166,17 @@ def _heatmap(fig: Any, ax: Any, probes: dict[str, Any], panel: tuple[Any, ...], 
 
 
 def _coupling_line(probes: dict[str, Any]) -> str:
-    """The router-coupling probe's two scalars, for its panel's title."""
+    """The router-coupling probe's scalars, for its panel's title."""
     coupling = probes.get("router-coupling") or {}
-    rho, similarity = (
+    pooled, within, similarity = (
         "n/a" if coupling.get(k) is None else f"{coupling[k]:.3f}"
-        for k in ("score_activation_spearman", "router_row_abs_cosine_mean")
+        for k in (
+            "score_activation_spearman",
+            "score_activation_spearman_within",
+            "router_row_abs_cosine_mean",
+        )
     )
-    return f"\nscore~activation rho {rho}, router row |cos| {similarity}"
+    return f"\nscore~activation rho {pooled} (within expert {within}), row |cos| {similarity}"
 
 
 def _spectrum(ax: Any, probes: dict[str, Any], title: str) -> None:

@@ -299,6 +299,7 @@ PROBE_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("PCA eff. rank", ("probes", "expert-pca", "effective_rank_mean")),
     ("router margin", ("probes", "router-coupling", "margin_mean")),
     ("score~activation ρ", ("probes", "router-coupling", "score_activation_spearman")),
+    ("ρ within expert", ("probes", "router-coupling", "score_activation_spearman_within")),
     ("router row |cos|", ("probes", "router-coupling", "router_row_abs_cosine_mean")),
 ]
 """The deeper probes' columns, shown when any result has them."""

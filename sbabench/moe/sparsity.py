@@ -13,8 +13,10 @@ only k changes. `all` is k = the layer's number of experts, which, family by fam
 - GPT-OSS: the softmax over the top-k logits, so over all logits (router bias included).
 - DeepSeek-V2: the softmax over every expert times `routed_scaling_factor`; with
   group-limited routing, experts outside the chosen groups get weight 0.
-- DeepSeek-V3: every expert of the chosen groups weighted by its sigmoid score, normalised to
-  sum one where `norm_topk_prob`, times `routed_scaling_factor`: not a softmax.
+- DeepSeek-V3: every expert weighted by its sigmoid score, normalised to sum one where
+  `norm_topk_prob`, times `routed_scaling_factor`: not a softmax. Its group limit masks only
+  the scores that choose experts (the weights come from the unmasked scores), and at k = all
+  every expert is chosen, so the limit has no effect (transformers 5.23's modeling_deepseek_v3).
 
 At the model's own top-k nothing changes, so with `linear` the forward is the model's own.
 """

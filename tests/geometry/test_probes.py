@@ -161,7 +161,10 @@ def test_score_vs_activation_and_router_row_similarity_hand_computed() -> None:
     weights = torch.tensor([[0.1], [0.2], [0.3], [0.4], [0.9]])
     probe = score_vs_activation(experts, x, weights, index)
     # activations 1, 2, 3 (expert 0) and 8, 10 (expert 1, W_in = 2I): the order of the weights
-    assert probe == {"score_activation_spearman": pytest.approx(1.0), "score_activation_pairs": 5}
+    assert probe["score_activation_spearman"] == pytest.approx(1.0)
+    assert probe["score_activation_pairs"] == 5
+    # expert 1 has 2 pairs (no correlation of its own); expert 0's is 1
+    assert probe["score_activation_spearman_within"] == pytest.approx(1.0)
     reversed_weights = torch.tensor([[0.9], [0.4], [0.3], [0.2], [0.1]])
     assert score_vs_activation(experts, x, reversed_weights, index)[
         "score_activation_spearman"
@@ -170,6 +173,27 @@ def test_score_vs_activation_and_router_row_similarity_hand_computed() -> None:
         score_vs_activation(experts, x[:2], weights[:2], index[:2])["score_activation_spearman"]
         is None
     )  # two pairs: no correlation
+    # the measures disagree: within each expert the weight falls as the activation rises, but
+    # expert 1 has the larger weights and activations: pooled rho 1 - 6 * 16 / 210, within -1
+    six = torch.tensor([[1.0, 0], [2, 0], [3, 0], [0, 4], [0, 5], [0, 6]])
+    falling = torch.tensor([[0.3], [0.2], [0.1], [0.9], [0.8], [0.7]])
+    split = score_vs_activation(experts, six, falling, torch.tensor([[0]] * 3 + [[1]] * 3))
+    assert split["score_activation_spearman"] == pytest.approx(1 - 96 / 210)
+    assert split["score_activation_spearman_within"] == pytest.approx(-1.0)
+    # k = 2: every (token, slot) pair counts with its own expert's activation and weight
+    x4 = torch.tensor([[1.0, 2.0], [3.0, 0.5], [0.2, 0.1], [2.0, 2.0]])
+    index2 = torch.tensor([[0, 1], [1, 0], [0, 1], [1, 0]])
+    weights2 = torch.tensor([[0.6, 0.4], [0.7, 0.3], [0.9, 0.1], [0.55, 0.45]])
+    norms = x4.norm(dim=1)
+    expected_w = [float(weights2[t, s]) for t in range(4) for s in range(2)]
+    expected_a = [float(norms[t] * (1 + index2[t, s])) for t in range(4) for s in range(2)]
+    from scipy.stats import spearmanr
+
+    got = score_vs_activation(experts, x4, weights2, index2)
+    assert got["score_activation_pairs"] == 8
+    assert got["score_activation_spearman"] == pytest.approx(
+        spearmanr(expected_w, expected_a).statistic
+    )
     rows = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, -3.0]])
     # |cos| of the pairs: 1/sqrt(2), 0, 1/sqrt(2)
     assert router_row_similarity(rows) == pytest.approx(math.sqrt(2) / 3)
@@ -242,6 +266,7 @@ def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
             # the k-means router's centroids point at what their experts receive
             assert coupling["margin_mean"] > 0
             assert -1 <= coupling["score_activation_spearman"] <= 1
+            assert -1 <= coupling["score_activation_spearman_within"] <= 1
             assert coupling["score_activation_pairs"] > 0
             assert 0 < coupling["router_row_abs_cosine_mean"] < 1
 

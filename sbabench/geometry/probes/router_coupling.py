@@ -6,7 +6,8 @@
 - score vs activation ("Routers Learn the Geometry of Their Experts"): over the sampled
   (token, selected expert) pairs, Spearman's correlation between the router's weight for the
   expert and the expert's activation strength on the token, the norm of its hidden activation
-  g(W_in x + b_in) before the down projection (the paper finds it positive);
+  g(W_in x + b_in) before the down projection (the paper finds it positive), pooled over every
+  pair and within each expert (mean over experts);
 - router-direction similarity: the mean |cosine| between distinct router rows (the paper finds
   an auxiliary balancing loss makes them about 3x more similar).
 """
@@ -69,11 +70,12 @@ def router_row_similarity(rows: torch.Tensor) -> float | None:
 def score_vs_activation(
     mlps: ExpertMLPs, x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor
 ) -> dict[str, Any]:
-    """Spearman's rho, over (token, selected expert) pairs, of the router weight and
-    ||g(W_in[e] x + b_in[e])||, the expert's hidden activation norm (experts run only on the
-    tokens routed to them). None when fewer than 3 pairs or one side is constant."""
+    """Spearman's rho of the router weight and ||g(W_in[e] x + b_in[e])||, the expert's hidden
+    activation norm, over the sampled (token, selected expert) pairs: pooled over every pair,
+    and within each expert (the mean over experts with 3 or more pairs), since differences
+    between experts can swamp, or reverse, the relation within each. None where fewer than 3
+    pairs or a constant side leave no correlation."""
     import torch
-    from scipy.stats import spearmanr
 
     scores, strengths = [], []
     for e in range(mlps.num_experts):
@@ -82,16 +84,26 @@ def score_vs_activation(
             continue
         xs = x[token].float().to(mlps.w_in.device)
         pre = xs @ mlps.w_in[e].T + (mlps.b_in[e] if mlps.b_in is not None else 0.0)
-        strengths.append(mlps.g(pre).norm(dim=-1).double().cpu())
-        scores.append(weights[token, slot].double().cpu())
+        strengths.append(mlps.g(pre).norm(dim=-1).double().cpu().numpy())
+        scores.append(weights[token, slot].double().cpu().numpy())
     pairs = sum(len(s) for s in scores)
-    if pairs < 3:
-        return {"score_activation_spearman": None, "score_activation_pairs": pairs}
-    a, b = torch.cat(scores).numpy(), torch.cat(strengths).numpy()
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return {"score_activation_spearman": None, "score_activation_pairs": pairs}
-    rho = float(spearmanr(a, b).statistic)
-    return {"score_activation_spearman": rho, "score_activation_pairs": pairs}
+    pooled = _spearman(np.concatenate(scores), np.concatenate(strengths)) if scores else None
+    within = [_spearman(a, b) for a, b in zip(scores, strengths, strict=True)]
+    finite = [r for r in within if r is not None]
+    return {
+        "score_activation_spearman": pooled,
+        "score_activation_spearman_within": float(np.mean(finite)) if finite else None,
+        "score_activation_pairs": pairs,
+    }
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rho, or None for fewer than 3 pairs or a constant side."""
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(spearmanr(a, b).statistic)
 
 
 def _hidden(model: nn.Module, layer: MoELayer) -> int:
@@ -114,7 +126,7 @@ def _run(context: ProbeContext) -> dict[str, Any]:
     try:
         mlps = expert_mlps(context.model, context.layer)
     except Unsupported as exc:  # the router part stands; say why the activations are missing
-        out["score_activation_spearman"] = None
+        out["score_activation_spearman"] = out["score_activation_spearman_within"] = None
         out["score_activation_unavailable"] = str(exc)
         return out
     return {**out, **score_vs_activation(mlps, context.inputs, context.weights, context.index)}
