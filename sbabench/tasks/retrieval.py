@@ -155,22 +155,26 @@ def _where(path: Path, row: int) -> str:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(row, line) of a UTF-8 text file's non-blank lines; rows count from 1."""
+    """(row, line) of a UTF-8 text file's non-blank lines (a leading BOM dropped); rows count
+    from 1."""
     if not path.is_file():
         raise TaskDataError(
             "file not found", where=str(path), fix="paths are relative to the suite file"
         )
-    row = 0
-    try:
-        with path.open(encoding="utf-8") as handle:
-            # `row` outlives the loop: a decoding error is reported on the row after the last read
-            for row, line in enumerate(handle, start=1):
-                if line.strip():
-                    yield row, line.rstrip("\n").rstrip("\r")
-    except UnicodeDecodeError:
-        raise TaskDataError(
-            "not UTF-8 text", where=_where(path, row + 1), fix="re-save the file as UTF-8"
-        ) from None
+    with path.open("rb") as handle:
+        # decoded a line at a time: a text-mode file decodes whole blocks ahead of the line read,
+        # so its error would name the row after the last one read, not the one at fault
+        for row, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if row == 1 else "utf-8")  # a leading BOM
+            except UnicodeDecodeError as exc:
+                raise TaskDataError(
+                    f"not UTF-8 text (byte {exc.start + 1} of the row)",
+                    where=_where(path, row),
+                    fix="re-save the file as UTF-8",
+                ) from None
+            if line.strip():
+                yield row, line.rstrip("\n").rstrip("\r")
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

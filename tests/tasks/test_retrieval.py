@@ -235,3 +235,24 @@ def test_the_json_schema_checks_a_retrieval_entry() -> None:
     for bad in (without_qrels, {**good, "path": "p.csv"}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**suite, "tasks": [bad]}, json_schema())
+
+
+def test_bytes_that_are_not_utf8_are_named_on_their_own_row(tmp_path: Path) -> None:
+    # text-mode reading decodes blocks ahead of the line read: the error named row 1 here
+    write_beir(tmp_path, lee_documents_only())
+    queries = tmp_path / "queries.jsonl"
+    lines = queries.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3].replace(b'"text": "', b'"text": "caf\xe9 ', 1)  # Latin-1, not UTF-8
+    queries.write_bytes(b"".join(lines))
+    result = CliRunner().invoke(main, ["validate", str(suite_file(tmp_path))])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "queries.jsonl: row 4: not UTF-8 text" in result.output, result.output
+
+
+def test_a_byte_order_mark_is_not_data(tmp_path: Path) -> None:
+    write_beir(tmp_path, lee_documents_only())
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels.tsv"):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    result = CliRunner().invoke(main, ["validate", str(suite_file(tmp_path))])
+    assert result.exit_code == 0, result.output
