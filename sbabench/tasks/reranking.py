@@ -13,8 +13,8 @@ layout mteb gives the reranking datasets it converts.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import re
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -49,12 +49,26 @@ def reranking_split(ranked: list[RankedQuery]) -> Any:
     return split_of(corpus, queries, relevant, candidates)
 
 
+_QUOTED_LIST = re.compile(r"\s*\[\s*[\"']")
+"""A cell that begins as a list of quoted texts: `["` or `['`."""
+
+
 def _texts(value: Any, name: str, where: str) -> tuple[str, ...]:
     """A cell's texts: a list of texts, one text, or (CSV) a JSON list of texts."""
     if isinstance(value, str) and value.lstrip().startswith("["):
-        # not JSON: a text that happens to begin with "[", kept as one text
-        with contextlib.suppress(json.JSONDecodeError):
+        try:
             value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            # a text that happens to begin with "[" ("[deleted] ...") is kept as one text, but
+            # not a list of quoted texts that is not JSON: a bracket or quote lost, or Python's
+            # repr (pandas writes list columns so): taken as one text, it would be one candidate
+            if _QUOTED_LIST.match(value):
+                raise TaskDataError(
+                    f"column {name!r} holds a list of texts that is not JSON: {exc.msg} "
+                    f"(column {exc.colno})",
+                    where=where,
+                    fix='write the list as JSON: ["first text", "second text"] (double quotes)',
+                ) from None
     items = [value] if isinstance(value, str) else value
     if isinstance(items, dict) or not hasattr(items, "__iter__"):
         items = None  # a number, NaN (an empty CSV cell), a mapping: not texts

@@ -124,3 +124,36 @@ def test_a_missing_column_names_the_columns_there_are(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(dense_suite(tmp_path, ENTRY))])
     assert result.exit_code == 2 and "missing column(s) query='q'" in result.output
     assert "the file has columns ['query', 'pos', 'neg']" in result.output
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("['Dogs bark.', 'Rain falls.']", "Expecting value (column 2)"),  # Python's repr
+        ('["Stocks fell", "Dogs bark."', "Expecting ',' delimiter"),  # a lost bracket
+    ],
+)
+def test_a_csv_list_cell_that_is_not_json_is_refused(
+    cell: str, message: str, tmp_path: Path
+) -> None:
+    # it was read as one text: one negative candidate made of the whole list
+    pd.DataFrame(
+        {"q": ["x", "what do cats do"], "pos": ["y", "Cats purr."], "neg": ["[deleted] z", cell]}
+    ).to_csv(tmp_path / "ranked.csv", index=False)
+    entry = ENTRY.replace("ranked.jsonl", "ranked.csv")
+    result = CliRunner().invoke(main, ["validate", str(dense_suite(tmp_path, entry))])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "ranked.csv: row 3: column 'negative' holds a list of texts that is not JSON" in (
+        result.output
+    ), result.output
+    assert message in result.output and "fix: write the list as JSON" in result.output
+
+
+def test_a_csv_text_that_begins_with_a_bracket_is_one_text(tmp_path: Path) -> None:
+    pd.DataFrame({"q": ["x"], "pos": ["[deleted] y"], "neg": ['[1] "z"']}).to_csv(
+        tmp_path / "ranked.csv", index=False
+    )
+    (row,) = read_ranked(
+        tmp_path / "ranked.csv", {"query": "q", "positive": "pos", "negative": "neg"}
+    )
+    assert row == RankedQuery("x", ("[deleted] y",), ('[1] "z"',))
