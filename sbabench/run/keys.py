@@ -68,6 +68,8 @@ class TaskKey(_Part):
     """Local files: role -> column."""
     subsets: list[str] | None = None
     """MTEB tasks: the evaluated subsets (None: all)."""
+    code_sha256: str | None = None
+    """Bundled tasks: digest of the code that builds them from their packages' data."""
 
 
 class SettingsKey(_Part):

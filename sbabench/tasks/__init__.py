@@ -50,7 +50,13 @@ def task_identity(entry: TaskEntry) -> dict[str, Any]:
             version = metadata.version(package)
         except metadata.PackageNotFoundError:
             version = "not-installed"
-        return {"name": name, "data": f"package:{package}", "revision": version, "split": "test"}
+        return {
+            "name": name,
+            "data": f"package:{package}",
+            "revision": version,
+            "split": "test",
+            "code_sha256": bundled_code_sha256(),
+        }
     task = get_task(entry)
     dataset = dict(task.metadata.dataset)
     return {
@@ -60,6 +66,16 @@ def task_identity(entry: TaskEntry) -> dict[str, Any]:
         "split": entry.split or task.metadata.eval_splits[0],
         "subsets": list(entry.subsets) if entry.subsets else None,
     }
+
+
+@cache
+def bundled_code_sha256() -> str:
+    """Digest of the code that builds the bundled tasks from their packages' files (and all it
+    imports): a change of what a bundled task holds is a change of its key, whichever package
+    version read it."""
+    from sbabench.digests import modules_digest
+
+    return modules_digest(("sbabench.tasks.bundled",))
 
 
 @cache

@@ -192,3 +192,17 @@ def test_routing_sparsity_is_in_the_model_key_and_no_override_is_not() -> None:
         assert parts.model.spec["routing"] == {"top_k": top_k if top_k == "all" else int(top_k)}
         keys.add(parts.digest)
     assert len(keys) == 4  # even the model's own k is keyed: too broad is safe
+
+
+def test_a_bundled_tasks_key_covers_the_code_that_builds_it() -> None:
+    """What a bundled task holds is built by sbabench's code from a package's files: that code
+    (and what it imports) is in the task's key, not only the package's version."""
+    from sbabench.digests import code_modules
+    from sbabench.tasks import bundled_code_sha256, task_identity
+    from sbabench.tasks.spec import TaskEntry
+
+    identity = task_identity(TaskEntry(name="AIABDEReranking"))
+    assert identity["code_sha256"] == bundled_code_sha256()
+    covered = code_modules(("sbabench.tasks.bundled",))
+    assert {"sbabench.tasks.sources", "sbabench.tasks.bundled"} <= set(covered)
+    assert task_identity(TaskEntry(name="LeeDocSTS"))["code_sha256"] == identity["code_sha256"]
