@@ -294,7 +294,8 @@ def read_qrels(
         raise TaskDataError(
             "the qrels hold no relevant document (no row with score > 0)",
             where=str(path),
-            fix="judge at least one query-document pair relevant; mteb drops queries without one",
+            fix="judge at least one query-document pair relevant (score > 0); a query judged only 0 "
+            "scores 0 on every metric, as in mteb",
         )
     return judged
 
