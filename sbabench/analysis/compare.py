@@ -193,10 +193,14 @@ _IDENTITY_PARTS = ("model", "task", "settings", "scoring_version")
 
 
 def _identity(parts: KeyParts, part: str) -> object:
-    """A key part as pairing sees it: the model without its code digest, since a change of
-    the code that builds and runs models (the MoE path, the encoder) is what a gate compares."""
+    """A key part as pairing sees it: the model and the task without their code digests, since
+    a change of the code that builds and runs models (the MoE path, the encoder) or builds the
+    bundled tasks is what a gate compares across (a task whose items changed with its code is
+    refused by the paired test itself: its gold values differ)."""
     value = getattr(parts, part)
-    return value.model_copy(update={"code_sha256": None}) if part == "model" else value
+    if part in ("model", "task"):
+        return value.model_copy(update={"code_sha256": None})
+    return value
 
 
 def _comparable(a: UnitResult, b: UnitResult, parts: Sequence[str] = _IDENTITY_PARTS) -> str:

@@ -69,7 +69,15 @@ class TaskKey(_Part):
     subsets: list[str] | None = None
     """MTEB tasks: the evaluated subsets (None: all)."""
     code_sha256: str | None = None
-    """Bundled tasks: digest of the code that builds them from their packages' data."""
+    """Bundled tasks: digest of the code that builds them from their packages' data; left out
+    otherwise, so a result written before it existed keeps its key when it is saved again."""
+
+    @model_serializer(mode="wrap")
+    def _without_code_digest(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        parts: dict[str, Any] = handler(self)
+        if self.code_sha256 is None:
+            parts.pop("code_sha256", None)
+        return parts
 
 
 class SettingsKey(_Part):

@@ -74,16 +74,19 @@ def test_a_significantly_worse_operator_fails_the_gate(
     assert [(r.aggregator, r.task) for r in outcome.verdict.regressions] == [("sba", unit.task)]
 
 
-def test_a_change_of_the_model_code_is_still_gated(tmp_path: Path) -> None:
-    """The model key part carries the digest of the code that builds and runs models; a change
-    to that code (the MoE path, the encoder) must still be compared with the baseline."""
+@pytest.mark.parametrize("part", ["model", "task"])
+def test_a_change_of_the_model_or_task_code_is_still_gated(tmp_path: Path, part: str) -> None:
+    """The model key part carries the digest of the code that builds and runs models, a bundled
+    task's the digest of the code that builds it; a change to that code (the MoE path, the
+    encoder, a bundled task's reader) must still be compared with the baseline, whose results
+    may predate the digest."""
     current = tmp_path / "quickstart"
     shutil.copytree(BASELINE, current)
     for path in current.rglob("*.json"):
         result = load_result(path)
         assert result is not None
-        model = result.key_parts.model.model_copy(update={"code_sha256": "changed"})
-        parts = result.key_parts.model_copy(update={"model": model})
+        changed = getattr(result.key_parts, part).model_copy(update={"code_sha256": "changed"})
+        parts = result.key_parts.model_copy(update={part: changed})
         save_result(
             path,
             result.model_copy(update={"key_parts": parts, "key": parts.digest}),

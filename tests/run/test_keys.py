@@ -206,3 +206,20 @@ def test_a_bundled_tasks_key_covers_the_code_that_builds_it() -> None:
     covered = code_modules(("sbabench.tasks.bundled",))
     assert {"sbabench.tasks.sources", "sbabench.tasks.bundled"} <= set(covered)
     assert task_identity(TaskEntry(name="LeeDocSTS"))["code_sha256"] == identity["code_sha256"]
+
+
+def test_a_result_from_before_the_task_code_digest_keeps_its_key_when_saved_again(
+    tmp_path: Path,
+) -> None:
+    """Results written before task keys had a code digest (the committed baselines) stay valid
+    when a tool loads, changes and saves them: an absent digest is not written as null."""
+    from sbabench.run.results import load_result, save_result
+
+    baseline = Path(__file__).resolve().parents[2] / "results" / "baseline" / "quickstart"
+    source = baseline / "minilm" / "dense" / "LeeDocSTS.json"
+    assert "code_sha256" not in json.loads(source.read_text())["key_parts"]["task"]
+    result = load_result(source)
+    assert result is not None
+    save_result(tmp_path / "again.json", result.model_copy(update={"main_score": 0.1}))
+    again = load_result(tmp_path / "again.json")
+    assert again is not None and again.key == result.key and again.main_score == 0.1
