@@ -297,12 +297,17 @@ PROBE_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("PCA Grassmann", ("probes", "expert-pca", "grassmann_mean")),
     ("Grassmann floor", ("probes", "expert-pca", "grassmann_split_half_mean")),
     ("PCA eff. rank", ("probes", "expert-pca", "effective_rank_mean")),
+]
+"""The Jacobian and expert-PCA probes' columns, shown when any result has them."""
+
+COUPLING_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("router margin", ("probes", "router-coupling", "margin_mean")),
     ("score~activation ρ", ("probes", "router-coupling", "score_activation_spearman")),
     ("ρ within expert", ("probes", "router-coupling", "score_activation_spearman_within")),
     ("router row |cos|", ("probes", "router-coupling", "router_row_abs_cosine_mean")),
 ]
-"""The deeper probes' columns, shown when any result has them."""
+"""The router-coupling probe's columns, a table of their own (one table of every probe's
+columns no longer fits 120 columns)."""
 
 LOAD_COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("max/mean load", ("balance", "max_over_mean")),
@@ -372,8 +377,13 @@ def geometry_rows(
     return headers, rows
 
 
-def _has_probes(results: Sequence[UnitResult]) -> bool:
-    return any(layer.get("probes") for r in results for layer in r.geometry_layers.values())
+def _has_probes(results: Sequence[UnitResult], names: Sequence[str]) -> bool:
+    return any(
+        name in (layer.get("probes") or {})
+        for r in results
+        for layer in r.geometry_layers.values()
+        for name in names
+    )
 
 
 def _geometry_grids(
@@ -387,9 +397,12 @@ def _geometry_grids(
         grids.append(
             ("load balance per MoE layer (every real token seen, mean over tasks)", headers, rows)
         )
-    if _has_probes(results):
+    if _has_probes(results, ("jacobian", "expert-pca")):
         headers, rows = geometry_rows(results, PROBE_COLUMNS)
         grids.append(("geometry probes per MoE layer (mean over tasks)", headers, rows))
+    if _has_probes(results, ("router-coupling",)):
+        headers, rows = geometry_rows(results, COUPLING_COLUMNS)
+        grids.append(("router-expert coupling per MoE layer (mean over tasks)", headers, rows))
     return grids
 
 

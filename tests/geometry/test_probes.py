@@ -298,7 +298,8 @@ def test_probes_run_end_to_end_without_changing_scores(tmp_path: Path) -> None:
     )
 
     shown = CliRunner().invoke(main, ["show", str(tmp_path), "--geometry"])
-    assert shown.exit_code == 0 and "J align" in shown.output
+    assert shown.exit_code == 0 and "J align" in shown.output, shown.output
+    assert "router-expert coupling" in shown.output and "router margin" in shown.output
     plots = CliRunner().invoke(main, ["plot", str(tmp_path), "--output", str(tmp_path / "png")])
     assert plots.exit_code == 0, plots.output
     assert (tmp_path / "png" / "probes_moe__sba.png").is_file()
