@@ -11,7 +11,7 @@ back.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
@@ -34,6 +34,18 @@ _TRAINING_CODE = ("sbabench.run.training",)
 
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    _LEFT_OUT: ClassVar[dict[str, Any]] = {}
+    """Fields added after keys existed, with the value every older key implicitly had: left out
+    of the dumped parts at that value, so older keys (and result files) still hold."""
+
+    @model_serializer(mode="wrap")
+    def _without_implicit_values(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        parts: dict[str, Any] = handler(self)
+        for name, implicit in self._LEFT_OUT.items():
+            if getattr(self, name) == implicit:
+                parts.pop(name, None)
+        return parts
 
 
 class ModelKey(_Part):
@@ -72,12 +84,7 @@ class TaskKey(_Part):
     """Bundled tasks: digest of the code that builds them from their packages' data; left out
     otherwise, so a result written before it existed keeps its key when it is saved again."""
 
-    @model_serializer(mode="wrap")
-    def _without_code_digest(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        parts: dict[str, Any] = handler(self)
-        if self.code_sha256 is None:
-            parts.pop("code_sha256", None)
-        return parts
+    _LEFT_OUT: ClassVar[dict[str, Any]] = {"code_sha256": None}
 
 
 class SettingsKey(_Part):
@@ -89,12 +96,7 @@ class SettingsKey(_Part):
     """`float16` when embeddings are rounded to half precision through the cache (it changes
     scores); left out otherwise, so keys from before it was part of the key still hold."""
 
-    @model_serializer(mode="wrap")
-    def _without_full_precision(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        parts: dict[str, Any] = handler(self)
-        if self.embedding_cache is None:
-            parts.pop("embedding_cache", None)
-        return parts
+    _LEFT_OUT: ClassVar[dict[str, Any]] = {"embedding_cache": None}
 
 
 class TrainKey(_Part):
@@ -117,14 +119,9 @@ class KeyParts(_Part):
     replicate: int = 0
     """Which replicate of the model (its seeds are derived from the suite's and this)."""
 
-    @model_serializer(mode="wrap")
-    def _without_replicate_zero(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # replicate 0 is left out of the parts (and so of the key and of result files), so every
-        # key from before replicates existed still holds
-        parts: dict[str, Any] = handler(self)
-        if self.replicate == 0:
-            parts.pop("replicate", None)
-        return parts
+    # replicate 0 is left out of the parts (and so of the key and of result files), so every
+    # key from before replicates existed still holds
+    _LEFT_OUT: ClassVar[dict[str, Any]] = {"replicate": 0}
 
     @property
     def digest(self) -> str:
@@ -133,19 +130,21 @@ class KeyParts(_Part):
 
     def embedding_space(self) -> str:
         """The key of the embeddings a unit uses: its parts without the task and scoring."""
+        return key_digest(self._without_task())
+
+    def _without_task(self) -> dict[str, Any]:
         parts = self.model_dump(mode="json")
-        return key_digest({k: v for k, v in parts.items() if k not in ("task", "scoring_version")})
+        return {k: v for k, v in parts.items() if k not in ("task", "scoring_version")}
 
     def checkpoint_key(self) -> str:
         """The key of a trained model x operator: the parts of its embeddings without the
         model's own `token_elimination`, which is applied at evaluation only (training
         eliminates tokens as `train.token_elimination` says, in the train part): one trained
         model serves every Tilt-Rate it is evaluated at."""
-        parts = self.model_dump(mode="json")
+        parts = self._without_task()
         model = parts["model"]
         spec = {k: v for k, v in model["spec"].items() if k != "token_elimination"}
-        parts["model"] = {**model, "spec": spec}
-        return key_digest({k: v for k, v in parts.items() if k not in ("task", "scoring_version")})
+        return key_digest({**parts, "model": {**model, "spec": spec}})
 
     def with_operator(self, operator: OperatorKey | None) -> KeyParts:
         """The same unit with another operator (e.g. the linear twin of an sba unit)."""
