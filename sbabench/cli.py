@@ -617,34 +617,19 @@ def compare(
     sys.exit(outcome.exit_code)
 
 
-def _comparison_text(outcome: Any, fmt: str) -> str:
-    """The comparison as Markdown (with the geometry tables), JSON or CSV."""
-    import json
-
-    from sbabench.analysis.compare import to_records
-    from sbabench.analysis.report import comparison_markdown, geometry_markdown
-
-    if fmt == "json":
-        return json.dumps(to_records(outcome.comparison), indent=2)
-    if fmt == "csv":
-        import pandas as pd
-
-        return str(pd.DataFrame(to_records(outcome.comparison)).to_csv(index=False))
-    text = comparison_markdown(outcome.comparison)
-    geometry = geometry_markdown(outcome.results)
-    if fmt == "markdown" and geometry:
-        text += "\n### Geometry per MoE layer\n\n" + geometry + "\n"
-    return text
-
-
 def _render_comparison(outcome: Any, fmt: str, output: Path | None) -> None:
     """Write the comparison to `output`, or print it: rich tables, or text in `fmt`."""
-    from sbabench.analysis.report import comparison_tables, friedman_line, geometry_tables
+    from sbabench.analysis.report import (
+        comparison_tables,
+        comparison_text,
+        friedman_line,
+        geometry_tables,
+    )
 
     if output:
-        output.write_text(_comparison_text(outcome, fmt), encoding="utf-8")
+        output.write_text(comparison_text(outcome, fmt), encoding="utf-8")
     elif fmt != "table":
-        click.echo(_comparison_text(outcome, fmt), nl=False)
+        click.echo(comparison_text(outcome, fmt), nl=False)
     else:
         for table in [*comparison_tables(outcome.comparison), *geometry_tables(outcome.results)]:
             console.print(table)
@@ -677,28 +662,11 @@ def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int)
     coupling) and Jacobian spectra; for fine-tuned suites, the loss and gradient-norm
     curves per operator; with token elimination, score against FLOPs kept and encode time.
     """
-    from sbabench.analysis.compare import compare_results, load_folder
-    from sbabench.analysis.plots import (
-        forest_plot,
-        geometry_plots,
-        probe_plots,
-        token_elimination_plot,
-        training_plots,
-    )
+    from sbabench.analysis.compare import load_folders
+    from sbabench.analysis.plots import write_figures
 
-    loaded = [r for source in results or (Path("results"),) for r in load_folder(source)]
-    folder.mkdir(parents=True, exist_ok=True)
-    written = (
-        geometry_plots(loaded, folder)
-        + probe_plots(loaded, folder)
-        + training_plots(loaded, folder)
-        + token_elimination_plot(loaded, folder)
-    )
-    forest = forest_plot(
-        compare_results(loaded, baseline=baseline, n_resamples=resamples), folder / "forest.png"
-    )
-    if forest:
-        written.insert(0, forest)
+    loaded = load_folders(results or (Path("results"),))
+    written = write_figures(loaded, folder, baseline=baseline, n_resamples=resamples)
     for path in written:
         console.print(f"wrote {path}")
     if not written:

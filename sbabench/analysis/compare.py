@@ -533,6 +533,11 @@ def load_folder(folder: Path) -> list[UnitResult]:
     return found
 
 
+def load_folders(folders: Sequence[str | Path]) -> list[UnitResult]:
+    """The results of every folder, in the order given (an error for a folder with none)."""
+    return [r for folder in folders for r in load_folder(Path(folder))]
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What `compare` returns: the results read, their comparison and the gate's verdict."""
@@ -560,7 +565,7 @@ def compare(
     """Read results folders, compare them (operators against `baseline`, models against
     `baseline_model`, or each unit against its twin in `against`), and judge regressions: what
     `sbabench compare` does, as a value."""
-    current = [r for folder in results for r in load_folder(Path(folder))]
+    current = load_folders(results)
     other = load_folder(Path(against)) if against is not None else None
     comparison = compare_results(
         current,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sbabench.analysis.compare import Comparison
+from sbabench.analysis.compare import Comparison, compare_results
 from sbabench.run.results import UnitResult
 
 
@@ -295,3 +295,21 @@ def token_elimination_plot(results: Sequence[UnitResult], folder: Path) -> list[
             ax.legend(fontsize=7)
     fig.suptitle("token elimination: quality against cost (R = Tilt-Rate)")
     return [_save(fig, folder / "token_elimination.png")]
+
+
+def write_figures(
+    results: Sequence[UnitResult], folder: Path, baseline: str = "linear", n_resamples: int = 1000
+) -> list[Path]:
+    """Every figure the results support, written under `folder`: the forest plot against
+    `baseline` first (when anything is paired), then geometry, probes, training curves and
+    token elimination. Returns the files written ([] when there is nothing to plot)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = (
+        geometry_plots(results, folder)
+        + probe_plots(results, folder)
+        + training_plots(results, folder)
+        + token_elimination_plot(results, folder)
+    )
+    comparison = compare_results(results, baseline=baseline, n_resamples=n_resamples)
+    forest = forest_plot(comparison, folder / "forest.png")
+    return [forest, *written] if forest else written

@@ -11,7 +11,7 @@ from rich.table import Table
 from sbabench.run.results import UnitResult
 
 if TYPE_CHECKING:
-    from sbabench.analysis.compare import Comparison, Row, Summary
+    from sbabench.analysis.compare import Comparison, Outcome, Row, Summary
 
 
 def score_grid(
@@ -427,3 +427,23 @@ def geometry_markdown(results: Sequence[UnitResult]) -> str:
         tabulate(rows, headers=headers, tablefmt="github")
         for _, headers, rows in _geometry_grids(results)
     )
+
+
+def comparison_text(outcome: Outcome, fmt: str) -> str:
+    """The comparison as `fmt`: "json" or "csv" (one record per row), or Markdown (any other
+    `fmt`; "markdown" adds the geometry tables)."""
+    import json
+
+    from sbabench.analysis.compare import to_records
+
+    if fmt == "json":
+        return json.dumps(to_records(outcome.comparison), indent=2)
+    if fmt == "csv":
+        import pandas as pd
+
+        return str(pd.DataFrame(to_records(outcome.comparison)).to_csv(index=False))
+    text = comparison_markdown(outcome.comparison)
+    geometry = geometry_markdown(outcome.results)
+    if fmt == "markdown" and geometry:
+        text += "\n### Geometry per MoE layer\n\n" + geometry + "\n"
+    return text

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from sbabench.analysis.compare import compare_results
-from sbabench.analysis.plots import forest_plot, geometry_plots, training_plots
+from sbabench.analysis.plots import forest_plot, geometry_plots, training_plots, write_figures
 from sbabench.run.results import TrainingRecord, load_result
 from sbabench.tasks.items import ItemScores
 from tests import factories
@@ -65,3 +65,26 @@ def test_training_plots_add_the_load_balancing_loss_when_logged(tmp_path: Path) 
         written = training_plots([result], tmp_path / name)
         widths.append(Image.open(written[0]).size[0])
     assert widths[1] > widths[0] * 1.3  # a third panel
+
+
+def test_write_figures_puts_the_forest_plot_first_then_the_geometry(tmp_path: Path) -> None:
+    stored = load_result(FIXTURES / "result_v1_minilm-moe_sba_LeeDocSTS.json")
+    assert stored is not None
+    results = [_result("linear", 0.5), _result("sba", 0.2), stored]
+    written = write_figures(results, tmp_path / "figures", n_resamples=100)
+    assert written == [
+        tmp_path / "figures" / "forest.png",
+        tmp_path / "figures" / "geometry_minilm-moe__sba.png",
+    ]
+    assert all(path.read_bytes()[:4] == PNG for path in written)
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(
+        p.name for p in written
+    )
+
+
+def test_write_figures_without_pairs_or_geometry_writes_nothing(tmp_path: Path) -> None:
+    assert write_figures([_result("linear", 0.5)], tmp_path / "none", n_resamples=100) == []
+    assert list((tmp_path / "none").iterdir()) == []
+    # a baseline nothing runs against pairs nothing either
+    alone = [_result("linear", 0.5), _result("sba", 0.2)]
+    assert write_figures(alone, tmp_path / "other", baseline="nope", n_resamples=100) == []

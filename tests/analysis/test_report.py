@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from rich.console import Console
 
-from sbabench.analysis.compare import compare_results
+from sbabench.analysis.compare import Outcome, compare_results
 from sbabench.analysis.report import (
     comparison_markdown,
     comparison_tables,
+    comparison_text,
     geometry_markdown,
     geometry_tables,
     score_markdown,
@@ -81,3 +84,41 @@ def test_the_load_balance_table_reads_the_expert_loads() -> None:
     row = dict(zip(headers, next(r for r in rows if name.startswith(r[1])), strict=True))
     assert row["max/mean load"] == "2.500"  # 0.5 / (1 / 5)
     assert row["experts with no token"] == "2" and row["experts"] == "5"
+
+
+def _outcome() -> Outcome:
+    """linear vs sba on T1, plus a stored result that carries geometry statistics."""
+    stored = load_result(FIXTURES / "result_v1_minilm-moe_sba_LeeDocSTS.json")
+    assert stored is not None
+    results = [_result("linear", 0.5), _result("sba", 0.2)]
+    comparison = compare_results(results, n_resamples=200)
+    verdict = comparison.verdict(0.005)
+    return Outcome([*results, stored], comparison, verdict, 0)
+
+
+def test_comparison_text_as_json_has_one_record_per_row() -> None:
+    records = json.loads(comparison_text(_outcome(), "json"))
+    assert [(r["aggregator"], r["mark"]) for r in records] == [
+        ("linear", "baseline"),
+        ("sba", "better"),
+    ]
+    assert records[1]["baseline"] == "m/linear" and records[1]["delta"] == pytest.approx(0.3)
+    assert records[0]["delta"] is None
+
+
+def test_comparison_text_as_csv_has_a_header_and_a_line_per_row() -> None:
+    lines = comparison_text(_outcome(), "csv").splitlines()
+    assert lines[0].startswith("task,task_type,model,aggregator,score,mark,baseline,")
+    assert len(lines) == 3
+    assert lines[1].startswith("T1,STS,m,linear,0.5,baseline,,")
+    assert lines[2].startswith("T1,STS,m,sba,0.8,better,m/linear,0.5,0.3")
+
+
+def test_comparison_text_as_markdown_adds_the_geometry_tables() -> None:
+    outcome = _outcome()
+    markdown = comparison_text(outcome, "markdown")
+    assert markdown.startswith(comparison_markdown(outcome.comparison))
+    geometry = markdown.split("\n### Geometry per MoE layer\n\n", 1)[1]
+    assert geometry == geometry_markdown(outcome.results) + "\n"
+    # a table written to a file is the Markdown without the geometry
+    assert comparison_text(outcome, "table") == comparison_markdown(outcome.comparison)
