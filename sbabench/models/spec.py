@@ -44,8 +44,9 @@ class Resources(StrictModel):
 
 
 class TokenElimination(StrictModel):
-    """Attention-based token elimination (TiltedBERT's reading, see the README): after layer
-    `start_layer` and every later one, each text keeps the tokens the others attend to most."""
+    """Attention-based token elimination (TiltedBERT's reading; docs: Token elimination): after
+    layer `start_layer` and every later one, each text keeps the tokens the others attend to
+    most."""
 
     tilt_rate: float = Field(ge=0.0, lt=1.0)
     """Share of the surviving tokens dropped after each layer from `start_layer` on: after
@@ -133,7 +134,7 @@ class Routing(StrictModel):
 
     top_k: TopK
     """Experts per token, from 1 to the layer's experts, or `all`: every expert, weighted by the
-    router's full softmax (DeepSeek-V3: its normalised sigmoid scores; see the README)."""
+    router's full softmax (DeepSeek-V3: its normalised sigmoid scores; see the docs)."""
 
 
 class _ModelBase(StrictModel):
@@ -149,7 +150,7 @@ class _ModelBase(StrictModel):
     resources: Resources = Field(default_factory=Resources)
     """What one worker of this model needs with `--executor ray` (not part of any key)."""
     token_elimination: TokenElimination | None = None
-    """Drop the least-attended tokens layer by layer (BERT-family encoders; see the README)."""
+    """Drop the least-attended tokens layer by layer (BERT-family encoders; see the docs)."""
     routing: Routing | None = None
     """Route each token to another number of experts than the model's own top-k (MoE models;
     at the model's own top-k the forward is unchanged)."""
@@ -158,7 +159,7 @@ class _ModelBase(StrictModel):
     suite's `train:` block)."""
     replicates: ReplicateCount | None = None
     """Independent replicates of this model (overrides the suite's `replicates`): each rebuilds
-    and retrains it with other seeds for everything sbabench randomises (see the README)."""
+    and retrains it with other seeds for everything sbabench randomises (see the docs)."""
 
     @model_validator(mode="after")
     def _moe_options_need_moe(self) -> _ModelBase:
@@ -206,7 +207,7 @@ class UpcycleModel(_ModelBase):
     """`online-kmeans`: decay of the centroids' exponential running mean per training batch."""
     router_tokens: int = Field(4096, ge=64, le=32768)
     """`kmeans` / `online-kmeans`: background tokens per MoE layer the centroids are fitted on
-    (the first ones of the background text; see README, "MoE models")."""
+    (the first ones of the background text; docs: MoE models)."""
     router_inits: int = Field(1, ge=1, le=100)
     """`kmeans` / `online-kmeans`: k-means initialisations; the best (lowest inertia) is kept."""
     renormalize: bool = True

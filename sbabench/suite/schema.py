@@ -49,7 +49,7 @@ class AggregatorEntry(StrictModel):
     model_config = ConfigDict(json_schema_extra=_aggregator_schema)
 
     name: str
-    """A built-in operator (`sbabench list-aggregators`) or `module:function` of your own."""
+    """A built-in operator (`sbabench aggregators` lists them) or `module:function` of your own."""
     label: Name | None = None
     """The operator's name in results and tables (needed when one operator repeats)."""
     options: dict[str, Any] = Field(default_factory=dict)
