@@ -7,13 +7,17 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from sbabench.errors import SbabenchError
+
+if TYPE_CHECKING:
+    from sbabench.analysis.compare import Outcome
+    from sbabench.run.inspection import ModelReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Piped output is not cut at 80 columns: tables stay whole in logs and CI.
@@ -469,65 +473,33 @@ def inspect(
     TARGET is a suite file (every model in it, or --model NAME) or a hub id / local folder of an
     MoE model (as `source: huggingface`).
     """
-    from sbabench.models.encoder import build_encoder
-    from sbabench.models.machine_cache import MachineCache
-    from sbabench.run.quiet import quiet_libraries
+    from sbabench.run.inspection import inspect_model, inspected_specs
 
-    for spec in _inspected_specs(target, model_name, trust_remote_code, revision):
-        with quiet_libraries():
-            encoder = build_encoder(spec, device="cpu", cache=MachineCache())
-        console.print(_moe_layer_table(spec.name, encoder))
-        if not encoder.moe_layers:
+    for spec in inspected_specs(target, model_name, trust_remote_code, revision):
+        report = inspect_model(spec)
+        console.print(_moe_layer_table(report))
+        if not report.layers:
             console.print("  dense model: no MoE layers (aggregators do not apply)")
+        config = report.config
         console.print(
-            f"  pooling={encoder.config.pooling} normalize={encoder.config.normalize} "
-            f"max_length={encoder.config.max_length} prompts={encoder.config.prompts or 'none'}"
+            f"  pooling={config.pooling} normalize={config.normalize} "
+            f"max_length={config.max_length} prompts={config.prompts or 'none'}"
         )
-        console.print(f"  sentence-transformers modules: {' -> '.join(encoder.config.modules)}")
+        console.print(f"  sentence-transformers modules: {' -> '.join(config.modules)}")
 
 
-def _inspected_specs(
-    target: str, model_name: str | None, trust_remote_code: bool, revision: str | None
-) -> list[Any]:
-    """The models `inspect` looks at: a suite's (or one of them), or one hub id / folder."""
-    from sbabench.models.spec import HuggingFaceModel
-    from sbabench.suite import load_suite
-
-    if target.endswith((".yaml", ".yml")):
-        specs = [m for m in load_suite(target).models if model_name in (None, m.name)]
-        if not specs:
-            raise SbabenchError(f"suite {target!r} has no model named {model_name!r}")
-        return specs
-    return [
-        HuggingFaceModel(
-            name="inspected",
-            source="huggingface",
-            path=target,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
-        )
-    ]
-
-
-def _moe_layer_table(name: str, encoder: Any) -> Table:
+def _moe_layer_table(report: ModelReport) -> Table:
     """One row per MoE layer: family, experts, top-k, renormalisation, which probes can run."""
-    from sbabench.geometry.probes import support
-
-    total = sum(p.numel() for p in encoder.model.parameters())
     table = _table(
-        f"{name}: {type(encoder.model).__name__}, {total / 1e6:.1f}M parameters",
+        f"{report.name}: {report.model_class}, {report.parameters / 1e6:.1f}M parameters",
         "MoE layer", "family", "experts", "top-k", "renormalised", "probes",
     )  # fmt: skip
-    for layer in encoder.moe_layers:
-        unavailable = {p: why for p, why in support(encoder.model, layer).items() if why != "ok"}
+    for layer in report.layers:
+        renormalized = "yes" if layer.renormalized else "no"
         table.add_row(
-            layer.name,
-            layer.family,
-            str(layer.num_experts),
-            str(layer.top_k),
-            "yes" if layer.renormalized else "no",
-            "; ".join(f"no {p}: {why}" for p, why in unavailable.items()) or "all",
-        )
+            layer.name, layer.family, str(layer.experts), str(layer.top_k), renormalized,
+            layer.probes,
+        )  # fmt: skip
     return table
 
 
@@ -617,7 +589,7 @@ def compare(
     sys.exit(outcome.exit_code)
 
 
-def _render_comparison(outcome: Any, fmt: str, output: Path | None) -> None:
+def _render_comparison(outcome: Outcome, fmt: str, output: Path | None) -> None:
     """Write the comparison to `output`, or print it: rich tables, or text in `fmt`."""
     from sbabench.analysis.report import (
         comparison_tables,
