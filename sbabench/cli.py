@@ -283,15 +283,14 @@ def _when(timestamp: float) -> str:
 def _machine_cache(clear: bool) -> None:
     from sbabench.models.machine_cache import MachineCache
 
-    machine = MachineCache()
-    if clear:
-        console.print(f"removed {machine.clear()} entr(ies) from {machine.root}")
-    entries = machine.entries()
-    total = sum(e.bytes for e in entries) / 1e6
+    listing = MachineCache().listing(clear)
+    if listing.removed is not None:
+        console.print(f"removed {listing.removed} entr(ies) from {listing.root}")
     table = _table(
-        f"machine cache: {machine.root} ({total:.2f} MB)", "kind", "key", "KB", "written"
-    )
-    for entry in entries:
+        f"machine cache: {listing.root} ({listing.bytes / 1e6:.2f} MB)", "kind", "key", "KB",
+        "written",
+    )  # fmt: skip
+    for entry in listing.entries:
         table.add_row(entry.kind, entry.key[:16], f"{entry.bytes / 1e3:.1f}", _when(entry.modified))
     console.print(table)
 
@@ -299,36 +298,23 @@ def _machine_cache(clear: bool) -> None:
 def _embedding_cache(
     results_dir: Path, prune: bool, older_than: float | None, model: str | None, suite: str | None
 ) -> None:
-    from sbabench.run.embedding_store import EmbeddingStore
+    from sbabench.run.embedding_store import report_cache
 
-    path = results_dir / ".cache" / "embeddings.sqlite"
-    if not path.is_file():
-        raise SbabenchError(
-            f"no embedding cache at {str(path)!r}", fix="run a suite first (or pass --results)"
-        )
-    store = EmbeddingStore(path)
-    if prune:
-        if older_than is None and model is None and suite is None:
-            raise SbabenchError(
-                "--prune needs a filter", fix="add --older-than DAYS, --model NAME or --suite NAME"
-            )
-        removed = store.prune(older_than_days=older_than, model=model, suite=suite)
-        console.print(f"removed {removed} vector(s)")
+    report = report_cache(
+        results_dir, prune=prune, older_than_days=older_than, model=model, suite=suite
+    )
+    if report.removed is not None:
+        console.print(f"removed {report.removed} vector(s)")
     table = _table(
-        f"embedding cache: {path} ({path.stat().st_size / 1e6:.1f} MB on disk)",
+        f"embedding cache: {report.path} ({report.bytes_on_disk / 1e6:.1f} MB on disk)",
         "suite", "model", "aggregator", "vectors", "MB", "last used",
     )  # fmt: skip
-    for usage in store.usage():
+    for usage in report.usage:
         table.add_row(
-            usage.suite,
-            usage.model,
-            usage.aggregator,
-            str(usage.vectors),
-            f"{usage.megabytes:.2f}",
-            _when(usage.last_used),
-        )
+            usage.suite, usage.model, usage.aggregator, str(usage.vectors),
+            f"{usage.megabytes:.2f}", _when(usage.last_used),
+        )  # fmt: skip
     console.print(table)
-    store.close()
 
 
 def _print_notes(notes: list[str]) -> None:

@@ -47,6 +47,23 @@ class Entry:
     modified: float
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The machine cache's entries, for `sbabench cache --machine`."""
+
+    root: Path
+    """The cache folder."""
+    entries: list[Entry]
+    """Every entry left, by kind then key."""
+    removed: int | None = None
+    """Entries deleted first (None: no clearing asked for)."""
+
+    @property
+    def bytes(self) -> int:
+        """Size of the entries left."""
+        return sum(entry.bytes for entry in self.entries)
+
+
 class MachineCache:
     """Content-keyed, checked, atomically written entries under one folder."""
 
@@ -110,3 +127,8 @@ class MachineCache:
                 entry.path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+    def listing(self, clear: bool = False) -> Listing:
+        """Every entry, after deleting them all first when `clear`."""
+        removed = self.clear() if clear else None
+        return Listing(self.root, self.entries(), removed)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from sbabench.errors import StorageError
+from sbabench.errors import SbabenchError, StorageError
 from sbabench.run.storage import stop_when_disk_full
 
 _SCHEMA = """
@@ -318,3 +318,52 @@ class _Commit:
             self.db.execute("COMMIT")
         elif self.db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
             self.db.execute("ROLLBACK")
+
+
+def cache_file(results_dir: Path) -> Path:
+    """Where a results folder keeps its embedding cache."""
+    return results_dir / ".cache" / "embeddings.sqlite"
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """A results folder's embedding cache, for `sbabench cache`."""
+
+    path: Path
+    """The cache file."""
+    bytes_on_disk: int
+    """Its size (after any pruning; SQLite reuses freed pages rather than shrinking)."""
+    usage: list[SpaceUsage]
+    """Vectors and bytes per space, by suite then model."""
+    removed: int | None = None
+    """Vectors pruned (None: no pruning asked for)."""
+
+
+def report_cache(
+    results_dir: Path,
+    *,
+    prune: bool = False,
+    older_than_days: float | None = None,
+    model: str | None = None,
+    suite: str | None = None,
+) -> CacheReport:
+    """The embedding cache of `results_dir`, first pruned of the spaces matching every filter
+    given when `prune` (which needs at least one filter: never everything by accident)."""
+    path = cache_file(results_dir)
+    if not path.is_file():
+        raise SbabenchError(
+            f"no embedding cache at {str(path)!r}", fix="run a suite first (or pass --results)"
+        )
+    store = EmbeddingStore(path)
+    try:
+        removed = None
+        if prune:
+            if older_than_days is None and model is None and suite is None:
+                raise SbabenchError(
+                    "--prune needs a filter",
+                    fix="add --older-than DAYS, --model NAME or --suite NAME",
+                )
+            removed = store.prune(older_than_days=older_than_days, model=model, suite=suite)
+        return CacheReport(path, path.stat().st_size, store.usage(), removed)
+    finally:
+        store.close()

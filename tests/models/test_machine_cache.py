@@ -137,3 +137,20 @@ def test_cli_lists_and_clears_the_machine_cache(tmp_path: Path) -> None:
     assert MachineCache(tmp_path).entries() == []
     wrong = CliRunner().invoke(main, ["cache", "--clear", "--results", str(tmp_path)])
     assert wrong.exit_code == 2 and "--machine" in wrong.output
+
+
+def test_the_listing_sums_the_entries_and_clears_them_when_asked(tmp_path: Path) -> None:
+    cache = MachineCache(tmp_path)
+    cache.put("routers", "abc", b"x" * 2000)
+    cache.put("routers", "def", b"y" * 1000)
+    header = 17 + 32  # magic line and SHA-256 of the payload
+    listing = cache.listing()
+    assert listing.root == tmp_path and listing.removed is None
+    assert [(e.kind, e.key, e.bytes) for e in listing.entries] == [
+        ("routers", "abc", 2000 + header),
+        ("routers", "def", 1000 + header),
+    ]
+    assert listing.bytes == 3000 + 2 * header
+    cleared = cache.listing(clear=True)
+    assert (cleared.removed, cleared.entries, cleared.bytes) == (2, [], 0)
+    assert MachineCache(tmp_path / "never-written").listing().entries == []

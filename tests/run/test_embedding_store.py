@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbabench.run.embedding_store import EmbeddingStore, text_hash
+from sbabench.errors import SbabenchError
+from sbabench.run.embedding_store import EmbeddingStore, cache_file, report_cache, text_hash
 
 
 def _vectors(n: int, dim: int = 6, seed: int = 0) -> np.ndarray:
@@ -169,3 +170,45 @@ def test_a_cache_in_the_first_layout_is_migrated_and_shrinks(tmp_path: Path) -> 
     fresh._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert (tmp_path / "new.sqlite").stat().st_size / len(texts) < 2200
     fresh.close()
+
+
+def _cached_results(tmp_path: Path) -> Path:
+    """A results folder whose cache holds 2 vectors of suite a / moe and 1 of suite b / dense."""
+    store = EmbeddingStore(cache_file(tmp_path / "results"))
+    store.register("s1", "a", "moe", "sba")
+    store.register("s2", "b", "dense", "dense")
+    store.put("s1", "default", ["x", "y"], _vectors(2))
+    store.put("s2", "default", ["x"], _vectors(1))
+    store.close()
+    return tmp_path / "results"
+
+
+def test_the_cache_report_lists_each_space_and_the_file_size(tmp_path: Path) -> None:
+    results = _cached_results(tmp_path)
+    report = report_cache(results)
+    assert report.path == results / ".cache" / "embeddings.sqlite"
+    assert report.bytes_on_disk == report.path.stat().st_size > 0
+    assert report.removed is None
+    assert [(u.suite, u.model, u.aggregator, u.vectors) for u in report.usage] == [
+        ("a", "moe", "sba", 2),
+        ("b", "dense", "dense", 1),
+    ]
+    assert report.usage[0].megabytes == pytest.approx(2 * 6 * 4 / 1e6)
+
+
+def test_the_cache_report_prunes_only_what_the_filters_match(tmp_path: Path) -> None:
+    results = _cached_results(tmp_path)
+    assert report_cache(results, prune=True, older_than_days=1).removed == 0  # just used
+    pruned = report_cache(results, prune=True, suite="a")
+    assert pruned.removed == 2
+    assert [u.model for u in pruned.usage] == ["dense"]
+    with pytest.raises(SbabenchError, match="--prune needs a filter"):
+        report_cache(results, prune=True)
+    assert [u.model for u in report_cache(results).usage] == ["dense"]
+
+
+def test_a_results_folder_without_a_cache_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(SbabenchError, match="no embedding cache at") as caught:
+        report_cache(tmp_path)
+    assert not (tmp_path / ".cache").exists()
+    assert "run a suite first" in caught.value.render()
