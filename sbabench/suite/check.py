@@ -9,8 +9,9 @@ from pathlib import Path
 
 from sbabench.aggregators import is_user_operator, resolve
 from sbabench.errors import SbabenchError
-from sbabench.models.sources import resolve_base
+from sbabench.models.sources import PACKAGED_MODELS, resolve_base
 from sbabench.models.spec import AnyModel, HuggingFaceModel
+from sbabench.optional_packages import missing_package
 from sbabench.suite.schema import Suite, TaskEntry
 from sbabench.tasks import BUNDLED_SOURCES, known_task
 from sbabench.tasks.local import local_layout
@@ -30,6 +31,10 @@ def _task_problem(entry: TaskEntry) -> str | None:
         except SbabenchError as exc:
             return _message(exc)
         return None
+    if entry.name in BUNDLED_SOURCES:
+        missing = missing_package(BUNDLED_SOURCES[entry.name], f"bundled task {entry.name!r}")
+        if missing is not None:
+            return _message(missing)
     problem = known_task(entry.name)
     if problem:
         return problem
@@ -108,6 +113,11 @@ def _routing_problem(model: AnyModel) -> Problem | None:
 def _model_problems(suite: Suite) -> list[Problem]:
     found: list[Problem] = []
     for i, model in enumerate(suite.models):
+        packaged = model.base in PACKAGED_MODELS
+        missing = missing_package(model.base, "the packaged model") if packaged else None
+        if missing is not None:  # the checks below read its config: nothing to read
+            found.append((("models", i, "base"), _message(missing)))
+            continue
         for problem in (_elimination_problem(model), _routing_problem(model)):
             if problem is not None:
                 found.append((("models", i, *problem[0]), problem[1]))

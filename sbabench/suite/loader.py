@@ -5,6 +5,7 @@ Every problem is reported as `file:line:column: field: message` (exit code 2 in 
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -152,13 +153,40 @@ def parse_suite(text: str, path: str = "<suite>", *, check: bool = True) -> Suit
     return suite
 
 
-def load_suite(path: str | Path, *, check: bool = True) -> Suite:
-    """Read and validate a suite file (`check`: also the checks that need I/O)."""
+def example_suites() -> dict[str, Path]:
+    """The example suites shipped inside the package (the repository's suites/), by name."""
+    folder = Path(str(resources.files("sbabench") / "examples"))
+    return {file.stem: file for file in sorted(folder.glob("*.yaml"))}
+
+
+def _suite_file(path: str | Path) -> tuple[Path, str | None]:
+    """The file to read, and a note when a bare name (`quickstart`) that is no file here names
+    an example suite shipped with sbabench (a `pip install` has no suites/ folder)."""
     file = Path(path)
-    if not file.is_file():
-        raise SbabenchError(f"suite file {str(file)!r} does not exist", fix="check the path")
+    if file.is_file():
+        return file, None
+    examples = example_suites()
+    name = file.name.removesuffix(".yaml")
+    if file.parent == Path() and name in examples:
+        example = examples[name]
+        return example, f"{path}: no such file here; running the example suite {example}"
+    raise SbabenchError(
+        f"suite file {str(file)!r} does not exist",
+        fix="check the path, or name an example suite shipped with sbabench: "
+        + ", ".join(examples),
+    )
+
+
+def load_suite(path: str | Path, *, check: bool = True) -> Suite:
+    """Read and validate a suite file (`check`: also the checks that need I/O). A bare name
+    that is no file here (`quickstart`) is the example suite of that name shipped with
+    sbabench."""
+    file, note = _suite_file(path)
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise SuiteError([f"{file}:1:1: not UTF-8 text"], path=str(file)) from None
-    return parse_suite(text, str(file), check=check)
+    suite = parse_suite(text, str(file), check=check)
+    if note is not None:
+        suite._notes.insert(0, note)
+    return suite
