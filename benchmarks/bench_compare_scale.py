@@ -1,14 +1,16 @@
 """`sbabench compare` on many items: wall and peak memory of the whole process, one thread vs
 the threads it uses, on the quickstart's 9 units grown to N items each.
 
-    python benchmarks/bench_compare_scale.py [--items 16000] [--repeats 2]
+    python benchmarks/bench_compare_scale.py [--items 16000] [--repeats 2] [--before REF]
 
 The committed baseline (results/baseline/quickstart: 9 units, 3 tasks) is copied with each
 task's per-item arrays redrawn to N items (the same seeded draw of the task's items for every
 unit, so units still pair; each prediction keeps its item's value, cosines jittered by 0.01), then
 `sbabench compare` runs on it as a user runs it, alternately as shipped and with its blocks of
 resamples on one thread (the module's thread count patched), `--repeats` times each. Prints each run's wall, peak RSS and the median ratio; the
-outputs of the two are checked equal. Also prints the size of one clustering result file.
+outputs of the two are checked equal. With `--before REF` (a git commit), that commit's sbabench
+package runs the same comparison too, alternated with the others, and its output must be equal.
+Also prints the size of one clustering result file.
 """
 
 from __future__ import annotations
@@ -65,11 +67,15 @@ def grow(folder: Path, items: int) -> Path:
     return target
 
 
-def _run(args: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (GB) and stdout of one child process."""
+def _run(args: list[str], path: Path | None = None) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (GB) and stdout of one child process (`path`: where it imports
+    sbabench from)."""
+    env = dict(os.environ, PYTHONPATH=str(path)) if path else None
     with tempfile.TemporaryFile("w+") as out:
         start = time.perf_counter()
-        child = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            args, cwd=path or ROOT, env=env, stdout=out, stderr=subprocess.DEVNULL
+        )
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - start
         out.seek(0)
@@ -83,25 +89,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=16000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--before", help="a git commit whose sbabench runs the same comparison")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-compare-"))
+    variants: list[tuple[str, list[str], Path | None]] = [
+        ("1 thread", [sys.executable, "-c", _ONE_THREAD, "compare"], None),
+        ("shipped", [sys.executable, "-m", "sbabench", "compare"], None),
+    ]
+    if args.before:
+        old = work / "before"
+        old.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.before, "sbabench"],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+        variants.append((args.before[:10], [sys.executable, "-m", "sbabench", "compare"], old))
     folder = grow(work, args.items)
     clusters = folder / "minilm-moe" / "sba" / "MiniNewsgroupsClustering.json"
     print(f"{args.items:,} items per unit, 9 units; one clustering result file: "
           f"{clusters.stat().st_size / 1e6:.2f} MB")  # fmt: skip
-    walls: dict[str, list[float]] = {"1 thread": [], "shipped": []}
+    walls: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     outputs: dict[str, str] = {}
     for _ in range(args.repeats):
-        for name, command in (
-            ("1 thread", [sys.executable, "-c", _ONE_THREAD, "compare", str(folder)]),
-            ("shipped", [sys.executable, "-m", "sbabench", "compare", str(folder)]),
-        ):
-            wall, peak, text = _run(command)
+        for name, command, path in variants:
+            wall, peak, text = _run([*command, str(folder)], path)
             walls[name].append(wall)
             outputs[name] = text
-            print(f"{name:>8}: {wall:6.2f} s, peak RSS {peak:.2f} GB", flush=True)
-    if outputs["1 thread"] != outputs["shipped"]:
-        raise SystemExit("the two outputs differ")
+            print(f"{name:>10}: {wall:6.2f} s, peak RSS {peak:.2f} GB", flush=True)
+    if len(set(outputs.values())) != 1:
+        raise SystemExit(f"the outputs differ: {outputs}")
+    if args.before:
+        print(f"median: {args.before[:10]} {statistics.median(walls[args.before[:10]]):.2f} s")
     ratio = statistics.median(walls["1 thread"]) / statistics.median(walls["shipped"])
     print(f"median: 1 thread {statistics.median(walls['1 thread']):.2f} s, shipped "
           f"{statistics.median(walls['shipped']):.2f} s ({ratio:.2f}x); outputs equal; "

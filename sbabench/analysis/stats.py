@@ -51,6 +51,39 @@ def statistic(
     return result
 
 
+def statistics(
+    kind: str,
+    gold: np.ndarray,
+    predictions: Sequence[np.ndarray],
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """(R, B): `statistic` of each of R predictions of the same items over each resample, in
+    one call, so the task type's batched form shares what depends on gold and the resample
+    only (`TaskType.statistic_many`)."""
+    task_type = by_item_kind(kind)
+    if task_type is None:
+        raise ValueError(f"unknown item kind {kind!r}")
+    rows = np.ones((1, len(gold))) if weights is None else weights
+    predictions = [np.asarray(p) for p in predictions]
+    result: np.ndarray = task_type.statistic_many_fn()(np.asarray(gold), predictions, rows)
+    return result
+
+
+def signed_runs(
+    *sides: tuple[ItemScores, float],
+) -> tuple[list[np.ndarray], list[tuple[float, int]]]:
+    """Every prediction of each side (a clustering unit's k-means runs, else its one
+    prediction) with its share of the difference, (sign, runs of that side): a side's
+    statistic is the mean over its runs, added as sign * value / runs."""
+    predictions: list[np.ndarray] = []
+    shares: list[tuple[float, int]] = []
+    for scores, sign in sides:
+        runs = [np.asarray(run) for run in (scores.runs or [scores.predicted])]
+        predictions += runs
+        shares += [(sign, len(runs))] * len(runs)
+    return predictions, shares
+
+
 def paired_bootstrap(
     candidate: dict[str, ItemScores],
     baseline: dict[str, ItemScores],
@@ -81,15 +114,14 @@ def paired_bootstrap(
         n_items += len(gold)
         index = rng.integers(0, len(gold), size=(n_resamples, len(gold)))
         # Clustering: the statistic is the mean V-measure over the stored k-means runs.
-        runs_a = [np.asarray(r) for r in (a.runs or [a.predicted])]
-        runs_b = [np.asarray(r) for r in (b.runs or [b.predicted])]
-        for runs, sign in ((runs_a, 1.0), (runs_b, -1.0)):
-            for run in runs:
-                observed += sign * float(statistic(a.kind, gold, run)[0]) / len(runs)
+        predictions, shares = signed_runs((a, 1.0), (b, -1.0))
+        values = statistics(a.kind, gold, predictions)[:, 0]
+        for value, (sign, runs) in zip(values, shares, strict=True):
+            observed += sign * float(value) / runs
         weights = resample_weights(index, len(gold))
-        for runs, sign in ((runs_a, 1.0), (runs_b, -1.0)):
-            for run in runs:
-                deltas += sign * statistic(a.kind, gold, run, weights) / len(runs)
+        resampled = statistics(a.kind, gold, predictions, weights)
+        for row, (sign, runs) in zip(resampled, shares, strict=True):
+            deltas += sign * row / runs
     observed /= len(subsets)
     deltas /= len(subsets)
     low, high = np.percentile(deltas, [2.5, 97.5])

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sbabench.analysis.stats import has_nan, statistic
+from sbabench.analysis.stats import has_nan, signed_runs, statistics
 from sbabench.tasks.item_statistics import resample_weights
 from sbabench.tasks.items import ItemScores
 
@@ -110,17 +110,16 @@ def _replicate_deltas(
             raise ValueError(f"subset {subset!r}: the replicates were scored on different items")
         gold = golds[0]
         index = rng.integers(0, len(gold), size=(n_resamples, len(gold)))
-        for r, (c, b) in enumerate(zip(candidates, baselines, strict=True)):
-            for scores, sign in ((c[subset], 1.0), (b[subset], -1.0)):
-                runs = [np.asarray(run) for run in (scores.runs or [scores.predicted])]
-                for run in runs:
-                    observed[r] += sign * float(statistic(scores.kind, gold, run)[0]) / len(runs)
         weights = resample_weights(index, len(gold))
         for r, (c, b) in enumerate(zip(candidates, baselines, strict=True)):
-            for scores, sign in ((c[subset], 1.0), (b[subset], -1.0)):
-                runs = [np.asarray(run) for run in (scores.runs or [scores.predicted])]
-                for run in runs:
-                    resampled[r] += sign * statistic(scores.kind, gold, run, weights) / len(runs)
+            predictions, shares = signed_runs((c[subset], 1.0), (b[subset], -1.0))
+            kind = c[subset].kind
+            values = statistics(kind, gold, predictions)[:, 0]
+            for value, (sign, runs) in zip(values, shares, strict=True):
+                observed[r] += sign * float(value) / runs
+            rows = statistics(kind, gold, predictions, weights)
+            for row, (sign, runs) in zip(rows, shares, strict=True):
+                resampled[r] += sign * row / runs
     return observed / len(subsets), resampled / len(subsets)
 
 

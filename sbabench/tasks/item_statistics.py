@@ -15,7 +15,7 @@ call scikit-learn one row at a time, for those tests and for the benchmark.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -43,10 +43,10 @@ resamples (128 MB each) those passes ran from memory, not from the CPU's cache."
 
 
 def _by_blocks(weights: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """`compute` over blocks of rows of `weights` (as float64), the B results joined. Blocks
-    run on a few threads: numpy lets go of the GIL in the passes that take the time (cumsum,
-    reduceat, take), and blocks share nothing (`benchmarks/bench_compare_scale.py` times
-    compare with one thread and as shipped)."""
+    """`compute` over blocks of rows of `weights` (as float64), the results joined along their
+    last axis (B,) or (R, B). Blocks run on a few threads: numpy lets go of the GIL in the
+    passes that take the time (cumsum, reduceat, bincount, take), and blocks share nothing
+    (`benchmarks/bench_compare_scale.py` times compare with one thread and as shipped)."""
     step = max(1, BLOCK_DRAWS // max(weights.shape[1], 1))
     starts = range(0, len(weights), step)
 
@@ -56,7 +56,7 @@ def _by_blocks(weights: np.ndarray, compute: Callable[[np.ndarray], np.ndarray])
     if len(starts) == 1:
         return block(0)
     with ThreadPoolExecutor(max_workers=min(_THREADS, len(starts))) as pool:
-        return np.concatenate(list(pool.map(block, starts)))
+        return np.concatenate(list(pool.map(block, starts)), axis=-1)
 
 
 _THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -91,9 +91,18 @@ class _Groups:
     def ranks(self, weights: np.ndarray) -> np.ndarray:
         """(B, n): the average rank each item's copies take in each resample (see
         `weighted_ranks`)."""
+        return (self.doubled_ranks(weights) + 1) / 2
+
+    def doubled_ranks(self, weights: np.ndarray) -> np.ndarray:
+        """(B, n): 2 x rank - 1 of each item's copies in each resample. A group drawn d times
+        after C - d smaller draws has the average rank C - d + (d + 1) / 2, so 2 rank - 1 =
+        2C - d: whole numbers, two passes in place after the cumulative sum."""
         drawn = self.sums(weights)
-        ranks = np.cumsum(drawn, axis=1) - drawn + (drawn + 1) / 2
-        return ranks[:, self.code]
+        doubled = np.cumsum(drawn, axis=1)
+        doubled *= 2
+        doubled -= drawn
+        result: np.ndarray = doubled[:, self.code]
+        return result
 
 
 def weighted_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -114,21 +123,37 @@ def row_spearman(gold: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -
     """Spearman correlation of gold and predicted over each resample (ties: average ranks):
     Pearson's r of the ranks, each item counted as often as the resample drew it.
 
-    A resample of m draws has mean rank (m + 1) / 2 whatever its ties, so r = (S_ab - m c^2) /
-    sqrt((S_aa - m c^2)(S_bb - m c^2)) with c = (m + 1) / 2 and S_xy = sum_i w_i x_i y_i. Ranks
-    are halves and their sums stay below 2^53, so every sum is exact in float64."""
-    by_gold, by_prediction = _Groups.of(gold), _Groups.of(predicted)
+    A resample of m draws has mean rank (m + 1) / 2 whatever its ties, so with the ranks as
+    a = 2 rank - 1 (mean m; Pearson's r does not change) r = (S_ab - m^3) /
+    sqrt((S_aa - m^3)(S_bb - m^3)), S_xy = sum_i w_i x_i y_i. The a are whole numbers and every
+    sum stays below 2^53 up to about 130,000 items, so the sums are exact in float64."""
+    result: np.ndarray = row_spearman_many(gold, [predicted], weights)[0]
+    return result
+
+
+def row_spearman_many(
+    gold: np.ndarray, predictions: Sequence[np.ndarray], weights: np.ndarray
+) -> np.ndarray:
+    """(R, B): `row_spearman` of each of R predictions of the same items, the gold ranks of a
+    resample computed once for all of them (a paired test ranks gold once, not twice)."""
+    by_gold = _Groups.of(gold)
+    by_predictions = [_Groups.of(p) for p in predictions]
 
     def block(w: np.ndarray) -> np.ndarray:
-        draws = w.sum(1)
-        a, b = by_gold.ranks(w), by_prediction.ranks(w)
-        centre = draws * ((draws + 1) / 2) ** 2
+        centre = w.sum(1) ** 3
+        a = by_gold.doubled_ranks(w)
         weighted_a = w * a
-        covariance = (weighted_a * b).sum(1) - centre
         variance_a = (weighted_a * a).sum(1) - centre
-        variance_b = (w * b * b).sum(1) - centre
-        denominator = np.sqrt(variance_a * variance_b)
-        return np.divide(covariance, denominator, out=np.zeros(len(w)), where=denominator > 0)
+        out = np.zeros((len(by_predictions), len(w)))
+        for r, by_prediction in enumerate(by_predictions):
+            b = by_prediction.doubled_ranks(w)
+            covariance = (weighted_a * b).sum(1) - centre
+            b *= b
+            b *= w
+            variance_b = b.sum(1) - centre
+            denominator = np.sqrt(variance_a * variance_b)
+            np.divide(covariance, denominator, out=out[r], where=denominator > 0)
+        return out
 
     return _by_blocks(weights, block)
 
@@ -150,17 +175,21 @@ def row_average_precision(
     is_end = np.ones(n, dtype=bool)
     is_end[:-1] = scores[1:] != scores[:-1]
     group_end = np.minimum.accumulate(np.where(is_end, np.arange(n), n)[::-1])[::-1]
+    tied = not is_end.all()  # without ties every item ends its own group: no gathers
 
     def block(w: np.ndarray) -> np.ndarray:
         w = w[:, order]
-        true_positives = np.cumsum(w * labels, axis=1)
+        positive = w * labels
+        true_positives = np.cumsum(positive, axis=1)
         drawn = np.cumsum(w, axis=1)
-        tp_end, drawn_end = true_positives[:, group_end], drawn[:, group_end]
-        precision = np.divide(tp_end, drawn_end, out=np.zeros_like(tp_end), where=drawn_end > 0)
-        positives = true_positives[:, -1]
-        valid = (positives > 0) & (positives < drawn[:, -1])
-        total = (w * labels * precision).sum(1)
-        return np.divide(total, positives, out=np.zeros(len(w)), where=valid)
+        positives, total_drawn = true_positives[:, -1].copy(), drawn[:, -1].copy()
+        if tied:
+            true_positives, drawn = true_positives[:, group_end], drawn[:, group_end]
+        # in place; where nothing is drawn yet no positive is either: precision stays 0
+        precision = np.divide(true_positives, drawn, out=true_positives, where=drawn > 0)
+        valid = (positives > 0) & (positives < total_drawn)
+        positive *= precision
+        return np.divide(positive.sum(1), positives, out=np.zeros(len(w)), where=valid)
 
     return _by_blocks(weights, block)
 
@@ -179,19 +208,45 @@ def row_v_measure(gold: np.ndarray, predicted: np.ndarray, weights: np.ndarray) 
     homogeneity = MI / H(classes), completeness = MI / H(clusters) (1 when that entropy is 0),
     V = 2hc / (h + c) (0 when both are 0).
     """
+    result: np.ndarray = row_v_measure_many(gold, [predicted], weights)[0]
+    return result
+
+
+def row_v_measure_many(
+    gold: np.ndarray, predictions: Sequence[np.ndarray], weights: np.ndarray
+) -> np.ndarray:
+    """(R, B): `row_v_measure` of each of R clusterings of the same items (a clustering unit
+    stores 10 seeded k-means runs, so a paired test scores 20).
+
+    Each resample's contingency table is one `np.bincount` over (resample, cell) codes with
+    the weights: a single pass over the block per clustering, whatever the number of classes
+    and clusters (the cells are few and the items many)."""
     _, gold_codes = np.unique(gold, return_inverse=True)
-    _, pred_codes = np.unique(predicted, return_inverse=True)
-    gold_codes, pred_codes = gold_codes.reshape(-1), pred_codes.reshape(-1)
-    classes, clusters = int(gold_codes.max()) + 1, int(pred_codes.max()) + 1
-    cells = gold_codes * clusters + pred_codes
-    by_cell = _Groups.of(cells)
-    present = np.unique(cells)
+    codes = [np.unique(p, return_inverse=True)[1].reshape(-1) for p in predictions]
+    # Items with the same class and the same cluster in every clustering fall in the same
+    # cells: their weights are summed once (one pass), and each clustering's table is then
+    # summed over these groups, not over the items (k-means runs mostly agree, so groups are
+    # far fewer than items; at worst one per item).
+    signatures, group = np.unique(
+        np.stack([gold_codes.reshape(-1), *codes]), axis=1, return_inverse=True
+    )
+    by_group = _Groups.of(group.reshape(-1))
+    classes = int(signatures[0].max()) + 1 if signatures.size else 1
+    tables = []
+    for row in signatures[1:]:
+        clusters = int(row.max()) + 1 if row.size else 1
+        tables.append((signatures[0] * clusters + row, clusters))
 
     def block(w: np.ndarray) -> np.ndarray:
-        rows = len(w)
-        cells_of_row = np.zeros((rows, classes * clusters))
-        cells_of_row[:, present] = by_cell.sums(w)
-        return _v_measure(cells_of_row.reshape(rows, classes, clusters), w.sum(1))
+        rows, total = len(w), w.sum(1)
+        flat = by_group.sums(w).ravel()
+        out = np.empty((len(tables), rows))
+        for r, (cells, clusters) in enumerate(tables):
+            size = classes * clusters
+            code = (np.arange(rows)[:, None] * size + cells).ravel()
+            counts = np.bincount(code, weights=flat, minlength=rows * size)
+            out[r] = _v_measure(counts.reshape(rows, classes, clusters), total)
+        return out
 
     return _by_blocks(weights, block)
 

@@ -53,6 +53,11 @@ class TaskType:
     `LocalLayout`, `files` the suite's file fields -> path (None: no local files of this type)."""
     files: tuple[str, ...] = ("path",)
     """The suite fields naming a local task's files (one table, or a BEIR folder's three)."""
+    statistic_many: str | None = None
+    """`module:function` computing `statistic` for R predictions of the same items at once:
+    fn(gold[n], predictions[R][n], weights[B, n]) -> [R, B], equal to R calls of `statistic`
+    and faster where the predictions share work (the gold ranks of a resample; one pass per
+    clustering run). None: `statistic` once per prediction."""
     keeper: str | None = None
     """`module:function` that makes a task keep mteb's own per-item scores while it evaluates:
     fn(task) -> None, called before mteb scores it. For metrics mteb computes per item and
@@ -78,6 +83,21 @@ class TaskType:
     def statistic_fn(self) -> Callable[..., Any]:
         """The resampled statistic (imported on first use)."""
         return _load(self.statistic)
+
+    def statistic_many_fn(self) -> Callable[..., Any]:
+        """The statistic of many predictions of the same items: fn(gold, predictions,
+        weights) -> [R, B] (imported on first use; `statistic` per prediction when the type
+        has no batched form)."""
+        if self.statistic_many is not None:
+            return _load(self.statistic_many)
+        one = self.statistic_fn()
+
+        def each(gold: Any, predictions: Any, weights: Any) -> Any:
+            import numpy as np
+
+            return np.stack([one(gold, p, weights) for p in predictions])
+
+        return each
 
 
 def _load(path: str) -> Callable[..., Any]:
@@ -148,6 +168,7 @@ register(
         item_kind="sts",
         collector=f"{_ITEMS}:collect_sts",
         statistic=f"{_STATS}:row_spearman",
+        statistic_many=f"{_STATS}:row_spearman_many",
         resampled="pairs",
         label="STS",
         statistic_label="Spearman of cosine vs gold",
@@ -163,6 +184,7 @@ register(
         item_kind="clusters",
         collector=f"{_ITEMS}:collect_clusters",
         statistic=f"{_STATS}:row_v_measure",
+        statistic_many=f"{_STATS}:row_v_measure_many",
         resampled="documents",
         label="Clustering",
         statistic_label="mean V-measure of 10 seeded k-means runs",

@@ -14,7 +14,9 @@ from sbabench.tasks.item_statistics import (
     row_average_precision,
     row_average_precision_sklearn,
     row_spearman,
+    row_spearman_many,
     row_v_measure,
+    row_v_measure_many,
     row_v_measure_sklearn,
     weighted_ranks,
 )
@@ -93,6 +95,55 @@ def test_spearman_equals_scipy_on_every_resample() -> None:
     expected = [sps.spearmanr(gold[row], predicted[row]).statistic for row in index]
     weights = resample_weights(index, 300)
     np.testing.assert_allclose(row_spearman(gold, predicted, weights), expected, rtol=0, atol=1e-12)
+
+
+@st.composite
+def _many_labellings(draw: st.DrawFn) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Gold and several clusterings of the same items, some of them nearly the same (as
+    seeded k-means runs are), some unrelated."""
+    rows, n = draw(st.integers(1, 6)), draw(st.integers(1, 50))
+    classes, clusters, runs = (
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 5)),
+        draw(st.integers(1, 6)),
+    )
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    gold = rng.integers(0, classes, size=n).astype(float)
+    first = rng.integers(0, clusters, size=n)
+    flips = draw(st.sampled_from([0.0, 0.1, 1.0]))
+    clusterings = [
+        np.where(rng.random(n) < flips, rng.integers(0, clusters, size=n), first) * 3 + 1
+        for _ in range(runs)
+    ]
+    return gold, clusterings, rng.integers(0, n, size=(rows, n))
+
+
+@given(_many_labellings())
+@settings(max_examples=200, deadline=None)
+def test_v_measure_of_many_clusterings_is_sklearns_for_each(
+    data: tuple[np.ndarray, list[np.ndarray], np.ndarray],
+) -> None:
+    gold, clusterings, index = data
+    weights = resample_weights(index, len(gold))
+    many = row_v_measure_many(gold, clusterings, weights)
+    assert many.shape == (len(clusterings), len(index))
+    for row, predicted in zip(many, clusterings, strict=True):
+        expected = row_v_measure_sklearn(gold, predicted, weights)
+        np.testing.assert_allclose(row, expected, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(row, row_v_measure(gold, predicted, weights))
+
+
+def test_spearman_of_many_predictions_is_scipys_for_each() -> None:
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 6, 300).astype(float)
+    predictions = [gold + rng.normal(0, s, 300) for s in (0.5, 2, 8)] + [np.round(gold / 2)]
+    index = rng.integers(0, 300, size=(40, 300))
+    weights = resample_weights(index, 300)
+    many = row_spearman_many(gold, predictions, weights)
+    for row, predicted in zip(many, predictions, strict=True):
+        expected = [sps.spearmanr(gold[i], predicted[i]).statistic for i in index]
+        np.testing.assert_allclose(row, expected, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(row, row_spearman(gold, predicted, weights))
 
 
 def test_statistics_are_the_same_in_blocks_as_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
