@@ -7,17 +7,12 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from sbabench.errors import SbabenchError
-
-if TYPE_CHECKING:
-    from sbabench.analysis.compare import Outcome
-    from sbabench.run.inspection import ModelReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Piped output is not cut at 80 columns: tables stay whole in logs and CI.
@@ -34,67 +29,6 @@ def _results_option(help_text: str) -> Callable[[F], F]:
         show_default=True,
         help=help_text,
     )
-
-
-def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    return table
-
-
-class _ProgressBar:
-    """Draws a run's progress events: one bar over units, one over the texts being encoded."""
-
-    def __init__(self, out: Console) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.out = out
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=out, transient=True,
-        )  # fmt: skip
-        self.units = self.bar.add_task("units", total=0, visible=False)
-        self.texts = self.bar.add_task("encoding", total=0, visible=False)
-
-    def __enter__(self) -> _ProgressBar:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(None, None, None)
-
-    def event(self, event: Any) -> None:
-        """Draw one `sbabench.run.progress.Event`."""
-        from sbabench.run.progress import EventKind
-
-        kind = event.kind
-        if kind is EventKind.PLANNED:
-            self.bar.reset(self.units, total=event.count, visible=True)
-        elif kind is EventKind.NOTE:
-            style = "yellow" if event.message.startswith("recomputing") else "dim"
-            self.bar.console.print(f"[{style}]{event.message}[/{style}]", highlight=False)
-        elif kind is EventKind.UNIT_STARTED:
-            self.bar.update(self.units, description=event.label)
-        elif kind is EventKind.PHASE:
-            self.bar.update(self.units, description=f"{event.label} ({event.message})")
-        elif kind is EventKind.TEXTS:
-            self.bar.reset(self.texts, total=event.count, visible=True)
-        elif kind is EventKind.BATCH:
-            self.bar.advance(self.texts, event.count)
-        elif kind is EventKind.UNIT_FAILED:
-            self.bar.console.print(
-                f"[red]failed[/red] {event.label}: {event.message}", highlight=False
-            )
-            self.bar.advance(self.units)
-        elif kind in (EventKind.UNIT_FINISHED, EventKind.UNIT_ELSEWHERE):
-            self.bar.advance(self.units)
 
 
 def _user_errors(fn: F) -> F:
@@ -194,8 +128,8 @@ def run(
     written (read-only, no permission, a full disk: finished units are kept; or a result file
     from a newer sbabench), each said in one line.
     """
-    from sbabench.analysis.report import score_table
-    from sbabench.run.execute import run_suite
+    from sbabench.analysis.terminal import ProgressBar, plan_table, run_report
+    from sbabench.run.executors import run_with
     from sbabench.run.plan import parse_shard, plan_suite
     from sbabench.suite import load_suite
 
@@ -204,35 +138,20 @@ def run(
     shard_spec = parse_shard(shard) if shard else None
     if dry_run:
         plan = plan_suite(spec, results_dir, force=force, only=only, shard=shard_spec)
-        table = _table(f"{spec.name}: dry run", "unit", "status")
-        for planned, _ in plan.done:
-            table.add_row(planned.label, "[green]done (cached)[/green]")
-        for planned in plan.todo:
-            table.add_row(planned.label, "[yellow]would run[/yellow]")
-        console.print(table)
+        console.print(plan_table(spec.name, plan))
         for note in plan.invalid:
             console.print(f"would recompute {note}", highlight=False)
         console.print(f"{len(plan.todo)} to run, {len(plan.done)} done")
         return
     if ray_address is not None and executor != "ray":
         raise SbabenchError("--ray-address needs --executor ray", fix="add --executor ray")
-    with _ProgressBar(errors) as bar:
-        if executor == "ray":
-            from sbabench.run.ray_executor import run_suite_ray
-
-            summary = run_suite_ray(
-                spec, results_dir, force=force, only=only, shard=shard_spec,
-                progress=bar.event, address=ray_address, retries=ray_retries,
-            )  # fmt: skip
-        else:
-            summary = run_suite(
-                spec, results_dir, force=force, only=only, shard=shard_spec, progress=bar.event
-            )
-    console.print(score_table(summary.results, title=f"{spec.name}: main scores"))
-    console.print(
-        f"{len(summary.computed)} computed, {len(summary.cached)} cached, "
-        f"{len(summary.failed)} failed, {summary.models_loaded} model(s) loaded — results in {results_dir / spec.name}"
-    )
+    with ProgressBar(errors) as bar:
+        summary = run_with(
+            executor, spec, results_dir, force=force, only=only, shard=shard_spec,
+            progress=bar.event, ray_address=ray_address, ray_retries=ray_retries,
+        )  # fmt: skip
+    for shown in run_report(summary, spec.name, results_dir):
+        console.print(shown)
     for label, message in summary.failed.items():
         errors.print(f"[red]FAILED[/red] {label}: {message}", highlight=False)
     sys.exit(summary.exit_code)
@@ -264,57 +183,26 @@ def cache(
 ) -> None:
     """Show the embedding cache's size per suite/model/aggregator, or prune it; with --machine,
     list (or --clear) the machine-wide cache."""
-    if machine:
-        _machine_cache(clear)
-        return
-    if clear:
+    from sbabench.analysis.terminal import cache_report
+
+    if clear and not machine:
         raise SbabenchError(
             "--clear goes with --machine", fix="use --prune for the embedding cache"
         )
-    _embedding_cache(results_dir, prune, older_than, model, suite)
+    if machine:
+        from sbabench.models.machine_cache import MachineCache
 
+        shown = cache_report(MachineCache().listing(clear))
+    else:
+        from sbabench.run.embedding_store import report_cache
 
-def _when(timestamp: float) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
-
-
-def _machine_cache(clear: bool) -> None:
-    from sbabench.models.machine_cache import MachineCache
-
-    listing = MachineCache().listing(clear)
-    if listing.removed is not None:
-        console.print(f"removed {listing.removed} entr(ies) from {listing.root}")
-    table = _table(
-        f"machine cache: {listing.root} ({listing.bytes / 1e6:.2f} MB)", "kind", "key", "KB",
-        "written",
-    )  # fmt: skip
-    for entry in listing.entries:
-        table.add_row(entry.kind, entry.key[:16], f"{entry.bytes / 1e3:.1f}", _when(entry.modified))
-    console.print(table)
-
-
-def _embedding_cache(
-    results_dir: Path, prune: bool, older_than: float | None, model: str | None, suite: str | None
-) -> None:
-    from sbabench.run.embedding_store import report_cache
-
-    report = report_cache(
-        results_dir, prune=prune, older_than_days=older_than, model=model, suite=suite
-    )
-    if report.removed is not None:
-        console.print(f"removed {report.removed} vector(s)")
-    table = _table(
-        f"embedding cache: {report.path} ({report.bytes_on_disk / 1e6:.1f} MB on disk)",
-        "suite", "model", "aggregator", "vectors", "MB", "last used",
-    )  # fmt: skip
-    for usage in report.usage:
-        table.add_row(
-            usage.suite, usage.model, usage.aggregator, str(usage.vectors),
-            f"{usage.megabytes:.2f}", _when(usage.last_used),
-        )  # fmt: skip
-    console.print(table)
+        shown = cache_report(
+            report_cache(
+                results_dir, prune=prune, older_than_days=older_than, model=model, suite=suite
+            )
+        )
+    for item in shown:
+        console.print(item)
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -330,17 +218,13 @@ def validate(suite: Path) -> None:
     """Check SUITE without running it: schema, model sources, aggregators and their options,
     task names. Problems are listed as file:line:column: field: message (exit code 2).
     """
+    from sbabench.analysis.terminal import suite_line
     from sbabench.suite import expand, load_suite
 
     spec = load_suite(suite)
     units = expand(spec)
-    replicates = {spec.replicates_of(m) for m in spec.models if spec.replicates_of(m) > 1}
-    shown = f", {'/'.join(map(str, sorted(replicates)))} replicates" if replicates else ""
     _print_notes(spec.notes)
-    console.print(
-        f"[green]ok[/green] {suite}: {len(spec.models)} model(s), {len(spec.aggregators)} "
-        f"aggregator(s), {len(spec.tasks)} task(s){shown} -> {len(units)} unit(s)"
-    )
+    console.print(suite_line(suite, spec, len(units)))
 
 
 @main.command()
@@ -372,45 +256,19 @@ def schema(output: Path | None) -> None:
 @main.command()
 def aggregators() -> None:
     """List the built-in aggregation operators and their options."""
-    from sbabench.aggregators import registry
+    from sbabench.analysis.terminal import aggregator_listing
 
-    table = _table("aggregators", "name", "description", "options")
-    for name, info in registry().items():
-        options = ", ".join(
-            f"{key}={field.default!r}" for key, field in info.options.model_fields.items()
-        )
-        table.add_row(name, info.summary, options or "—")
-    console.print(table)
-    console.print(
-        "User operators: name them as 'package.module:function' with the signature "
-        "fn(outputs[T,k,H], weights[T,k], **options) -> [T,H]."
-    )
+    for shown in aggregator_listing():
+        console.print(shown)
 
 
 @main.command()
 def tasks() -> None:
     """List the task types, the bundled offline tasks, and explain how to name MTEB tasks."""
-    from sbabench.tasks.bundled import BUNDLED
-    from sbabench.tasks.types import mteb_types, task_types
+    from sbabench.analysis.terminal import task_listing
 
-    kinds = _table("task types", "type", "MTEB types", "local task fields", "paired over")
-    for task_type in task_types().values():
-        local = "-"
-        if task_type.local_layout is not None:
-            local = ", ".join((*task_type.files, *task_type.columns))
-        kinds.add_row(task_type.name, ", ".join(task_type.mteb_types), local, task_type.resampled)
-    console.print(kinds)
-    table = _table("bundled offline tasks", "name", "type", "main score", "card")
-    for name, cls in BUNDLED.items():
-        meta = cls.metadata  # type: ignore[attr-defined]
-        table.add_row(name, str(meta.type), str(meta.main_score), cls.card)
-    console.print(table)
-    console.print(
-        f"Any MTEB task of type {', '.join(mteb_types())} can be named too "
-        "(e.g. STSBenchmark, TwentyNewsgroupsClustering, SprintDuplicateQuestions, ArguAna, "
-        "SciDocsRR, Banking77Classification); "
-        "those need access to the Hugging Face hub."
-    )
+    for shown in task_listing():
+        console.print(shown)
 
 
 @main.command()
@@ -423,12 +281,8 @@ def tasks() -> None:
 def show(results_dir: Path, fmt: str, geometry: bool) -> None:
     """Print the main-score table of the results under RESULTS_DIR (a suite's folder or all)."""
     from sbabench.analysis.compare import load_folder
-    from sbabench.analysis.report import (
-        geometry_markdown,
-        geometry_tables,
-        score_markdown,
-        score_table,
-    )
+    from sbabench.analysis.report import geometry_markdown, score_markdown
+    from sbabench.analysis.terminal import score_report
 
     results = load_folder(results_dir)
     if fmt == "markdown":
@@ -436,12 +290,8 @@ def show(results_dir: Path, fmt: str, geometry: bool) -> None:
         if geometry:
             click.echo("\n" + geometry_markdown(results))
     else:
-        console.print(score_table(results, title=str(results_dir)))
-        tables = geometry_tables(results) if geometry else []
-        for table in tables:
-            console.print(table)
-        if geometry and not tables:
-            console.print("no geometry statistics in these results (geometry: {tokens: 0}?)")
+        for shown in score_report(results, str(results_dir), geometry):
+            console.print(shown)
 
 
 @main.command()
@@ -459,34 +309,12 @@ def inspect(
     TARGET is a suite file (every model in it, or --model NAME) or a hub id / local folder of an
     MoE model (as `source: huggingface`).
     """
+    from sbabench.analysis.terminal import model_report
     from sbabench.run.inspection import inspect_model, inspected_specs
 
     for spec in inspected_specs(target, model_name, trust_remote_code, revision):
-        report = inspect_model(spec)
-        console.print(_moe_layer_table(report))
-        if not report.layers:
-            console.print("  dense model: no MoE layers (aggregators do not apply)")
-        config = report.config
-        console.print(
-            f"  pooling={config.pooling} normalize={config.normalize} "
-            f"max_length={config.max_length} prompts={config.prompts or 'none'}"
-        )
-        console.print(f"  sentence-transformers modules: {' -> '.join(config.modules)}")
-
-
-def _moe_layer_table(report: ModelReport) -> Table:
-    """One row per MoE layer: family, experts, top-k, renormalisation, which probes can run."""
-    table = _table(
-        f"{report.name}: {report.model_class}, {report.parameters / 1e6:.1f}M parameters",
-        "MoE layer", "family", "experts", "top-k", "renormalised", "probes",
-    )  # fmt: skip
-    for layer in report.layers:
-        renormalized = "yes" if layer.renormalized else "no"
-        table.add_row(
-            layer.name, layer.family, str(layer.experts), str(layer.top_k), renormalized,
-            layer.probes,
-        )  # fmt: skip
-    return table
+        for shown in model_report(inspect_model(spec)):
+            console.print(shown)
 
 
 @main.command()
@@ -558,6 +386,8 @@ def compare(
     regression is found, 2 on bad input.
     """
     from sbabench.analysis.compare import compare as compare_folders
+    from sbabench.analysis.report import comparison_text
+    from sbabench.analysis.terminal import comparison_report
 
     outcome = compare_folders(
         results or (Path("results"),),
@@ -570,30 +400,15 @@ def compare(
         fail_on_regression=fail_on_regression,
         baseline_model=baseline_model,
     )
-    _render_comparison(outcome, fmt, output)
-    click.echo(outcome.verdict.text, err=fmt != "table" and output is None)
-    sys.exit(outcome.exit_code)
-
-
-def _render_comparison(outcome: Outcome, fmt: str, output: Path | None) -> None:
-    """Write the comparison to `output`, or print it: rich tables, or text in `fmt`."""
-    from sbabench.analysis.report import (
-        comparison_tables,
-        comparison_text,
-        friedman_line,
-        geometry_tables,
-    )
-
     if output:
         output.write_text(comparison_text(outcome, fmt), encoding="utf-8")
     elif fmt != "table":
         click.echo(comparison_text(outcome, fmt), nl=False)
     else:
-        for table in [*comparison_tables(outcome.comparison), *geometry_tables(outcome.results)]:
-            console.print(table)
-        line = friedman_line(outcome.comparison)
-        if line:
-            console.print(line)
+        for shown in comparison_report(outcome):
+            console.print(shown)
+    click.echo(outcome.verdict.text, err=fmt != "table" and output is None)
+    sys.exit(outcome.exit_code)
 
 
 @main.command()
