@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
 
+from sbabench.analysis import terminal
 from sbabench.errors import SbabenchError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,6 +30,12 @@ def _results_option(help_text: str) -> Callable[[F], F]:
         show_default=True,
         help=help_text,
     )
+
+
+def _show(shown: Iterable[RenderableType]) -> None:
+    """Print each renderable (a table, a line) on standard output."""
+    for item in shown:
+        console.print(item)
 
 
 def _user_errors(fn: F) -> F:
@@ -128,7 +135,6 @@ def run(
     written (read-only, no permission, a full disk: finished units are kept; or a result file
     from a newer sbabench), each said in one line.
     """
-    from sbabench.analysis.terminal import ProgressBar, plan_table, run_report
     from sbabench.run.executors import run_with
     from sbabench.run.plan import parse_shard, plan_suite
     from sbabench.suite import load_suite
@@ -138,20 +144,16 @@ def run(
     shard_spec = parse_shard(shard) if shard else None
     if dry_run:
         plan = plan_suite(spec, results_dir, force=force, only=only, shard=shard_spec)
-        console.print(plan_table(spec.name, plan))
-        for note in plan.invalid:
-            console.print(f"would recompute {note}", highlight=False)
-        console.print(f"{len(plan.todo)} to run, {len(plan.done)} done")
+        _show(terminal.plan_report(spec.name, plan))
         return
     if ray_address is not None and executor != "ray":
         raise SbabenchError("--ray-address needs --executor ray", fix="add --executor ray")
-    with ProgressBar(errors) as bar:
+    with terminal.ProgressBar(errors) as bar:
         summary = run_with(
             executor, spec, results_dir, force=force, only=only, shard=shard_spec,
             progress=bar.event, ray_address=ray_address, ray_retries=ray_retries,
         )  # fmt: skip
-    for shown in run_report(summary, spec.name, results_dir):
-        console.print(shown)
+    _show(terminal.run_report(summary, spec.name, results_dir))
     for label, message in summary.failed.items():
         errors.print(f"[red]FAILED[/red] {label}: {message}", highlight=False)
     sys.exit(summary.exit_code)
@@ -183,7 +185,6 @@ def cache(
 ) -> None:
     """Show the embedding cache's size per suite/model/aggregator, or prune it; with --machine,
     list (or --clear) the machine-wide cache."""
-    from sbabench.analysis.terminal import cache_report
 
     if clear and not machine:
         raise SbabenchError(
@@ -192,17 +193,14 @@ def cache(
     if machine:
         from sbabench.models.machine_cache import MachineCache
 
-        shown = cache_report(MachineCache().listing(clear))
+        _show(terminal.cache_report(MachineCache().listing(clear)))
     else:
         from sbabench.run.embedding_store import report_cache
 
-        shown = cache_report(
-            report_cache(
-                results_dir, prune=prune, older_than_days=older_than, model=model, suite=suite
-            )
+        report = report_cache(
+            results_dir, prune=prune, older_than_days=older_than, model=model, suite=suite
         )
-    for item in shown:
-        console.print(item)
+        _show(terminal.cache_report(report))
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -218,13 +216,12 @@ def validate(suite: Path) -> None:
     """Check SUITE without running it: schema, model sources, aggregators and their options,
     task names. Problems are listed as file:line:column: field: message (exit code 2).
     """
-    from sbabench.analysis.terminal import suite_line
     from sbabench.suite import expand, load_suite
 
     spec = load_suite(suite)
     units = expand(spec)
     _print_notes(spec.notes)
-    console.print(suite_line(suite, spec, len(units)))
+    console.print(terminal.suite_line(suite, spec, len(units)))
 
 
 @main.command()
@@ -256,19 +253,15 @@ def schema(output: Path | None) -> None:
 @main.command()
 def aggregators() -> None:
     """List the built-in aggregation operators and their options."""
-    from sbabench.analysis.terminal import aggregator_listing
 
-    for shown in aggregator_listing():
-        console.print(shown)
+    _show(terminal.aggregator_listing())
 
 
 @main.command()
 def tasks() -> None:
     """List the task types, the bundled offline tasks, and explain how to name MTEB tasks."""
-    from sbabench.analysis.terminal import task_listing
 
-    for shown in task_listing():
-        console.print(shown)
+    _show(terminal.task_listing())
 
 
 @main.command()
@@ -282,7 +275,6 @@ def show(results_dir: Path, fmt: str, geometry: bool) -> None:
     """Print the main-score table of the results under RESULTS_DIR (a suite's folder or all)."""
     from sbabench.analysis.compare import load_folder
     from sbabench.analysis.report import geometry_markdown, score_markdown
-    from sbabench.analysis.terminal import score_report
 
     results = load_folder(results_dir)
     if fmt == "markdown":
@@ -290,8 +282,7 @@ def show(results_dir: Path, fmt: str, geometry: bool) -> None:
         if geometry:
             click.echo("\n" + geometry_markdown(results))
     else:
-        for shown in score_report(results, str(results_dir), geometry):
-            console.print(shown)
+        _show(terminal.score_report(results, str(results_dir), geometry))
 
 
 @main.command()
@@ -309,12 +300,10 @@ def inspect(
     TARGET is a suite file (every model in it, or --model NAME) or a hub id / local folder of an
     MoE model (as `source: huggingface`).
     """
-    from sbabench.analysis.terminal import model_report
     from sbabench.run.inspection import inspect_model, inspected_specs
 
     for spec in inspected_specs(target, model_name, trust_remote_code, revision):
-        for shown in model_report(inspect_model(spec)):
-            console.print(shown)
+        _show(terminal.model_report(inspect_model(spec)))
 
 
 @main.command()
@@ -387,7 +376,6 @@ def compare(
     """
     from sbabench.analysis.compare import compare as compare_folders
     from sbabench.analysis.report import comparison_text
-    from sbabench.analysis.terminal import comparison_report
 
     outcome = compare_folders(
         results or (Path("results"),),
@@ -405,8 +393,7 @@ def compare(
     elif fmt != "table":
         click.echo(comparison_text(outcome, fmt), nl=False)
     else:
-        for shown in comparison_report(outcome):
-            console.print(shown)
+        _show(terminal.comparison_report(outcome))
     click.echo(outcome.verdict.text, err=fmt != "table" and output is None)
     sys.exit(outcome.exit_code)
 
@@ -440,10 +427,7 @@ def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int)
 
     loaded = load_folders(results or (Path("results"),))
     written = write_figures(loaded, folder, baseline=baseline, n_resamples=resamples)
-    for path in written:
-        console.print(f"wrote {path}")
-    if not written:
-        console.print("nothing to plot: no paired comparisons and no geometry statistics")
+    _show(terminal.figures_report(written))
 
 
 @main.command()
@@ -469,7 +453,4 @@ def export(results: Path, fmt: str, output: Path) -> None:
     part of the model name (minilm-moe__sba); a dense model keeps its own."""
     from sbabench.analysis.export import export_mteb
 
-    written = export_mteb(results, output)
-    for item in written:
-        console.print(f"{item.label}: {item.main_score:.4f} -> {item.path}")
-    console.print(f"{len(written)} unit(s) exported to {output} ({fmt} format)")
+    _show(terminal.export_report(export_mteb(results, output), output, fmt))

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from sbabench.analysis.compare import Outcome
+    from sbabench.analysis.export import Exported
     from sbabench.models.machine_cache import Listing
     from sbabench.run.embedding_store import CacheReport
     from sbabench.run.execute import RunSummary
@@ -113,14 +115,17 @@ def run_report(summary: RunSummary, suite_name: str, results_dir: Path) -> list[
     ]
 
 
-def plan_table(suite_name: str, plan: Plan) -> Table:
-    """A dry run: each unit, done (cached) or would run."""
+def plan_report(suite_name: str, plan: Plan) -> list[RenderableType]:
+    """A dry run: each unit, done (cached) or would run; the result files that would be
+    recomputed; how many units run."""
     out = table(f"{suite_name}: dry run", "unit", "status")
     for planned, _ in plan.done:
         out.add_row(planned.label, "[green]done (cached)[/green]")
     for planned in plan.todo:
         out.add_row(planned.label, "[yellow]would run[/yellow]")
-    return out
+    # Text: a file name is not highlighted (a str would be)
+    notes = [Text.from_markup(f"would recompute {note}") for note in plan.invalid]
+    return [out, *notes, f"{len(plan.todo)} to run, {len(plan.done)} done"]
 
 
 def cache_report(cache: Listing | CacheReport) -> list[RenderableType]:
@@ -241,6 +246,19 @@ def score_report(
         tables = geometry_tables(results)
         shown += tables or ["no geometry statistics in these results (geometry: {tokens: 0}?)"]
     return shown
+
+
+def figures_report(written: Sequence[Path]) -> list[str]:
+    """`plot`: one line per file written, or why there was nothing to plot."""
+    if not written:
+        return ["nothing to plot: no paired comparisons and no geometry statistics"]
+    return [f"wrote {path}" for path in written]
+
+
+def export_report(written: Sequence[Exported], output: Path, fmt: str) -> list[str]:
+    """`export`: one line per unit written (label, main score, file), then the count."""
+    lines = [f"{item.label}: {item.main_score:.4f} -> {item.path}" for item in written]
+    return [*lines, f"{len(written)} unit(s) exported to {output} ({fmt} format)"]
 
 
 def comparison_report(outcome: Outcome) -> list[Any]:

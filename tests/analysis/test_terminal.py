@@ -6,16 +6,20 @@ import io
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from sbabench.analysis.compare import Outcome, compare_results
+from sbabench.analysis.export import Exported
 from sbabench.analysis.report import comparison_tables, geometry_tables
 from sbabench.analysis.terminal import (
     ProgressBar,
     aggregator_listing,
     cache_report,
     comparison_report,
+    export_report,
+    figures_report,
     model_report,
-    plan_table,
+    plan_report,
     run_report,
     score_report,
     suite_line,
@@ -57,15 +61,37 @@ def test_suite_line_counts_models_aggregators_tasks_replicates_and_units() -> No
     assert suite_line(Path("s.yaml"), plain, 3).endswith("1 task(s) -> 3 unit(s)")
 
 
-def test_plan_table_lists_every_unit_that_would_run(tmp_path: Path) -> None:
+def test_plan_report_lists_every_unit_then_what_would_be_recomputed(tmp_path: Path) -> None:
     plan = plan_suite(parse_suite(factories.TINY_SUITE), tmp_path)
-    lines = _text(plan_table("tiny", plan)).splitlines()
+    plan.invalid.append("r/a.json (stale: its key no longer matches)")
+    table, note, count = plan_report("tiny", plan)
+    lines = _text(table).splitlines()
     assert "tiny: dry run" in lines[0]
     rows = [line.split("│")[1:3] for line in lines if line.startswith("│")]
     assert [(unit.strip(), status.strip()) for unit, status in rows] == [
         ("moe/linear/LeeDocSTS", "would run"),
         ("moe/sba/LeeDocSTS", "would run"),
         ("dense/dense/LeeDocSTS", "would run"),
+    ]
+    assert (
+        isinstance(note, Text)
+        and note.plain == "would recompute r/a.json (stale: its key no longer matches)"
+    )
+    assert count == "3 to run, 0 done"
+
+
+def test_figures_and_export_reports_are_a_line_per_file(tmp_path: Path) -> None:
+    assert figures_report([tmp_path / "a.png", tmp_path / "b.png"]) == [
+        f"wrote {tmp_path / 'a.png'}",
+        f"wrote {tmp_path / 'b.png'}",
+    ]
+    assert figures_report([]) == [
+        "nothing to plot: no paired comparisons and no geometry statistics"
+    ]
+    written = [Exported("m/sba/T1", tmp_path / "T1.json", 0.81234)]
+    assert export_report(written, tmp_path, "mteb") == [
+        f"m/sba/T1: 0.8123 -> {tmp_path / 'T1.json'}",
+        f"1 unit(s) exported to {tmp_path} (mteb format)",
     ]
 
 
