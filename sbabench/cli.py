@@ -253,14 +253,12 @@ def schema(output: Path | None) -> None:
 @main.command()
 def aggregators() -> None:
     """List the built-in aggregation operators and their options."""
-
     _show(terminal.aggregator_listing())
 
 
 @main.command()
 def tasks() -> None:
     """List the task types, the bundled offline tasks, and explain how to name MTEB tasks."""
-
     _show(terminal.task_listing())
 
 
