@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.sbabench-installed
 
-.PHONY: install quickstart test lint typecheck unit gate baseline clean
+.PHONY: install quickstart test lint typecheck unit docs docs-serve gate baseline clean
 
 install: $(STAMP)
 
@@ -31,6 +31,15 @@ typecheck: install
 unit: install
 	$(VENV)/bin/pytest -q
 
+# The docs site (docs/, mkdocs.yml) into site/. --strict: a broken link or anchor, a page left
+# out of the nav or an included file that moved fails the build (and so `make test`). Offline:
+# no plugin or theme feature fetches anything.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 # The regression gate on this project itself: rerun the gated suites and fail when any
 # operator is significantly worse than the committed baseline, on any task type (quickstart:
 # STS, clustering, pair classification; task-types: retrieval, reranking, classification).
@@ -54,7 +63,7 @@ baseline: install
 baseline-%: install
 	$(VENV)/bin/sbabench run suites/$*.yaml --results $(BASELINE).new
 
-test: lint typecheck unit gate
+test: lint typecheck unit docs gate
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(GATE_RESULTS)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(GATE_RESULTS) site

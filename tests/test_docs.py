@@ -106,3 +106,15 @@ def test_the_docs_show_commands_at_all() -> None:
     calls = [args for page in PAGES for args in _shown_calls(page)]
     assert len(calls) >= 15
     assert {"run", "show", "compare", "validate", "inspect"} <= {args[0] for args in calls}
+
+
+def test_make_test_builds_the_docs_strictly_and_ci_publishes_them() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test:.*\bdocs\b", makefile, re.M)
+    recipe = re.search(r"^docs:.*\n\t(.*)$", makefile, re.M)
+    assert recipe and "mkdocs build --strict" in recipe.group(1)
+    assert yaml.safe_load((ROOT / "mkdocs.yml").read_text())["strict"] is True
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    steps = [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+    assert any(step.get("run") == "make docs" for step in steps)
+    assert any("upload-pages-artifact" in step.get("uses", "") for step in steps)
