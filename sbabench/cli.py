@@ -21,15 +21,12 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
 
 
+_RESAMPLES = click.option("--resamples", default=1000, show_default=True, type=click.IntRange(100, 100_000))  # fmt: skip
+
+
 def _results_option(help_text: str) -> Callable[[F], F]:
-    return click.option(
-        "--results",
-        "results_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("results"),
-        show_default=True,
-        help=help_text,
-    )
+    folder = click.Path(file_okay=False, path_type=Path)
+    return click.option("--results", "results_dir", type=folder, default=Path("results"), show_default=True, help=help_text)  # fmt: skip
 
 
 def _show(shown: Iterable[RenderableType]) -> None:
@@ -46,9 +43,11 @@ def _user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except SbabenchError as exc:
-            # Plain text, never wrapped: file:line prefixes must stay copyable.
+            # Plain text; in a terminal wrapped at spaces, never inside a path or file:line.
+            width = errors.width if errors.is_terminal else None
             click.secho("error: ", fg="red", err=True, nl=False)
-            click.echo(exc.render(), err=True)
+            text = terminal.wrapped("error: " + exc.render(), width).removeprefix("error: ")
+            click.echo(text, err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo(
@@ -233,21 +232,12 @@ def validate(suite: Path) -> None:
 @_user_errors
 def schema(output: Path | None) -> None:
     """Print the JSON Schema of suite files (suites/schema.json is this output)."""
-    import json
+    from sbabench.suite.reference import schema_text, write_schema
 
-    from sbabench.atomic import write_atomic
-    from sbabench.suite.schema import json_schema
-
-    text = json.dumps(json_schema(), indent=2) + "\n"
     if output is None:
-        click.echo(text, nl=False)
-    elif not output.parent.is_dir():
-        raise SbabenchError(
-            f"cannot write {output}: folder {output.parent} does not exist",
-            fix="create the folder first, or print to standard output (no --output)",
-        )
+        click.echo(schema_text(), nl=False)
     else:
-        write_atomic(output, text)
+        write_schema(output)
 
 
 @main.command()
@@ -272,13 +262,11 @@ def tasks() -> None:
 def show(results_dir: Path, fmt: str, geometry: bool) -> None:
     """Print the main-score table of the results under RESULTS_DIR (a suite's folder or all)."""
     from sbabench.analysis.compare import load_folder
-    from sbabench.analysis.report import geometry_markdown, score_markdown
+    from sbabench.analysis.report import score_text
 
     results = load_folder(results_dir)
     if fmt == "markdown":
-        click.echo(score_markdown(results))
-        if geometry:
-            click.echo("\n" + geometry_markdown(results))
+        click.echo(score_text(results, geometry))
     else:
         _show(terminal.score_report(results, str(results_dir), geometry))
 
@@ -332,7 +320,7 @@ def inspect(
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the report to FILE."
 )
-@click.option("--resamples", default=1000, show_default=True, type=click.IntRange(100, 100_000))
+@_RESAMPLES
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--alpha",
@@ -392,7 +380,12 @@ def compare(
         click.echo(comparison_text(outcome, fmt), nl=False)
     else:
         _show(terminal.comparison_report(outcome))
-    click.echo(outcome.verdict.text, err=fmt != "table" and output is None)
+    if fmt == "table" and output is None:  # wrapped at words in a terminal, one line in a pipe
+        console.print(
+            outcome.verdict.text, markup=False, highlight=False, soft_wrap=not console.is_terminal
+        )
+    else:  # beside --format json/csv/markdown on stdout, on stderr
+        click.echo(outcome.verdict.text, err=fmt != "table" and output is None)
     sys.exit(outcome.exit_code)
 
 
@@ -405,13 +398,8 @@ def compare(
     default=Path("plots"),
     show_default=True,
 )
-@click.option(
-    "--baseline",
-    default="linear",
-    show_default=True,
-    help="Operator the forest plot compares with.",
-)
-@click.option("--resamples", default=1000, show_default=True, type=click.IntRange(100, 100_000))
+@click.option("--baseline", default="linear", show_default=True, help="Operator the forest plot compares with.")  # fmt: skip
+@_RESAMPLES
 @_user_errors
 def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int) -> None:
     """Write PNG figures: score differences with 95% CIs per task (forest plot); per model/

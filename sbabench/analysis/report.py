@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rich.table import Table
 
+from sbabench.analysis.fitted import Column, FittedTable
 from sbabench.run.results import UnitResult
 
 if TYPE_CHECKING:
@@ -40,17 +40,16 @@ def _with_spread(value: float, values: list[float]) -> str:
     return f"{value:.4f} ±{np.std(values, ddof=1):.4f} ({len(values)}r)"
 
 
-def score_table(results: Sequence[UnitResult], title: str = "scores") -> Table:
-    """A rich table of main scores (replicates: mean ±SD); the best score of each task is bold."""
+def score_table(results: Sequence[UnitResult], title: str = "scores") -> FittedTable:
+    """A table of main scores (replicates: mean ±SD); the best score of each task is bold."""
     tasks, columns, scores = score_grid(results)
     spread = _replicate_scores(results)
     metric = {r.task: r.main_score_name for r in results}
-    table = Table(title=title)
-    table.add_column("task", no_wrap=True)
-    table.add_column("metric", style="dim", no_wrap=True)
+    headers = [Column("task", no_wrap=True), Column("metric", keep=1, style="dim")]
     for column in columns:
         model, _, aggregator = column.partition("/")
-        table.add_column(f"{model}\n{aggregator}", justify="right", no_wrap=True)
+        headers.append(Column(f"{model}\n{aggregator}", justify="right"))
+    table = FittedTable(title, headers)
     for task in tasks:
         values = [scores.get((task, c)) for c in columns]
         best = max(v for v in values if v is not None)
@@ -192,17 +191,34 @@ def _summary_columns(replicated: bool) -> list[str]:
     return [*SUMMARY_COLUMNS, "P(B>A) [95% CI]"] if replicated else SUMMARY_COLUMNS
 
 
-def comparison_tables(comparison: Comparison) -> list[Table]:
-    """Rich tables: per-task rows, then summaries by task type and overall."""
+COLUMN_KEEP = {
+    "": 0, "task": 0, "model/aggregator": 0, "Δ": 0, "Δ items [95% CI]": 0, "p (Holm)": 0,
+    "note": 1, "agree": 1, "P(B>A)": 2, "score": 3, "SD (reps)": 3, "p": 4, "reps": 5,
+    "Steiger p": 5, "baseline": 6,
+    "scope": 0, "candidate": 0, "mean Δ": 0, "W/T/L": 0, "Wilcoxon p": 0,
+    "P(B>A) [95% CI]": 1, "mean score": 3,
+}  # fmt: skip
+"""How readily each comparison column is dropped on a narrow terminal (0: never; see
+`FittedTable`): the verdict (mark, Δ, its CI, Holm p) stays; the baseline, usually the same on
+every row, goes first."""
+
+_NAMES = ("task", "model/aggregator", "candidate", "baseline", "scope")
+
+
+def _columns(headers: Sequence[str]) -> list[Column]:
+    return [Column(h, keep=COLUMN_KEEP.get(h, 2), no_wrap=h in _NAMES or h == "") for h in headers]
+
+
+def comparison_tables(comparison: Comparison) -> list[FittedTable]:
+    """Tables: per-task rows, then summaries by task type and overall."""
     from sbabench.analysis.compare import Mark
 
     replicated = _replicated(comparison)
-    rows = Table(
-        title="per task (+ better, - worse, ~ not significant, x not comparable)",
+    rows = FittedTable(
+        "per task (+ better, - worse, ~ not significant, x not comparable)",
+        _columns(_compare_columns(comparison)),
         caption=comparison.coverage or None,
     )
-    for column in _compare_columns(comparison):
-        rows.add_column(column, no_wrap=column not in ("note",))
     for row in comparison.rows:
         style = {Mark.BETTER: "green", Mark.WORSE: "red", Mark.INCOMPARABLE: "yellow"}.get(
             row.mark, ""
@@ -210,9 +226,7 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         rows.add_row(*_row_cells(row, replicated), style=style)
     tables = [rows]
     if comparison.summaries:
-        summary = Table(title="across tasks")
-        for column in _summary_columns(replicated):
-            summary.add_column(column, no_wrap=True)
+        summary = FittedTable("across tasks", _columns(_summary_columns(replicated)))
         for item in comparison.summaries:
             summary.add_row(*_summary_cells(item, replicated))
         tables.append(summary)
@@ -258,7 +272,7 @@ def comparison_markdown(comparison: Comparison) -> str:
     if replicated:
         parts.append(
             "With replicates: score and Δ are means over replicates; Δ items, its CI and p come"
-            " from the two-level test (replicates and items; README, *Replicates*); SD (reps) is"
+            " from the two-level test (replicates and items; docs: Replicates); SD (reps) is"
             " the replicates' spread of Δ items, agree how many replicates share its sign,"
             " P(B>A) rliable's (unpaired) probability of improvement over pairs of replicates' main scores."
         )
@@ -406,13 +420,14 @@ def _geometry_grids(
     return grids
 
 
-def geometry_tables(results: Sequence[UnitResult]) -> list[Table]:
-    """Rich tables of the MoE-layer geometry (and the probes, when any result has them)."""
+def geometry_tables(results: Sequence[UnitResult]) -> list[FittedTable]:
+    """Tables of the MoE-layer geometry (and the probes, when any result has them); on a narrow
+    terminal the token count goes first, then the statistics from the right."""
     tables = []
     for title, headers, rows in _geometry_grids(results):
-        table = Table(title=title)
-        for column in headers:
-            table.add_column(column, no_wrap=True)
+        columns = [Column(headers[0], no_wrap=True), Column(headers[1], no_wrap=True)]
+        columns += [Column(h, keep=9 if h == "tokens" else 1) for h in headers[2:]]
+        table = FittedTable(title, columns)
         for row in rows:
             table.add_row(*row)
         tables.append(table)
@@ -427,6 +442,12 @@ def geometry_markdown(results: Sequence[UnitResult]) -> str:
         tabulate(rows, headers=headers, tablefmt="github")
         for _, headers, rows in _geometry_grids(results)
     )
+
+
+def score_text(results: Sequence[UnitResult], geometry: bool = False) -> str:
+    """`show --format markdown`: the score table, then (with `geometry`) the geometry tables."""
+    text = score_markdown(results)
+    return f"{text}\n\n{geometry_markdown(results)}" if geometry else text
 
 
 def comparison_text(outcome: Outcome, fmt: str) -> str:

@@ -5,6 +5,7 @@ values; nothing here prints, except the progress bar into the console it is give
 from __future__ import annotations
 
 import datetime
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,28 @@ if TYPE_CHECKING:
     from sbabench.run.progress import Event
     from sbabench.run.results import UnitResult
     from sbabench.suite import Suite
+
+
+def wrapped(text: str, width: int | None) -> str:
+    """`text` with each line longer than `width` wrapped at spaces, its continuation indented
+    four more than the line; None (a pipe, a log): unchanged, one line per message. A path, a
+    `file:line:column` or any other long word is never broken, so it stays copyable."""
+    if width is None:
+        return text
+    lines = []
+    for line in text.splitlines():
+        lead = line[: len(line) - len(line.lstrip())]
+        lines.append(
+            textwrap.fill(
+                line.lstrip(),
+                width,
+                initial_indent=lead,
+                subsequent_indent=lead + "    ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+    return "\n".join(lines)
 
 
 def table(title: str, *columns: str) -> Table:

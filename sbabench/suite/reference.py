@@ -1,4 +1,5 @@
-"""The suite format's reference page, written from the JSON Schema that validates suites.
+"""The suite format as published: the JSON Schema file and the docs' reference page, both
+written from the pydantic models that validate suites.
 
 The docs site's *Suite reference* is this module's output (`python -m sbabench.suite.reference
 > docs/reference/suite.md`); a test regenerates it and fails when the committed page differs,
@@ -9,9 +10,28 @@ library renders a draft 2020-12 schema with pydantic's `$defs` into one Markdown
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from sbabench.atomic import write_atomic
+from sbabench.errors import SbabenchError
 from sbabench.suite.schema import json_schema
+
+
+def schema_text() -> str:
+    """The JSON Schema as `sbabench schema` prints it (`suites/schema.json` holds it)."""
+    return json.dumps(json_schema(), indent=2) + "\n"
+
+
+def write_schema(path: Path) -> None:
+    """Write the JSON Schema to `path`, whole or not at all."""
+    if not path.parent.is_dir():
+        raise SbabenchError(
+            f"cannot write {path}: folder {path.parent} does not exist",
+            fix="create the folder first, or print to standard output (no --output)",
+        )
+    write_atomic(path, schema_text())
+
 
 HEADER = """\
 # Suite reference

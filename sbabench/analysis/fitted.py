@@ -1,0 +1,137 @@
+"""A rich table that fits the terminal: it drops its least needed columns, and says which, rather
+than squeezing every column to an ellipsis or to nothing.
+
+Rich shrinks a table that is wider than the terminal column by column; once the columns are at
+their narrowest it cuts them all in proportion, so at 80 columns `compare`'s per-task table
+lost its score, Δ and p columns entirely (their cells rendered empty). A FittedTable knows
+which columns a reader can do without (`keep` > 0, the highest dropped first) and measures
+itself against the width it is given when it is printed: in a pipe (200 columns) or a wide
+terminal it prints every column, exactly as a plain table would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+Justify = Literal["left", "center", "right"]
+_NARROWEST = 10
+"""A name column folds down to no fewer characters per line than this."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its header, and how readily it is dropped when the table is too wide."""
+
+    header: str
+    keep: int = 0
+    """0: always shown; columns with higher values are dropped first (then the rightmost)."""
+    justify: Justify = "left"
+    style: str | None = None
+    no_wrap: bool = False
+    """Cells never wrap (a name); other columns wrap their header and cells at spaces when
+    the terminal is narrow, instead of being cut."""
+
+
+class FittedTable:
+    """Rows of strings under `columns`, rendered as a rich Table that fits the console."""
+
+    def __init__(self, title: str, columns: Sequence[Column], caption: str | None = None) -> None:
+        self.title, self.columns, self.caption = title, list(columns), caption
+        self.rows: list[tuple[list[str], str]] = []
+
+    def add_row(self, *cells: str, style: str = "") -> None:
+        if len(cells) != len(self.columns):
+            raise ValueError(f"{len(cells)} cells for {len(self.columns)} columns")
+        self.rows.append((list(cells), style))
+
+    def table(self, hidden: Iterable[int] = (), widths: dict[int, int] | None = None) -> Table:
+        """The rich Table without the columns at the positions in `hidden`; a column in
+        `widths` gets exactly that many characters, its cells wrapped (or, for a name longer
+        than that, folded) onto more lines."""
+        gone, widths = set(hidden), widths or {}
+        shown = [i for i in range(len(self.columns)) if i not in gone]
+        caption = self.caption
+        if gone:
+            names = ", ".join(self.columns[i].header.replace("\n", " ") for i in sorted(gone))
+            note = f"not shown at this width: {names} (a wider terminal or --format markdown)"
+            caption = f"{caption}\n{note}" if caption else note
+        out = Table(title=self.title, caption=caption or None)
+        for i in shown:
+            column = self.columns[i]
+            out.add_column(
+                column.header,
+                justify=column.justify,
+                style=column.style,
+                no_wrap=column.no_wrap and i not in widths,
+                width=widths.get(i),
+                overflow="fold" if i in widths else "ellipsis",
+            )
+        for cells, style in self.rows:
+            out.add_row(*(cells[i] for i in shown), style=style)
+        return out
+
+    def drop_order(self) -> list[int]:
+        """The droppable columns in the order they go: highest `keep` first, then the rightmost."""
+        droppable = [i for i, column in enumerate(self.columns) if column.keep > 0]
+        return sorted(droppable, key=lambda i: (-self.columns[i].keep, -i))
+
+    def measure(self, position: int) -> tuple[int, int]:
+        """(narrowest, natural) width of a column's text: its longest word, its longest line
+        (the header's included; markup is not counted)."""
+        texts = [self.columns[position].header, *(cells[position] for cells, _ in self.rows)]
+        plain = [Text.from_markup(text).plain for text in texts]
+        lines = [line for text in plain for line in text.splitlines()] or [""]
+        words = [word for line in lines for word in line.split()] or [""]
+        if self.columns[position].no_wrap:
+            words = lines
+        return max(cell_len(w) for w in words), max(cell_len(line) for line in lines)
+
+    def widths(self, width: int) -> tuple[list[int], dict[int, int]]:
+        """The columns to hide and the width of every shown column, for a table at most
+        `width` characters wide ({} when it fits as it is)."""
+        ranges = {i: self.measure(i) for i in range(len(self.columns))}
+
+        def chrome(shown: int) -> int:  # padding (one space each side) and the borders
+            return 3 * shown + 1
+
+        hidden: list[int] = []
+        shown = [i for i in ranges if i not in hidden]
+        for position in self.drop_order():
+            if sum(ranges[i][0] for i in shown) + chrome(len(shown)) <= width:
+                break
+            hidden.append(position)
+            shown.remove(position)
+        budget = width - chrome(len(shown))
+        if sum(ranges[i][1] for i in shown) <= budget:
+            return hidden, {}
+        # Every column starts at its natural width; the widest give way first, down to their
+        # longest word; then, if it must, the longest names fold (never below _NARROWEST).
+        sizes = {i: ranges[i][1] for i in shown}
+        floors = {i: ranges[i][0] for i in shown}
+        for floor in (floors, {i: min(floors[i], _NARROWEST) for i in shown}):
+            while sum(sizes.values()) > budget:
+                slack = [i for i in shown if sizes[i] > floor[i]]
+                if not slack:
+                    break
+                sizes[max(slack, key=lambda i: (sizes[i], -i))] -= 1
+        return hidden, sizes
+
+    def fitted(self, width: int) -> Table:
+        """The table as it fits in `width` characters: the fewest columns dropped that let every
+        shown column keep its longest word; the others wrap at spaces."""
+        hidden, sizes = self.widths(width)
+        return self.table(hidden, sizes)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.fitted(options.max_width)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.fitted(options.max_width))
