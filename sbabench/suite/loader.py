@@ -166,10 +166,10 @@ def _suite_file(path: str | Path) -> tuple[Path, str | None]:
     if file.is_file():
         return file, None
     examples = example_suites()
-    name = file.name.removesuffix(".yaml")
-    if file.parent == Path() and name in examples:
+    name = str(path).removesuffix(".yaml")
+    if name in examples:  # exactly a bare name: `./quickstart` or `x/quickstart` is a path
         example = examples[name]
-        return example, f"{path}: no such file here; running the example suite {example}"
+        return example, f"{path}: no such file here; using the example suite {example}"
     raise SbabenchError(
         f"suite file {str(file)!r} does not exist",
         fix="check the path, or name an example suite shipped with sbabench: "

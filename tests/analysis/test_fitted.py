@@ -65,7 +65,7 @@ def test_names_fold_rather_than_anything_being_cut_when_nothing_else_can_go() ->
     assert "level" in text and "worse" in text
 
 
-@pytest.mark.parametrize("width", [80, 100, 120])
+@pytest.mark.parametrize("width", [40, 56, 64, 80, 100, 120])
 def test_the_quickstart_comparison_is_readable_at_common_widths(width: int) -> None:
     outcome = compare([BASELINE])
     for table in [*comparison_tables(outcome.comparison), *geometry_tables(outcome.results)]:
@@ -95,3 +95,52 @@ def test_messages_wrap_at_spaces_in_a_terminal_and_never_inside_a_location() -> 
     assert lines[0] == "problems" and lines[1] == f"  {location}"  # whole, though over 50
     assert all(len(line) <= 50 for line in lines[2:]) and lines[2].startswith("      models")
     assert " ".join(line.strip() for line in lines[1:]) == message.splitlines()[1].strip()
+
+
+def _replicated_comparison() -> object:
+    """Two systems over three replicates: the replicate columns (reps, SD, agree, P(B>A))."""
+    import numpy as np
+
+    from sbabench.analysis.compare import compare_results
+    from sbabench.tasks.items import ItemScores
+    from tests import factories
+
+    gold = np.random.default_rng(0).random(120)
+    results = []
+    for replicate in range(3):
+        for aggregator, noise in (("linear", 0.5), ("sba", 0.3)):
+            predicted = gold + noise * np.random.default_rng(replicate).normal(size=120)
+            items = {
+                "default": ItemScores(kind="sts", gold=gold.tolist(), predicted=predicted.tolist())
+            }
+            results.append(
+                factories.result(
+                    aggregator,
+                    items,
+                    1 - noise,
+                    task="ALongTaskNameForTheTable",
+                    replicate=replicate,
+                )
+            )
+    return compare_results(results, n_resamples=200)
+
+
+def test_with_replicates_how_many_agree_stays_at_80_columns() -> None:
+    comparison = _replicated_comparison()
+    text = _render(comparison_tables(comparison)[0], 80)
+    header = text.split("┡")[0]
+    assert "agree" in header and "3/3" in text
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    wide = _render(comparison_tables(comparison)[0], 200)
+    assert all(name in wide for name in ("reps", "SD (reps)", "agree", "P(B>A)"))
+
+
+def test_below_the_narrowest_table_each_row_is_a_block_and_no_number_is_split() -> None:
+    outcome = compare([BASELINE])
+    text = _render(comparison_tables(outcome.comparison)[0], 50)
+    assert "Δ items [95% CI]  -0.0290 [-0.0410, -0.0175]" in text
+    assert "p (Holm)          0.00599" in text and "Steiger p         1.88e-06" in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 50
+    narrower = _render(comparison_tables(outcome.comparison)[0], 36)  # the CI wraps at spaces
+    words = narrower.split()
+    assert all(w in words for w in ("-0.0290", "[-0.0410,", "-0.0175]", "0.00599", "1.88e-06"))

@@ -30,7 +30,7 @@ def test_a_bare_name_that_is_no_file_here_is_the_example(
     monkeypatch.chdir(tmp_path)
     suite = load_suite(name)
     assert suite.model_dump() == load_suite(SUITES / "quickstart.yaml").model_dump()
-    assert suite.notes[0].startswith(f"{name}: no such file here; running the example suite ")
+    assert suite.notes[0].startswith(f"{name}: no such file here; using the example suite ")
     result = CliRunner().invoke(main, ["validate", name])
     assert result.exit_code == 0, result.output
     assert "note:" in result.output and "-> 9 unit(s)" in result.output
@@ -51,3 +51,22 @@ def test_a_missing_path_is_not_looked_up_among_the_examples(
     with pytest.raises(SbabenchError, match="does not exist") as caught:
         load_suite("elsewhere/quickstart.yaml")
     assert "quickstart" in str(caught.value.fix) and "task-types" in str(caught.value.fix)
+
+
+def test_only_an_exact_bare_name_is_an_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for path in ("./quickstart", "./quickstart.yaml", "sub/quickstart"):
+        with pytest.raises(SbabenchError, match="does not exist"):
+            load_suite(path)
+
+
+def test_inspect_takes_an_example_name_as_the_suite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sbabench.run.inspection import inspected_specs
+
+    monkeypatch.chdir(tmp_path)
+    specs = inspected_specs("quickstart")
+    assert [s.name for s in specs] == ["minilm-moe", "minilm"]
