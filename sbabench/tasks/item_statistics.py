@@ -85,8 +85,8 @@ class _Groups:
     def sums(self, weights: np.ndarray) -> np.ndarray:
         """(B, groups): the weights summed over each group's items."""
         if self.starts is None:
-            return weights[:, self.order]
-        return np.add.reduceat(weights[:, self.order], self.starts, axis=1)
+            return np.take(weights, self.order, axis=1)
+        return np.add.reduceat(np.take(weights, self.order, axis=1), self.starts, axis=1)
 
     def ranks(self, weights: np.ndarray) -> np.ndarray:
         """(B, n): the average rank each item's copies take in each resample (see
@@ -101,7 +101,7 @@ class _Groups:
         doubled = np.cumsum(drawn, axis=1)
         doubled *= 2
         doubled -= drawn
-        result: np.ndarray = doubled[:, self.code]
+        result: np.ndarray = np.take(doubled, self.code, axis=1)
         return result
 
 
@@ -143,14 +143,12 @@ def row_spearman_many(
         centre = w.sum(1) ** 3
         a = by_gold.doubled_ranks(w)
         weighted_a = w * a
-        variance_a = (weighted_a * a).sum(1) - centre
+        variance_a = _row_dot(weighted_a, a) - centre
         out = np.zeros((len(by_predictions), len(w)))
         for r, by_prediction in enumerate(by_predictions):
             b = by_prediction.doubled_ranks(w)
-            covariance = (weighted_a * b).sum(1) - centre
-            b *= b
-            b *= w
-            variance_b = b.sum(1) - centre
+            covariance = _row_dot(weighted_a, b) - centre
+            variance_b = _row_dot(w * b, b) - centre
             denominator = np.sqrt(variance_a * variance_b)
             np.divide(covariance, denominator, out=out[r], where=denominator > 0)
         return out
@@ -178,20 +176,31 @@ def row_average_precision(
     tied = not is_end.all()  # without ties every item ends its own group: no gathers
 
     def block(w: np.ndarray) -> np.ndarray:
-        w = w[:, order]
+        w = np.take(w, order, axis=1)
         positive = w * labels
         true_positives = np.cumsum(positive, axis=1)
         drawn = np.cumsum(w, axis=1)
         positives, total_drawn = true_positives[:, -1].copy(), drawn[:, -1].copy()
         if tied:
-            true_positives, drawn = true_positives[:, group_end], drawn[:, group_end]
-        # in place; where nothing is drawn yet no positive is either: precision stays 0
-        precision = np.divide(true_positives, drawn, out=true_positives, where=drawn > 0)
+            true_positives = np.take(true_positives, group_end, axis=1)
+            drawn = np.take(drawn, group_end, axis=1)
+        # Where nothing is drawn yet no positive is either (0 / 1 = 0): a plain divide, in
+        # place, about 7x faster than one masked by `where`.
+        np.maximum(drawn, 1.0, out=drawn)
+        precision = np.divide(true_positives, drawn, out=true_positives)
         valid = (positives > 0) & (positives < total_drawn)
-        positive *= precision
-        return np.divide(positive.sum(1), positives, out=np.zeros(len(w)), where=valid)
+        return np.divide(
+            _row_dot(positive, precision), positives, out=np.zeros(len(w)), where=valid
+        )
 
     return _by_blocks(weights, block)
+
+
+def _row_dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """sum_i x[b, i] y[b, i] for each row b, without the (B, n) product array (einsum: about
+    2.5x faster than `(x * y).sum(1)` here)."""
+    result: np.ndarray = np.einsum("ij,ij->i", x, y)
+    return result
 
 
 def _entropy_terms(counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
@@ -232,21 +241,21 @@ def row_v_measure_many(
     )
     by_group = _Groups.of(group.reshape(-1))
     classes = int(signatures[0].max()) + 1 if signatures.size else 1
-    tables = []
-    for row in signatures[1:]:
-        clusters = int(row.max()) + 1 if row.size else 1
-        tables.append((signatures[0] * clusters + row, clusters))
+    # Every clustering's table padded to the most clusters any has: an empty cluster adds no
+    # entropy and no mutual information, so one V-measure call scores all R at once.
+    clusters = int(signatures[1:].max()) + 1 if signatures[1:].size else 1
+    size = classes * clusters
+    cells = [signatures[0] * clusters + row for row in signatures[1:]]
 
     def block(w: np.ndarray) -> np.ndarray:
         rows, total = len(w), w.sum(1)
-        flat = by_group.sums(w).ravel()
-        out = np.empty((len(tables), rows))
-        for r, (cells, clusters) in enumerate(tables):
-            size = classes * clusters
-            code = (np.arange(rows)[:, None] * size + cells).ravel()
-            counts = np.bincount(code, weights=flat, minlength=rows * size)
-            out[r] = _v_measure(counts.reshape(rows, classes, clusters), total)
-        return out
+        flat = by_group.sums(w).ravel()  # (rows x groups)
+        offsets = np.arange(rows)[:, None] * size
+        tables = np.empty((len(cells), rows * size))
+        for r, cell in enumerate(cells):
+            tables[r] = np.bincount((offsets + cell).ravel(), weights=flat, minlength=rows * size)
+        scored = _v_measure(tables.reshape(-1, classes, clusters), np.tile(total, len(cells)))
+        return scored.reshape(len(cells), rows)
 
     return _by_blocks(weights, block)
 
