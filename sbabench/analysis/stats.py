@@ -71,6 +71,17 @@ def statistics(
     return result
 
 
+def observed_and_resampled(
+    kind: str, gold: np.ndarray, predictions: Sequence[np.ndarray], index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(R,) statistics on all items and (R, B) on the resamples drawn by `index` (B, n), in one
+    call: the all-items case is one more row of weights (every item once), so the items are
+    sorted and grouped once for both."""
+    weights = resample_weights(index, len(gold), all_items_first=True)
+    both = statistics(kind, gold, predictions, weights)
+    return both[:, 0], both[:, 1:]
+
+
 def signed_runs(
     *sides: tuple[ItemScores, float],
 ) -> tuple[list[np.ndarray], list[tuple[float, int]]]:
@@ -117,11 +128,9 @@ def paired_bootstrap(
         index = rng.integers(0, len(gold), size=(n_resamples, len(gold)))
         # Clustering: the statistic is the mean V-measure over the stored k-means runs.
         predictions, shares = signed_runs((a, 1.0), (b, -1.0))
-        values = statistics(a.kind, gold, predictions)[:, 0]
+        values, resampled = observed_and_resampled(a.kind, gold, predictions, index)
         for value, (sign, runs) in zip(values, shares, strict=True):
             observed += sign * float(value) / runs
-        weights = resample_weights(index, len(gold))
-        resampled = statistics(a.kind, gold, predictions, weights)
         for row, (sign, runs) in zip(resampled, shares, strict=True):
             deltas += sign * row / runs
     observed /= len(subsets)

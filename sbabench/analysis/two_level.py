@@ -110,16 +110,14 @@ def _replicate_deltas(
             raise ValueError(f"subset {subset!r}: the replicates were scored on different items")
         gold = golds[0]
         index = rng.integers(0, len(gold), size=(n_resamples, len(gold)))
-        weights = resample_weights(index, len(gold))
+        # row 0: every item once (the observed difference), then the resamples
+        weights = resample_weights(index, len(gold), all_items_first=True)
         for r, (c, b) in enumerate(zip(candidates, baselines, strict=True)):
             predictions, shares = signed_runs((c[subset], 1.0), (b[subset], -1.0))
-            kind = c[subset].kind
-            values = statistics(kind, gold, predictions)[:, 0]
-            for value, (sign, runs) in zip(values, shares, strict=True):
-                observed[r] += sign * float(value) / runs
-            rows = statistics(kind, gold, predictions, weights)
-            for row, (sign, runs) in zip(rows, shares, strict=True):
-                resampled[r] += sign * row / runs
+            both = statistics(c[subset].kind, gold, predictions, weights)
+            for row, (sign, runs) in zip(both, shares, strict=True):
+                observed[r] += sign * float(row[0]) / runs
+                resampled[r] += sign * row[1:] / runs
     return observed / len(subsets), resampled / len(subsets)
 
 

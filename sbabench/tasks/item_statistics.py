@@ -22,17 +22,26 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def resample_weights(index: np.ndarray, n: int) -> np.ndarray:
+def resample_weights(index: np.ndarray, n: int, *, all_items_first: bool = False) -> np.ndarray:
     """(B, n) float32: how many times each row of `index` (B, m) drew each of the n items
     (exact below 2^24 draws). Every built-in statistic reads a resample as these weights: the
-    items are sorted and grouped once for all B resamples, and the B x m draws never gathered."""
-    weights = np.empty((len(index), n), dtype=np.float32)
-    step = max(1, BLOCK_DRAWS // max(n, 1))
-    for start in range(0, len(index), step):
-        block = index[start : start + step]
-        cells = (np.arange(len(block))[:, None] * n + block).ravel()
-        counts = np.bincount(cells, minlength=len(block) * n)
-        weights[start : start + step] = counts.reshape(len(block), n)
+    items are sorted and grouped once for all B resamples, and the B x m draws never gathered.
+    `all_items_first`: (B + 1, n), row 0 every item once (the statistic on all items), so one
+    call of a statistic gives it and the resamples (no second copy of the array)."""
+    first = 1 if all_items_first else 0
+    weights = np.empty((len(index) + first, n), dtype=np.float32)
+    weights[:first] = 1.0
+
+    def count(rows: range) -> None:  # one bincount a row: no (row, item) codes to build
+        for row in rows:
+            weights[first + row] = np.bincount(index[row], minlength=n)
+
+    parts = min(_THREADS, len(index))
+    if parts <= 1:
+        count(range(len(index)))
+    else:  # bincount lets go of the GIL: the rows split over the threads
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            list(pool.map(count, [range(k, len(index), parts) for k in range(parts)]))
     return weights
 
 
@@ -241,21 +250,29 @@ def row_v_measure_many(
     )
     by_group = _Groups.of(group.reshape(-1))
     classes = int(signatures[0].max()) + 1 if signatures.size else 1
-    # Every clustering's table padded to the most clusters any has: an empty cluster adds no
-    # entropy and no mutual information, so one V-measure call scores all R at once.
-    clusters = int(signatures[1:].max()) + 1 if signatures[1:].size else 1
-    size = classes * clusters
-    cells = [signatures[0] * clusters + row for row in signatures[1:]]
+    # The clusterings with as many clusters (seeded k-means runs: all of them) are scored by
+    # one V-measure call on their stacked tables; each table keeps its own shape, so every
+    # number is the one `row_v_measure` gives for that clustering alone, to the bit.
+    shapes: dict[int, list[int]] = {}
+    for r, row in enumerate(signatures[1:]):
+        shapes.setdefault(int(row.max()) + 1 if row.size else 1, []).append(r)
 
     def block(w: np.ndarray) -> np.ndarray:
         rows, total = len(w), w.sum(1)
         flat = by_group.sums(w).ravel()  # (rows x groups)
-        offsets = np.arange(rows)[:, None] * size
-        tables = np.empty((len(cells), rows * size))
-        for r, cell in enumerate(cells):
-            tables[r] = np.bincount((offsets + cell).ravel(), weights=flat, minlength=rows * size)
-        scored = _v_measure(tables.reshape(-1, classes, clusters), np.tile(total, len(cells)))
-        return scored.reshape(len(cells), rows)
+        out = np.empty((len(signatures) - 1, rows))
+        for clusters, members in shapes.items():
+            size = classes * clusters
+            offsets = np.arange(rows)[:, None] * size
+            tables = np.empty((len(members), rows * size))
+            for k, r in enumerate(members):
+                cell = signatures[0] * clusters + signatures[r + 1]
+                tables[k] = np.bincount(
+                    (offsets + cell).ravel(), weights=flat, minlength=rows * size
+                )
+            scored = _v_measure(tables.reshape(-1, classes, clusters), np.tile(total, len(members)))
+            out[members] = scored.reshape(len(members), rows)
+        return out
 
     return _by_blocks(weights, block)
 
