@@ -72,14 +72,21 @@ def statistics(
 
 
 def observed_and_resampled(
-    kind: str, gold: np.ndarray, predictions: Sequence[np.ndarray], index: np.ndarray
+    kind: str, gold: np.ndarray, predictions: Sequence[np.ndarray], weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(R,) statistics on all items and (R, B) on the resamples drawn by `index` (B, n), in one
-    call: the all-items case is one more row of weights (every item once), so the items are
-    sorted and grouped once for both."""
-    weights = resample_weights(index, len(gold), all_items_first=True)
-    both = statistics(kind, gold, predictions, weights)
-    return both[:, 0], both[:, 1:]
+    """(R,) statistics on all items and (R, B) on the resamples, from `weights` (B + 1, n) whose
+    row 0 is every item once (`resample_weights(..., all_items_first=True)`). A task type with a
+    batched form scores all B + 1 rows in one call, so the items are sorted and grouped once;
+    the others score row 0 and the resamples apart, each row in the block position it always
+    had (a BLAS product's last bits can depend on a row's place in the block)."""
+    if len(gold) == 0:
+        raise ValueError("no items to compare")
+    task_type = by_item_kind(kind)
+    if task_type is not None and task_type.statistic_many is not None:
+        both = statistics(kind, gold, predictions, weights)
+        return both[:, 0], both[:, 1:]
+    observed = statistics(kind, gold, predictions, weights[:1])[:, 0]
+    return observed, statistics(kind, gold, predictions, weights[1:])
 
 
 def signed_runs(
@@ -128,7 +135,8 @@ def paired_bootstrap(
         index = rng.integers(0, len(gold), size=(n_resamples, len(gold)))
         # Clustering: the statistic is the mean V-measure over the stored k-means runs.
         predictions, shares = signed_runs((a, 1.0), (b, -1.0))
-        values, resampled = observed_and_resampled(a.kind, gold, predictions, index)
+        weights = resample_weights(index, len(gold), all_items_first=True)
+        values, resampled = observed_and_resampled(a.kind, gold, predictions, weights)
         for value, (sign, runs) in zip(values, shares, strict=True):
             observed += sign * float(value) / runs
         for row, (sign, runs) in zip(resampled, shares, strict=True):

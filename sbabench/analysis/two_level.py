@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sbabench.analysis.stats import has_nan, signed_runs, statistics
+from sbabench.analysis.stats import has_nan, observed_and_resampled, signed_runs
 from sbabench.tasks.item_statistics import resample_weights
 from sbabench.tasks.items import ItemScores
 
@@ -113,11 +113,13 @@ def _replicate_deltas(
         # row 0: every item once (the observed difference), then the resamples
         weights = resample_weights(index, len(gold), all_items_first=True)
         for r, (c, b) in enumerate(zip(candidates, baselines, strict=True)):
+            if c[subset].kind != b[subset].kind:
+                raise ValueError(f"subset {subset!r}: the two sides hold different item kinds")
             predictions, shares = signed_runs((c[subset], 1.0), (b[subset], -1.0))
-            both = statistics(c[subset].kind, gold, predictions, weights)
-            for row, (sign, runs) in zip(both, shares, strict=True):
-                observed[r] += sign * float(row[0]) / runs
-                resampled[r] += sign * row[1:] / runs
+            values, rows = observed_and_resampled(c[subset].kind, gold, predictions, weights)
+            for value, row, (sign, runs) in zip(values, rows, shares, strict=True):
+                observed[r] += sign * float(value) / runs
+                resampled[r] += sign * row / runs
     return observed / len(subsets), resampled / len(subsets)
 
 

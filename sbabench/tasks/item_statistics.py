@@ -198,9 +198,12 @@ def row_average_precision(
         np.maximum(drawn, 1.0, out=drawn)
         precision = np.divide(true_positives, drawn, out=true_positives)
         valid = (positives > 0) & (positives < total_drawn)
-        return np.divide(
-            _row_dot(positive, precision), positives, out=np.zeros(len(w)), where=valid
-        )
+        # Summed item after item along each row, the order every earlier release used (its
+        # gathered arrays were column-major): a pairwise sum or an einsum of these non-integer
+        # terms would move the last bits of the resampled statistics.
+        positive *= precision
+        total = np.asfortranarray(positive).sum(1)
+        return np.divide(total, positives, out=np.zeros(len(w)), where=valid)
 
     return _by_blocks(weights, block)
 
@@ -261,17 +264,22 @@ def row_v_measure_many(
         rows, total = len(w), w.sum(1)
         flat = by_group.sums(w).ravel()  # (rows x groups)
         out = np.empty((len(signatures) - 1, rows))
-        for clusters, members in shapes.items():
+        for clusters, same_shape in shapes.items():
             size = classes * clusters
             offsets = np.arange(rows)[:, None] * size
-            tables = np.empty((len(members), rows * size))
-            for k, r in enumerate(members):
-                cell = signatures[0] * clusters + signatures[r + 1]
-                tables[k] = np.bincount(
-                    (offsets + cell).ravel(), weights=flat, minlength=rows * size
+            # as many tables at once as keep them near a block's size (with many classes and
+            # clusters one table can be larger than the items: then one at a time)
+            step = max(1, BLOCK_DRAWS // (rows * size))
+            for start in range(0, len(same_shape), step):
+                members = same_shape[start : start + step]
+                tables = np.empty((len(members), rows * size))
+                for k, r in enumerate(members):
+                    cell = (offsets + signatures[0] * clusters + signatures[r + 1]).ravel()
+                    tables[k] = np.bincount(cell, weights=flat, minlength=rows * size)
+                scored = _v_measure(
+                    tables.reshape(-1, classes, clusters), np.tile(total, len(members))
                 )
-            scored = _v_measure(tables.reshape(-1, classes, clusters), np.tile(total, len(members)))
-            out[members] = scored.reshape(len(members), rows)
+                out[members] = scored.reshape(len(members), rows)
         return out
 
     return _by_blocks(weights, block)
