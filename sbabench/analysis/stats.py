@@ -43,11 +43,7 @@ def statistic(
     `weights` (B, n) saying how often it drew each item (`resample_weights`; default: every
     item once), as the task type whose per-item predictions carry the tag `kind` defines it
     (see `sbabench.tasks.types`)."""
-    task_type = by_item_kind(kind)
-    if task_type is None:
-        raise ValueError(f"unknown item kind {kind!r}")
-    rows = np.ones((1, len(gold))) if weights is None else weights
-    result: np.ndarray = task_type.statistic_fn()(np.asarray(gold), np.asarray(predicted), rows)
+    result: np.ndarray = statistics(kind, gold, [predicted], weights)[0]
     return result
 
 
