@@ -22,6 +22,14 @@ from rich.table import Table
 from rich.text import Text
 
 Justify = Literal["left", "center", "right"]
+
+
+def _chrome(columns: int) -> int:
+    """What a table of this many columns spends besides its cells: one space of padding each
+    side of a cell, and a border between and around the columns."""
+    return 3 * columns + 1
+
+
 _NARROWEST = 10
 """A name column folds down to no fewer characters per line than this."""
 
@@ -104,11 +112,8 @@ class FittedTable:
         `width` characters wide ({} when it fits as it is)."""
         ranges = {i: self.measure(i) for i in range(len(self.columns))}
 
-        def chrome(shown: int) -> int:  # padding (one space each side) and the borders
-            return 3 * shown + 1
-
         def natural(shown: list[int]) -> int:
-            return sum(ranges[i][1] for i in shown) + chrome(len(shown))
+            return sum(ranges[i][1] for i in shown) + _chrome(len(shown))
 
         shown = list(ranges)
         if natural(shown) <= width:
@@ -121,7 +126,7 @@ class FittedTable:
         def narrowest(shown: list[int], fold: bool) -> int:
             fold_to = {i: min(ranges[i][0], _NARROWEST) for i in shown if self.columns[i].no_wrap}
             floors = [fold_to[i] if fold and i in fold_to else ranges[i][0] for i in shown]
-            return sum(floors) + chrome(len(shown))
+            return sum(floors) + _chrome(len(shown))
 
         hidden = [i for i in self.drop_order() if self.empty(i)]
         hidden += [i for i in self.drop_order() if i not in hidden]
@@ -132,7 +137,7 @@ class FittedTable:
             if narrowest(shown, fold) <= width:
                 break
         hidden = hidden[:count]
-        budget = width - chrome(len(shown))
+        budget = width - _chrome(len(shown))
         if natural(shown) <= width:
             return hidden, {}
         # Every column starts at its natural width; the widest give way first, down to their
@@ -157,7 +162,7 @@ class FittedTable:
         wide, one block of `column  value` lines per row."""
         hidden, sizes = self.widths(width)
         shown = len(self.columns) - len(hidden)
-        if sizes and sum(sizes.values()) + 3 * shown + 1 > width:
+        if sizes and sum(sizes.values()) + _chrome(shown) > width:
             return self.records()
         return self.table(hidden, sizes)
 
