@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 GEOMETRY_VERSION = 6
 """5: `load` (expert load over every real token the layer saw) added. 6: the router-coupling
 probe adds score vs activation and router-row similarity."""
+EMBEDDING_SAMPLE = 2000
+"""A task's final embeddings enter its statistics up to this many texts (the first asked for)."""
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _EPS = 1e-12
 
@@ -109,7 +111,7 @@ def embedding_stats(
     vectors: np.ndarray,
     prenorm_norms: Sequence[float],
     linear_vectors: np.ndarray | None = None,
-    max_texts: int = 2000,
+    max_texts: int = EMBEDDING_SAMPLE,
 ) -> dict[str, Any]:
     """Statistics of a task's final embeddings (rows: texts, at most `max_texts`)."""
     x = np.asarray(vectors[:max_texts], dtype=np.float64)

@@ -48,6 +48,27 @@ def open_store(suite: Suite, path: Path) -> EmbeddingStore | None:
     return EmbeddingStore(path, suite.settings.embedding_cache)
 
 
+def give_back_freed_memory() -> None:
+    """Hand the pages freed memory left in the C heap back to the system (glibc only).
+
+    Why by hand: a task's embeddings come as many vectors of ~1.5 KB each, allocated among
+    longer-lived small objects; once freed, glibc keeps their pages (the process's memory does
+    not shrink), and the next model x operator's vectors come on top. `malloc_trim` returns
+    every whole free page. No library offers it; elsewhere than glibc it does nothing."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return
+    trim(0)
+
+
 class UnitComputer:
     """Computes units of a suite, keeping models loaded and embeddings cached between them.
 
@@ -120,11 +141,18 @@ class UnitComputer:
         except Exception as exc:  # the unit fails, the others go on
             return Failure.of(exc)
 
+    def release_encoder(self, planned: PlannedUnit) -> None:
+        """Forget the embeddings the unit's model x operator holds in memory (call it after
+        the last unit that reads them: a task's embeddings live no longer than needed)."""
+        self._encoders.pop((planned.unit.model_id, planned.unit.aggregator_key), None)
+        give_back_freed_memory()
+
     def release(self, model: str) -> bool:
         """Forget a model's session and encoders (freeing its memory); whether it was loaded."""
         session = self._sessions.pop(model, None)
         for key in [k for k in self._encoders if k[0] == model]:
             del self._encoders[key]
+        give_back_freed_memory()
         return session is not None and session.encoder is not None
 
     def close(self) -> None:

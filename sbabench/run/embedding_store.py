@@ -21,7 +21,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,7 +186,13 @@ class EmbeddingStore:
 
     def get(self, space: str, kind: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors (float32) of those texts that have an intact row."""
-        found: dict[str, np.ndarray] = {}
+        return dict(self._intact_rows(space, kind, texts))
+
+    def _intact_rows(
+        self, space: str, kind: str, texts: Sequence[str]
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """(text, float32 vector) of those texts that have an intact row, 500 rows a query;
+        damaged rows are counted and warned about once, at the end."""
         by_hash = {text_hash(t): t for t in texts}
         hashes = list(by_hash)
         damaged = 0
@@ -203,14 +209,13 @@ class EmbeddingStore:
                 if vector is None or digest not in by_hash:
                     damaged += 1
                 else:
-                    found[by_hash[digest]] = vector
+                    yield by_hash[digest], vector
         if damaged:
             self.damaged_rows += damaged
             log.warning(
                 "sbabench: %d damaged row(s) in embedding cache %s ignored; recomputing them",
                 damaged, self.path,
             )  # fmt: skip
-        return found
 
     @staticmethod
     def _intact(
@@ -229,17 +234,22 @@ class EmbeddingStore:
 
     def put(self, space: str, kind: str, texts: Sequence[str], vectors: np.ndarray) -> None:
         """Store vectors in one transaction (all or nothing)."""
-        rows = []
-        for text, vector in zip(texts, vectors, strict=True):
-            digest, data = text_hash(text), vector.astype(self.dtype).tobytes()
-            checksum = _checksum(space, kind, digest, self.dtype.name, data)
-            rows.append(
-                (space, kind, digest, self.dtype.name, int(vector.shape[0]), data, checksum)
-            )
+        if len(texts) != len(vectors):
+            raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            # Made as SQLite asks for them: a task's rows (~1.8 KB each with their keys) never
+            # all sit in memory at once.
+            for text, vector in zip(texts, vectors, strict=True):
+                digest, data = text_hash(text), vector.astype(self.dtype).tobytes()
+                checksum = _checksum(space, kind, digest, self.dtype.name, data)
+                yield (space, kind, digest, self.dtype.name, int(vector.shape[0]), data, checksum)
+
         # REPLACE: a row rewritten after a failed checksum must take the damaged one's place.
         with stop_when_disk_full(self.path), self._transaction():
             self._db.executemany(
-                f"INSERT OR REPLACE INTO embeddings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                f"INSERT OR REPLACE INTO embeddings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows(),
             )
 
     def get_geometry(self, space: str, task: str) -> dict[str, Any] | None:

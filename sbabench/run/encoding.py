@@ -114,13 +114,18 @@ class CachingEncoder(CosineSimilarity):
             vectors = self._run_model(missing, kind)
             if self.store is not None:
                 # Round fresh vectors as stored ones are, so a score never depends on which it got.
-                vectors = vectors.astype(self.store.dtype).astype(np.float32)
+                rounded = vectors.astype(self.store.dtype, copy=False)  # no copy: float32
+                vectors = rounded.astype(np.float32, copy=False)
                 self.store.put(self.space, kind, missing, vectors)
             self.cache.update({(kind, t): v for t, v in zip(missing, vectors, strict=True)})
             self.encoded_texts += len(missing)
         if self._observe_cached:
             self._observe(texts, kind)
-        return np.stack([self.cache[(kind, t)] for t in texts])
+        return self.vectors([(kind, t) for t in texts])
+
+    def vectors(self, keys: list[tuple[str, str]]) -> np.ndarray:
+        """The cached embeddings of (prompt type, text) keys, one row each."""
+        return np.stack([self.cache[key] for key in keys])
 
     def _run_model(self, texts: list[str], kind: str) -> np.ndarray:
         """Encode with the model (built on first use), observed by the unit's recorder."""

@@ -39,14 +39,16 @@ class RunSummary:
     failed: dict[str, str] = field(default_factory=dict)
     """Units that failed, with their error."""
     results: list[UnitResult] = field(default_factory=list)
-    """Every result of the suite's selected units (computed or cached)."""
+    """Every result of the suite's selected units (computed or cached), without its per-item
+    arrays: a run's memory does not grow with its tasks' items once a unit is saved (the
+    arrays are in the result files: `load_results`)."""
     models_loaded: int = 0
     """How many models were loaded (0 on a warm re-run)."""
 
     def take(self, planned: PlannedUnit, result: UnitResult) -> None:
         """Count a unit as done already (by an earlier run or another process)."""
         self.cached.append(planned.label)
-        self.results.append(result)
+        self.results.append(result.without_items())
 
     @property
     def exit_code(self) -> int:
@@ -82,7 +84,7 @@ def record_result(
     save_result(planned.path, result)
     _failure_path(planned.path).unlink(missing_ok=True)
     summary.computed.append(planned.label)
-    summary.results.append(result)
+    summary.results.append(result.without_items())
     progress(Event(EventKind.UNIT_FINISHED, planned.label))
 
 
@@ -146,9 +148,12 @@ class _Run:
         with _unit_locks(group, blocking) as (locked, theirs):
             for planned in theirs:
                 self.progress(Event(EventKind.UNIT_ELSEWHERE, planned.label))
-            for planned in locked:
+            for number, planned in enumerate(locked):
                 if not self.done_meanwhile(planned):
                     self.unit(planned)
+                operator = planned.unit.aggregator_key
+                if all(later.unit.aggregator_key != operator for later in locked[number + 1 :]):
+                    self.computer.release_encoder(planned)
             self.summary.models_loaded += int(self.computer.release(group[0].unit.model_id))
         return theirs
 

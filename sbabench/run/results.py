@@ -211,6 +211,11 @@ class UnitResult(BaseModel):
         """`model/aggregator/task` (`model@rR/aggregator/task` for replicate R > 0)."""
         return f"{self.model_id}/{self.aggregator}/{self.task}"
 
+    def without_items(self) -> UnitResult:
+        """The result less its per-item arrays (a summary of many large tasks holds no
+        per-item data; the arrays stay in the result's file)."""
+        return self.model_copy(update={"items": {}})
+
     @property
     def geometry_layers(self) -> dict[str, dict[str, Any]]:
         """The geometry block's statistics per MoE layer, as plain dicts ({} when none)."""

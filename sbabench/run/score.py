@@ -54,14 +54,14 @@ def _peak_memory() -> dict[str, float]:
 
 
 def _linear_vectors(
-    planned: PlannedUnit, encoder: CachingEncoder, store: EmbeddingStore | None
+    planned: PlannedUnit, store: EmbeddingStore | None, requested: list[tuple[str, str]]
 ) -> Any:
-    """The same texts' embeddings under the linear operator, if all are in the store."""
+    """The `requested` (prompt type, text) embeddings under the linear operator, if all are
+    in the store."""
     import numpy as np
 
     from sbabench.run.keys import linear_operator_key
 
-    requested = list(encoder.requested)
     if store is None or planned.aggregator is None or not requested:
         return None
     linear_space = planned.key_parts.with_operator(linear_operator_key()).embedding_space()
@@ -83,17 +83,18 @@ def _linear_vectors(
 def _embedding_block(
     planned: PlannedUnit, encoder: CachingEncoder, store: EmbeddingStore | None
 ) -> dict[str, Any] | None:
-    import numpy as np
-
-    from sbabench.geometry.stats import embedding_stats
+    from sbabench.geometry.stats import EMBEDDING_SAMPLE, embedding_stats
 
     requested = list(encoder.requested)
     if not requested:
         return None
-    vectors = np.stack([encoder.cache[key] for key in requested])
+    # Only the first texts enter the statistics: only they are gathered (and looked up under
+    # the linear operator), not the whole task's embeddings twice over.
+    sample = requested[:EMBEDDING_SAMPLE]
+    vectors = encoder.vectors(sample)
     loaded = encoder.loaded_encoder
     prenorm = [loaded.prenorm[t] for _, t in requested if t in loaded.prenorm] if loaded else []
-    return embedding_stats(vectors, prenorm, _linear_vectors(planned, encoder, store))
+    return embedding_stats(vectors, prenorm, _linear_vectors(planned, store, sample))
 
 
 def _layer_stats(

@@ -189,3 +189,26 @@ geometry: {tokens: 64}
     for name, layer in fresh.geometry.layers.items():
         again = cached.geometry.layers[name]
         assert again.model_dump(exclude={"load"}) == layer.model_dump(exclude={"load"})
+
+
+def test_a_tasks_embedding_statistics_gather_only_their_sample() -> None:
+    """The statistics read the first texts asked for; only those are gathered (a 64k-text
+    task's embeddings are not stacked again), and the numbers are those of all rows given."""
+    from types import SimpleNamespace
+
+    from sbabench.geometry.stats import EMBEDDING_SAMPLE
+    from sbabench.run.score import _embedding_block
+
+    rng = np.random.default_rng(0)
+    keys = [("default", f"t{i}") for i in range(EMBEDDING_SAMPLE + 500)]
+    table = dict(zip(keys, rng.normal(size=(len(keys), 8)).astype(np.float32), strict=True))
+    gathered: list[int] = []
+
+    def vectors(asked: list[tuple[str, str]]) -> np.ndarray:
+        gathered.append(len(asked))
+        return np.stack([table[key] for key in asked])
+
+    encoder = SimpleNamespace(requested=dict.fromkeys(keys), vectors=vectors, loaded_encoder=None)
+    block = _embedding_block(SimpleNamespace(aggregator=None), encoder, None)  # type: ignore[arg-type]
+    assert gathered == [EMBEDDING_SAMPLE]
+    assert block == embedding_stats(np.stack(list(table.values())), [])

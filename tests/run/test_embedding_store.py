@@ -35,6 +35,22 @@ def test_round_trip_is_exact_in_float32_and_rounded_in_float16(tmp_path: Path) -
     half.close()
 
 
+def test_a_put_that_fails_midway_stores_nothing(tmp_path: Path) -> None:
+    """Rows are made as SQLite asks for them, inside the one transaction: a failure on the
+    way rolls every row back."""
+    store = EmbeddingStore(tmp_path / "e.sqlite")
+    with pytest.raises(ValueError):
+        store.put("space", "query", ["a", "b"], _vectors(3))
+    texts = [f"t{i}" for i in range(600)]
+    vectors = [*_vectors(599), "not a vector"]  # the last row cannot be made
+    with pytest.raises(AttributeError):
+        store.put("space", "query", texts, vectors)  # type: ignore[arg-type]
+    assert store.get("space", "query", texts) == {}
+    store.put("space", "query", texts, _vectors(600))
+    assert len(store.get("space", "query", texts)) == 600
+    store.close()
+
+
 def test_spaces_and_prompt_types_are_separate(tmp_path: Path) -> None:
     store = EmbeddingStore(tmp_path / "e.sqlite")
     store.put("one", "query", ["t"], _vectors(1, seed=1))

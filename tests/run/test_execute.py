@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -147,3 +148,30 @@ def test_a_lock_another_process_holds_is_not_removed_when_a_run_ends(tmp_path: P
     with FileLock(str(held.lock)):
         remove_finished_locks(plan.todo)
         assert held.lock.exists() and not free.lock.exists()
+
+
+def test_a_run_holds_no_task_sized_data_past_the_units_that_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model x operator's in-memory embeddings are dropped after its last unit, and the
+    summary keeps each result without its per-item arrays (the files keep them)."""
+    from sbabench.run.compute import UnitComputer
+    from tests.factories import TINY_MOE_SUITE
+
+    alive: list[tuple[str, list[str]]] = []
+    attempt = UnitComputer.attempt
+
+    def recording(self: UnitComputer, planned: Any) -> Any:
+        alive.append((planned.unit.aggregator_key, sorted(k[1] for k in self._encoders)))
+        return attempt(self, planned)
+
+    monkeypatch.setattr(UnitComputer, "attempt", recording)
+    summary = run_suite(parse_suite(TINY_MOE_SUITE), tmp_path)
+    assert summary.exit_code == 0
+    operators = [operator for operator, _ in alive]
+    assert len(set(operators)) == 2 and all(held == [] for _, held in alive), alive
+    assert all(r.items == {} for r in summary.results)
+    for r in summary.results:
+        saved = load_result(result_path(tmp_path, "tiny", r.model, r.aggregator, r.task))
+        assert saved is not None and len(saved.items["default"].gold) > 100
+        assert saved.model_copy(update={"items": {}}) == r
