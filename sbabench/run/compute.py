@@ -8,7 +8,9 @@ in the results folder; a Ray worker (`sbabench.run.ray_executor`) returns result
 
 from __future__ import annotations
 
+import functools
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,25 +50,32 @@ def open_store(suite: Suite, path: Path) -> EmbeddingStore | None:
     return EmbeddingStore(path, suite.settings.embedding_cache)
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library has none (macOS, musl, Windows)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    return trim
+
+
 def give_back_freed_memory() -> None:
-    """Hand the pages freed memory left in the C heap back to the system (glibc only).
+    """Hand the pages that freed memory left in the C heap back to the system (glibc only).
 
     Why by hand: a task's embeddings come as many vectors of ~1.5 KB each, allocated among
     longer-lived small objects; once freed, glibc keeps their pages (the process's memory does
-    not shrink), and the next model x operator's vectors come on top. `malloc_trim` returns
-    every whole free page. No library offers it; elsewhere than glibc it does nothing."""
-    import ctypes
-    import ctypes.util
+    not shrink), and the next model's vectors come on top. `malloc_trim` returns every whole
+    free page. No library offers it; elsewhere than glibc this only collects garbage."""
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return
-    trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class UnitComputer:
@@ -142,17 +151,29 @@ class UnitComputer:
             return Failure.of(exc)
 
     def release_encoder(self, planned: PlannedUnit) -> None:
-        """Forget the embeddings the unit's model x operator holds in memory (call it after
-        the last unit that reads them: a task's embeddings live no longer than needed)."""
-        self._encoders.pop((planned.unit.model_id, planned.unit.aggregator_key), None)
-        give_back_freed_memory()
+        """Forget what the unit's model x operator holds in memory (call it after the last
+        unit that reads it: without an embedding store, every vector it encoded)."""
+        key = (planned.unit.model_id, planned.unit.aggregator_key)
+        if self._encoders.pop(key, None) is not None:
+            give_back_freed_memory()
+
+    def release_other_operators(self, planned: PlannedUnit) -> None:
+        """Forget what the unit's model holds for its other operators (for an executor that
+        gets units one at a time, in the suite's order: grouped by operator)."""
+        model, operator = planned.unit.model_id, planned.unit.aggregator_key
+        others = [k for k in self._encoders if k[0] == model and k[1] != operator]
+        for key in others:
+            del self._encoders[key]
+        if others:
+            give_back_freed_memory()
 
     def release(self, model: str) -> bool:
         """Forget a model's session and encoders (freeing its memory); whether it was loaded."""
         session = self._sessions.pop(model, None)
         for key in [k for k in self._encoders if k[0] == model]:
             del self._encoders[key]
-        give_back_freed_memory()
+        if session is not None:
+            give_back_freed_memory()
         return session is not None and session.encoder is not None
 
     def close(self) -> None:

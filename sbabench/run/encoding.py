@@ -63,6 +63,9 @@ class CachingEncoder(CosineSimilarity):
         self._observed: set[tuple[str, str]] = set()
         self.observed_texts = 0
         """Cached texts run through the model only for the geometry sample."""
+        self.prenorm: dict[tuple[str, str], float] = {}
+        """Pre-normalisation norm of each (prompt type, text) this operator ran through the
+        model in this process."""
         self.requested: dict[tuple[str, str], None] = {}
         """(prompt type, text) of every text asked for since start_unit, in order."""
         self.encode_seconds = 0.0
@@ -79,6 +82,14 @@ class CachingEncoder(CosineSimilarity):
         self.requested = {}
         self._observe_cached = observe_cached and recorder is not None
         self._observed = set()
+
+    def finish_unit(self) -> None:
+        """End the unit: stop observing and, with an embedding store, forget the unit's vectors
+        (the store serves the same rounded vectors to a later unit that asks for them: memory
+        holds one task's embeddings, not every task's of this model x operator)."""
+        self.start_unit(None)
+        if self.store is not None:
+            self.cache = {}
 
     @property
     def loaded_encoder(self) -> TextEncoder | None:
@@ -140,6 +151,9 @@ class CachingEncoder(CosineSimilarity):
         else:
             vectors = encoder.encode(texts, kind, self.batch_size, self.on_batch)
         self.encode_seconds += time.perf_counter() - start
+        # The encoder notes each text's norm, whatever operator ran: take this operator's out.
+        norms = encoder.prenorm
+        self.prenorm.update({(kind, t): norms.pop(t) for t in texts if t in norms})
         return vectors
 
     def _observe(self, texts: list[str], kind: str) -> None:

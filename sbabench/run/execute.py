@@ -265,7 +265,9 @@ def run_suite(
 
     `progress` receives an `Event` at each step (the CLI draws a progress bar from them). A
     results folder that cannot be written is refused before any work, and a full disk ends the
-    run (`StorageError`, finished units kept).
+    run (`StorageError`, finished units kept). The summary's results carry no per-item arrays
+    (so a run's memory does not grow with finished units): to compare them, read the files
+    back with `load_results(results_dir)`.
     """
     root = Path(results_dir)
     plan, summary = planned_run(suite, root, force, only, shard, progress)

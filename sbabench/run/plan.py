@@ -55,7 +55,8 @@ class Plan:
     todo: list[PlannedUnit] = field(default_factory=list)
     """Units to compute, in suite order (grouped by model, then operator)."""
     done: list[tuple[PlannedUnit, UnitResult]] = field(default_factory=list)
-    """Units whose valid result exists."""
+    """Units whose valid result exists (without its per-item arrays: a plan of many large
+    finished units holds none of their items; they stay in the files)."""
     invalid: list[str] = field(default_factory=list)
     """Result files that exist but are corrupt or stale (they will be recomputed)."""
 
@@ -158,7 +159,7 @@ def plan_suite(
         if reason is None and existing is not None and _lacks_probes(suite, unit, existing):
             reason = f"{planned.path} (geometry probes requested)"
         if reason is None and existing is not None:
-            plan.done.append((planned, existing))
+            plan.done.append((planned, existing.without_items()))
             continue
         if reason:
             plan.invalid.append(reason)

@@ -85,6 +85,7 @@ class UnitWorker:
         # As many torch threads as the model's worker has CPUs (Ray sets OMP_NUM_THREADS only
         # from whole CPUs, and other libraries may have changed it since).
         torch.set_num_threads(max(1, int(planned.unit.model.resources.cpus)))
+        self.computer.release_other_operators(planned)
         session = self.computer.session(planned)
         was_loaded = session.encoder is not None
         with quiet_libraries():

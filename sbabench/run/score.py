@@ -92,8 +92,7 @@ def _embedding_block(
     # the linear operator), not the whole task's embeddings twice over.
     sample = requested[:EMBEDDING_SAMPLE]
     vectors = encoder.vectors(sample)
-    loaded = encoder.loaded_encoder
-    prenorm = [loaded.prenorm[t] for _, t in requested if t in loaded.prenorm] if loaded else []
+    prenorm = [encoder.prenorm[key] for key in requested if key in encoder.prenorm]
     return embedding_stats(vectors, prenorm, _linear_vectors(planned, store, sample))
 
 
@@ -262,12 +261,14 @@ def score_unit(
     encoder.start_unit(recorder, observe_cached=observe)
     was_loaded = session.encoder is not None
     before, start = _Counters.of(encoder), time.perf_counter()
-    task, scores, items = _evaluate(suite, planned, encoder)
-    geometry_start = time.perf_counter()
-    geometry = geometry_block(suite.geometry, planned, encoder, recorder, store, stored, phase)
-    geometry_s = time.perf_counter() - geometry_start
-    elimination = _elimination(planned, encoder, encoder.encode_seconds - before.encode_s)
-    encoder.start_unit(None)
+    try:
+        task, scores, items = _evaluate(suite, planned, encoder)
+        geometry_start = time.perf_counter()
+        geometry = geometry_block(suite.geometry, planned, encoder, recorder, store, stored, phase)
+        geometry_s = time.perf_counter() - geometry_start
+        elimination = _elimination(planned, encoder, encoder.encode_seconds - before.encode_s)
+    finally:
+        encoder.finish_unit()
     timing = _timing(encoder, session, before, time.perf_counter() - start, geometry_s, was_loaded)
     main = [float(s["main_score"]) for s in scores.values()]
     return UnitResult(

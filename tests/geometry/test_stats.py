@@ -208,7 +208,39 @@ def test_a_tasks_embedding_statistics_gather_only_their_sample() -> None:
         gathered.append(len(asked))
         return np.stack([table[key] for key in asked])
 
-    encoder = SimpleNamespace(requested=dict.fromkeys(keys), vectors=vectors, loaded_encoder=None)
+    encoder = SimpleNamespace(requested=dict.fromkeys(keys), vectors=vectors, prenorm={})
     block = _embedding_block(SimpleNamespace(aggregator=None), encoder, None)  # type: ignore[arg-type]
     assert gathered == [EMBEDDING_SAMPLE]
     assert block == embedding_stats(np.stack(list(table.values())), [])
+
+
+def test_the_cosine_to_linear_needs_only_the_samples_linear_twins(tmp_path: Path) -> None:
+    """An operator's unit compares its sample with the same texts under `linear`, read from
+    the embedding store: present when the store has those, absent when one is missing."""
+    from types import SimpleNamespace
+
+    from sbabench.geometry.stats import EMBEDDING_SAMPLE
+    from sbabench.run.embedding_store import EmbeddingStore
+    from sbabench.run.score import _embedding_block
+
+    rng = np.random.default_rng(1)
+    texts = [f"t{i}" for i in range(EMBEDDING_SAMPLE + 10)]
+    mine = rng.normal(size=(len(texts), 4)).astype(np.float32)
+    linear = rng.normal(size=(len(texts), 4)).astype(np.float32)
+    parts = SimpleNamespace(embedding_space=lambda: "sba-space")
+    parts.with_operator = lambda _: SimpleNamespace(embedding_space=lambda: "linear-space")
+    planned = SimpleNamespace(aggregator="sba", key_parts=parts)
+    encoder = SimpleNamespace(
+        requested=dict.fromkeys(("default", t) for t in texts),
+        vectors=lambda keys: mine[: len(keys)],
+        prenorm={},
+    )
+    store = EmbeddingStore(tmp_path / "e.sqlite")
+    store.put("linear-space", "default", texts[1:EMBEDDING_SAMPLE], linear[1:EMBEDDING_SAMPLE])
+    block = _embedding_block(planned, encoder, store)  # type: ignore[arg-type]
+    assert block is not None and "cosine_to_linear" not in block  # t0 is missing
+    store.put("linear-space", "default", texts[:1], linear[:1])  # the rest are never read
+    block = _embedding_block(planned, encoder, store)  # type: ignore[arg-type]
+    expected = embedding_stats(mine, [], linear)
+    assert block is not None and block["cosine_to_linear"] == expected["cosine_to_linear"]
+    store.close()

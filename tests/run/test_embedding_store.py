@@ -46,7 +46,15 @@ def test_a_put_that_fails_midway_stores_nothing(tmp_path: Path) -> None:
     with pytest.raises(AttributeError):
         store.put("space", "query", texts, vectors)  # type: ignore[arg-type]
     assert store.get("space", "query", texts) == {}
-    store.put("space", "query", texts, _vectors(600))
+    in_transaction: list[bool] = []
+
+    class Watched(list[str]):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            in_transaction.append(store._db.in_transaction)
+            return super().__iter__()
+
+    store.put("space", "query", Watched(texts), _vectors(600))
+    assert in_transaction == [True]  # the rows were made inside the transaction, not before
     assert len(store.get("space", "query", texts)) == 600
     store.close()
 

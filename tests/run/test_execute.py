@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from sbabench.cli import main
 from sbabench.run.execute import run_suite
+from sbabench.run.plan import plan_suite
 from sbabench.run.results import load_result, result_path
 from sbabench.suite import parse_suite
 from tests.factories import TINY_SUITE
@@ -150,28 +151,50 @@ def test_a_lock_another_process_holds_is_not_removed_when_a_run_ends(tmp_path: P
         assert held.lock.exists() and not free.lock.exists()
 
 
+@pytest.mark.parametrize("store", ["float32", "off"])
 def test_a_run_holds_no_task_sized_data_past_the_units_that_read_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str
 ) -> None:
-    """A model x operator's in-memory embeddings are dropped after its last unit, and the
-    summary keeps each result without its per-item arrays (the files keep them)."""
+    """With an embedding store, no unit starts with another unit's vectors in memory; without
+    one, a model x operator keeps its vectors for its next task and drops them after its last.
+    The summary keeps each result without its per-item arrays (the files keep them), and so
+    does a resumed run's plan."""
     from sbabench.run.compute import UnitComputer
     from tests.factories import TINY_MOE_SUITE
 
-    alive: list[tuple[str, list[str]]] = []
+    rows = [
+        f"the {w} sat on the mat,the {w} lay on a rug,{i % 5}" for i, w in enumerate("abcdefgh")
+    ]
+    (tmp_path / "pairs.csv").write_text("a,b,score\n" + "\n".join(rows) + "\n")
+    text = TINY_MOE_SUITE.replace(
+        "tasks: [LeeDocSTS]",
+        f"tasks: [LeeDocSTS, {{name: Mats, type: sts, path: {tmp_path / 'pairs.csv'}, "
+        "text1: a, text2: b, score: score}]",
+    ).replace("settings: {device: cpu}", f"settings: {{device: cpu, embedding_cache: '{store}'}}")
+    held: list[tuple[str, list[str], int]] = []
     attempt = UnitComputer.attempt
 
     def recording(self: UnitComputer, planned: Any) -> Any:
-        alive.append((planned.unit.aggregator_key, sorted(k[1] for k in self._encoders)))
+        vectors = sum(len(e.cache) for e in self._encoders.values())
+        held.append((planned.unit.aggregator_key, sorted(k[1] for k in self._encoders), vectors))
         return attempt(self, planned)
 
     monkeypatch.setattr(UnitComputer, "attempt", recording)
-    summary = run_suite(parse_suite(TINY_MOE_SUITE), tmp_path)
+    results = tmp_path / "results"
+    summary = run_suite(parse_suite(text), results)
     assert summary.exit_code == 0
-    operators = [operator for operator, _ in alive]
-    assert len(set(operators)) == 2 and all(held == [] for _, held in alive), alive
+    kept = 0 if store != "off" else held[1][2]
+    assert held == [("linear", [], 0), ("linear", ["linear"], kept), ("sba", [], 0),
+                    ("sba", ["sba"], kept)]  # fmt: skip
+    assert store != "off" or kept >= 50  # LeeDocSTS's 50 documents, kept for the next task
     assert all(r.items == {} for r in summary.results)
     for r in summary.results:
-        saved = load_result(result_path(tmp_path, "tiny", r.model, r.aggregator, r.task))
-        assert saved is not None and len(saved.items["default"].gold) > 100
+        saved = load_result(result_path(results, "tiny", r.model, r.aggregator, r.task))
+        assert saved is not None and len(saved.items["default"].gold) >= 8
         assert saved.model_copy(update={"items": {}}) == r
+    result_path(results, "tiny", "moe", "sba", "Mats").unlink()
+    plan = plan_suite(parse_suite(text), results)
+    assert len(plan.done) == 3 and all(r.items == {} for _, r in plan.done)
+    resumed = run_suite(parse_suite(text), results)
+    assert resumed.computed == ["moe/sba/Mats"] and len(resumed.cached) == 3
+    assert all(r.items == {} for r in resumed.results)
