@@ -89,6 +89,22 @@ def _spec(name: str) -> ModuleSpec | None:
     return spec
 
 
+def package_modules(package: str) -> list[str]:
+    """Every module of a package, its subpackages' included, found on disk (none imported)."""
+    spec = _spec(package)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ValueError(f"{package!r} is not a package")
+    found = [package]
+    for folder in spec.submodule_search_locations:
+        for path in sorted(Path(folder).rglob("*.py")):
+            parts = path.relative_to(folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if parts:
+                found.append(".".join((package, *parts)))
+    return found
+
+
 def _module_path(name: str) -> Path | None:
     spec = _spec(name)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):

@@ -5,18 +5,19 @@ version, hub id + revision, or the content hash of a local folder; and every mod
 that builds and runs it: see `sbabench.models.code`), the operator (name, validated options, and
 its own code: see `sbabench.digests`), the task (name, data source and revision, split, subsets,
 columns), the settings that change numbers (dtype, seed), the fine-tuning stage with its code,
-and sbabench's scoring version. The parts are stored in each result and checked when it is read
+sbabench's scoring version and the code that scores (`scoring_code_sha256`). The parts are stored in each result and checked when it is read
 back.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from sbabench.aggregators import ResolvedAggregator, resolve
-from sbabench.digests import key_digest
+from sbabench.digests import code_modules, key_digest, modules_digest, package_modules
 from sbabench.models.code import model_code_sha256
 from sbabench.models.router_cache import spec_parts
 from sbabench.suite import Suite, TrainSpec, Unit
@@ -24,6 +25,22 @@ from sbabench.tasks import task_identity
 
 SCORING_VERSION = 4
 """Bump when the way scores are computed changes; it is part of every unit key."""
+
+_SCORING_CODE = ("sbabench.run.score", "sbabench.run.encoding")
+"""Where a unit is scored (mteb's evaluators driven, per-item predictions and geometry
+collected): these modules, every module of `_SCORING_PACKAGES`, and what they import, whole, are
+in every unit's key (see `scoring_code_sha256`)."""
+_SCORING_PACKAGES = ("sbabench.tasks", "sbabench.geometry")
+"""Taken module by module, not only as imported: task types, their item statistics and the
+geometry probes are registered by name (`"module:function"`), which no import statement shows."""
+_KEYED_ELSEWHERE = (
+    "sbabench.models",
+    "sbabench.moe",
+    "sbabench.aggregators",
+    "sbabench.run.training",
+)
+"""Code with a key part of its own (the model's, the operator's, the train stage's): a unit's
+scoring digest does not follow it, so editing one operator re-keys only that operator's units."""
 
 _ENCODER_CODE = ("sbabench.models.encoder",)
 """Where a model is built and run (routing and token elimination included): these modules and
@@ -118,10 +135,14 @@ class KeyParts(_Part):
     train: TrainKey | None = None
     replicate: int = 0
     """Which replicate of the model (its seeds are derived from the suite's and this)."""
+    scoring_code_sha256: str | None = None
+    """Digest of the code that scores a unit (see `scoring_code_sha256`); None in results
+    written before it was keyed (they no longer match a planned key: recomputed, from cached
+    embeddings)."""
 
-    # replicate 0 is left out of the parts (and so of the key and of result files), so every
-    # key from before replicates existed still holds
-    _LEFT_OUT: ClassVar[dict[str, Any]] = {"replicate": 0}
+    # replicate 0 and a missing scoring digest are left out of the parts (and so of the key and
+    # of result files), so every file written before they existed still reads as valid
+    _LEFT_OUT: ClassVar[dict[str, Any]] = {"replicate": 0, "scoring_code_sha256": None}
 
     @property
     def digest(self) -> str:
@@ -134,7 +155,8 @@ class KeyParts(_Part):
 
     def _without_task(self) -> dict[str, Any]:
         parts = self.model_dump(mode="json")
-        return {k: v for k, v in parts.items() if k not in ("task", "scoring_version")}
+        scoring = ("task", "scoring_version", "scoring_code_sha256")
+        return {k: v for k, v in parts.items() if k not in scoring}
 
     def checkpoint_key(self) -> str:
         """The key of a trained model x operator: the parts of its embeddings without the
@@ -149,6 +171,30 @@ class KeyParts(_Part):
     def with_operator(self, operator: OperatorKey | None) -> KeyParts:
         """The same unit with another operator (e.g. the linear twin of an sba unit)."""
         return self.model_copy(update={"aggregator": operator})
+
+
+@functools.cache
+def scoring_code_sha256() -> str:
+    """Digest of the code that scores units: `_SCORING_CODE`, every module of
+    `_SCORING_PACKAGES`, and every sbabench module they import, whole, except the code keyed
+    elsewhere (`_KEYED_ELSEWHERE`). It may take too much code, never too little: a change to
+    how a score, a per-item prediction or a geometry statistic is computed re-keys every unit
+    (its embeddings stay cached: they do not depend on it)."""
+
+    return modules_digest(_scoring_roots(), _keyed_elsewhere)
+
+
+def scoring_code_modules() -> list[str]:
+    """The modules `scoring_code_sha256` covers."""
+    return code_modules(_scoring_roots(), _keyed_elsewhere)
+
+
+def _scoring_roots() -> list[str]:
+    return [*_SCORING_CODE, *(m for p in _SCORING_PACKAGES for m in package_modules(p))]
+
+
+def _keyed_elsewhere(module: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in _KEYED_ELSEWHERE)
 
 
 def model_key(unit: Unit) -> ModelKey:
@@ -194,4 +240,5 @@ def unit_key_parts(suite: Suite, unit: Unit, aggregator: ResolvedAggregator | No
         scoring_version=SCORING_VERSION,
         train=train_key(unit.train),
         replicate=unit.replicate,
+        scoring_code_sha256=scoring_code_sha256(),
     )

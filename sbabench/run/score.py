@@ -144,8 +144,16 @@ def geometry_block(
     if recorder.observed_tokens == 0 and planned.aggregator is not None:
         block["note"] = "MoE layers not observed: every text came from the embedding cache"
     elif store is not None:
-        store.put_geometry(planned.key_parts.embedding_space(), planned.unit.task, block)
+        store.put_geometry(*_geometry_slot(planned), block)
     return block
+
+
+def _geometry_slot(planned: PlannedUnit) -> tuple[str, str]:
+    """Where the embedding store keeps a unit's geometry: its embedding space, and its task
+    with the scoring code's digest (geometry recorded by other code is recorded again)."""
+    scoring = planned.key_parts.scoring_code_sha256
+    task = planned.unit.task if scoring is None else f"{planned.unit.task}@{scoring[:16]}"
+    return planned.key_parts.embedding_space(), task
 
 
 def _recorder(
@@ -161,7 +169,7 @@ def _recorder(
     recorder = GeometryRecorder(spec.tokens, seed=planned.unit.seed, keep_inputs=bool(spec.probes))
     stored = None
     if store is not None:
-        stored = store.get_geometry(planned.key_parts.embedding_space(), planned.unit.task)
+        stored = store.get_geometry(*_geometry_slot(planned))
     return recorder, stored
 
 

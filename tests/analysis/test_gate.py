@@ -74,19 +74,24 @@ def test_a_significantly_worse_operator_fails_the_gate(
     assert [(r.aggregator, r.task) for r in outcome.verdict.regressions] == [("sba", unit.task)]
 
 
-@pytest.mark.parametrize("part", ["model", "task"])
-def test_a_change_of_the_model_or_task_code_is_still_gated(tmp_path: Path, part: str) -> None:
+@pytest.mark.parametrize("part", ["model", "task", "scoring"])
+def test_a_change_of_the_model_task_or_scoring_code_is_still_gated(
+    tmp_path: Path, part: str
+) -> None:
     """The model key part carries the digest of the code that builds and runs models, a bundled
-    task's the digest of the code that builds it; a change to that code (the MoE path, the
-    encoder, a bundled task's reader) must still be compared with the baseline, whose results
-    may predate the digest."""
+    task's the digest of the code that builds it, every key the scoring code's; a change to that
+    code (the MoE path, the encoder, a bundled task's reader, an evaluator's driver) must still
+    be compared with the baseline, whose results may predate the digest."""
     current = tmp_path / "quickstart"
     shutil.copytree(BASELINE, current)
     for path in current.rglob("*.json"):
         result = load_result(path)
         assert result is not None
-        changed = getattr(result.key_parts, part).model_copy(update={"code_sha256": "changed"})
-        parts = result.key_parts.model_copy(update={part: changed})
+        if part == "scoring":
+            parts = result.key_parts.model_copy(update={"scoring_code_sha256": "changed"})
+        else:
+            changed = getattr(result.key_parts, part).model_copy(update={"code_sha256": "changed"})
+            parts = result.key_parts.model_copy(update={part: changed})
         save_result(
             path,
             result.model_copy(update={"key_parts": parts, "key": parts.digest}),

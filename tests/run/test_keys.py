@@ -223,3 +223,73 @@ def test_a_result_from_before_the_task_code_digest_keeps_its_key_when_saved_agai
     save_result(tmp_path / "again.json", result.model_copy(update={"main_score": 0.1}))
     again = load_result(tmp_path / "again.json")
     assert again is not None and again.key == result.key and again.main_score == 0.1
+
+
+_SCORED = """
+import json
+from sbabench.aggregators import resolve
+from sbabench.run.keys import unit_key_parts
+from sbabench.suite import expand, parse_suite
+suite = parse_suite(open("suite.yaml").read(), check=False)
+out = {}
+for unit in expand(suite):
+    entry = unit.aggregator
+    parts = unit_key_parts(suite, unit, None if entry is None else resolve(entry.name))
+    out[unit.label] = [parts.digest, parts.embedding_space()]
+print(json.dumps(out))
+"""
+
+
+def _scored(package_root: Path) -> dict[str, list[str]]:
+    """Each unit's key and embedding space, computed from the sbabench copy at `package_root`."""
+    (package_root / "suite.yaml").write_text(SUITE)
+    out = subprocess.run(
+        [sys.executable, "-c", _SCORED],
+        cwd=package_root,
+        env={"PYTHONPATH": str(package_root), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    keys: dict[str, list[str]] = json.loads(out.stdout)
+    return keys
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "tasks/classification.py",  # registered by name ("module:function"): no import shows it
+        "tasks/item_statistics.py",
+        "run/encoding.py",
+        "geometry/probes/jacobian.py",
+    ],
+)
+def test_editing_scoring_code_rekeys_every_unit_but_keeps_its_embeddings(
+    tmp_path: Path, module: str
+) -> None:
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "sbabench", tmp_path / "sbabench", ignore=ignore)
+    before = _scored(tmp_path)
+    path = tmp_path / "sbabench" / module
+    text = path.read_text()
+    path.write_text(text + "\n# a comment changes no number\n")
+    assert _scored(tmp_path) == before
+    path.write_text(text + "\n_UNUSED = 1\n")
+    after = _scored(tmp_path)
+    assert set(after) == set(before)
+    for label, (key, space) in after.items():
+        assert key != before[label][0] and space == before[label][1], label
+
+
+def test_the_scoring_digest_takes_no_code_that_has_its_own_key_part() -> None:
+    """An operator's, a model's or the train stage's code re-keys only their own units."""
+    from sbabench.run.keys import scoring_code_modules
+
+    modules = set(scoring_code_modules())
+    assert {
+        "sbabench.run.score",
+        "sbabench.tasks.classification",
+        "sbabench.geometry.stats",
+    } <= modules
+    elsewhere = ("sbabench.aggregators", "sbabench.models", "sbabench.moe", "sbabench.run.training")
+    assert not [m for m in modules if m.startswith(elsewhere)]
