@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,17 +120,29 @@ FAMILIES = SUITE.replace(
 )
 
 
-def _model_code(package_root: Path) -> dict[str, str]:
+def _in_copy(package_root: Path, script: str, stdin: str) -> Any:
+    """What `script` prints as JSON, run on the sbabench copy at `package_root`."""
     out = subprocess.run(
-        [sys.executable, "-c", _MODEL_CODE],
-        input=FAMILIES,
+        [sys.executable, "-c", script],
+        input=stdin,
         cwd=package_root,
         env={"PYTHONPATH": str(package_root), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    digests: dict[str, str] = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def _copy_of_sbabench(tmp_path: Path) -> Path:
+    shutil.copytree(
+        ROOT / "sbabench", tmp_path / "sbabench", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return tmp_path / "sbabench"
+
+
+def _model_code(package_root: Path) -> dict[str, str]:
+    digests: dict[str, str] = _in_copy(package_root, _MODEL_CODE, FAMILIES)
     return digests
 
 
@@ -137,11 +150,9 @@ def _model_code(package_root: Path) -> dict[str, str]:
 def test_editing_an_moe_family_module_rekeys_moe_models_not_dense_ones(
     tmp_path: Path, module: str
 ) -> None:
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(ROOT / "sbabench", tmp_path / "sbabench", ignore=ignore)
+    family = _copy_of_sbabench(tmp_path) / "moe" / module
     before = _model_code(tmp_path)
     assert set(before) == {"moe", "dense", "hub"}
-    family = tmp_path / "sbabench" / "moe" / module
     text = family.read_text()
     family.write_text(text + "\n# a comment changes no number\n")
     assert _model_code(tmp_path) == before
@@ -226,11 +237,11 @@ def test_a_result_from_before_the_task_code_digest_keeps_its_key_when_saved_agai
 
 
 _SCORED = """
-import json
+import json, sys
 from sbabench.aggregators import resolve
 from sbabench.run.keys import unit_key_parts
 from sbabench.suite import expand, parse_suite
-suite = parse_suite(open("suite.yaml").read(), check=False)
+suite = parse_suite(sys.stdin.read(), check=False)
 out = {}
 for unit in expand(suite):
     entry = unit.aggregator
@@ -242,16 +253,7 @@ print(json.dumps(out))
 
 def _scored(package_root: Path) -> dict[str, list[str]]:
     """Each unit's key and embedding space, computed from the sbabench copy at `package_root`."""
-    (package_root / "suite.yaml").write_text(SUITE)
-    out = subprocess.run(
-        [sys.executable, "-c", _SCORED],
-        cwd=package_root,
-        env={"PYTHONPATH": str(package_root), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr
-    keys: dict[str, list[str]] = json.loads(out.stdout)
+    keys: dict[str, list[str]] = _in_copy(package_root, _SCORED, SUITE)
     return keys
 
 
@@ -267,10 +269,8 @@ def _scored(package_root: Path) -> dict[str, list[str]]:
 def test_editing_scoring_code_rekeys_every_unit_but_keeps_its_embeddings(
     tmp_path: Path, module: str
 ) -> None:
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(ROOT / "sbabench", tmp_path / "sbabench", ignore=ignore)
+    path = _copy_of_sbabench(tmp_path) / module
     before = _scored(tmp_path)
-    path = tmp_path / "sbabench" / module
     text = path.read_text()
     path.write_text(text + "\n# a comment changes no number\n")
     assert _scored(tmp_path) == before
