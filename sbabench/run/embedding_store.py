@@ -264,10 +264,17 @@ class EmbeddingStore:
         return block
 
     def put_geometry(self, space: str, task: str, block: dict[str, Any]) -> None:
-        """Keep geometry statistics for units whose embeddings later come from the cache."""
-        self._query(
-            "INSERT OR REPLACE INTO geometry VALUES (?, ?, ?)", (space, task, json.dumps(block))
-        )
+        """Keep geometry statistics for units whose embeddings later come from the cache.
+        `task` may end in `@<code digest>`: the task's rows recorded under other code go."""
+        name = task.partition("@")[0]
+        with stop_when_disk_full(self.path), self._transaction():
+            self._db.execute(
+                "DELETE FROM geometry WHERE space = ? AND (task = ? OR substr(task, 1, ?) = ?)",
+                (space, name, len(name) + 1, name + "@"),
+            )
+            self._db.execute(
+                "INSERT INTO geometry VALUES (?, ?, ?)", (space, task, json.dumps(block))
+            )
 
     def _transaction(self) -> _Commit:
         self._db.execute("BEGIN IMMEDIATE")

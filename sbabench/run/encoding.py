@@ -174,9 +174,10 @@ class CachingEncoder(CosineSimilarity):
             self.observed_texts += len(chunk)
 
     def has(self, text: str, prompt_type: Any) -> bool:
-        """Whether `text` is already embedded for this prompt type."""
+        """Whether `text` was asked for with this prompt type in this unit (what mteb's
+        evaluator embedded), whatever kept its vector."""
         kind = getattr(prompt_type, "value", prompt_type) or "default"
-        return (kind, text) in self.cache
+        return (kind, text) in self.requested
 
     def embed(self, texts: list[str], prompt_type: Any = None) -> np.ndarray:
         """Embeddings of plain texts (cached ones reused)."""

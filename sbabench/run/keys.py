@@ -38,6 +38,7 @@ _KEYED_ELSEWHERE = (
     "sbabench.moe",
     "sbabench.aggregators",
     "sbabench.run.training",
+    "sbabench.tasks.item_statistics",  # compare's statistics: no unit runs them
 )
 """Code with a key part of its own (the model's, the operator's, the train stage's): a unit's
 scoring digest does not follow it, so editing one operator re-keys only that operator's units."""
@@ -45,7 +46,7 @@ scoring digest does not follow it, so editing one operator re-keys only that ope
 _ENCODER_CODE = ("sbabench.models.encoder",)
 """Where a model is built and run (routing and token elimination included): these modules and
 every module they import, whole, are in every model's key (see `sbabench.models.code`)."""
-_TRAINING_CODE = ("sbabench.run.training",)
+_TRAINING_CODE = ("sbabench.run.training", "sbabench.run.session")
 """Where a model is fine-tuned: these modules and what they import are in every train key."""
 
 
@@ -179,9 +180,19 @@ def scoring_code_sha256() -> str:
     `_SCORING_PACKAGES`, and every sbabench module they import, whole, except the code keyed
     elsewhere (`_KEYED_ELSEWHERE`). It may take too much code, never too little: a change to
     how a score, a per-item prediction or a geometry statistic is computed re-keys every unit
-    (its embeddings stay cached: they do not depend on it)."""
+    (the embedding space leaves it out: a change to scoring code only is re-scored from the
+    cached embeddings)."""
 
     return modules_digest(_scoring_roots(), _keyed_elsewhere)
+
+
+@functools.cache
+def geometry_code_sha256() -> str:
+    """Digest of the code that records and summarises geometry (`sbabench.geometry`, and
+    `run/score.py`, which assembles the block): geometry stored with a space's embeddings is
+    reused only under the same code."""
+    roots = [*package_modules("sbabench.geometry"), "sbabench.run.score"]
+    return modules_digest(roots, _keyed_elsewhere)
 
 
 def scoring_code_modules() -> list[str]:

@@ -150,9 +150,11 @@ def geometry_block(
 
 def _geometry_slot(planned: PlannedUnit) -> tuple[str, str]:
     """Where the embedding store keeps a unit's geometry: its embedding space, and its task
-    with the scoring code's digest (geometry recorded by other code is recorded again)."""
-    scoring = planned.key_parts.scoring_code_sha256
-    task = planned.unit.task if scoring is None else f"{planned.unit.task}@{scoring[:16]}"
+    with the geometry code's digest (geometry recorded by other geometry code is recorded
+    again; a change elsewhere in the scoring code reuses it)."""
+    from sbabench.run.keys import geometry_code_sha256
+
+    task = f"{planned.unit.task}@{geometry_code_sha256()[:16]}"
     return planned.key_parts.embedding_space(), task
 
 

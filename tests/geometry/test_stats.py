@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -179,6 +180,8 @@ settings: {device: cpu}
 geometry: {tokens: 64}
 """
     fresh = run_suite(parse_suite(text), tmp_path).results[0]
+    assert fresh.geometry is not None and fresh.geometry.embeddings is not None
+    assert fresh.geometry.embeddings.prenorm_norm is not None  # this operator's own norms
     store = sqlite3.connect(tmp_path / ".cache" / "embeddings.sqlite")
     store.execute("DELETE FROM geometry")  # as if the embeddings came from another task
     store.commit()
@@ -244,3 +247,19 @@ def test_the_cosine_to_linear_needs_only_the_samples_linear_twins(tmp_path: Path
     expected = embedding_stats(mine, [], linear)
     assert block is not None and block["cosine_to_linear"] == expected["cosine_to_linear"]
     store.close()
+
+
+def test_stored_geometry_is_keyed_by_the_geometry_code_not_the_rest_of_scoring() -> None:
+    """A change to scoring code outside geometry re-keys units but reuses the geometry stored
+    with their embeddings (re-recording it would see only a sample of the texts)."""
+    from types import SimpleNamespace
+
+    from sbabench.run.keys import geometry_code_sha256
+    from sbabench.run.score import _geometry_slot
+
+    def planned(scoring: str) -> Any:
+        parts = SimpleNamespace(embedding_space=lambda: "space", scoring_code_sha256=scoring)
+        return SimpleNamespace(unit=SimpleNamespace(task="T"), key_parts=parts)
+
+    slot = ("space", f"T@{geometry_code_sha256()[:16]}")
+    assert _geometry_slot(planned("a")) == _geometry_slot(planned("b")) == slot

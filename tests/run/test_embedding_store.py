@@ -83,6 +83,11 @@ def test_a_reopened_store_keeps_its_rows_and_geometry(tmp_path: Path) -> None:
     assert set(again.get("s", "default", ["x", "y"])) == {"x", "y"}
     assert again.get_geometry("s", "Task") == {"version": 4, "layers": {}}
     assert again.get_geometry("s", "Other") is None
+    # geometry recorded under other code (another `@digest`) is replaced, not kept beside it
+    again.put_geometry("s", "Task@new", {"version": 5})
+    again.put_geometry("s", "Task_2@x", {"version": 5})
+    rows = again._db.execute("SELECT task FROM geometry WHERE space = 's'").fetchall()
+    assert sorted(r[0] for r in rows) == ["Task@new", "Task_2@x"]
     again.close()
 
 

@@ -63,6 +63,11 @@ def test_with_a_store_a_unit_ends_without_its_vectors_and_the_next_gets_the_same
     np.testing.assert_array_equal(again, first[::-1])
     store.close()
     unstored = CachingEncoder(model, "m", 8)
+    unstored.start_unit(None)
     unstored.embed(["c"])
+    assert unstored.has("c", None)
     unstored.finish_unit()
     assert set(unstored.cache) == {("default", "c")}  # nowhere else to get it back from
+    # what a unit's evaluator embedded is what it asked for, kept in memory or not
+    unstored.start_unit(None)
+    assert not unstored.has("c", None)

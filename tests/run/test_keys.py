@@ -261,7 +261,6 @@ def _scored(package_root: Path) -> dict[str, list[str]]:
     "module",
     [
         "tasks/classification.py",  # registered by name ("module:function"): no import shows it
-        "tasks/item_statistics.py",
         "run/encoding.py",
         "geometry/probes/jacobian.py",
     ],
@@ -293,3 +292,11 @@ def test_the_scoring_digest_takes_no_code_that_has_its_own_key_part() -> None:
     } <= modules
     elsewhere = ("sbabench.aggregators", "sbabench.models", "sbabench.moe", "sbabench.run.training")
     assert not [m for m in modules if m.startswith(elsewhere)]
+    assert "sbabench.tasks.item_statistics" not in modules  # compare's, not a unit's
+
+
+def test_the_train_key_covers_the_session_that_sets_up_training() -> None:
+    from sbabench.digests import code_modules
+    from sbabench.run.keys import _TRAINING_CODE
+
+    assert {"sbabench.run.session", "sbabench.run.training"} <= set(code_modules(_TRAINING_CODE))
