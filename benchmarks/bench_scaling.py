@@ -99,7 +99,7 @@ def write_suite(folder: Path, n: int) -> Path:
 
 
 def _measured(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of one child process (and what it waited for)."""
+    """Wall seconds and peak RSS (GiB) of one child process (and what it waited for)."""
     with tempfile.TemporaryFile("w+") as stderr:
         start = time.perf_counter()
         child = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -127,7 +127,7 @@ def _units(results: Path) -> list[dict[str, Any]]:
 
 
 def _summary(results: Path) -> tuple[float, list[float], float | None]:
-    """MoE encode ms/text, peak RSS (GB) at the end of each unit, largest CUDA peak (GB)."""
+    """MoE encode ms/text, peak RSS (GiB) at the end of each unit, largest CUDA peak (GiB)."""
     units = _units(results)
     moe = [u["timing_s"] for u in units if u["model"] == "minilm-moe"]
     texts_done = sum(t["texts_encoded"] for t in moe)
@@ -161,8 +161,8 @@ def main() -> None:
         compare, _ = _measured([*sbabench, "compare", str(results)], env)
         per_text, rss, cuda = _summary(results)
         shown = " ".join(f"{r:.2f}" for r in rss)
-        gpu = f"{cuda:.2f} GB" if cuda is not None else "-"
-        print(f"| {n:,} | {wall:.0f} s | {per_text:.1f} | {peak:.2f} GB | {shown} | {gpu} "
+        gpu = f"{cuda:.2f} GiB" if cuda is not None else "-"
+        print(f"| {n:,} | {wall:.0f} s | {per_text:.1f} | {peak:.2f} GiB | {shown} | {gpu} "
               f"| {_folder_mb(results):.0f} MB | {compare:.2f} s |", flush=True)  # fmt: skip
         peaks.append((n, peak))
     for (n0, p0), (n1, p1) in itertools.pairwise(peaks):
