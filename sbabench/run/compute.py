@@ -78,6 +78,11 @@ def give_back_freed_memory() -> None:
         trim(0)
 
 
+def _encoder_key(planned: PlannedUnit) -> tuple[str, str]:
+    """(model, operator): what one embedding cache in memory serves."""
+    return planned.unit.model_id, planned.unit.aggregator_key
+
+
 class UnitComputer:
     """Computes units of a suite, keeping models loaded and embeddings cached between them.
 
@@ -107,7 +112,7 @@ class UnitComputer:
         """The embedding cache of the unit's model x operator, reporting encoding progress."""
         from sbabench.run.encoding import CachingEncoder
 
-        key = (planned.unit.model_id, planned.unit.aggregator_key)
+        key = _encoder_key(planned)
         if key not in self._encoders:
             space = planned.key_parts.embedding_space()
             if self.store is not None:
@@ -153,28 +158,28 @@ class UnitComputer:
     def release_encoder(self, planned: PlannedUnit) -> None:
         """Forget what the unit's model x operator holds in memory (call it after the last
         unit that reads it: without an embedding store, every vector it encoded)."""
-        key = (planned.unit.model_id, planned.unit.aggregator_key)
-        if self._encoders.pop(key, None) is not None:
-            give_back_freed_memory()
+        self._forget(lambda model, operator: (model, operator) == _encoder_key(planned))
 
     def release_other_operators(self, planned: PlannedUnit) -> None:
         """Forget what the unit's model holds for its other operators (for an executor that
         gets units one at a time, in the suite's order: grouped by operator)."""
-        model, operator = planned.unit.model_id, planned.unit.aggregator_key
-        others = [k for k in self._encoders if k[0] == model and k[1] != operator]
-        for key in others:
-            del self._encoders[key]
-        if others:
-            give_back_freed_memory()
+        mine, operator = _encoder_key(planned)
+        self._forget(lambda model, other: model == mine and other != operator)
 
     def release(self, model: str) -> bool:
         """Forget a model's session and encoders (freeing its memory); whether it was loaded."""
         session = self._sessions.pop(model, None)
-        for key in [k for k in self._encoders if k[0] == model]:
-            del self._encoders[key]
-        if session is not None:
-            give_back_freed_memory()
+        self._forget(lambda name, _: name == model, freed=session is not None)
         return session is not None and session.encoder is not None
+
+    def _forget(self, which: Callable[[str, str], bool], freed: bool = False) -> None:
+        """Drop the encoders `which(model, operator)` picks; give the memory back if any went
+        (or `freed` says something else did)."""
+        keys = [key for key in self._encoders if which(*key)]
+        for key in keys:
+            del self._encoders[key]
+        if keys or freed:
+            give_back_freed_memory()
 
     def close(self) -> None:
         """Close the embedding cache."""

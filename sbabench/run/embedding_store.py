@@ -186,13 +186,7 @@ class EmbeddingStore:
 
     def get(self, space: str, kind: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors (float32) of those texts that have an intact row."""
-        return dict(self._intact_rows(space, kind, texts))
-
-    def _intact_rows(
-        self, space: str, kind: str, texts: Sequence[str]
-    ) -> Iterator[tuple[str, np.ndarray]]:
-        """(text, float32 vector) of those texts that have an intact row, 500 rows a query;
-        damaged rows are counted and warned about once, at the end."""
+        found: dict[str, np.ndarray] = {}
         by_hash = {text_hash(t): t for t in texts}
         hashes = list(by_hash)
         damaged = 0
@@ -209,13 +203,14 @@ class EmbeddingStore:
                 if vector is None or digest not in by_hash:
                     damaged += 1
                 else:
-                    yield by_hash[digest], vector
+                    found[by_hash[digest]] = vector
         if damaged:
             self.damaged_rows += damaged
             log.warning(
                 "sbabench: %d damaged row(s) in embedding cache %s ignored; recomputing them",
                 damaged, self.path,
             )  # fmt: skip
+        return found
 
     @staticmethod
     def _intact(
