@@ -51,7 +51,7 @@ gate: install $(addprefix gate-,$(GATE_SUITES))
 
 gate-%: install
 	$(VENV)/bin/sbabench run suites/$*.yaml --results $(GATE_RESULTS)
-	$(VENV)/bin/sbabench compare $(GATE_RESULTS)/$* --against $(BASELINE)/$* --fail-on-regression
+	$(VENV)/bin/sbabench compare $(GATE_RESULTS)/$* --against $(BASELINE)/$* --fail-on-regression --strict
 
 # Refresh the committed baseline on purpose (a deliberate change of scores): commit the result.
 baseline: install

@@ -337,6 +337,18 @@ def inspect(
 @click.option(
     "--max-drop", default=0.005, show_default=True, type=click.FloatRange(0), help="Tolerated drop."
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="With --fail-on-regression, an INCONCLUSIVE unit (a drop larger than --max-drop not "
+    "ruled out) fails the gate too.",
+)
+@click.option(
+    "--allow-new",
+    is_flag=True,
+    help="Units absent from the --against folder (new tasks or operators) do not fail the gate; "
+    "nothing else is excused.",
+)
 @_user_errors
 def compare(
     results: tuple[Path, ...],
@@ -350,6 +362,8 @@ def compare(
     alpha: float,
     fail_on_regression: bool,
     max_drop: float,
+    strict: bool,
+    allow_new: bool,
 ) -> None:
     """Compare operators (or two result folders) with paired significance tests.
 
@@ -357,8 +371,11 @@ def compare(
     baseline, its 95% CI and p-value from a paired bootstrap over the same test items (pairs
     for STS / pair classification, documents for clustering), Holm-adjusted p, and Steiger's
     test for STS. Across tasks: wins/ties/losses and a Wilcoxon signed-rank test; Friedman +
-    Nemenyi with three or more systems. Exit code: 0, or 1 with --fail-on-regression when a
-    regression is found, 2 on bad input.
+    Nemenyi with three or more systems. Every unit gets a state: PASS, REGRESSION,
+    INCONCLUSIVE (with its minimum detectable difference) or NOT TESTED (with the reason).
+    Exit code: 0; 1 with --fail-on-regression when a unit regressed or was not tested (with
+    --strict, also when one is inconclusive); 2 on bad input (a result file that cannot be
+    read, or whose content disagrees with its path or its own items).
     """
     from sbabench.analysis.compare import compare as compare_folders
     from sbabench.analysis.report import comparison_text
@@ -373,6 +390,8 @@ def compare(
         max_drop=max_drop,
         fail_on_regression=fail_on_regression,
         baseline_model=baseline_model,
+        strict=strict,
+        allow_new=allow_new,
     )
     if output:
         output.write_text(comparison_text(outcome, fmt), encoding="utf-8")

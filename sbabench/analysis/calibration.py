@@ -12,12 +12,16 @@ alike for A and B under the null, and e_rXi is per-item noise of that replicate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from sbabench.analysis.stats import paired_bootstrap
-from sbabench.analysis.two_level import p_value, two_level_test
+from sbabench.analysis.two_level import two_level_test
+from sbabench.analysis.uncertainty import Spread
+from sbabench.run.keys import KeyParts
+from sbabench.run.results import UnitResult
 from sbabench.tasks.items import ItemScores
 
 
@@ -111,4 +115,101 @@ def replicate_t_test(deltas: tuple[float, ...]) -> float:
     """The one-sample t-test's p-value of the replicates' differences (items taken as fixed)."""
     values = np.asarray(deltas)
     count = len(values)
-    return p_value(abs(float(values.mean())), float(values.var(ddof=1)) / count, 0.0, count - 1)
+    spread = Spread(0.0, math.inf, float(values.var(ddof=1)) / count, count - 1)
+    return spread.p_two_sided(float(values.mean()))
+
+
+def _gate_unit(task: str, gold: np.ndarray, values: np.ndarray, template: UnitResult) -> UnitResult:
+    """A retrieval-like unit: per-query values, the main score their mean."""
+    items = {"default": ItemScores(kind="queries", gold=gold.tolist(), predicted=values.tolist())}
+    return template.model_copy(
+        update={"task": task, "items": items, "main_score": float(values.mean())}
+    )
+
+
+def _gate_template() -> UnitResult:
+    parts = KeyParts.model_validate(
+        {
+            "model": {"spec": {"source": "upcycle"}, "weights": {"hub": "simulated"}},
+            "aggregator": None,
+            "task": {"name": "T", "data": "simulated", "revision": "1", "split": "test"},
+            "settings": {"dtype": "float32", "seed": 0},
+            "scoring_version": 1,
+        }
+    )
+    return UnitResult.model_validate(
+        {
+            "suite": "simulated", "model": "m", "aggregator": "sba", "task": "T",
+            "key": parts.digest, "key_parts": parts, "task_type": "Retrieval", "split": "test",
+            "main_score_name": "ndcg_at_10", "main_score": 0.0, "scores": {}, "timing_s": {},
+            "provenance": {
+                "versions": {}, "python": "3", "git_commit": None, "platform": "simulated",
+                "device": "cpu", "device_name": "cpu", "settings": {}, "command": "simulated",
+            },
+        }
+    )  # fmt: skip
+
+
+def gate_regression_rate(
+    units: int,
+    suites: int,
+    *,
+    items: int = 50,
+    drop: float = 0.0,
+    dropped: int = 0,
+    alpha: float = 0.05,
+    max_drop: float = 0.005,
+    n_resamples: int = 200,
+    seed: int = 0,
+    workers: int = 1,
+) -> Rate:
+    """How often the gate (`compare_results` against a baseline, its verdict) says REGRESSION
+    over `suites` simulated suites of `units` units. Each unit has `items` queries, each with a
+    difficulty shared by both sides (SD 0.15) and per-side noise (SD 0.1): a per-query mean
+    statistic like retrieval's nDCG. The first `dropped` units' candidates are lower by `drop`
+    on every query; the others equal the baseline in expectation (under no change, every
+    REGRESSION is a false one). `workers` processes share the suites (each its own seed)."""
+    args = (units, items, drop, dropped, alpha, max_drop, n_resamples)
+    if workers <= 1:
+        return Rate(_gate_regressions(*args, suites, seed), suites)
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares = [suites // workers + (w < suites % workers) for w in range(workers)]
+    with ProcessPoolExecutor(workers) as pool:
+        jobs = [
+            pool.submit(_gate_regressions, *args, n, seed * 1000 + w) for w, n in enumerate(shares)
+        ]
+        return Rate(sum(job.result() for job in jobs), suites)
+
+
+def _gate_regressions(
+    units: int,
+    items: int,
+    drop: float,
+    dropped: int,
+    alpha: float,
+    max_drop: float,
+    n_resamples: int,
+    suites: int,
+    seed: int,
+) -> int:
+    from sbabench.analysis.compare import compare_results  # compare imports this module's layer
+
+    rng = np.random.default_rng(seed)
+    template = _gate_template()
+    gold = np.ones(items)
+    regressions = 0
+    for _ in range(suites):
+        base, new = [], []
+        for u in range(units):
+            difficulty = rng.normal(0.6, 0.15, items)
+            shift = drop if u < dropped else 0.0
+            base.append(_gate_unit(f"T{u}", gold, difficulty + rng.normal(0, 0.1, items), template))
+            noise = rng.normal(0, 0.1, items)
+            new.append(_gate_unit(f"T{u}", gold, difficulty + noise - shift, template))
+        comparison = compare_results(
+            new, against=base, n_resamples=n_resamples, alpha=alpha, max_drop=max_drop,
+            seed=int(rng.integers(2**31)),
+        )  # fmt: skip
+        regressions += bool(comparison.verdict().regressions)
+    return regressions

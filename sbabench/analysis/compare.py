@@ -17,10 +17,16 @@ from typing import Any
 import numpy as np
 
 from sbabench.analysis import stats, two_level
+from sbabench.analysis.evidence import Side, UnitKey, read_side, unit_label
+from sbabench.analysis.uncertainty import Spread
 from sbabench.errors import SbabenchError
 from sbabench.run.keys import KeyParts
-from sbabench.run.results import UnitResult, load_results
+from sbabench.run.results import UnitResult
 from sbabench.tasks.types import find
+
+MIN_ITEMS = 10
+"""Fewest items a paired test is run on: below it a unit is NOT TESTED (a bootstrap over 2 or 3
+items gives p-values that mean nothing)."""
 
 
 class Mark(StrEnum):
@@ -42,6 +48,29 @@ class Mark(StrEnum):
             "not comparable": "x",
             "baseline": " ",
         }[self.value]
+
+
+class State(StrEnum):
+    """The gate's answer for one unit (see `Comparison.verdict`)."""
+
+    PASS = "pass"
+    """Identical to the baseline, or the drop is shown smaller than the tolerated one."""
+    REGRESSION = "regression"
+    """A significant drop (Holm) whose estimate exceeds the tolerated one."""
+    INCONCLUSIVE = "inconclusive"
+    """Neither: the data cannot tell (see the unit's minimum detectable difference)."""
+    NOT_TESTED = "not tested"
+    """No test could be made (the note says why)."""
+
+
+@dataclass(frozen=True)
+class Untested:
+    """A unit (one replicate) that was not tested, and why."""
+
+    label: str
+    reason: str
+    new: bool = False
+    """Absent from the baseline only (a new task or operator): `--allow-new` excuses it."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +115,30 @@ class Row:
     """The candidate's main score per tested replicate."""
     baseline_replicate_scores: tuple[float, ...] = ()
     """The baseline's main score per tested replicate."""
+    state: State | None = None
+    """The gate's answer (None: a reference row, shown not tested)."""
+    se: float | None = None
+    """Standard error of item_delta (both levels with replicates)."""
+    mde: float | None = None
+    """Minimum detectable difference at 80% power and the Holm family's alpha / m."""
+    p_noninferior: float | None = None
+    """Holm-adjusted one-sided p that item_delta is at or below -max_drop (PASS below alpha)."""
+    identical: bool = False
+    """Scores and items bit-identical to the baseline's: PASS without a test."""
+    untested: tuple[Untested, ...] = ()
+    """Replicates of this unit that were not tested (every one, when the row is untested)."""
+    units: int = 1
+    """Units (replicates) this row accounts for, tested or not."""
+    spread: Spread | None = field(default=None, repr=False, compare=False)
+    """The tested difference's uncertainty (what the p-values and the MDE are read from)."""
+    score_tested: bool = True
+    """Whether the main score is what the test is about (False for clustering: mteb's own
+    k-means runs; the verdict is on the stored runs' statistic, item_delta)."""
+
+    @property
+    def tested_delta(self) -> float | None:
+        """The difference the verdict is about: the tested statistic's."""
+        return self.item_delta if self.item_delta is not None else self.delta
 
 
 @dataclass(frozen=True)
@@ -109,18 +162,69 @@ class Summary:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The regression gate's answer."""
+    """The regression gate's answer, accounting for every unit of both sides."""
 
     regressions: list[Row]
     """Rows that dropped significantly by more than the tolerated drop."""
     tested: int
-    """Rows with a paired test."""
+    """Units (replicates) tested, identical ones included."""
+    units: int
+    """Units of both sides, tested or not."""
+    untested: list[Untested]
+    """Units not tested that fail the gate."""
+    excused: list[Untested]
+    """Units absent from the baseline only, excused by `allow_new`."""
+    inconclusive: list[Row]
+    """Rows whose drop is neither shown nor ruled out."""
     text: str
-    """One line: OK, REGRESSION with the worst drop, or NOT TESTED and why."""
+    """One line: what was found, and always "K of N units tested"."""
 
-    def exit_code(self, fail_on_regression: bool) -> int:
-        """1 when regressions fail the gate, or when it could test nothing; else 0."""
-        return 1 if fail_on_regression and (self.regressions or not self.tested) else 0
+    def exit_code(self, fail_on_regression: bool, strict: bool = False) -> int:
+        """With `fail_on_regression`: 1 for a regression, an untested unit, nothing tested,
+        or (with `strict`) an inconclusive unit; else 0."""
+        failed = self.regressions or self.untested or not self.tested
+        return 1 if fail_on_regression and (failed or (strict and self.inconclusive)) else 0
+
+
+def _listed(items: Sequence[str], shown: int = 3) -> str:
+    more = f"; and {len(items) - shown} more" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more
+
+
+def _verdict_text(
+    tested: int,
+    regressions: list[Row],
+    untested: list[Untested],
+    inconclusive: list[Row],
+    passed: int,
+    max_drop: float,
+    alpha: float,
+) -> str:
+    parts = []
+    if regressions:
+        worst = min(regressions, key=lambda r: r.tested_delta or 0.0)
+        parts.append(
+            f"REGRESSION: {len(regressions)} of {tested} tested unit(s) dropped by more than "
+            f"{max_drop} (Holm p < "
+            f"{alpha}); worst {worst.model}/{worst.aggregator}/{worst.task} "
+            f"{worst.tested_delta:+.4f}"
+        )
+    if untested:
+        parts.append(
+            f"NOT TESTED: {len(untested)} unit(s) ("
+            + _listed([f"{u.label}: {u.reason}" for u in untested])
+            + ")"
+        )
+    if inconclusive:
+        mdes = ", ".join(f"{r.mde:.3g}" if r.mde is not None else "n/a" for r in inconclusive[:5])
+        parts.append(
+            f"NO REGRESSION SHOWN: {passed} pass, {len(inconclusive)} inconclusive (MDE {mdes}"
+            f"{', ...' if len(inconclusive) > 5 else ''}): a drop larger than {max_drop} is not "
+            "ruled out"
+        )
+    if not parts:
+        parts.append(f"OK: every tested unit passes (no drop larger than {max_drop})")
+    return "; ".join(parts)
 
 
 @dataclass
@@ -131,6 +235,8 @@ class Comparison:
     summaries: list[Summary] = field(default_factory=list)
     friedman: stats.AcrossTasks | None = None
     alpha: float = 0.05
+    max_drop: float = 0.005
+    """The tolerated drop the rows' states were judged with."""
 
     @property
     def coverage(self) -> str:
@@ -152,40 +258,37 @@ class Comparison:
             else f"Two-level tests over {shown} replicates and the test items."
         )
 
-    def verdict(self, max_drop: float) -> Verdict:
-        """Whether any tested unit dropped significantly by more than `max_drop`."""
-        regressions = self.regressions(max_drop)
-        tested = sum(r.p_value is not None for r in self.rows)
-        if not tested:
-            reasons = sorted({r.note for r in self.rows if r.note}) or ["no results"]
-            return Verdict(
-                [],
-                0,
-                f"NOT TESTED: none of {len(self.rows)} unit(s) could be paired with a baseline "
-                f"({'; '.join(reasons)})",
-            )
-        if not regressions:
-            return Verdict(
-                [],
-                tested,
-                f"OK: no significant drop larger than {max_drop} in {tested} tested unit(s)",
-            )
-        worst = min(regressions, key=lambda r: r.delta or 0.0)
-        text = (
-            f"REGRESSION: {len(regressions)} of {tested} tested unit(s) dropped by more than "
-            f"{max_drop} (Holm p < {self.alpha}); worst {worst.model}/{worst.aggregator}/"
-            f"{worst.task} {worst.delta:+.4f}"
-        )
-        return Verdict(regressions, tested, text)
+    def verdict(self, max_drop: float | None = None, *, allow_new: bool = False) -> Verdict:
+        """Every unit's state read together: regressions, untested units (those absent from
+        the baseline only are excused with `allow_new`), inconclusive ones; "K of N units
+        tested" always. A `max_drop` other than the rows' re-judges them first."""
+        rows = self.rows
+        if max_drop is not None and max_drop != self.max_drop:
+            rows = _with_marks(rows, self.alpha, max_drop)
+        drop = self.max_drop if max_drop is None else max_drop
+        judged = [r for r in rows if r.state is not None]
+        missing = [u for r in judged for u in r.untested]
+        untested = [u for u in missing if not (allow_new and u.new)]
+        excused = [u for u in missing if allow_new and u.new]
+        units = sum(r.units for r in judged)
+        tested = units - len(missing)
+        regressions = [r for r in judged if r.state is State.REGRESSION]
+        inconclusive = [r for r in judged if r.state is State.INCONCLUSIVE]
+        passed = sum(r.state is State.PASS for r in judged)
+        text = _verdict_text(tested, regressions, untested, inconclusive, passed, drop, self.alpha)
+        if not tested and not missing:
+            text = "NOT TESTED: no unit to test (no results)"
+        text += f"; {tested} of {units} units tested"
+        if excused:
+            text += f" ({len(excused)} absent from the baseline, allowed by --allow-new)"
+        return Verdict(regressions, tested, units, untested, excused, inconclusive, text)
 
     def regressions(self, max_drop: float) -> list[Row]:
-        """Rows whose main score dropped by more than `max_drop` and whose tested per-item
-        statistic dropped significantly (a main-score drop the test contradicts is not one)."""
-        return [
-            r
-            for r in self.rows
-            if r.delta is not None and r.delta < -max_drop and r.mark is Mark.WORSE
-        ]
+        """Rows whose tested statistic dropped significantly (Holm) by more than `max_drop`."""
+        rows = (
+            self.rows if max_drop == self.max_drop else _with_marks(self.rows, self.alpha, max_drop)
+        )
+        return [r for r in rows if r.state is State.REGRESSION]
 
 
 _IDENTITY_PARTS = ("model", "task", "settings", "scoring_version")
@@ -209,14 +312,32 @@ def _comparable(a: UnitResult, b: UnitResult, parts: Sequence[str] = _IDENTITY_P
         if _identity(a.key_parts, part) != _identity(b.key_parts, part):
             return f"{part} differs"
     if a.split != b.split:
-        return "split differs"
+        return f"split differs ({a.split} against {b.split})"
     if not a.items or not b.items:
-        return "no per-item scores"
+        return "no per-item scores" + (" in the candidate" if not a.items else " in the baseline")
     return ""
 
 
 Replicates = dict[int, UnitResult]
 """One unit's results by replicate."""
+
+
+def _identical(pairs: Sequence[tuple[UnitResult, UnitResult]]) -> bool:
+    """Scores and items bit for bit the same on every paired replicate."""
+    return all(
+        c.main_score == b.main_score and c.items == b.items and c.task_type == b.task_type
+        for c, b in pairs
+    )
+
+
+def _too_few(pairs: Sequence[tuple[UnitResult, UnitResult]]) -> str:
+    counts = {sum(len(s.gold) for s in c.items.values()) for c, _ in pairs}
+    least = min(counts)
+    return (
+        f"only {least} items (a paired test needs at least {MIN_ITEMS})"
+        if least < MIN_ITEMS
+        else ""
+    )
 
 
 def _row(
@@ -237,32 +358,87 @@ def _row(
         Mark.INCOMPARABLE,
         baseline=label,
         replicates=len(candidate),
+        state=State.NOT_TESTED,
+        units=len(candidate),
     )
-    if not base:
-        return replace(row, note="no baseline result")
+    base = base or {}
     shared = sorted(set(candidate) & set(base))
-    row = replace(row, baseline_score=float(np.mean([r.main_score for r in base.values()])))
+    row = _with_unpaired(row, candidate, base, shared)
     if not shared:
-        return replace(row, note="no baseline result for these replicates")
+        return row
+    row = replace(row, baseline_score=float(np.mean([base[i].main_score for i in shared])))
     pairs = [(candidate[i], base[i]) for i in shared]
     reason = next((why for c, b in pairs if (why := _comparable(c, b, parts))), "")
+    reason = reason or _too_few(pairs)
     if reason:
-        return replace(row, note=reason)
+        return _not_tested(row, reason, [candidate[i] for i in shared])
     if any(math.isnan(c.main_score) or math.isnan(b.main_score) for c, b in pairs):
-        delta = float(
-            np.mean([c.main_score - b.main_score for c, b in pairs])
-        )  # NaN: summaries say so
-        return replace(row, delta=delta, note="NaN score: not tested (did a model diverge?)")
-    if len(pairs) == 1:
+        delta = float(np.mean([c.main_score - b.main_score for c, b in pairs]))
+        row = replace(row, delta=delta)  # NaN: summaries say so
+        return _not_tested(row, _NAN, [candidate[i] for i in shared])
+    task_type = find(first.task_type)
+    row = replace(row, score_tested=task_type is None or task_type.score_from_items)
+    if _identical(pairs):
+        tested = _same(row, pairs)
+    elif len(pairs) == 1:
         tested = _item_only(row, *pairs[0], n_resamples, seed)
     else:
         tested = _across_replicates(row, pairs, n_resamples, seed)
-    unpaired = sorted(set(candidate) ^ set(base))
-    if unpaired:  # a replicate on one side only: say so, the test used the paired ones
-        shown = ", ".join(f"r{r}" for r in unpaired)
-        note = f"replicate(s) {shown} on one side only, left out"
+    if tested.p_value is None:
+        return _not_tested(tested, tested.note, [candidate[i] for i in shared])
+    if not tested.score_tested and not tested.identical:
+        note = "verdict on Δ items (Δ: mteb's own k-means, not recomputable from items)"
         tested = replace(tested, note="; ".join(n for n in (tested.note, note) if n))
     return tested
+
+
+_NAN = "NaN score: not tested (did a model diverge?)"
+
+
+def _with_unpaired(row: Row, candidate: Replicates, base: Replicates, shared: list[int]) -> Row:
+    """The row with its replicates on one side only named (untested), and counted."""
+    untested = [
+        Untested(candidate[i].label, "absent from the baseline", new=True)
+        for i in sorted(set(candidate) - set(base))
+    ]
+    untested += [
+        Untested(base[i].label, "missing from the candidate")
+        for i in sorted(set(base) - set(candidate))
+    ]
+    note = ""
+    if untested and shared:
+        note = "replicate(s) " + ", ".join(f"r{i}" for i in sorted(set(candidate) ^ set(base)))
+        note += " on one side only: not tested"
+    elif untested:
+        note = "no baseline result"
+    return replace(row, untested=tuple(untested), units=len(set(candidate) | set(base)), note=note)
+
+
+def _not_tested(row: Row, reason: str, results: Sequence[UnitResult]) -> Row:
+    """The row untested for `reason`, every one of its paired replicates named."""
+    untested = (*row.untested, *(Untested(r.label, reason) for r in results))
+    note = "; ".join(n for n in (reason, row.note) if n)
+    return replace(
+        row, mark=Mark.INCOMPARABLE, state=State.NOT_TESTED, note=note, untested=untested
+    )
+
+
+def _same(row: Row, pairs: Sequence[tuple[UnitResult, UnitResult]]) -> Row:
+    """Bit-identical to the baseline: PASS, outside the multiple-testing family."""
+    scores = tuple(c.main_score for c, _ in pairs)
+    return replace(
+        row,
+        score=float(np.mean(scores)),
+        delta=0.0,
+        item_delta=0.0,
+        ci_low=0.0,
+        ci_high=0.0,
+        p_value=1.0,
+        mark=Mark.SAME,
+        identical=True,
+        replicates=len(pairs),
+        note="identical to the baseline",
+    )
 
 
 def _item_only(
@@ -276,7 +452,12 @@ def _item_only(
     delta = candidate.main_score - base.main_score
     row = replace(row, score=candidate.main_score, baseline_score=base.main_score, replicates=1)
     if math.isnan(test.p_value):  # no p-value from a NaN; the NaN delta reaches the summaries
-        return replace(row, delta=delta, note="NaN score: not tested (did a model diverge?)")
+        reason = (
+            _NAN
+            if math.isnan(test.delta)
+            else "the statistic is undefined on most resamples (tied predictions)"
+        )
+        return replace(row, delta=delta, note=reason)
     steiger = None
     task_type = find(candidate.task_type)
     if task_type is not None and task_type.steiger:
@@ -294,6 +475,8 @@ def _item_only(
         ci_high=test.ci_high,
         p_value=test.p_value,
         steiger_p=steiger,
+        spread=test.spread,
+        se=test.spread.se,
     )
 
 
@@ -321,7 +504,7 @@ def _across_replicates(
         return replace(row, note=str(exc))
     row = replace(row, replicate_deltas=test.replicate_deltas, between_sd=test.between_sd)
     if math.isnan(test.p_value):
-        return replace(row, note="NaN score: not tested (did a model diverge?)")
+        return replace(row, note=_NAN)
     return replace(
         row,
         mark=Mark.SAME,
@@ -330,22 +513,47 @@ def _across_replicates(
         ci_high=test.ci_high,
         p_value=test.p_value,
         agree=test.agree,
+        spread=test.spread,
+        se=test.spread.se,
     )
 
 
-def _with_marks(rows: list[Row], alpha: float) -> list[Row]:
-    tested = [i for i, r in enumerate(rows) if r.p_value is not None]
-    adjusted = stats.holm([p for i in tested if (p := rows[i].p_value) is not None])
-    out = list(rows)
-    for i, p in zip(tested, adjusted, strict=True):
-        row = rows[i]
+def _state(row: Row, p_holm: float, p_noninferior: float, alpha: float, max_drop: float) -> State:
+    drop = row.tested_delta
+    if row.mark is Mark.WORSE and drop is not None and drop < -max_drop:
+        return State.REGRESSION
+    return State.PASS if p_noninferior < alpha else State.INCONCLUSIVE
+
+
+def _with_marks(rows: list[Row], alpha: float, max_drop: float = 0.005) -> list[Row]:
+    """Holm over the tested units that differ from their baseline (identical ones pass
+    without spending the family's alpha): the marks and REGRESSION from the two-sided p of
+    no difference, PASS from the one-sided p of a drop of at least `max_drop`
+    (non-inferiority), the MDE at alpha / m."""
+    family = [i for i, r in enumerate(rows) if r.p_value is not None and r.spread is not None]
+    spreads = [rows[i].spread for i in family]
+    drops = [rows[i].tested_delta or 0.0 for i in family]
+    adjusted = stats.holm([p if (p := rows[i].p_value) is not None else math.nan for i in family])
+    noninferior = stats.holm(
+        [s.p_above(d + max_drop) for s, d in zip(spreads, drops, strict=True) if s is not None]
+    )
+    out = [replace(r, state=State.PASS, p_holm=1.0) if r.identical else r for r in rows]
+    for i, p, p_ni in zip(family, adjusted, noninferior, strict=True):
+        row, spread = rows[i], rows[i].spread
+        assert spread is not None
         mark = Mark.SAME
         # the direction of what was tested (the per-item statistic), not of mteb's main score:
         # for clustering the two can disagree (one k-means run against the mean of ten)
-        tested_delta = row.item_delta if row.item_delta is not None else row.delta
+        tested_delta = row.tested_delta
         if p < alpha and tested_delta is not None:
             mark = Mark.BETTER if tested_delta > 0 else Mark.WORSE if tested_delta < 0 else mark
-        out[i] = replace(row, p_holm=p, mark=mark)
+        row = replace(row, p_holm=p, mark=mark, p_noninferior=p_ni)
+        row = replace(
+            row,
+            state=_state(row, p, p_ni, alpha, max_drop),
+            mde=spread.detectable(alpha / len(family)),
+        )
+        out[i] = row
     return out
 
 
@@ -410,16 +618,77 @@ def _reference(unit: Replicates) -> Row:
     )
 
 
-def _rows_against(
-    results: Sequence[UnitResult], against: Sequence[UnitResult], n_resamples: int, seed: int
-) -> list[Row]:
-    """Each unit against its twin (same suite/model/aggregator/task, replicate by replicate)
-    in another result set."""
-    index = _by_unit(against)
-    return [
-        _row(unit, index.get(key), f"other:{key[1]}/{key[2]}", n_resamples, seed)
-        for key, unit in _by_unit(results).items()
-    ]
+def side_of(results: Sequence[UnitResult] | Side) -> Side:
+    """Results held in memory as a comparison side (a later result of a unit replaces an
+    earlier one; `read_side` refuses two files of one unit)."""
+    if isinstance(results, Side):
+        return results
+    side = Side()
+    for r in results:
+        side.results[(r.suite, r.model, r.aggregator, r.task, r.replicate)] = r
+    return side
+
+
+def _failed_row(keys: Sequence[UnitKey], reasons: Sequence[Untested]) -> Row:
+    """A unit none of whose replicates has a result to test (failed, or on one side only)."""
+    _suite, model, aggregator, task, _ = keys[0]
+    return Row(
+        task,
+        "",
+        model,
+        aggregator,
+        math.nan,
+        Mark.INCOMPARABLE,
+        note="; ".join(sorted({u.reason for u in reasons})),
+        replicates=0,
+        state=State.NOT_TESTED,
+        untested=tuple(reasons),
+        units=len(keys),
+    )
+
+
+def _failures(keys: Sequence[UnitKey], new: Side, base: Side) -> list[Untested]:
+    """The replicates of a unit recorded as failed on either side, with their messages."""
+    out = []
+    for key in keys:
+        for side, name in ((new, "candidate"), (base, "baseline")):
+            if key in side.failed:
+                out.append(Untested(unit_label(key), f"{name}: {side.failed[key]}"))
+    return out
+
+
+def _unit_against(keys: list[UnitKey], new: Side, base: Side, n_resamples: int, seed: int) -> Row:
+    """One unit (all its replicates) against its twin in the other side."""
+    failures = _failures(keys, new, base)
+    failed = {(u.label) for u in failures}
+    usable = [k for k in keys if unit_label(k) not in failed]
+    candidate = {k[4]: new.results[k] for k in usable if k in new.results}
+    baseline = {k[4]: base.results[k] for k in usable if k in base.results}
+    if not candidate:
+        missing = [Untested(unit_label(k), "missing from the candidate") for k in usable]
+        return _failed_row(keys, [*failures, *missing])
+    _, model, aggregator, _, _ = keys[0]
+    row = _row(candidate, baseline, f"other:{model}/{aggregator}", n_resamples, seed)
+    if not failures:
+        return row
+    untested = (*failures, *row.untested)
+    state = State.NOT_TESTED if row.state is State.NOT_TESTED else row.state
+    note = "; ".join(n for n in (row.note, f"{len(failures)} replicate(s) failed") if n)
+    return replace(row, untested=untested, units=len(keys), state=state, note=note)
+
+
+def _rows_against(new: Side, base: Side, n_resamples: int, seed: int) -> list[Row]:
+    """Every unit of either side against its twin (same suite/model/aggregator/task,
+    replicate by replicate) in the other: a unit on one side only, or failed, is a row too."""
+    grouped: dict[tuple[str, str, str, str], list[UnitKey]] = defaultdict(list)
+    for key in sorted(new.keys() | base.keys()):
+        grouped[key[:4]].append(key)
+    return [_unit_against(keys, new, base, n_resamples, seed) for keys in grouped.values()]
+
+
+def _failed_rows(side: Side) -> list[Row]:
+    """Units recorded as failed (compare without --against): rows, not tested."""
+    return [_failed_row([k], _failures([k], side, Side())) for k in sorted(side.failed)]
 
 
 def _rows_against_model(
@@ -460,31 +729,36 @@ def _rows_against_baseline(
 
 
 def compare_results(
-    results: Sequence[UnitResult],
+    results: Sequence[UnitResult] | Side,
     *,
     baseline: str = "linear",
-    against: Sequence[UnitResult] | None = None,
+    against: Sequence[UnitResult] | Side | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
     baseline_model: str | None = None,
+    max_drop: float = 0.005,
 ) -> Comparison:
     """Compare every result with its baseline.
 
     Without `against`: each MoE model's operators against its `baseline` operator on the same
-    task (dense reference rows are shown, not tested). With `against`: every unit against the
-    unit of the same suite/model/aggregator/task in the other result set (before/after a change).
-    With `baseline_model`: every model against that model, with the same operator and task.
+    task (dense reference rows are shown, not tested). With `against`: every unit of either
+    side against its twin (same suite/model/aggregator/task) in the other (before/after a
+    change). With `baseline_model`: every model against that model, with the same operator and
+    task. Each tested row's state is judged against `max_drop` (see `Comparison.verdict`).
     """
+    side = side_of(results)
+    found = list(side.results.values())
     if against is not None:
-        rows = _rows_against(results, against, n_resamples, seed)
+        rows = _rows_against(side, side_of(against), n_resamples, seed)
     elif baseline_model is not None:
-        rows = _rows_against_model(results, baseline_model, n_resamples, seed)
+        rows = _rows_against_model(found, baseline_model, n_resamples, seed)
+        rows += _failed_rows(side)
     else:
-        rows = _rows_against_baseline(results, baseline, n_resamples, seed)
-    rows = _with_marks(rows, alpha)
-    comparison = Comparison(rows=rows, summaries=_summaries(rows), alpha=alpha)
-    comparison.friedman = _friedman(results, alpha)
+        rows = _rows_against_baseline(found, baseline, n_resamples, seed) + _failed_rows(side)
+    rows = _with_marks(rows, alpha, max_drop)
+    comparison = Comparison(rows=rows, summaries=_summaries(rows), alpha=alpha, max_drop=max_drop)
+    comparison.friedman = _friedman(found, alpha)
     return comparison
 
 
@@ -504,30 +778,36 @@ def _friedman(results: Sequence[UnitResult], alpha: float) -> stats.AcrossTasks 
     return stats.friedman_nemenyi(complete, alpha)
 
 
+_NOT_RECORDS = {"spread", "untested"}
+
+
 def _plain(value: Any) -> Any:
     """A row's value for CSV / JSON: tuples as lists, NaN as None (null: JSON has no NaN)."""
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, StrEnum):
+        return value.value
     return value
 
 
 def to_records(comparison: Comparison) -> list[dict[str, Any]]:
-    """Rows as plain dicts (for CSV / JSON output)."""
+    """Rows as plain dicts (for CSV / JSON output); `untested` as "label: reason" strings."""
     return [
-        {**{k: _plain(v) for k, v in row.__dict__.items()}, "mark": row.mark.value}
+        {
+            **{k: _plain(v) for k, v in row.__dict__.items() if k not in _NOT_RECORDS},
+            "mark": row.mark.value,
+            "untested": [f"{u.label}: {u.reason}" for u in row.untested],
+        }
         for row in comparison.rows
     ]
 
 
 def load_folder(folder: Path) -> list[UnitResult]:
-    """Every result under a results folder; a user error if there is none."""
-    if not folder.is_dir():
-        raise SbabenchError(
-            f"results folder {str(folder)!r} does not exist", fix="check the path or run the suite"
-        )
-    found = load_results(folder)
+    """Every result under a results folder, each checked (`read_side`); a user error if there
+    is none, or for a file that is not a readable result of its place."""
+    found = list(read_side([folder]).results.values())
     if not found:
         raise SbabenchError(f"no result files under {str(folder)!r}", fix="run a suite first")
     return found
@@ -536,6 +816,14 @@ def load_folder(folder: Path) -> list[UnitResult]:
 def load_folders(folders: Sequence[str | Path]) -> list[UnitResult]:
     """The results of every folder, in the order given (an error for a folder with none)."""
     return [r for folder in folders for r in load_folder(Path(folder))]
+
+
+def _side(folders: Sequence[Path]) -> Side:
+    side = read_side(folders)
+    if not side.keys():
+        shown = ", ".join(str(f) for f in folders)
+        raise SbabenchError(f"no result files under {shown}", fix="run a suite first")
+    return side
 
 
 @dataclass(frozen=True)
@@ -547,7 +835,8 @@ class Outcome:
     comparison: Comparison
     verdict: Verdict
     exit_code: int
-    """0, or 1 when `fail_on_regression` and a regression was found."""
+    """0; 1 with `fail_on_regression` for a regression or an untested unit (or, `strict`,
+    an inconclusive one)."""
 
 
 def compare(
@@ -561,12 +850,14 @@ def compare(
     max_drop: float = 0.005,
     fail_on_regression: bool = False,
     baseline_model: str | None = None,
+    allow_new: bool = False,
+    strict: bool = False,
 ) -> Outcome:
     """Read results folders, compare them (operators against `baseline`, models against
     `baseline_model`, or each unit against its twin in `against`), and judge regressions: what
     `sbabench compare` does, as a value."""
-    current = load_folders(results)
-    other = load_folder(Path(against)) if against is not None else None
+    current = _side([Path(f) for f in results])
+    other = _side([Path(against)]) if against is not None else None
     comparison = compare_results(
         current,
         baseline=baseline,
@@ -575,6 +866,8 @@ def compare(
         seed=seed,
         alpha=alpha,
         baseline_model=baseline_model,
+        max_drop=max_drop,
     )
-    verdict = comparison.verdict(max_drop)
-    return Outcome(current, comparison, verdict, verdict.exit_code(fail_on_regression))
+    verdict = comparison.verdict(allow_new=allow_new)
+    code = verdict.exit_code(fail_on_regression, strict)
+    return Outcome(list(current.results.values()), comparison, verdict, code)

@@ -104,6 +104,7 @@ def _ci(row: Row) -> str:
 
 COMPARE_COLUMNS = [
     "",
+    "state",
     "task",
     "model/aggregator",
     "score",
@@ -112,6 +113,7 @@ COMPARE_COLUMNS = [
     "Δ items [95% CI]",
     "p",
     "p (Holm)",
+    "MDE",
     "Steiger p",
     "note",
 ]
@@ -149,6 +151,7 @@ def _row_cells(row: Row, replicated: bool) -> list[str]:
 def _cells(row: Row) -> list[str]:
     return [
         row.mark.symbol,
+        "" if row.state is None else row.state.value.upper(),
         row.task,
         f"{row.model}/{row.aggregator}",
         _fmt(row.score),
@@ -157,6 +160,7 @@ def _cells(row: Row) -> list[str]:
         _ci(row),
         _fmt(row.p_value, ".3g"),
         _fmt(row.p_holm, ".3g"),
+        _fmt(row.mde, ".3g"),
         _fmt(row.steiger_p, ".3g"),
         row.note,
     ]
@@ -192,7 +196,7 @@ def _summary_columns(replicated: bool) -> list[str]:
 
 
 COLUMN_KEEP = {
-    "": 0, "task": 0, "model/aggregator": 0, "Δ items [95% CI]": 0, "p (Holm)": 0,
+    "": 0, "state": 0, "MDE": 3, "task": 0, "model/aggregator": 0, "Δ items [95% CI]": 0, "p (Holm)": 0,
     "agree": 1, "note": 1, "P(B>A)": 2, "Δ": 3, "score": 4, "SD (reps)": 4, "p": 5, "reps": 6,
     "Steiger p": 6, "baseline": 7,
     "scope": 0, "candidate": 0, "mean Δ": 0, "W/T/L": 0, "Wilcoxon p": 0,
@@ -276,7 +280,10 @@ def comparison_markdown(comparison: Comparison) -> str:
         "\nΔ: difference of mteb's main scores. Δ items: difference of the per-item statistic that the"
         " paired bootstrap resamples (cosine Spearman for STS, cosine AP for pair classification, mean"
         " V-measure of 10 seeded k-means runs for clustering), with its 95% CI; p from that bootstrap."
-        "\nMarks: `+` better, `-` worse (Holm-adjusted p < alpha), `~` not significant, `x` not comparable.",
+        "\nMarks: `+` better, `-` worse (Holm-adjusted p < alpha), `~` not significant, `x` not comparable."
+        " State (the gate's answer): PASS (identical, or the drop is shown smaller than --max-drop),"
+        " REGRESSION (a significant drop larger than --max-drop), INCONCLUSIVE (neither; MDE: the"
+        " smallest difference the test detects with 80% power at Holm's alpha / m), NOT TESTED (the note says why).",
     ]
     if replicated:
         parts.append(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sbabench.analysis import null_distributions as null
+from sbabench.analysis.uncertainty import Spread
 from sbabench.tasks.item_statistics import average_ranks, resample_weights
 from sbabench.tasks.items import ItemScores
 from sbabench.tasks.types import by_item_kind
@@ -31,9 +32,11 @@ class PairedTest:
     ci_high: float
     """Upper end of that interval."""
     p_value: float
-    """Two-sided bootstrap p-value of delta = 0."""
+    """Two-sided p-value of delta = 0 (`spread`'s reference, no resampling floor)."""
     n_items: int
     """Items per resample (summed over subsets)."""
+    spread: Spread
+    """The bootstrap's variance of delta, with its reference distribution."""
 
 
 def statistic(
@@ -116,17 +119,15 @@ def paired_bootstrap(
     observed = 0.0
     n_items = 0
     subsets = sorted(set(candidate) & set(baseline))
-    if not subsets:
-        raise ValueError("no common subsets to compare")
+    if set(candidate) != set(baseline) or not subsets:
+        raise ValueError(subset_mismatch(candidate, baseline))
     if any(has_nan(scores[s]) for scores in (candidate, baseline) for s in subsets):
         # ranks would order the NaNs and give a number: a diverged model would look tested
-        nan, n_items = math.nan, sum(len(candidate[s].gold) for s in subsets)
-        return PairedTest(nan, nan, nan, nan, n_items)
+        return _undefined(sum(len(candidate[s].gold) for s in subsets))
     for subset in subsets:
         a, b = candidate[subset], baseline[subset]
         gold = np.asarray(a.gold)
-        if len(gold) != len(b.gold) or not np.allclose(gold, b.gold):
-            raise ValueError(f"subset {subset!r}: the two results were scored on different items")
+        check_same_items(subset, gold, np.asarray(b.gold))
         n_items += len(gold)
         index = rng.integers(0, len(gold), size=(n_resamples, len(gold)))
         # Clustering: the statistic is the mean V-measure over the stored k-means runs.
@@ -137,14 +138,53 @@ def paired_bootstrap(
             observed += sign * float(value) / runs
         for row, (sign, runs) in zip(resampled, shares, strict=True):
             deltas += sign * row / runs
-    observed /= len(subsets)
-    deltas /= len(subsets)
-    low, high = np.percentile(deltas, [2.5, 97.5])
-    # (count + 1) / (B + 1): a bootstrap p-value is never exactly 0 (Davison & Hinkley 1997).
-    below = (int(np.sum(deltas <= 0)) + 1) / (n_resamples + 1)
-    above = (int(np.sum(deltas >= 0)) + 1) / (n_resamples + 1)
-    p = min(1.0, 2 * min(below, above))
-    return PairedTest(observed, float(low), float(high), p, n_items)
+    return _from_resamples(observed / len(subsets), deltas / len(subsets), n_items)
+
+
+def subset_mismatch(candidate: Mapping[str, object], baseline: Mapping[str, object]) -> str:
+    """Why two sides' subsets do not pair, naming the subsets of one side only."""
+    only_new, only_base = (
+        sorted(set(candidate) - set(baseline)),
+        sorted(set(baseline) - set(candidate)),
+    )
+    if not candidate or not baseline:
+        return "no per-item scores"
+    parts = [f"{', '.join(only_new)} only in the candidate"] if only_new else []
+    parts += [f"{', '.join(only_base)} only in the baseline"] if only_base else []
+    return f"subsets differ: {'; '.join(parts)}"
+
+
+def check_same_items(subset: str, gold: np.ndarray, other: np.ndarray) -> None:
+    """A ValueError naming the first item whose gold value differs (the two sides were scored
+    on different items: a task's data or split changed)."""
+    if len(gold) != len(other):
+        raise ValueError(f"subset {subset!r}: {len(gold)} items against {len(other)}")
+    differ = np.flatnonzero(~np.isclose(gold, other))
+    if len(differ):
+        i = int(differ[0])
+        raise ValueError(
+            f"subset {subset!r}: gold differs at item {i} ({gold[i]:g} against {other[i]:g}): "
+            "scored on different items"
+        )
+
+
+def _undefined(n_items: int) -> PairedTest:
+    nan = math.nan
+    return PairedTest(nan, nan, nan, nan, n_items, Spread(nan, max(n_items - 1, 1)))
+
+
+def _from_resamples(observed: float, deltas: np.ndarray, n_items: int) -> PairedTest:
+    """The test from the observed difference and its resampled ones. The bootstrap's variance
+    is the plug-in ((n - 1) / n of the unbiased one), so it is scaled by n / (n - 1), and read
+    against Student's t with n - 1 df: too narrow otherwise for a mean over few items. A
+    resample whose statistic is undefined (all its predictions tied) is left out; with more
+    than a tenth of them undefined there is no test."""
+    finite = deltas[np.isfinite(deltas)]
+    if math.isnan(observed) or len(finite) < 0.9 * len(deltas) or len(finite) < 2:
+        return _undefined(n_items)
+    spread = Spread(float(finite.var(ddof=1)) * n_items / max(n_items - 1, 1), n_items - 1)
+    low, high = spread.interval(observed)
+    return PairedTest(observed, low, high, spread.p_two_sided(observed), n_items, spread)
 
 
 def has_nan(scores: ItemScores) -> bool:

@@ -37,7 +37,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sbabench.analysis.stats import has_nan, observed_and_resampled, signed_runs
+from sbabench.analysis.stats import (
+    check_same_items,
+    has_nan,
+    observed_and_resampled,
+    signed_runs,
+    subset_mismatch,
+)
+from sbabench.analysis.uncertainty import Spread
 from sbabench.tasks.item_statistics import resample_weights
 from sbabench.tasks.items import ItemScores
 
@@ -67,6 +74,8 @@ class TwoLevelTest:
     """Standard error of delta from resampling the shared test items."""
     df: int
     """Degrees of freedom of the replicates' t reference (R - 1)."""
+    spread: Spread
+    """Both variances with their references (what the CI and p are read from)."""
 
     @property
     def agree(self) -> int:
@@ -93,11 +102,11 @@ def _replicate_deltas(
 
     With several subsets, items are resampled within each and the statistic is the mean over
     subsets (mteb's main score); a clustering statistic is the mean over its k-means runs."""
-    subsets = sorted(
-        set.intersection(*(set(c) & set(b) for c, b in zip(candidates, baselines, strict=True)))
-    )
-    if not subsets:
-        raise ValueError("no common subsets to compare")
+    subsets = sorted(set(candidates[0]))
+    for r, (c, b) in enumerate(zip(candidates, baselines, strict=True)):
+        if set(c) != set(subsets) or set(b) != set(subsets) or not subsets:
+            mismatch = subset_mismatch(c, b) if set(c) != set(b) else "subsets differ from r0's"
+            raise ValueError(f"replicate {r}: {mismatch}")
     observed = np.zeros(len(candidates))
     resampled = np.zeros((len(candidates), n_resamples))
     for subset in subsets:
@@ -106,9 +115,9 @@ def _replicate_deltas(
             for pair in zip(candidates, baselines, strict=True)
             for side in pair
         ]
-        if any(len(g) != len(golds[0]) or not np.allclose(g, golds[0]) for g in golds):
-            raise ValueError(f"subset {subset!r}: the replicates were scored on different items")
         gold = golds[0]
+        for other in golds[1:]:
+            check_same_items(subset, gold, other)
         index = rng.integers(0, len(gold), size=(n_resamples, len(gold)))
         # row 0: every item once (the observed difference), then the resamples
         weights = resample_weights(index, len(gold), all_items_first=True)
@@ -133,7 +142,9 @@ def two_level_test(
     count = len(candidates)
     if any(has_nan(side[s]) for side in (*candidates, *baselines) for s in side):
         raise ValueError("NaN score in a replicate: not tested (did a model diverge?)")
-    if len(baselines) != count or count < MIN_REPLICATES:
+    if len(baselines) != count:
+        raise ValueError(f"{count} candidate replicates against {len(baselines)} baseline ones")
+    if count < MIN_REPLICATES:
         raise ValueError(
             f"a two-level test needs >= {MIN_REPLICATES} paired replicates, got {count}"
         )
@@ -145,42 +156,15 @@ def two_level_test(
     between = float(observed.std(ddof=1))
     replicate_var, item_var = between**2 / count, float(resampled.mean(0).var(ddof=1))
     deltas = tuple(float(d) for d in observed)
+    spread = Spread(item_var, math.inf, replicate_var, count - 1)
     if not all(math.isfinite(v) for v in (delta, replicate_var, item_var)):
         nan = float("nan")
-        return TwoLevelTest(delta, nan, nan, nan, deltas, between, nan, count - 1)
-    p = p_value(abs(delta), replicate_var, item_var, count - 1)
-    half = _half_width(0.975, replicate_var, item_var, count - 1)
+        return TwoLevelTest(delta, nan, nan, nan, deltas, between, nan, count - 1, spread)
+    low, high = spread.interval(delta)
+    p = spread.p_two_sided(delta)
     return TwoLevelTest(
-        delta, delta - half, delta + half, p, deltas, between, math.sqrt(item_var), count - 1
+        delta, low, high, p, deltas, between, math.sqrt(item_var), count - 1, spread
     )
-
-
-def _half_width(level: float, replicate_var: float, item_var: float, df: int) -> float:
-    """Half the two-sided CI at `level`: each variance scaled by its own reference's quantile,
-    Student t with R - 1 df for the replicates' (estimated from R values) and the normal for
-    the items' (from the bootstrap)."""
-    from scipy.special import ndtri, stdtrit  # ~0.15 s, only when replicates are compared
-
-    t, z = float(stdtrit(df, level)), float(ndtri(level))
-    return math.sqrt(t * t * replicate_var + z * z * item_var)
-
-
-def p_value(distance: float, replicate_var: float, item_var: float, df: int) -> float:
-    """The two-sided p-value: 1 - the level of the widest CI (`_half_width`) that excludes 0,
-    found by bisection (the half-width grows with the level)."""
-    if distance == 0:
-        return 1.0
-    if replicate_var + item_var == 0:
-        return 0.0
-    low, high = 0.5, 1.0
-    for _ in range(60):
-        middle = (low + high) / 2
-        low, high = (
-            (middle, high)
-            if _half_width(middle, replicate_var, item_var, df) < distance
-            else (low, middle)
-        )
-    return 2 * (1 - low)
 
 
 def probability_of_improvement(b: Sequence[float], a: Sequence[float]) -> float:

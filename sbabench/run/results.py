@@ -285,27 +285,96 @@ def _read(path: Path) -> bytes:
         ) from exc
 
 
-def load_result(path: Path) -> UnitResult | None:
-    """A valid result from `path`, or None if it is missing, truncated, altered or not a result.
+MAX_DEPTH = 32
+"""Deepest nesting of lists and objects a result file may hold outside `items` (a real one
+holds about 8): deeper is refused before pydantic or a report recurses into it."""
 
-    Altered: its stored key must be the digest of its stored key parts (checked on the parts as
-    written, before any migration). A file with a newer `schema_version` than ours raises
-    `StorageError` (so neither `run` overwrites it nor `compare` misreads it).
-    """
+
+class InvalidResult(ValueError):
+    """Why a file is not a readable result (a sentence, naming the field where there is one)."""
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists and objects, without recursion (a hostile file can nest deeper
+    than Python's stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return depth
+            children = node.values() if isinstance(node, dict) else node
+            stack += [(c, depth + 1) for c in children if isinstance(c, dict | list)]
+    return deepest
+
+
+def _decoded(path: Path) -> dict[str, Any]:
+    """The file's JSON object, its nesting bounded (`MAX_DEPTH`) and its key checked."""
     try:
         data = json.loads(_read(path))
-        _refuse_newer(path, data)
-        if not isinstance(data, dict) or data.get("key") != key_digest(data.get("key_parts", {})):
-            return None
-        version = data.get("schema_version", 1)
+    except RecursionError:
+        raise InvalidResult(f"nested deeper than {MAX_DEPTH} levels") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidResult(f"not valid JSON ({exc})") from None
+    _refuse_newer(path, data)
+    if not isinstance(data, dict):
+        raise InvalidResult(f"holds a JSON {type(data).__name__}, not a result object")
+    rest = {k: v for k, v in data.items() if k != "items"}  # items: pydantic checks list[float]
+    if _depth(rest) > MAX_DEPTH:
+        raise InvalidResult(f"nested deeper than {MAX_DEPTH} levels")
+    if data.get("key") != key_digest(data.get("key_parts", {})):
+        raise InvalidResult("field 'key' is not the digest of 'key_parts' (altered or damaged)")
+    return data
+
+
+def parse_result(path: Path) -> UnitResult:
+    """The result in `path`, migrated; `InvalidResult` says why it is not one.
+
+    Altered: its stored key must be the digest of its stored key parts (checked on the parts as
+    written, before any migration). A file with a newer `schema_version` than ours, or one that
+    exists but cannot be read, raises `StorageError`."""
+    data = _decoded(path)
+    version = data.get("schema_version", 1)
+    try:
         while version in _MIGRATIONS:
             data = _MIGRATIONS[version](data)
             version = data["schema_version"]
         if version != SCHEMA_VERSION:
-            return None
+            raise InvalidResult(f"field 'schema_version' is {version!r}: no migration from it")
         return UnitResult.model_validate(data)
-    except (OSError, ValidationError, ValueError, KeyError, TypeError):
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise InvalidResult(f"field {where!r}: {first['msg']}") from None
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise InvalidResult(f"not a result of a schema sbabench reads ({exc!r})") from None
+
+
+def load_result(path: Path) -> UnitResult | None:
+    """A valid result from `path`, or None if it is missing, truncated, altered or not a
+    result (a run recomputes it). `StorageError` as `parse_result`."""
+    try:
+        return parse_result(path)
+    except (InvalidResult, OSError):
         return None
+
+
+def read_result(path: Path) -> UnitResult:
+    """The result in `path`, or a located user error (what `compare` reads: a file that is not
+    a result is never skipped there)."""
+    try:
+        return parse_result(path)
+    except InvalidResult as exc:
+        raise StorageError(
+            f"{path}: {exc}: not a result sbabench can read",
+            fix="re-run the unit (sbabench run --force), or remove the file if it is not a result",
+        ) from None
+    except OSError as exc:
+        raise StorageError(
+            f"{path}: cannot be read ({exc.strerror or type(exc).__name__})",
+            fix="make it a readable result file, or re-run the unit",
+        ) from None
 
 
 def load_results(root: Path) -> list[UnitResult]:

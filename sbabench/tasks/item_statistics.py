@@ -36,7 +36,8 @@ def resample_weights(index: np.ndarray, n: int, *, all_items_first: bool = False
         for row in rows:
             weights[first + row] = np.bincount(index[row], minlength=n)
 
-    parts = min(_THREADS, len(index))
+    # threads only pay for their start on large draws (a pool per call costs ~3 ms)
+    parts = min(_THREADS, len(index)) if index.size >= _THREADED_DRAWS else 1
     if parts <= 1:
         count(range(len(index)))
     else:  # bincount lets go of the GIL: the rows split over the threads
@@ -44,6 +45,9 @@ def resample_weights(index: np.ndarray, n: int, *, all_items_first: bool = False
             list(pool.map(count, [range(k, len(index), parts) for k in range(parts)]))
     return weights
 
+
+_THREADED_DRAWS = 1 << 20
+"""Draws (resamples x items) from which `resample_weights` splits its rows over threads."""
 
 BLOCK_DRAWS = 1 << 18
 """Resamples are computed in blocks of about this many item weights (float64 arrays of 2 MB):
@@ -153,7 +157,7 @@ def row_spearman_many(
         a = by_gold.doubled_ranks(w)
         weighted_a = w * a
         variance_a = _row_dot(weighted_a, a) - centre
-        out = np.zeros((len(by_predictions), len(w)))
+        out = np.full((len(by_predictions), len(w)), np.nan)  # all tied: undefined
         for r, by_prediction in enumerate(by_predictions):
             b = by_prediction.doubled_ranks(w)
             covariance = _row_dot(weighted_a, b) - centre

@@ -58,6 +58,10 @@ class TaskType:
     fn(gold[n], predictions[R][n], weights[B, n]) -> [R, B], equal to R calls of `statistic`
     and faster where the predictions share work (the gold ranks of a resample; one pass per
     clustering run). None: `statistic` once per prediction."""
+    score_from_items: bool = True
+    """Whether the main score is the statistic on all items (mteb's score recomputed from the
+    stored items, to its 5-decimal rounding): `compare` refuses a file whose score they
+    contradict. False for clustering, whose main score is mteb's own k-means runs."""
     keeper: str | None = None
     """`module:function` that makes a task keep mteb's own per-item scores while it evaluates:
     fn(task) -> None, called before mteb scores it. For metrics mteb computes per item and
@@ -188,6 +192,7 @@ register(
         resampled="documents",
         label="Clustering",
         statistic_label="mean V-measure of 10 seeded k-means runs",
+        score_from_items=False,
     )
 )
 register(

@@ -19,9 +19,9 @@ BASELINE = Path(__file__).resolve().parents[2] / "results" / "baseline" / "quick
 @pytest.mark.parametrize(
     ("task", "expected"),
     [
-        ("LeeDocSTS", (-0.0290, -0.0410, -0.0175)),
-        ("AIABDEDuplicates", (-0.0051, -0.0080, -0.0025)),
-        ("MiniNewsgroupsClustering", (-0.1247, -0.1749, -0.0809)),
+        ("LeeDocSTS", (-0.0290, -0.0408, -0.0171)),
+        ("AIABDEDuplicates", (-0.0051, -0.0079, -0.0023)),
+        ("MiniNewsgroupsClustering", (-0.1247, -0.1732, -0.0763)),
     ],
 )
 def test_the_baselines_sba_rows_are_the_documented_numbers(
@@ -32,7 +32,8 @@ def test_the_baselines_sba_rows_are_the_documented_numbers(
     (row,) = [r for r in rows if r.aggregator == "sba"]
     assert row.item_delta is not None and row.ci_low is not None and row.ci_high is not None
     assert (round(row.item_delta, 4), round(row.ci_low, 4), round(row.ci_high, 4)) == expected
-    assert row.p_value == pytest.approx(0.002, abs=1e-3)
+    # read from the reference distribution: below the 2/1001 a 1000-resample tail count floors at
+    assert row.p_value is not None and row.p_value < 1e-3
 
 
 def test_clustering_is_the_mean_over_runs_of_each_side_resampled_together() -> None:
@@ -53,8 +54,8 @@ def test_clustering_is_the_mean_over_runs_of_each_side_resampled_together() -> N
     deltas = mean_over_runs(a[subset], weights) - mean_over_runs(b[subset], weights)
     observed = float((mean_over_runs(a[subset], None) - mean_over_runs(b[subset], None))[0])
     assert test.delta == pytest.approx(observed, abs=1e-12)
-    low, high = np.percentile(deltas, [2.5, 97.5])
-    assert (test.ci_low, test.ci_high) == pytest.approx((low, high), abs=1e-12)
+    n = len(gold)
+    assert test.spread.se == pytest.approx(float(np.std(deltas, ddof=1)) * (n / (n - 1)) ** 0.5)
 
 
 def _kinds(rng: np.random.Generator, n: int) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:

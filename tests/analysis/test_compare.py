@@ -203,11 +203,12 @@ def test_gate_fails_on_a_regression_of_every_task_type(
 
 def test_marks_and_regressions_follow_the_tested_statistic_not_the_main_score() -> None:
     from sbabench.analysis.compare import Comparison, Row, _with_marks
+    from sbabench.analysis.uncertainty import Spread
 
     def row(delta: float, item_delta: float) -> Row:
         return Row(
             "T", "Clustering", "m", "sba", 0.5, Mark.SAME, "m/linear", 0.5 - delta, delta,
-            item_delta, p_value=0.001,
+            item_delta, p_value=0.001, spread=Spread(0.01**2, 100),
         )  # fmt: skip
 
     # the main score (one k-means run) fell, the tested statistic (mean of ten) rose

@@ -73,7 +73,7 @@ def test_the_quickstart_comparison_is_readable_at_common_widths(width: int) -> N
         assert "…" not in text, text
         assert max(len(line) for line in text.splitlines()) <= width
     per_task = _render(comparison_tables(outcome.comparison)[0], width)
-    for value in ("-0.0290", "[-0.0410,", "-0.0175]", "0.00599"):  # the verdict's numbers, whole
+    for value in ("-0.0290", "[-0.0408,", "-0.0171]", "3.51e-06"):  # the verdict's numbers, whole
         assert value in per_task
     shown = _render(score_table(load_folder(BASELINE)), width)
     assert "…" not in shown and "0.5253" in shown
@@ -138,9 +138,9 @@ def test_with_replicates_how_many_agree_stays_at_80_columns() -> None:
 def test_below_the_narrowest_table_each_row_is_a_block_and_no_number_is_split() -> None:
     outcome = compare([BASELINE])
     text = _render(comparison_tables(outcome.comparison)[0], 50)
-    assert "Δ items [95% CI]  -0.0290 [-0.0410, -0.0175]" in text
-    assert "p (Holm)          0.00599" in text and "Steiger p         1.88e-06" in text
+    assert "Δ items [95% CI]  -0.0290 [-0.0408, -0.0171]" in text
+    assert "p (Holm)          3.51e-06" in text and "Steiger p         1.88e-06" in text
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 50
     narrower = _render(comparison_tables(outcome.comparison)[0], 36)  # the CI wraps at spaces
     words = narrower.split()
-    assert all(w in words for w in ("-0.0290", "[-0.0410,", "-0.0175]", "0.00599", "1.88e-06"))
+    assert all(w in words for w in ("-0.0290", "[-0.0408,", "-0.0171]", "3.51e-06", "1.88e-06"))

@@ -142,7 +142,7 @@ def test_compare_imports_no_scipy_stats() -> None:
         "    main(['compare', 'results/baseline/quickstart', '--format', 'json'])\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = [m for m in ('scipy.stats', 'scipy.special') if m in sys.modules]\n"
+        "heavy = [m for m in ('scipy.stats',) if m in sys.modules]\n"
         "print('loaded:', json.dumps(heavy))\n"
     )
     out = subprocess.run(
