@@ -344,6 +344,12 @@ def inspect(
     "ruled out) fails the gate too.",
 )
 @click.option(
+    "--effect",
+    type=click.FloatRange(0, min_open=True),
+    help="The difference you care about: an INCONCLUSIVE unit says how many replicates would "
+    "bring its minimum detectable difference below it (default: --max-drop).",
+)
+@click.option(
     "--allow-new",
     is_flag=True,
     help="Units absent from the --against folder (new tasks or operators) do not fail the gate; "
@@ -363,6 +369,7 @@ def compare(
     fail_on_regression: bool,
     max_drop: float,
     strict: bool,
+    effect: float | None,
     allow_new: bool,
 ) -> None:
     """Compare operators (or two result folders) with paired significance tests.
@@ -392,6 +399,7 @@ def compare(
         baseline_model=baseline_model,
         strict=strict,
         allow_new=allow_new,
+        effect=effect,
     )
     if output:
         output.write_text(comparison_text(outcome, fmt), encoding="utf-8")

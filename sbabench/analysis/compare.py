@@ -18,7 +18,7 @@ import numpy as np
 
 from sbabench.analysis import stats, two_level
 from sbabench.analysis.evidence import Side, UnitKey, read_side, unit_label
-from sbabench.analysis.uncertainty import Spread
+from sbabench.analysis.uncertainty import MAX_REPLICATES, Spread, items_limit, replicates_for
 from sbabench.errors import SbabenchError
 from sbabench.run.keys import KeyParts
 from sbabench.run.results import UnitResult
@@ -131,6 +131,9 @@ class Row:
     """Units (replicates) this row accounts for, tested or not."""
     spread: Spread | None = field(default=None, repr=False, compare=False)
     """The tested difference's uncertainty (what the p-values and the MDE are read from)."""
+    replicates_needed: int | None = None
+    """An INCONCLUSIVE unit: replicates (at its items) that bring its MDE to the effect of
+    interest (`--effect`, default `--max-drop`); None where more items are needed instead."""
     score_tested: bool = True
     """Whether the main score is what the test is about (False for clustering: mteb's own
     k-means runs; the verdict is on the stored runs' statistic, item_delta)."""
@@ -525,11 +528,40 @@ def _state(row: Row, p_holm: float, p_noninferior: float, alpha: float, max_drop
     return State.PASS if p_noninferior < alpha else State.INCONCLUSIVE
 
 
-def _with_marks(rows: list[Row], alpha: float, max_drop: float = 0.005) -> list[Row]:
+def _advice(row: Row, spread: Spread, effect: float, alpha: float) -> Row:
+    """An undecided row with what would decide it: how many replicates (at its items) bring
+    its MDE at `alpha` to `effect`, or that only more items would."""
+    if row.mde is None or row.mde <= effect:
+        return row
+    needed = None
+    if items_limit(spread, effect, alpha):
+        advice = (
+            f"MDE above {effect:g} from the items alone: more test items would help, not replicates"
+        )
+    elif row.replicates < 2:
+        advice = (
+            f"MDE above {effect:g}: replicates (`replicates: N`) would tell how many are needed"
+        )
+    else:
+        needed = replicates_for(spread, row.replicates, effect, alpha)
+        advice = (
+            f"about {needed} replicates would bring the MDE to {effect:g}"
+            if needed is not None
+            else f"more than {MAX_REPLICATES} replicates needed for an MDE of {effect:g}"
+        )
+    return replace(
+        row, replicates_needed=needed, note="; ".join(n for n in (row.note, advice) if n)
+    )
+
+
+def _with_marks(
+    rows: list[Row], alpha: float, max_drop: float = 0.005, effect: float | None = None
+) -> list[Row]:
     """Holm over the tested units that differ from their baseline (identical ones pass
     without spending the family's alpha): the marks and REGRESSION from the two-sided p of
     no difference, PASS from the one-sided p of a drop of at least `max_drop`
-    (non-inferiority), the MDE at alpha / m."""
+    (non-inferiority), the MDE at alpha / m, and for an INCONCLUSIVE unit what would decide
+    it at `effect` (default: `max_drop`)."""
     family = [i for i, r in enumerate(rows) if r.p_value is not None and r.spread is not None]
     spreads = [rows[i].spread for i in family]
     drops = [rows[i].tested_delta or 0.0 for i in family]
@@ -553,6 +585,8 @@ def _with_marks(rows: list[Row], alpha: float, max_drop: float = 0.005) -> list[
             state=_state(row, p, p_ni, alpha, max_drop),
             mde=spread.detectable(alpha / len(family)),
         )
+        if row.state is State.INCONCLUSIVE:
+            row = _advice(row, spread, max_drop if effect is None else effect, alpha / len(family))
         out[i] = row
     return out
 
@@ -738,6 +772,7 @@ def compare_results(
     alpha: float = 0.05,
     baseline_model: str | None = None,
     max_drop: float = 0.005,
+    effect: float | None = None,
 ) -> Comparison:
     """Compare every result with its baseline.
 
@@ -745,7 +780,8 @@ def compare_results(
     task (dense reference rows are shown, not tested). With `against`: every unit of either
     side against its twin (same suite/model/aggregator/task) in the other (before/after a
     change). With `baseline_model`: every model against that model, with the same operator and
-    task. Each tested row's state is judged against `max_drop` (see `Comparison.verdict`).
+    task. Each tested row's state is judged against `max_drop` (see `Comparison.verdict`); an
+    INCONCLUSIVE one says what would bring its MDE to `effect` (default `max_drop`).
     """
     side = side_of(results)
     found = list(side.results.values())
@@ -756,7 +792,7 @@ def compare_results(
         rows += _failed_rows(side)
     else:
         rows = _rows_against_baseline(found, baseline, n_resamples, seed) + _failed_rows(side)
-    rows = _with_marks(rows, alpha, max_drop)
+    rows = _with_marks(rows, alpha, max_drop, effect)
     comparison = Comparison(rows=rows, summaries=_summaries(rows), alpha=alpha, max_drop=max_drop)
     comparison.friedman = _friedman(found, alpha)
     return comparison
@@ -852,6 +888,7 @@ def compare(
     baseline_model: str | None = None,
     allow_new: bool = False,
     strict: bool = False,
+    effect: float | None = None,
 ) -> Outcome:
     """Read results folders, compare them (operators against `baseline`, models against
     `baseline_model`, or each unit against its twin in `against`), and judge regressions: what
@@ -867,6 +904,7 @@ def compare(
         alpha=alpha,
         baseline_model=baseline_model,
         max_drop=max_drop,
+        effect=effect,
     )
     verdict = comparison.verdict(allow_new=allow_new)
     code = verdict.exit_code(fail_on_regression, strict)
