@@ -24,6 +24,23 @@ errors = Console(stderr=True)
 _RESAMPLES = click.option("--resamples", default=1000, show_default=True, type=click.IntRange(100, 100_000))  # fmt: skip
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuse NaN (click's FloatRange lets it through, and every comparison with it is False)."""
+    if value is not None and value != value:
+        raise click.BadParameter("must be a number, not NaN")
+    return value
+
+
+def _write_report(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise SbabenchError(
+            f"cannot write the report to {path} ({exc.strerror or type(exc).__name__})",
+            fix="give --output a file in a folder that exists and is writable",
+        ) from None
+
+
 def _results_option(help_text: str) -> Callable[[F], F]:
     folder = click.Path(file_okay=False, path_type=Path)
     return click.option("--results", "results_dir", type=folder, default=Path("results"), show_default=True, help=help_text)  # fmt: skip
@@ -327,6 +344,7 @@ def inspect(
     default=0.05,
     show_default=True,
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    callback=_finite,
     help="Significance level of the marks (Holm-adjusted p) and of Nemenyi's critical difference.",
 )
 @click.option(
@@ -335,7 +353,12 @@ def inspect(
     help="Exit 1 if any task drops significantly by > --max-drop.",
 )
 @click.option(
-    "--max-drop", default=0.005, show_default=True, type=click.FloatRange(0), help="Tolerated drop."
+    "--max-drop",
+    default=0.005,
+    show_default=True,
+    type=click.FloatRange(0),
+    callback=_finite,
+    help="Tolerated drop.",
 )
 @click.option(
     "--strict",
@@ -346,6 +369,7 @@ def inspect(
 @click.option(
     "--effect",
     type=click.FloatRange(0, min_open=True),
+    callback=_finite,
     help="The difference you care about: an INCONCLUSIVE unit says how many replicates would "
     "bring its minimum detectable difference below it (default: --max-drop).",
 )
@@ -402,7 +426,7 @@ def compare(
         effect=effect,
     )
     if output:
-        output.write_text(comparison_text(outcome, fmt), encoding="utf-8")
+        _write_report(output, comparison_text(outcome, fmt))
     elif fmt != "table":
         click.echo(comparison_text(outcome, fmt), nl=False)
     else:

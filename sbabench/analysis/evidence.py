@@ -107,10 +107,17 @@ def recomputed_score(result: UnitResult) -> float | None:
 def _check_items(path: Path, result: UnitResult) -> None:
     """Items of a known kind, gold defined, every prediction as long as gold, and the stored
     score the one they give."""
+    task_type = find(result.task_type)
     for subset, scores in result.items.items():
         where = f"field 'items.{subset}"
         if by_item_kind(scores.kind) is None:
             raise _bad(path, f"{where}.kind' is {scores.kind!r}: no task type stores such items")
+        if task_type is not None and scores.kind != task_type.item_kind:
+            raise _bad(
+                path,
+                f"{where}.kind' is {scores.kind!r}, but a {result.task_type} task stores "
+                f"{task_type.item_kind!r} items",
+            )
         nan = np.flatnonzero(np.isnan(np.asarray(scores.gold, dtype=np.float64)))
         if len(nan):
             raise _bad(path, f"{where}.gold': NaN gold value at item {int(nan[0])}")

@@ -479,7 +479,7 @@ def comparison_text(outcome: Outcome, fmt: str) -> str:
         import pandas as pd
 
         return str(pd.DataFrame(to_records(outcome.comparison)).to_csv(index=False))
-    text = comparison_markdown(outcome.comparison)
+    text = f"**Verdict:** {outcome.verdict.text}\n\n" + comparison_markdown(outcome.comparison)
     geometry = geometry_markdown(outcome.results)
     if fmt == "markdown" and geometry:
         text += "\n### Geometry per MoE layer\n\n" + geometry + "\n"

@@ -126,6 +126,8 @@ def paired_bootstrap(
         return _undefined(sum(len(candidate[s].gold) for s in subsets))
     for subset in subsets:
         a, b = candidate[subset], baseline[subset]
+        if a.kind != b.kind:
+            raise ValueError(f"subset {subset!r}: the two sides hold different item kinds")
         gold = np.asarray(a.gold)
         check_same_items(subset, gold, np.asarray(b.gold))
         n_items += len(gold)

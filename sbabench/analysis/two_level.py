@@ -154,7 +154,11 @@ def two_level_test(
     )
     delta = float(observed.mean())
     between = float(observed.std(ddof=1))
-    replicate_var, item_var = between**2 / count, float(resampled.mean(0).var(ddof=1))
+    # the bootstrap's variance is the plug-in one: scaled by n / (n - 1), as the item-only test
+    items = sum(len(side[s].gold) for side in candidates[:1] for s in side)
+    plug_in = items / max(items - 1, 1)
+    replicate_var = between**2 / count
+    item_var = float(resampled.mean(0).var(ddof=1)) * plug_in
     deltas = tuple(float(d) for d in observed)
     spread = Spread(item_var, math.inf, replicate_var, count - 1)
     if not all(math.isfinite(v) for v in (delta, replicate_var, item_var)):

@@ -56,37 +56,49 @@ def _files_of_suite(folder: Path, suite: str | None) -> list[Located]:
     for model in (m for m in _children(folder) if m.is_dir()):
         for aggregator in (a for a in _children(model) if a.is_dir()):
             for entry in _children(aggregator):
-                if not entry.name.endswith(".json"):
-                    continue
-                if not entry.is_file():
+                if entry.is_dir() or (entry.name.endswith(".json") and not entry.is_file()):
                     raise StorageError(
-                        f"{entry}: is not a plain file, where a result file goes",
-                        fix="remove it, or re-run the unit",
+                        f"{entry}: is not a plain file, where result files go "
+                        "(<model>/<aggregator>/<task>.json)",
+                        fix="move it out of the results folder, or remove it",
                     )
+                if not entry.name.endswith(".json"):
+                    continue  # a lock or another tool's file: not a result by definition
                 failed = entry.name.endswith(FAILED_SUFFIX)
                 task = entry.name.removesuffix(FAILED_SUFFIX if failed else ".json")
                 located.append(Located(entry, suite, model.name, aggregator.name, task, failed))
     return located
 
 
-def _is_suite_folder(folder: Path) -> bool:
-    """Whether `folder` holds `<model>/<aggregator>/<task>.json` itself (not in suites below)."""
-    return any(
-        not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        for p in folder.glob("*/*/*.json")
-    )
+def _json_at(folder: Path, depth: int) -> list[Path]:
+    """`.json` entries exactly `depth` levels below `folder`, none inside a dot folder."""
+    pattern = "/".join(["*"] * (depth - 1) + ["*.json"])
+    return [
+        p
+        for p in folder.glob(pattern)
+        if not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
+    ]
 
 
 def find_result_files(folder: Path) -> list[Located]:
     """Every result and failure file of a suite folder or a folder of suite folders, in path
-    order; a user error for a folder that does not exist or holds something unreadable at a
-    result file's place."""
+    order; a user error for a folder that does not exist, that mixes both layouts, or that
+    holds something unreadable at a result file's place."""
     if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
         raise StorageError(
-            f"results folder {str(folder)!r} does not exist",
-            fix="check the path or run the suite",
+            f"results folder {str(folder)!r} {what}",
+            fix="give a suite's results folder (or the folder holding suite folders)",
         )
-    if _is_suite_folder(folder):
+    suite_level, root_level = _json_at(folder, 3), _json_at(folder, 4)
+    if suite_level and root_level:
+        raise StorageError(
+            f"{folder}: holds result files both as <model>/<aggregator>/<task>.json (e.g. "
+            f"{suite_level[0]}) and one level deeper (e.g. {root_level[0]}): which are results "
+            "is ambiguous",
+            fix="give one suite's folder, or a folder holding only suite folders",
+        )
+    if suite_level:
         return _files_of_suite(folder, None)
     suites = (s for s in _children(folder) if s.is_dir())
     return [found for suite in suites for found in _files_of_suite(suite, suite.name)]

@@ -379,3 +379,125 @@ def test_strict_fails_an_inconclusive_unit(tmp_path: Path) -> None:
     assert f"MDE {row.mde:.3g}" in outcome.verdict.text
     strict = compare([new], against=base, fail_on_regression=True, strict=True)
     assert strict.exit_code == 1
+
+
+def test_one_nan_prediction_is_not_tested(sides: tuple[Path, Path]) -> None:
+    """A single NaN (its stored score rewritten to what the items give): still no test."""
+    new, base = sides
+    path = new / f"{STS}.json"
+    result = _load(path)
+    scores = result.items["default"]
+    predicted = [float("nan"), *scores.predicted[1:]]
+    nan = result.model_copy(
+        update={"items": {"default": scores.model_copy(update={"predicted": predicted})}}
+    )
+    save_result(path, nan.model_copy(update={"main_score": recomputed_score(nan)}))
+    code, output = _gate(new, base)
+    assert code == 1 and f"{STS}: NaN score" in _verdict(output)
+
+
+@pytest.mark.parametrize(("shift", "code"), [(2e-5, 2), (4e-6, 0)])
+def test_the_score_tolerance_is_mtebs_rounding(
+    sides: tuple[Path, Path], shift: float, code: int
+) -> None:
+    new, base = sides
+    path = new / f"{STS}.json"
+    _rewrite(path, main_score=_load(path).main_score + shift)
+    assert _gate(new, base)[0] == code
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["items"]["default"]["predicted"].pop(), "values for 1225 items"),
+        (lambda d: d["items"]["default"].update(kind="weird"), "no task type stores"),
+        (lambda d: d["items"]["default"].update(kind="pairs"), "a STS task stores 'sts'"),
+        (lambda d: d["scores"].update(deep=json.loads("[" * 40 + "]" * 40)), "nested deeper"),
+    ],
+    ids=["length", "unknown-kind", "kind-of-another-type", "depth"],
+)
+def test_each_check_of_a_result_file_names_the_file(
+    sides: tuple[Path, Path], edit: object, message: str
+) -> None:
+    new, base = sides
+    path = new / f"{STS}.json"
+    _edit_json(path, edit)
+    code, output = _gate(new, base)
+    assert code == 2 and str(path) in output and message in output, output
+
+
+def test_a_replicate_its_key_does_not_say_is_an_error(sides: tuple[Path, Path]) -> None:
+    new, base = sides
+    path = new / "minilm-moe@r1" / "sba" / "LeeDocSTS.json"
+    path.parent.mkdir(parents=True)
+    shutil.copy(new / f"{STS}.json", path)
+    _edit_json(path, lambda d: d.update(replicate=1))  # its key_parts still say replicate 0
+    code, output = _gate(new, base)
+    assert code == 2 and str(path) in output and "'key_parts.replicate'" in output
+
+
+def test_a_suite_folder_holding_two_suites_is_an_error(sides: tuple[Path, Path]) -> None:
+    new, base = sides
+    _edit_json(new / f"{STS}.json", lambda d: d.update(suite="other"))
+    code, output = _gate(new, base)
+    assert code == 2 and "several suites" in output
+
+
+def test_a_folder_among_result_files_is_an_error(sides: tuple[Path, Path]) -> None:
+    new, base = sides
+    hidden = new / "minilm-moe" / "sba" / "old"
+    hidden.mkdir()
+    (hidden / "LeeDocSTS.json").write_text("{")
+    code, output = _gate(new, base)
+    assert code == 2 and str(hidden) in output
+
+
+def test_results_at_two_depths_are_an_error(sides: tuple[Path, Path], tmp_path: Path) -> None:
+    """A folder of suite folders with one stray file three levels down: which files are results
+    is ambiguous (read as a suite folder, every real result would be left out)."""
+    new, base = sides
+    stray = new.parent / "minilm" / "dense"
+    stray.mkdir(parents=True)
+    shutil.copy(new / "minilm" / "dense" / "LeeDocSTS.json", stray)
+    code, output = _gate(new.parent, base.parent)
+    assert code == 2 and "ambiguous" in output
+
+
+def test_dot_folders_are_not_results(sides: tuple[Path, Path]) -> None:
+    new, base = sides
+    cache = new / ".cache" / "x" / "y"
+    cache.mkdir(parents=True)
+    (cache / "z.json").write_text("{")
+    code, output = _gate(new, base)
+    assert code == 0 and "9 of 9 units tested" in _verdict(output)
+
+
+def test_two_sides_with_different_item_kinds_are_not_tested(tmp_path: Path) -> None:
+    gold = np.arange(30, dtype=float)
+    pairs = ItemScores(kind="pairs", gold=(gold % 2).tolist(), predicted=gold.tolist())
+    sts = _sts_unit("T", gold, gold, "sba")
+    other = sts.model_copy(update={"items": {"default": pairs}})
+    outcome = compare_results_of(tmp_path, [sts], [other])
+    (row,) = outcome.comparison.rows
+    assert row.state is State.NOT_TESTED and "different item kinds" in row.note
+
+
+def compare_results_of(tmp_path: Path, new: list[UnitResult], base: list[UnitResult]) -> object:
+    from sbabench.analysis.compare import Outcome, compare_results
+
+    comparison = compare_results(new, against=base)
+    return Outcome(new, comparison, comparison.verdict(), 0)
+
+
+@pytest.mark.parametrize("option", ["--alpha", "--max-drop", "--effect"])
+def test_nan_options_are_refused(sides: tuple[Path, Path], option: str) -> None:
+    code, output = _gate(*sides, option, "nan")
+    assert code == 2 and "NaN" in output
+
+
+def test_a_report_that_cannot_be_written_is_a_located_error(
+    sides: tuple[Path, Path], tmp_path: Path
+) -> None:
+    target = tmp_path / "missing" / "v.json"
+    code, output = _gate(*sides, "--format", "json", "--output", str(target))
+    assert code == 2 and str(target) in output

@@ -117,8 +117,9 @@ def test_comparison_text_as_csv_has_a_header_and_a_line_per_row() -> None:
 def test_comparison_text_as_markdown_adds_the_geometry_tables() -> None:
     outcome = _outcome()
     markdown = comparison_text(outcome, "markdown")
-    assert markdown.startswith(comparison_markdown(outcome.comparison))
+    verdict = f"**Verdict:** {outcome.verdict.text}\n\n"  # the gate's line leads the report
+    assert markdown.startswith(verdict + comparison_markdown(outcome.comparison))
     geometry = markdown.split("\n### Geometry per MoE layer\n\n", 1)[1]
     assert geometry == geometry_markdown(outcome.results) + "\n"
     # a table written to a file is the Markdown without the geometry
-    assert comparison_text(outcome, "table") == comparison_markdown(outcome.comparison)
+    assert comparison_text(outcome, "table") == verdict + comparison_markdown(outcome.comparison)
