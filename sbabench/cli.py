@@ -171,7 +171,11 @@ def run(
     is_flag=True,
     help="Show this machine's cache instead (router centroids; $SBABENCH_CACHE or the user cache folder).",
 )
-@click.option("--clear", is_flag=True, help="With --machine: delete every entry.")
+@click.option(
+    "--clear",
+    is_flag=True,
+    help="With --machine: delete every entry sbabench wrote (a folder that is not its cache is refused).",
+)
 @_user_errors
 def cache(
     results_dir: Path,

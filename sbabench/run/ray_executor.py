@@ -68,11 +68,10 @@ class UnitWorker:
     def __init__(self, suite: Suite) -> None:
         import torch
 
-        from sbabench.models.machine_cache import default_root
+        from sbabench.models.machine_cache import MachineCache
 
         torch.manual_seed(suite.settings.seed)
-        node = default_root() / "ray-worker"
-        node.mkdir(parents=True, exist_ok=True)
+        node = MachineCache().workspace("ray-worker")
         store = open_store(suite, node / "embeddings.sqlite")
         self.computer = UnitComputer(suite, node, store)
 
