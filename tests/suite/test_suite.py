@@ -331,3 +331,19 @@ def test_a_suite_file_is_read_no_further_than_the_cap(tmp_path: Path) -> None:
     path.write_bytes(b"name: t\n" + b"#" * (2 << 20))
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 2 and "larger than 1 MiB" in result.output
+
+
+@pytest.mark.parametrize("revision", ["", "    revision: main\n", "    revision: 1066b65\n"])
+def test_trust_remote_code_without_a_pinned_commit_is_refused(
+    tmp_path: Path, revision: str
+) -> None:
+    path = tmp_path / "suite.yaml"
+    model = "  - name: hub\n    source: huggingface\n    path: org/moe\n"
+    path.write_text(
+        GOOD.replace("models:\n", f"models:\n{model}{revision}    trust_remote_code: true\n")
+    )
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = 7 if revision else 6
+    assert f"{path}:{line}:" in result.output and "models[0].trust_remote_code" in result.output
+    assert "40-hex commit" in result.output
