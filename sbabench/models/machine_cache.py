@@ -18,6 +18,7 @@ unless `SBABENCH_SHARED_CACHE=1` says the cache is shared on purpose.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -183,14 +184,19 @@ class MachineCache:
         cache holding only entries as one."""
         if not os.path.lexists(self.root):
             return
-        reason = _stranger(self.root)
+        try:
+            reason = _stranger(self.root)
+        except OSError as exc:
+            reason = f"it cannot be read ({exc.strerror or exc})"
         if reason is not None:
             raise SbabenchError(
                 f"{self.root} does not look like an sbabench machine cache: {reason}",
                 where=str(self.root),
                 fix=f"point {ENV} at a folder of its own (a new or empty one)",
             )
-        _write_marker(self.root)
+        # a read-only cache is still read; it is marked when it is next writable
+        with contextlib.suppress(OSError):
+            _write_marker(self.root)
 
     def _usable(self) -> bool:
         """Whether the folder is (now) a marked cache; a foreign one warns once."""
@@ -273,7 +279,12 @@ class MachineCache:
             folder = self.root / kind
             if not _is_dir(folder):
                 continue
-            for path in sorted(folder.iterdir()):
+            try:
+                paths = sorted(folder.iterdir())
+            except OSError as exc:
+                log.warning("sbabench: cannot read cache folder %s (%s)", folder, exc)
+                continue
+            for path in paths:
                 entry = self._entry(kind, path)
                 if entry is not None:
                     found.append(entry)

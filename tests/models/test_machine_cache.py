@@ -269,3 +269,14 @@ def test_a_forged_router_entry_of_another_user_is_not_used(
     monkeypatch.setattr(machine_cache, "_my_uid", lambda: os.getuid() + 1)
     monkeypatch.delenv("SBABENCH_SHARED_CACHE", raising=False)
     assert torch.equal(_centroids(MachineCache(tmp_path)), uncached)
+
+
+def test_a_read_only_older_cache_is_listed_without_a_marker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "old"
+    (root / "routers").mkdir(parents=True)
+    (root / "routers" / "abc.bin").write_bytes(MAGIC + b"\0" * 32)
+    refuse_writes_under(monkeypatch, root, errno.EROFS)
+    assert [e.key for e in MachineCache(root).listing().entries] == ["abc"]
+    assert not (root / ".sbabench-cache").exists()
