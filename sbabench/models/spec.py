@@ -142,7 +142,8 @@ class Routing(StrictModel):
 
 class _ModelBase(StrictModel):
     name: Name
-    """The model's name in result paths and tables (letters, digits, `.`, `_`, `-`)."""
+    """The model's name in result paths and tables (letters, digits, `.`, `_`, `+`, `-`; see
+    docs/security.md)."""
     max_length: int | None = Field(None, ge=8, le=32768)
     """Tokens per text, longer texts truncated (default: the model's own max_seq_length)."""
     model_kwargs: dict[str, Any] = Field(
