@@ -155,7 +155,7 @@ def run(
     from sbabench.run.plan import parse_shard, plan_suite
     from sbabench.suite import load_suite
 
-    spec = load_suite(suite)
+    spec = load_suite(suite, import_code=True)  # user operators are code: run imports them
     _print_notes(spec.notes)
     shard_spec = parse_shard(shard) if shard else None
     if dry_run:
@@ -188,7 +188,11 @@ def run(
     is_flag=True,
     help="Show this machine's cache instead (router centroids; $SBABENCH_CACHE or the user cache folder).",
 )
-@click.option("--clear", is_flag=True, help="With --machine: delete every entry.")
+@click.option(
+    "--clear",
+    is_flag=True,
+    help="With --machine: delete every entry sbabench wrote (a folder that is not its cache is refused).",
+)
 @_user_errors
 def cache(
     results_dir: Path,
@@ -230,7 +234,8 @@ def _print_notes(notes: list[str]) -> None:
 @_user_errors
 def validate(suite: Path) -> None:
     """Check SUITE without running it: schema, model sources, aggregators and their options,
-    task names. Problems are listed as file:line:column: field: message (exit code 2).
+    task names. Problems are listed as file:line:column: field: message (exit code 2). A user
+    operator's reference is checked for its form, not imported: its code runs only at `run`.
     """
     from sbabench.suite import expand, load_suite
 
@@ -462,8 +467,11 @@ def plot(results: tuple[Path, ...], folder: Path, baseline: str, resamples: int)
     from sbabench.analysis.compare import load_folders
     from sbabench.analysis.plots import write_figures
 
-    loaded = load_folders(results or (Path("results"),))
-    written = write_figures(loaded, folder, baseline=baseline, n_resamples=resamples)
+    folders = results or (Path("results"),)
+    loaded = load_folders(folders)
+    written = write_figures(
+        loaded, folder, baseline=baseline, n_resamples=resamples, sources=folders
+    )
     _show(terminal.figures_report(written))
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=80)]
-"""A name that is safe as a folder name (models, operator labels, suites)."""
+from sbabench.paths import NAME_MAX, NAME_PATTERN, check_no_dotdot
+
+Name = Annotated[
+    str, Field(pattern=NAME_PATTERN, max_length=NAME_MAX), AfterValidator(check_no_dotdot)
+]
+"""A name that is safe as a folder or file name (suites, models, operator labels, tasks):
+`sbabench.paths.NAME_PATTERN`."""
 
 
 class StrictModel(BaseModel):

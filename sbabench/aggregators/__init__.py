@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import keyword
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -49,6 +51,24 @@ class ResolvedAggregator:
 def is_user_operator(name: str) -> bool:
     """`package.module:function` names a user operator."""
     return ":" in name
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def user_operator_problem(name: str) -> str | None:
+    """Why `name` is not a well-formed `package.module:function` reference, or None. Read
+    without importing anything: importing the module runs its code, which is `run`'s job."""
+    module, _, function = name.partition(":")
+    parts = module.split(".")
+    bad = [p for p in (*parts, function) if not _IDENTIFIER.fullmatch(p) or keyword.iskeyword(p)]
+    if name.count(":") != 1 or bad:
+        shown = ", ".join(repr(p) for p in bad) or "more than one ':'"
+        return (
+            f"user operator {name!r} is not 'package.module:function' ({shown}: each part "
+            "must be a Python name; no leading dots, no empty parts)"
+        )
+    return None
 
 
 def _bind(function: str, options: BaseModel) -> AggregatorFn:
@@ -104,6 +124,9 @@ def resolve(name: str, options: Mapping[str, Any] | None = None) -> ResolvedAggr
     """
     options = dict(options or {})
     if is_user_operator(name):
+        problem = user_operator_problem(name)
+        if problem is not None:
+            raise AggregatorError(problem, fix="write it as 'package.module:function'")
         fn = _load_user_operator(name)
         bound: AggregatorFn = partial(fn, **options) if options else fn
         probe(bound, name)

@@ -16,9 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sbabench.analysis.names import check_result_names
 from sbabench.atomic import write_atomic
 from sbabench.digests import key_digest
 from sbabench.errors import SbabenchError
+from sbabench.paths import confined
 from sbabench.run.results import load_results
 from sbabench.suite.schema import DENSE
 
@@ -108,9 +110,10 @@ def _model_meta(result: UnitResult, name: str, revision: str) -> dict[str, Any]:
 def export_mteb(results_dir: Path, output: Path) -> list[Exported]:
     """Write every valid result under `results_dir` to `output` in mteb's layout.
 
-    Everything is checked before anything is written: a folder without results, or two units
-    that would land in the same file (the same model, operator and task in two suites), is an
-    error and `output` is left as it was."""
+    Everything is checked before anything is written: a folder without results, two units
+    that would land in the same file (the same model, operator and task in two suites), or a
+    name read from a result file that is no safe name (it becomes a path), is an error and
+    `output` is left as it was."""
     results = load_results(results_dir) if results_dir.is_dir() else []
     if not results:
         raise SbabenchError(
@@ -118,12 +121,13 @@ def export_mteb(results_dir: Path, output: Path) -> list[Exported]:
             fix="give the folder `sbabench run --results` wrote (e.g. results/ or "
             "results/<suite>/)",
         )
+    check_result_names(results, [results_dir])
     planned: dict[Path, UnitResult] = {}
     metas: dict[Path, dict[str, Any]] = {}
     for result in results:
         name, revision = model_name(result), model_revision(result)
-        folder = output / name.replace("/", "__") / revision
-        target = folder / f"{result.task}.json"
+        folder = confined(output, name, revision)
+        target = confined(folder, f"{result.task}.json")
         if target in planned:
             raise SbabenchError(
                 f"{planned[target].suite}/{planned[target].label} and "
@@ -135,7 +139,7 @@ def export_mteb(results_dir: Path, output: Path) -> list[Exported]:
     languages = {task: _languages(task) for task in {r.task for r in results}}
     files = {target: task_result(r, languages[r.task]) for target, r in planned.items()}
     for folder, meta in metas.items():
-        write_atomic(folder / "model_meta.json", json.dumps(meta, indent=2))
+        write_atomic(confined(folder, "model_meta.json"), json.dumps(meta, indent=2))
     written = []
     for target, result in planned.items():
         write_atomic(target, _mteb_json(files[target]))

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from sbabench.analysis.compare import Comparison, compare_results
+from sbabench.analysis.names import check_result_names
+from sbabench.paths import confined
 from sbabench.run.results import UnitResult
 
 
@@ -20,6 +22,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 
 def _save(fig: Any, path: Path, dpi: int = 110) -> Path:
+    path = confined(path.parent, path.name)  # the name holds names read from result files
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
@@ -298,11 +301,19 @@ def token_elimination_plot(results: Sequence[UnitResult], folder: Path) -> list[
 
 
 def write_figures(
-    results: Sequence[UnitResult], folder: Path, baseline: str = "linear", n_resamples: int = 1000
+    results: Sequence[UnitResult],
+    folder: Path,
+    baseline: str = "linear",
+    n_resamples: int = 1000,
+    sources: Sequence[Path] = (),
 ) -> list[Path]:
     """Every figure the results support, written under `folder`: the forest plot against
     `baseline` first (when anything is paired), then geometry, probes, training curves and
-    token elimination. Returns the files written ([] when there is nothing to plot)."""
+    token elimination. Returns the files written ([] when there is nothing to plot).
+
+    Names in file names come from the results: one that is no safe name is a user error
+    (naming its file when found under `sources`, the folders the results were read from)."""
+    check_result_names(results, sources)
     folder.mkdir(parents=True, exist_ok=True)
     written = (
         geometry_plots(results, folder)

@@ -3,6 +3,10 @@
 The centroids take most of an upcycled model's build time (a forward pass over the background
 text and k-means per layer) and are a few kilobytes; they depend only on the model spec, the
 base weights and the code that computes them, so one machine builds them once.
+
+Centroids decide a model's routing, so an entry is used only when the machine cache vouches for
+it: its checksum holds, it is no link, and this user wrote it (an entry another user owns, which
+in a shared folder could be forged, is ignored unless `SBABENCH_SHARED_CACHE=1`).
 """
 
 from __future__ import annotations

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from sbabench.spec_base import Name, ReplicateCount, StrictModel
 
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+"""A full git commit id: what pins a hub repository's code."""
 MAX_WORKERS = 1024
 """The most Ray workers one model may ask for."""
 
@@ -139,7 +142,8 @@ class Routing(StrictModel):
 
 class _ModelBase(StrictModel):
     name: Name
-    """The model's name in result paths and tables (letters, digits, `.`, `_`, `-`)."""
+    """The model's name in result paths and tables (letters, digits, `.`, `_`, `+`, `-`; see
+    docs/security.md)."""
     max_length: int | None = Field(None, ge=8, le=32768)
     """Tokens per text, longer texts truncated (default: the model's own max_seq_length)."""
     model_kwargs: dict[str, Any] = Field(
@@ -267,15 +271,29 @@ class HuggingFaceModel(_ModelBase):
     """`huggingface`: a pretrained MoE, loaded through sentence-transformers."""
     path: str = Field(min_length=1, description="hub id or local folder")
     revision: str | None = None
-    """Hub revision (branch, tag or commit) of the weights."""
+    """Hub revision (branch, tag or commit) of the weights; a full 40-hex commit with
+    `trust_remote_code`."""
     trust_remote_code: bool = False
-    """Allow the model's own code from the hub (needed by e.g. NomicBERT-MoE)."""
+    """Allow the model's own code from the hub (needed by e.g. NomicBERT-MoE); needs
+    `revision` pinned to a full 40-hex commit, so the code that runs is the code reviewed."""
     pooling: Literal["mean", "cls", "last-token"] | None = None
     """Replace the model's pooling mode (default: its sentence-transformers pooling)."""
     normalize: bool | None = None
     """L2-normalise embeddings (default: whether the model ends in a Normalize module)."""
     prompts: dict[Literal["query", "document", "default"], str] | None = None
     """Text prefix per prompt type (default: the model's config_sentence_transformers.json)."""
+
+    @field_validator("trust_remote_code")
+    @classmethod
+    def _pinned_code(cls, value: bool, info: ValidationInfo) -> bool:
+        revision = info.data.get("revision")
+        if value and not (isinstance(revision, str) and _COMMIT.fullmatch(revision)):
+            raise ValueError(
+                f"trust_remote_code: true runs the model's own code from the hub, so `revision` "
+                f"must pin it to a full 40-hex commit (got {revision!r}) — fix: add "
+                "`revision: <commit>` (the model page's 'Files and versions' history lists them)"
+            )
+        return value
 
     @property
     def base(self) -> str:

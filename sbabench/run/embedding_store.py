@@ -362,10 +362,7 @@ def report_cache(
     """The embedding cache of `results_dir`, first pruned of the spaces matching every filter
     given when `prune` (which needs at least one filter: never everything by accident)."""
     path = cache_file(results_dir)
-    if not path.is_file():
-        raise SbabenchError(
-            f"no embedding cache at {str(path)!r}", fix="run a suite first (or pass --results)"
-        )
+    _check_own_cache(path)
     store = EmbeddingStore(path)
     try:
         removed = None
@@ -379,3 +376,43 @@ def report_cache(
         return CacheReport(path, path.stat().st_size, store.usage(), removed)
     finally:
         store.close()
+
+
+def _check_own_cache(path: Path) -> None:
+    """Refuse a cache file `sbabench cache` cannot prove it wrote: a symbolic link (or one in a
+    link folder), not a regular file, or not an SQLite file holding the store's tables. Opening
+    one would add those tables to it (or move it aside); pruning follows no link."""
+    where = str(path)
+    for link in (path.parent, path):
+        if link.is_symlink():
+            raise SbabenchError(
+                f"{link} is a symbolic link; sbabench does not follow links in a cache",
+                where=where, fix="replace the link by the folder or file itself",
+            )  # fmt: skip
+    if not path.is_file():
+        raise SbabenchError(
+            f"no embedding cache at {where!r}", fix="run a suite first (or pass --results)"
+        )
+    if _store_tables(path) is None:
+        raise SbabenchError(
+            "not an sbabench embedding cache (no spaces and embeddings tables)",
+            where=where, fix="pass --results a results folder sbabench wrote",
+        )  # fmt: skip
+
+
+def _store_tables(path: Path) -> set[str] | None:
+    """The store's tables in an SQLite file, or None when it is not one of sbabench's."""
+    with path.open("rb") as handle:
+        if handle.read(16) != b"SQLite format 3\0":
+            return None
+    try:
+        db = sqlite3.connect(path)
+        try:
+            tables = _tables(db)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return None
+    if "spaces" in tables and tables & {"embeddings", "vectors"}:
+        return tables
+    return None

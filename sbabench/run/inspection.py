@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from sbabench.errors import SbabenchError
 from sbabench.models.encoder import EncoderConfig
 from sbabench.models.machine_cache import MachineCache
@@ -69,15 +71,18 @@ def inspected_specs(
         if not specs:
             raise SbabenchError(f"suite {str(target)!r} has no model named {model_name!r}")
         return specs
-    return [
-        HuggingFaceModel(
+    try:
+        spec = HuggingFaceModel(
             name="inspected",
             source="huggingface",
             path=str(target),
             revision=revision,
             trust_remote_code=trust_remote_code,
         )
-    ]
+    except ValidationError as exc:
+        message = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise SbabenchError(message, where=str(target), fix="pass --revision <commit>") from None
+    return [spec]
 
 
 def inspect_model(spec: AnyModel, cache: MachineCache | None = None) -> ModelReport:

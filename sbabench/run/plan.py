@@ -14,6 +14,7 @@ from pathlib import Path
 from sbabench.aggregators import ResolvedAggregator, resolve
 from sbabench.errors import SbabenchError
 from sbabench.geometry.stats import GEOMETRY_VERSION, covers
+from sbabench.paths import confined, name_problem
 from sbabench.run.keys import KeyParts, unit_key_parts
 from sbabench.run.results import UnitResult, load_result, result_path
 from sbabench.suite import Suite, Unit, expand
@@ -114,14 +115,27 @@ def plan_unit(
     suite: Suite, unit: Unit, aggregator: ResolvedAggregator | None, root: Path
 ) -> PlannedUnit:
     """One unit's key and paths."""
+    path, lock = _unit_paths(suite, unit, root)
+    return PlannedUnit(unit, aggregator, unit_key_parts(suite, unit, aggregator), path, lock)
+
+
+def _unit_paths(suite: Suite, unit: Unit, root: Path) -> tuple[Path, Path]:
+    """The unit's result file and lock, each checked to stay under `root` once symbolic links
+    are resolved, and to be no link itself (its error file too): a suite is data, and its
+    names become these paths. The schema has checked the names; a suite built in Python may
+    not have been through it, so they are checked again."""
+    named = {"suite": suite.name, "model": unit.model.name, "aggregator": unit.aggregator_key}
+    for field_name, value in {**named, "task": unit.task}.items():
+        problem = name_problem(value)
+        if problem is not None:
+            raise SbabenchError(
+                f"{field_name} name {problem}", where=unit.label, fix="rename it in the suite"
+            )
     relative = result_path(Path(), suite.name, unit.model_id, unit.aggregator_key, unit.task)
-    return PlannedUnit(
-        unit,
-        aggregator,
-        unit_key_parts(suite, unit, aggregator),
-        root / relative,
-        (root / LOCKS / relative).with_suffix(".lock"),
-    )
+    path = confined(root, *relative.parts)
+    confined(root, *relative.with_name(f"{unit.task}.error.json").parts)
+    lock = confined(root, *LOCKS.parts, *relative.with_suffix(".lock").parts)
+    return path, lock
 
 
 def selected_units(suite: Suite, only: str | None, shard: tuple[int, int] | None) -> list[Unit]:

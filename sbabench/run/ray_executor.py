@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sbabench.errors import ModelSpecError, SbabenchError, StorageError
+from sbabench.run import import_path
 from sbabench.run.compute import Failure, UnitComputer, open_store
 from sbabench.run.execute import (
     RunSummary,
@@ -66,13 +67,13 @@ class UnitWorker:
     """A Ray actor computing the units of one model (see `_actor_class`)."""
 
     def __init__(self, suite: Suite) -> None:
+        import_path.adopt_driver_path()  # before anything imports a user operator
         import torch
 
-        from sbabench.models.machine_cache import default_root
+        from sbabench.models.machine_cache import MachineCache
 
         torch.manual_seed(suite.settings.seed)
-        node = default_root() / "ray-worker"
-        node.mkdir(parents=True, exist_ok=True)
+        node = MachineCache().workspace("ray-worker")
         store = open_store(suite, node / "embeddings.sqlite")
         self.computer = UnitComputer(suite, node, store)
 
@@ -143,9 +144,11 @@ def _connected(address: str | None, runtime_env: dict[str, Any] | None) -> Itera
     if ray.is_initialized():  # the caller connected already (a notebook, a test)
         yield ray
         return
-    env_vars = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
-    }
+    # the driver's import path, its current folder last (see `sbabench.run.import_path`)
+    env_vars = {import_path.ENV: import_path.driver_path()}
+    pythonpath = import_path.worker_pythonpath(os.environ.get("PYTHONPATH"))
+    if pythonpath:
+        env_vars["PYTHONPATH"] = pythonpath
     if "SBABENCH_CACHE" in os.environ:
         env_vars["SBABENCH_CACHE"] = os.environ["SBABENCH_CACHE"]
     env = {

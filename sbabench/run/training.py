@@ -18,7 +18,9 @@ loss of every MoE layer to the objective.
 from __future__ import annotations
 
 import io
+import logging
 import math
+import pickle
 import random
 import time
 from collections.abc import Iterator
@@ -32,6 +34,8 @@ import torch.nn.functional as F
 from sbabench.atomic import write_atomic, write_bytes_atomic
 from sbabench.errors import SbabenchError
 from sbabench.run.results import TrainingRecord
+
+_logger = logging.getLogger("sbabench")
 
 if TYPE_CHECKING:
     from sbabench.models.encoder import TextEncoder
@@ -372,6 +376,13 @@ def load_checkpoint(folder: Path, key: str, encoder: TextEncoder) -> TrainingRec
     log = load_log(folder, key)
     if log is None:
         return None
-    state = torch.load(checkpoint_paths(folder, key)[0], map_location=encoder.device)
+    weights = checkpoint_paths(folder, key)[0]
+    try:  # weights_only: a checkpoint is tensors; unpickling anything else could run code
+        state = torch.load(weights, map_location=encoder.device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        _logger.warning(
+            "sbabench: ignoring unreadable checkpoint %s (%s); training again", weights, exc
+        )
+        return None
     encoder.model.load_state_dict(state, strict=False)
     return log

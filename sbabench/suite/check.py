@@ -1,6 +1,7 @@
 """The checks of a suite that need I/O: task names (mteb's registry), local data files, user
-operators (imported and run on a probe batch), and token-elimination layers against a local
-model's config. Run once before a run, and by `validate`."""
+operators (imported and run on a probe batch, for `run` only: `validate` reads a suite as data
+and runs none of its code), and token-elimination layers against a local model's config. Run
+once before a run, and by `validate`."""
 
 from __future__ import annotations
 
@@ -127,15 +128,16 @@ def _model_problems(suite: Suite) -> list[Problem]:
     return found
 
 
-def problems(suite: Suite) -> list[Problem]:
-    """Every problem found by reading the suite's data and importing its user code."""
+def problems(suite: Suite, *, import_code: bool = False) -> list[Problem]:
+    """Every problem found by reading the suite's data, and (`import_code`: `run` asks for
+    it) by importing its user operators, which runs their code; `validate` does not."""
     found: list[Problem] = []
     for i, entry in enumerate(suite.tasks):
         problem = _task_problem(entry)
         if problem:
             found.append((("tasks", i), problem))
     for i, aggregator in enumerate(suite.aggregators):
-        if not is_user_operator(aggregator.name):
+        if not import_code or not is_user_operator(aggregator.name):
             continue
         try:
             resolve(aggregator.name, aggregator.options)

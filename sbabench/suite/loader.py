@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from sbabench.errors import SbabenchError, SuiteError
+from sbabench.paths import NAME_PATTERN, NAME_RULE
 from sbabench.suite.schema import Suite
 
 
@@ -48,6 +49,8 @@ def _describe(error: Any, path: list[str]) -> str:
         return f"missing required key {error['loc'][-1]!r}"
     if kind == "union_tag_invalid":
         return msg.replace("Input tag", "model source") + " (use one of the sources listed)"
+    if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
+        return f"{error.get('input')!r} is not a safe name (use {NAME_RULE})"
     got = error.get("input")
     message = msg.removeprefix("Value error, ")
     said = f"got {got!r}" in message or f"got {got}" in message  # a validator's own words
@@ -76,36 +79,87 @@ MAX_BYTES = 1 << 20
 """A suite file larger than this (1 MiB) is refused: suites are a few dozen lines."""
 MAX_DEPTH = 32
 """Nesting deeper than this is refused (a suite needs about 5 levels)."""
+MAX_NODES = 100_000
+"""Values a suite may expand to, aliases (`*name`) counted each time they are used: a suite
+needs a few hundred; ten nested anchors of ten aliases each expand to 10^10 from 480 bytes."""
 
 
-def _depth(node: yaml.Node | None) -> int:
-    """How deeply a composed YAML tree nests (iteratively: the tree may be very deep)."""
-    deepest, stack = 0, [(node, 1)]
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _measure(root: yaml.Node) -> tuple[int, int, yaml.Node]:
+    """(depth, expanded size, a node whose expansion is too large or too deep — else the
+    root) of a composed tree, each shared (aliased) node measured once: nothing is expanded.
+    An alias inside the value it names (endless once expanded) gives size -1."""
+    sizes: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
     while stack:
-        current, depth = stack.pop()
-        if isinstance(current, yaml.MappingNode):
-            stack.extend((child, depth + 1) for pair in current.value for child in pair)
-        elif isinstance(current, yaml.SequenceNode):
-            stack.extend((child, depth + 1) for child in current.value)
-        deepest = max(deepest, depth)
-    return deepest
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        kids = _children(node)
+        if not children_done:
+            if id(node) in open_nodes:
+                return 0, -1, node  # an alias of its own ancestor: endless
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((kid, False) for kid in kids if id(kid) not in sizes)
+            continue
+        open_nodes.discard(id(node))
+        depth = 1 + max((sizes[id(k)][0] for k in kids), default=0)
+        size = 1 + sum(sizes[id(k)][1] for k in kids)
+        if depth > MAX_DEPTH or size > MAX_NODES:
+            return depth, size, node
+        sizes[id(node)] = (depth, size)
+    depth, size = sizes[id(root)]
+    return depth, size, root
+
+
+def _bounded(root: yaml.Node | None, path: str) -> None:
+    """Refuse a tree too deep or too large once its aliases are expanded, before anything
+    expands them (building the data, validating it)."""
+    if root is None:
+        return
+    depth, size, node = _measure(root)
+    where = f"{path}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+    if size < 0:
+        raise SuiteError(
+            [f"{where}: an alias (*name) is used inside the value it names — fix: remove it"],
+            path=path,
+        )
+    if size > MAX_NODES:
+        raise SuiteError(
+            [
+                f"{where}: the suite expands to more than {MAX_NODES:,} values through its "
+                "aliases (*name) — fix: write the values out, or use fewer aliases"
+            ],
+            path=path,
+        )
+    if depth > MAX_DEPTH:
+        raise SuiteError(
+            [
+                f"{path}:1:1: the suite nests more than {MAX_DEPTH} levels deep; a suite needs about 5"
+            ],
+            path=path,
+        )
 
 
 def _read_yaml(text: str, path: str) -> tuple[yaml.Node | None, Any]:
-    """The composed tree (for locations) and the data; size and nesting are bounded first."""
+    """The composed tree (for locations) and the data; size, nesting and the expansion of
+    aliases are bounded first."""
     if len(text.encode("utf-8", "replace")) > MAX_BYTES:
         raise SuiteError(
             [f"{path}:1:1: the suite is larger than 1 MiB; a suite is a few dozen lines"], path=path
         )
     try:
         root = yaml.compose(text)
-        if _depth(root) > MAX_DEPTH:
-            raise SuiteError(
-                [
-                    f"{path}:1:1: the suite nests more than {MAX_DEPTH} levels deep; a suite needs about 5"
-                ],
-                path=path,
-            )
+        _bounded(root, path)
         return root, yaml.safe_load(text)
     except RecursionError:
         raise SuiteError(
@@ -119,11 +173,14 @@ def _read_yaml(text: str, path: str) -> tuple[yaml.Node | None, Any]:
         raise SuiteError([f"{where}: not valid YAML: {problem}"], path=path) from None
 
 
-def parse_suite(text: str, path: str = "<suite>", *, check: bool = True) -> Suite:
+def parse_suite(
+    text: str, path: str = "<suite>", *, check: bool = True, import_code: bool = False
+) -> Suite:
     """Validate suite YAML text; raise SuiteError listing every problem with file:line.
 
     `check=False` stops after the schema (no I/O: task names, data files and user operators
-    are not looked at); see `sbabench.suite.check`.
+    are not looked at); see `sbabench.suite.check`. `import_code` imports and probes the
+    user operators (their code runs): `run` asks for it, `validate` does not.
     """
     root, data = _read_yaml(text, path)
     if not isinstance(data, dict):
@@ -143,7 +200,7 @@ def parse_suite(text: str, path: str = "<suite>", *, check: bool = True) -> Suit
     if check:
         from sbabench.suite.check import problems as check_problems
 
-        found = check_problems(suite)
+        found = check_problems(suite, import_code=import_code)
         if found:
             located = [_locate_problem(loc, message, root, path) for loc, message in found]
             raise SuiteError(located, path=path)
@@ -177,16 +234,20 @@ def _suite_file(path: str | Path) -> tuple[Path, str | None]:
     )
 
 
-def load_suite(path: str | Path, *, check: bool = True) -> Suite:
-    """Read and validate a suite file (`check`: also the checks that need I/O). A bare name
-    that is no file here (`quickstart`) is the example suite of that name shipped with
-    sbabench."""
+def load_suite(path: str | Path, *, check: bool = True, import_code: bool = False) -> Suite:
+    """Read and validate a suite file (`check`: also the checks that need I/O; `import_code`:
+    also import the user operators, see `parse_suite`). A bare name that is no file here
+    (`quickstart`) is the example suite of that name shipped with sbabench."""
     file, note = _suite_file(path)
+    with file.open("rb") as handle:  # never more than the cap: the file may be endless
+        raw = handle.read(MAX_BYTES + 1)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise SuiteError([f"{file}:1:1: not UTF-8 text"], path=str(file)) from None
-    suite = parse_suite(text, str(file), check=check)
+        if len(raw) <= MAX_BYTES:
+            raise SuiteError([f"{file}:1:1: not UTF-8 text"], path=str(file)) from None
+        text = raw.decode("utf-8", "replace")  # cut inside a character: refused for its size
+    suite = parse_suite(text, str(file), check=check, import_code=import_code)
     if note is not None:
         suite._notes.insert(0, note)
     return suite

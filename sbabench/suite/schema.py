@@ -8,10 +8,11 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from sbabench.aggregators import is_user_operator, resolve
+from sbabench.aggregators import is_user_operator, resolve, user_operator_problem
 from sbabench.errors import SbabenchError
 from sbabench.geometry.spec import GeometrySpec
 from sbabench.models.spec import AnyModel, ModelSpec, RouterTraining, UpcycleModel
+from sbabench.paths import name_problem
 from sbabench.spec_base import Name, ReplicateCount, StrictModel
 from sbabench.suite.replicates import derive_seed, instance_name, randomised, replicate_model
 from sbabench.tasks.spec import TaskEntry
@@ -71,11 +72,18 @@ class AggregatorEntry(StrictModel):
     @model_validator(mode="after")
     def _resolves(self) -> AggregatorEntry:
         if is_user_operator(self.name):
-            return self  # imported and probed by `sbabench.suite.check`
-        try:
-            resolve(self.name, self.options)
-        except SbabenchError as exc:
-            raise ValueError(exc.render().replace("\n  fix:", " — fix:")) from None
+            problem = user_operator_problem(self.name)
+            if problem is not None:
+                raise ValueError(problem + " — fix: write it as 'package.module:function'")
+            # imported and probed by `sbabench.suite.check` when a run asks for it
+        else:
+            try:
+                resolve(self.name, self.options)
+            except SbabenchError as exc:
+                raise ValueError(exc.render().replace("\n  fix:", " — fix:")) from None
+        problem = name_problem(self.key)
+        if problem is not None:  # the key names a results folder
+            raise ValueError(f"operator name {problem} — fix: give the entry a `label`")
         return self
 
     @property

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from sbabench.spec_base import StrictModel
+from sbabench.spec_base import Name, StrictModel
 from sbabench.tasks.types import find, task_types
 
 _ROLES = ("text1", "text2", "score", "text", "label", "query", "positive", "negative")
@@ -60,11 +60,7 @@ class TaskEntry(StrictModel):
 
     model_config = ConfigDict(json_schema_extra=_task_schema)
 
-    name: str = Field(
-        min_length=1,
-        max_length=120,
-        description="task name (bundled, MTEB, or yours for a local file)",
-    )
+    name: Name = Field(description="task name (bundled, MTEB, or yours for a local file)")
     type: str | None = Field(
         None,
         description="local files only: the task type (sts, clustering, pair-classification, "

@@ -111,3 +111,16 @@ def test_retrieval_reranking_and_classification_results_read_back_in_mteb(tmp_pa
         tasks.add(read.task_name)
     assert tasks == {"LeeDocRetrieval", "AIABDEReranking", "PangLeePolarityClassification"}
     assert len(written) == 9
+
+
+def test_a_result_file_whose_task_would_leave_the_output_is_refused(tmp_path: Path) -> None:
+    unit = _unit("sba", "LeeDocSTS", {"default": 0.4})
+    hostile = unit.model_copy(update={"task": "../../x"})
+    path = tmp_path / "r" / "s" / "moe" / "sba" / "LeeDocSTS.json"
+    save_result(path, hostile)  # written by hand: sbabench never names a file so
+    outcome = CliRunner().invoke(
+        main, ["export", str(tmp_path / "r"), "--output", str(tmp_path / "o")]
+    )
+    assert outcome.exit_code == 2 and "Traceback" not in outcome.output, outcome.output
+    assert f"{path}: task" in outcome.output and "not a safe name" in outcome.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.json").exists()

@@ -88,3 +88,20 @@ def test_write_figures_without_pairs_or_geometry_writes_nothing(tmp_path: Path) 
     # a baseline nothing runs against pairs nothing either
     alone = [_result("linear", 0.5), _result("sba", 0.2)]
     assert write_figures(alone, tmp_path / "other", baseline="nope", n_resamples=100) == []
+
+
+def test_a_result_whose_model_would_leave_the_folder_is_refused(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sbabench.cli import main
+    from sbabench.run.results import save_result
+
+    hostile = _result("sba", 0.2).model_copy(update={"model": "../../../escaped"})
+    path = tmp_path / "r" / "s" / "m" / "sba" / "LeeDocSTS.json"
+    save_result(path, hostile)
+    outcome = CliRunner().invoke(
+        main, ["plot", str(tmp_path / "r"), "--output", str(tmp_path / "p")]
+    )
+    assert outcome.exit_code == 2 and "Traceback" not in outcome.output, outcome.output
+    assert f"{path}: model" in outcome.output
+    assert not (tmp_path / "p").exists() and not list(tmp_path.glob("*escaped*"))

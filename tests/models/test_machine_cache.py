@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import subprocess
@@ -14,6 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from sbabench.cli import main
+from sbabench.models import machine_cache
 from sbabench.models.encoder import build_encoder
 from sbabench.models.machine_cache import MachineCache
 from sbabench.models.spec import UpcycleModel
@@ -38,19 +40,19 @@ def test_entries_round_trip_and_damage_is_detected(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = MachineCache(tmp_path)
-    cache.put("kind", "k1", b"payload" * 100)
-    assert cache.get("kind", "k1") == b"payload" * 100
-    assert cache.get("kind", "absent") is None
-    path = tmp_path / "kind" / "k1.bin"
+    cache.put("routers", "k1", b"payload" * 100)
+    assert cache.get("routers", "k1") == b"payload" * 100
+    assert cache.get("routers", "absent") is None
+    path = tmp_path / "routers" / "k1.bin"
     for damage in (
         lambda b: b[: len(b) // 2],  # truncated
         lambda b: b[:60] + bytes(x ^ 0xFF for x in b[60:80]) + b[80:],  # garbled in the middle
         lambda b: b"X" + b[1:],  # a bad header
     ):
-        cache.put("kind", "k1", b"payload" * 100)
+        cache.put("routers", "k1", b"payload" * 100)
         path.write_bytes(damage(path.read_bytes()))
         with caplog.at_level(logging.WARNING, logger="sbabench"):
-            assert cache.get("kind", "k1") is None
+            assert cache.get("routers", "k1") is None
         assert "damaged" in caplog.text and not path.exists()
     assert [e.key for e in cache.entries()] == []
 
@@ -154,3 +156,127 @@ def test_the_listing_sums_the_entries_and_clears_them_when_asked(tmp_path: Path)
     cleared = cache.listing(clear=True)
     assert (cleared.removed, cleared.entries, cleared.bytes) == (2, [], 0)
     assert MachineCache(tmp_path / "never-written").listing().entries == []
+
+
+def _home_like(tmp_path: Path) -> Path:
+    """A folder a person uses, with a cache entry sbabench wrote beside their own files."""
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "weights.bin").write_bytes(b"a user's weights")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.bin").write_bytes(MAGIC + b"looks like an entry")
+    (home / "linked").symlink_to(elsewhere)
+    return home
+
+
+MAGIC = b"SBABENCH-CACHE-1\n"
+
+
+def test_clear_refuses_a_folder_that_is_not_a_cache_and_deletes_nothing(tmp_path: Path) -> None:
+    home = _home_like(tmp_path)
+    result = CliRunner().invoke(
+        main, ["cache", "--machine", "--clear"], env={"SBABENCH_CACHE": str(home)}
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        str(home) in result.output
+        and "does not look like an sbabench machine cache" in result.output
+    )
+    assert "'linked'" in result.output or "'models'" in result.output
+    assert (home / "models" / "weights.bin").read_bytes() == b"a user's weights"
+    assert (tmp_path / "elsewhere" / "precious.bin").exists()
+    assert not (home / ".sbabench-cache").exists()  # never marked
+
+
+def test_a_foreign_folder_is_not_written_into_by_a_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = _home_like(tmp_path)
+    cache = MachineCache(home)
+    with caplog.at_level(logging.WARNING, logger="sbabench"):
+        cache.put("routers", "abc", b"x")
+    assert "not using the machine cache" in caplog.text and str(home) in caplog.text
+    assert sorted(p.name for p in home.iterdir()) == ["linked", "models"]
+
+
+def test_clear_deletes_only_headered_entries_and_follows_no_link(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    cache = MachineCache(root)
+    cache.put("routers", "abc", b"x" * 100)
+    assert (root / ".sbabench-cache").is_file()  # marked when created
+    (root / "routers" / "notes.bin").write_bytes(b"no header: not ours")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "k.bin").write_bytes(MAGIC + b"x")
+    (root / "routers" / "linked.bin").symlink_to(outside / "k.bin")
+    (root / "linked-kind").symlink_to(outside)
+    (root / "models").mkdir()
+    (root / "models" / "weights.bin").write_bytes(MAGIC + b"in a folder sbabench never makes")
+    assert cache.listing(clear=True).removed == 1
+    assert (root / "routers" / "notes.bin").exists() and (outside / "k.bin").exists()
+    assert (root / "routers" / "linked.bin").is_symlink()
+    assert (root / "models" / "weights.bin").exists()
+
+
+def test_a_symlinked_kind_folder_is_not_followed(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    MachineCache(root).put("routers", "abc", b"x")
+    elsewhere = tmp_path / "elsewhere"
+    (root / "routers").rename(elsewhere)
+    (root / "routers").symlink_to(elsewhere)
+    cache = MachineCache(root)
+    assert cache.entries() == [] and cache.get("routers", "abc") is None
+    assert cache.listing(clear=True).removed == 0
+    assert (elsewhere / "abc.bin").exists()
+
+
+def test_an_older_cache_of_entries_only_is_adopted(tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    (root / "routers").mkdir(parents=True)
+    (root / "routers" / "abc.bin").write_bytes(MAGIC + b"\0" * 32)
+    (root / "ray-worker").mkdir()
+    listing = MachineCache(root).listing()
+    assert [e.key for e in listing.entries] == ["abc"]
+    assert (root / ".sbabench-cache").is_file()
+
+
+def test_entries_of_another_user_are_ignored_unless_the_cache_is_shared(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = MachineCache(tmp_path)
+    cache.put("routers", "abc", b"forged centroids")
+    monkeypatch.setattr(machine_cache, "_my_uid", lambda: os.getuid() + 1)  # now someone else's
+    monkeypatch.delenv("SBABENCH_SHARED_CACHE", raising=False)
+    with caplog.at_level(logging.WARNING, logger="sbabench"):
+        assert MachineCache(tmp_path).get("routers", "abc") is None
+        assert MachineCache(tmp_path).listing(clear=True).removed == 0
+    assert "owned by another user" in caplog.text and "SBABENCH_SHARED_CACHE" in caplog.text
+    assert (tmp_path / "routers" / "abc.bin").exists()
+    monkeypatch.setenv("SBABENCH_SHARED_CACHE", "1")
+    assert MachineCache(tmp_path).get("routers", "abc") == b"forged centroids"
+
+
+def test_a_forged_router_entry_of_another_user_is_not_used(
+    tmp_path: Path, uncached: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = MachineCache(tmp_path)
+    assert torch.equal(_centroids(cache), uncached)
+    (entry,) = cache.entries()
+    forged = io.BytesIO()
+    torch.save({"1": torch.zeros_like(uncached)}, forged)
+    cache.put("routers", entry.key, forged.getvalue())
+    monkeypatch.setattr(machine_cache, "_my_uid", lambda: os.getuid() + 1)
+    monkeypatch.delenv("SBABENCH_SHARED_CACHE", raising=False)
+    assert torch.equal(_centroids(MachineCache(tmp_path)), uncached)
+
+
+def test_a_read_only_older_cache_is_listed_without_a_marker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "old"
+    (root / "routers").mkdir(parents=True)
+    (root / "routers" / "abc.bin").write_bytes(MAGIC + b"\0" * 32)
+    refuse_writes_under(monkeypatch, root, errno.EROFS)
+    assert [e.key for e in MachineCache(root).listing().entries] == ["abc"]
+    assert not (root / ".sbabench-cache").exists()

@@ -241,3 +241,36 @@ def test_a_results_folder_without_a_cache_is_a_user_error(tmp_path: Path) -> Non
         report_cache(tmp_path)
     assert not (tmp_path / ".cache").exists()
     assert "run a suite first" in caught.value.render()
+
+
+def test_the_cache_command_refuses_a_file_it_did_not_write(tmp_path: Path) -> None:
+    user_db = tmp_path / "results" / ".cache" / "embeddings.sqlite"
+    user_db.parent.mkdir(parents=True)
+    db = sqlite3.connect(user_db)
+    db.execute("CREATE TABLE notes (body TEXT)")
+    db.commit()
+    db.close()
+    before = user_db.read_bytes()
+    with pytest.raises(SbabenchError, match="not an sbabench embedding cache") as caught:
+        report_cache(tmp_path / "results", prune=True, suite="a")
+    assert str(user_db) in caught.value.render()
+    assert user_db.read_bytes() == before  # no tables added, nothing moved aside
+    user_db.write_text("a user's text file")
+    with pytest.raises(SbabenchError, match="not an sbabench embedding cache"):
+        report_cache(tmp_path / "results")
+    assert user_db.read_text() == "a user's text file"
+
+
+def test_the_cache_command_follows_no_link(tmp_path: Path) -> None:
+    real = _cached_results(tmp_path)
+    for linked in ("file", "folder"):
+        results = tmp_path / f"via-{linked}"
+        if linked == "file":
+            (results / ".cache").mkdir(parents=True)
+            cache_file(results).symlink_to(cache_file(real))
+        else:
+            results.mkdir()
+            (results / ".cache").symlink_to(real / ".cache")
+        with pytest.raises(SbabenchError, match="symbolic link"):
+            report_cache(results, prune=True, suite="a")
+    assert [u.suite for u in report_cache(real).usage] == ["a", "b"]

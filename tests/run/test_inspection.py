@@ -18,6 +18,9 @@ def _suite(tmp_path: Path) -> Path:
     return path
 
 
+COMMIT = "1066b6599d099fbb93dfcb64f9c37a7c9e503e85"
+
+
 def test_a_suite_names_every_model_or_the_one_asked_for(tmp_path: Path) -> None:
     suite = _suite(tmp_path)
     assert [m.name for m in inspected_specs(suite)] == ["moe", "dense"]
@@ -27,14 +30,23 @@ def test_a_suite_names_every_model_or_the_one_asked_for(tmp_path: Path) -> None:
 
 
 def test_a_hub_id_or_folder_is_one_huggingface_model() -> None:
-    (spec,) = inspected_specs("org/some-moe", trust_remote_code=True, revision="abc")
+    (spec,) = inspected_specs("org/some-moe", trust_remote_code=True, revision=COMMIT)
     assert isinstance(spec, HuggingFaceModel)
     assert (spec.name, spec.path, spec.revision, spec.trust_remote_code) == (
         "inspected",
         "org/some-moe",
-        "abc",
+        COMMIT,
         True,
     )
+
+
+def test_trusting_remote_code_needs_a_full_commit() -> None:
+    for revision in (None, "main", "abc", COMMIT[:12], COMMIT.upper()):
+        with pytest.raises(SbabenchError, match="40-hex commit") as caught:
+            inspected_specs("org/some-moe", trust_remote_code=True, revision=revision)
+        assert "--revision" in caught.value.render()
+    (spec,) = inspected_specs("org/some-moe", revision="main")  # no remote code: any revision
+    assert spec.revision == "main"
 
 
 def test_the_upcycled_and_the_dense_minilm_as_reports(tmp_path: Path) -> None:

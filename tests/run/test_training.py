@@ -243,3 +243,28 @@ def test_a_train_start_layer_beyond_the_model_is_refused_before_running(
     assert "has 6 layers" in result.output and "from 0 to 5" in result.output
     assert result.output.count("start_layer is") == 1  # the suite's block once, not per model
     assert "Traceback" not in result.output
+
+
+class _Planted:
+    """A pickle that would create a file when unpickled (what weights_only refuses)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.path), "w"))
+
+
+def test_a_planted_checkpoint_runs_no_code_and_is_trained_again(tmp_path: Path) -> None:
+    from sbabench.run import training
+
+    folder, sentinel = tmp_path / "checkpoints", tmp_path / "ran"
+    folder.mkdir()
+    torch.save({"x": _Planted(sentinel)}, folder / "k.pt")
+    (folder / "k.json").write_text(
+        training.TrainingRecord(trainable_parameters=1).model_dump_json()
+    )
+    suite = parse_suite(SUITE.replace(", sba]", "]"))
+    encoder = build_encoder(suite.models[0], device="cpu")
+    assert training.load_checkpoint(folder, "k", encoder) is None
+    assert not sentinel.exists()

@@ -209,3 +209,141 @@ def test_a_refused_value_is_shown_once(option: str, shown: str) -> None:
         parse_suite(GOOD.replace("top_k: 2", f"top_k: 2\n    {option}"), check=False)
     (line,) = [line for line in caught.value.render().splitlines() if "models[0]" in line]
     assert line.count("got ") == 1 and shown in line, line
+
+
+@pytest.mark.parametrize(
+    ("where", "name"),
+    [
+        ("tasks", "../../../../escaped"),
+        ("tasks", "a/b"),
+        ("tasks", ".hidden"),
+        ("tasks", "a..b"),
+        ("tasks", "x" * 129),
+        ("suite", "../up"),
+        ("model", "m/../../x"),
+        ("label", "../l"),
+    ],
+)
+def test_a_name_that_would_leave_its_folder_is_refused_where_it_is_written(
+    tmp_path: Path, where: str, name: str
+) -> None:
+    quoted = f"'{name}'"
+    text = {
+        "tasks": GOOD.replace("tasks: [LeeDocSTS, AIABDEDuplicates]", f"tasks: [{quoted}]"),
+        "suite": GOOD.replace("name: t\n", f"name: {quoted}\n"),
+        "model": GOOD.replace("name: moe", f"name: {quoted}"),
+        "label": GOOD.replace("label: sba-eps5", f"label: {quoted}"),
+    }[where]
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = 1 + text.splitlines().index(next(ln for ln in text.splitlines() if quoted in ln))
+    assert f"{path}:{line}:" in result.output, result.output
+
+
+def test_local_task_named_to_escape_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    (tmp_path / "data.csv").write_text("text1,text2,score\na,b,1\n")
+    text = GOOD.replace(
+        "tasks: [LeeDocSTS, AIABDEDuplicates]",
+        "tasks:\n  - {name: '../../../../escaped', type: sts, path: data.csv,"
+        " text1: text1, text2: text2, score: score}",
+    )
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"{path}:11:" in result.output and "tasks[0].name" in result.output
+    assert "not a safe name" in result.output
+
+
+def test_names_that_real_suites_use_still_pass() -> None:
+    for name in ("STS22.v2", "ArguAna-PL", "nomic-embed-text-v2-moe", "minilm+moe", "T_1"):
+        suite = parse_suite(GOOD.replace("name: t\n", f"name: {name}\n"), check=False)
+        assert suite.name == name
+
+
+def _alias_bomb() -> str:
+    lines = ["a: &a [x,x,x,x,x,x,x,x,x,x]"]
+    lines += [
+        f"{b}: &{b} [" + ",".join([f"*{a}"] * 10) + "]"
+        for a, b in zip("abcdefghi", "bcdefghij", strict=True)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_fast_and_located(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb())
+    assert len(path.read_bytes()) <= 480
+    start = time.perf_counter()
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert time.perf_counter() - start < 1.0
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert re.search(
+        rf"{re.escape(str(path))}:\d+:\d+: the suite expands to more than", result.output
+    )
+
+
+def test_an_alias_inside_its_own_value_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text("name: t\nmodels: &m [*m]\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "inside the value it names" in result.output
+    assert f"{path}:2:" in result.output
+
+
+@pytest.mark.parametrize(
+    "reference", ["..mod:fn", "mod:", ":fn", "mod:fn:x", "my-mod:fn", "mod..x:fn", "mod:f n"]
+)
+def test_a_malformed_user_operator_is_refused_at_its_line(tmp_path: Path, reference: str) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(GOOD.replace("aggregators: [linear,", f"aggregators: ['{reference}', linear,"))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"{path}:9:" in result.output and "package.module:function" in result.output
+
+
+def test_validate_does_not_import_a_user_operator_and_run_does(tmp_path: Path) -> None:
+    module = tmp_path / "planted_op.py"
+    sentinel = tmp_path / "imported"
+    module.write_text(f"open({str(sentinel)!r}, 'w').close()\ndef op(o, w):\n    return o[:, 0]\n")
+    path = tmp_path / "suite.yaml"
+    path.write_text(GOOD.replace("aggregators: [linear,", "aggregators: ['planted_op:op', linear,"))
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        result = CliRunner().invoke(main, ["validate", str(path)])
+        assert result.exit_code == 0, result.output
+        assert not sentinel.exists()
+        load_suite(path, import_code=True)
+        assert sentinel.exists()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("planted_op", None)
+
+
+def test_a_suite_file_is_read_no_further_than_the_cap(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"name: t\n" + b"#" * (2 << 20))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "larger than 1 MiB" in result.output
+
+
+@pytest.mark.parametrize("revision", ["", "    revision: main\n", "    revision: 1066b65\n"])
+def test_trust_remote_code_without_a_pinned_commit_is_refused(
+    tmp_path: Path, revision: str
+) -> None:
+    path = tmp_path / "suite.yaml"
+    model = "  - name: hub\n    source: huggingface\n    path: org/moe\n"
+    path.write_text(
+        GOOD.replace("models:\n", f"models:\n{model}{revision}    trust_remote_code: true\n")
+    )
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = 7 if revision else 6
+    assert f"{path}:{line}:" in result.output and "models[0].trust_remote_code" in result.output
+    assert "40-hex commit" in result.output
