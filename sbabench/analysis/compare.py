@@ -372,13 +372,14 @@ def _row(
     row = replace(row, baseline_score=float(np.mean([base[i].main_score for i in shared])))
     pairs = [(candidate[i], base[i]) for i in shared]
     reason = next((why for c, b in pairs if (why := _comparable(c, b, parts))), "")
-    reason = reason or _too_few(pairs)
     if reason:
         return _not_tested(row, reason, [candidate[i] for i in shared])
     if any(math.isnan(c.main_score) or math.isnan(b.main_score) for c, b in pairs):
         delta = float(np.mean([c.main_score - b.main_score for c, b in pairs]))
         row = replace(row, delta=delta)  # NaN: summaries say so
         return _not_tested(row, _NAN, [candidate[i] for i in shared])
+    if reason := _too_few(pairs):
+        return _not_tested(row, reason, [candidate[i] for i in shared])
     task_type = find(first.task_type)
     row = replace(row, score_tested=task_type is None or task_type.score_from_items)
     if _identical(pairs):

@@ -99,6 +99,8 @@ def recomputed_score(result: UnitResult) -> float | None:
     values = []
     for scores in result.items.values():
         runs = [np.asarray(r, dtype=np.float64) for r in (scores.runs or [scores.predicted])]
+        if any(np.isnan(run).any() for run in runs):  # ranks would order NaNs: mteb's is NaN
+            return math.nan
         gold = np.asarray(scores.gold, dtype=np.float64)
         values.append(float(np.mean(statistics(scores.kind, gold, runs)[:, 0])))
     return float(np.mean(values))

@@ -177,3 +177,13 @@ def test_holm_keeps_a_nan_a_nan_and_counts_it_in_the_family() -> None:
     assert np.isnan(adjusted[1])
     assert adjusted[0] == pytest.approx(0.03) and adjusted[2] == pytest.approx(0.06)
     assert all(np.isnan(p) for p in stats.holm([float("nan"), float("nan")]))
+
+
+def test_one_nan_prediction_among_many_gives_no_p_value() -> None:
+    """Ranks would order a NaN among the numbers and give a p-value: one NaN is enough."""
+    gold = np.arange(40, dtype=float)
+    predicted = gold.copy()
+    predicted[7] = np.nan
+    a = {"t": ItemScores(kind="sts", gold=gold.tolist(), predicted=predicted.tolist())}
+    b = {"t": ItemScores(kind="sts", gold=gold.tolist(), predicted=(gold[::-1]).tolist())}
+    assert np.isnan(stats.paired_bootstrap(a, b, 200).p_value)
