@@ -103,5 +103,6 @@ def test_a_result_whose_model_would_leave_the_folder_is_refused(tmp_path: Path) 
         main, ["plot", str(tmp_path / "r"), "--output", str(tmp_path / "p")]
     )
     assert outcome.exit_code == 2 and "Traceback" not in outcome.output, outcome.output
-    assert f"{path}: model" in outcome.output
+    # refused where it is read: its content names another unit than its path
+    assert f"{path}: field 'model'" in outcome.output
     assert not (tmp_path / "p").exists() and not list(tmp_path.glob("*escaped*"))
