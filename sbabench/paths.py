@@ -34,6 +34,8 @@ def name_problem(value: object) -> str | None:
         return f"{value[:40]!r}... is longer than {NAME_MAX} characters"
     if not _NAME.fullmatch(value) or ".." in value:
         return f"{value!r} is not a safe name (use {NAME_RULE})"
+    if value.endswith(".error"):  # <task>.error.json is where a failure of <task> is recorded
+        return f"{value!r} ends in '.error', which names failure records"
     return None
 
 
@@ -42,6 +44,8 @@ def check_no_dotdot(value: str) -> str:
     look-around), so this does."""
     if ".." in value:
         raise ValueError(f"{value!r} is not a safe name: it contains '..' (use {NAME_RULE})")
+    if value.endswith(".error"):  # <task>.error.json is where a failure of <task> is recorded
+        raise ValueError(f"{value!r} ends in '.error', which names failure records")
     return value
 
 
@@ -49,12 +53,15 @@ def confined(root: Path, *parts: str) -> Path:
     """`root / parts`, after checking that it resolves (symbolic links followed) under
     `root` resolved, and that it is not itself a symbolic link: a user error otherwise."""
     path = root.joinpath(*parts)
-    if path.is_symlink():
-        raise SbabenchError(
-            f"{path} is a symbolic link; sbabench does not write through links",
-            where=str(path),
-            fix="remove the link (sbabench writes the file itself)",
-        )
+    step = root
+    for part in parts:  # a link at any step could map two names to one file
+        step = step / part
+        if step.is_symlink():
+            raise SbabenchError(
+                f"{step} is a symbolic link; sbabench does not write through links",
+                where=str(step),
+                fix="remove the link (sbabench makes its folders and files itself)",
+            )
     inside = root.resolve()
     resolved = path.resolve()
     if not resolved.is_relative_to(inside):

@@ -33,9 +33,9 @@ def test_confined_refuses_a_path_that_resolves_outside(tmp_path: Path) -> None:
     outside.mkdir()
     assert confined(root, "s", "m", "t.json") == root / "s" / "m" / "t.json"
     (root / "s" / "m").symlink_to(outside)
-    with pytest.raises(SbabenchError, match="outside") as caught:
+    with pytest.raises(SbabenchError, match="symbolic link") as caught:  # a linked folder
         confined(root, "s", "m", "t.json")
-    assert str(root / "s" / "m" / "t.json") in caught.value.render()
+    assert str(root / "s" / "m") in caught.value.render()
     with pytest.raises(SbabenchError, match="outside"):
         confined(root, "..", "outside", "t.json")
 
@@ -51,3 +51,12 @@ def test_a_root_that_is_itself_a_link_is_fine(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "results").symlink_to(tmp_path / "real")
     assert confined(tmp_path / "results", "s", "x.json") == tmp_path / "results" / "s" / "x.json"
+
+
+def test_a_linked_folder_inside_cannot_map_two_names_to_one_file(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    (root / "s" / "m").mkdir(parents=True)
+    (root / "s" / "m2").symlink_to(root / "s" / "m")
+    assert confined(root, "s", "m", "sba", "t.json")
+    with pytest.raises(SbabenchError, match="symbolic link"):
+        confined(root, "s", "m2", "sba", "t.json")

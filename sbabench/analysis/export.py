@@ -67,6 +67,15 @@ def _languages(task: str) -> dict[str, list[str]]:
     return {k: list(v) for k, v in get_task(task).metadata.hf_subsets_to_langscripts.items()}
 
 
+def _created(result: UnitResult) -> datetime | None:
+    """When the result was made, or None for a `created_at` that is no ISO date (the file is
+    data: a damaged date is not worth a traceback)."""
+    try:
+        return datetime.fromisoformat(result.created_at)
+    except ValueError:
+        return None
+
+
 def task_result(result: UnitResult, languages: dict[str, list[str]]) -> TaskResult:
     """The unit as an mteb `TaskResult` (every metric mteb reported, per subset)."""
     from mteb.results import TaskResult
@@ -86,7 +95,7 @@ def task_result(result: UnitResult, languages: dict[str, list[str]]) -> TaskResu
         mteb_version=result.provenance.versions.get("mteb"),
         scores={result.split: subsets},
         evaluation_time=result.timing_s.total,
-        date=datetime.fromisoformat(result.created_at),
+        date=_created(result),
     )
 
 

@@ -113,11 +113,13 @@ def _read_entry(path: Path) -> tuple[bytes, os.stat_result] | None:
 
 def _headered(path: Path) -> bool:
     """Whether a file (not a link) starts with the cache's header."""
-    try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    try:  # O_NONBLOCK: opening a FIFO planted there must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return False
     with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return False
         return handle.read(len(_MAGIC)) == _MAGIC
 
 

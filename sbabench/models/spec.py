@@ -158,6 +158,20 @@ class _ModelBase(StrictModel):
     routing: Routing | None = None
     """Route each token to another number of experts than the model's own top-k (MoE models;
     at the model's own top-k the forward is unchanged)."""
+
+    @field_validator("model_kwargs")
+    @classmethod
+    def _no_code_or_revision(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # sentence-transformers lets model_kwargs override its own trust_remote_code and
+        # revision: through them the pinned-revision rule could be bypassed
+        refused = sorted(set(value) & {"trust_remote_code", "revision", "code_revision"})
+        if refused:
+            raise ValueError(
+                f"model_kwargs may not set {', '.join(refused)} — fix: use the model's own "
+                "`trust_remote_code` and `revision` fields (remote code needs a 40-hex revision)"
+            )
+        return value
+
     train: RouterTraining | None = None
     """This model's router and token-elimination options in the train stage (override the
     suite's `train:` block)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sbabench.errors import SbabenchError
+from sbabench.paths import confined
 from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
 
 if TYPE_CHECKING:
@@ -41,10 +42,31 @@ class Failure:
         return cls(message, "".join(traceback.format_exception(exc)))
 
 
+CACHE_FILES = (
+    "embeddings.sqlite",
+    "embeddings.sqlite-wal",
+    "embeddings.sqlite-shm",
+    "embeddings.sqlite-journal",
+    "checkpoints",
+)
+"""What sbabench writes in a cache folder (SQLite writes its side files itself)."""
+
+
+def checked_cache(folder: Path) -> Path:
+    """`folder` (a results folder's `.cache`), once no link stands where sbabench (or SQLite)
+    writes in it: a linked embedding cache, side file or checkpoints folder would make a run
+    write outside the results folder."""
+    for name in CACHE_FILES:
+        confined(folder.parent, folder.name, name)
+    return folder
+
+
 def open_store(suite: Suite, path: Path) -> EmbeddingStore | None:
-    """The suite's embedding cache at `path` (None when the suite turns it off)."""
+    """The suite's embedding cache at `path` (None when the suite turns it off); its folder is
+    checked first (`checked_cache`)."""
     from sbabench.run.embedding_store import EmbeddingStore
 
+    checked_cache(path.parent)
     if suite.settings.embedding_cache == "off":
         return None
     return EmbeddingStore(path, suite.settings.embedding_cache)

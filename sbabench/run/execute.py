@@ -20,7 +20,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from sbabench.atomic import write_atomic
-from sbabench.run.compute import Failure, UnitComputer, open_store
+from sbabench.run.compute import Failure, UnitComputer, checked_cache, open_store
 from sbabench.run.plan import Plan, PlannedUnit, finished, plan_suite
 from sbabench.run.progress import Event, EventKind, ProgressCallback, ignore
 from sbabench.run.results import UnitResult, save_result
@@ -204,7 +204,7 @@ def _compute(
     torch.manual_seed(suite.settings.seed)
     progress(Event(EventKind.PLANNED, count=len(plan.todo)))
     store = open_store(suite, root / ".cache" / "embeddings.sqlite")
-    computer = UnitComputer(suite, root / ".cache", store, progress)
+    computer = UnitComputer(suite, checked_cache(root / ".cache"), store, progress)
     run = _Run(suite, summary, progress, computer, force)
     try:
         deferred = run.compute(plan.todo, blocking=False)

@@ -29,10 +29,19 @@ def driver_path() -> str:
 
 def adopt_driver_path() -> None:
     """In a worker: append the driver's entries the worker lacks, in order (nothing moves
-    ahead of what the worker already imports from)."""
-    for entry in filter(None, os.environ.get(ENV, "").split(os.pathsep)):
-        if entry not in sys.path:
-            sys.path.append(entry)
+    ahead of what the worker already imports from). Ray itself puts the driver's current (and
+    script) folder first on a worker's path: every entry the driver's path lists after its
+    installed packages is moved to the end, so none of them shadows an installed package."""
+    entries = list(filter(None, os.environ.get(ENV, "").split(os.pathsep)))
+    installed = {str(Path(p)) for p in (*site.getsitepackages(), *sysconfig.get_paths().values())}
+    last_installed = max(
+        (i for i, e in enumerate(entries) if str(Path(e)) in installed), default=-1
+    )
+    own = package_folder()
+    moved = [e for e in entries[last_installed + 1 :] if e != own]
+    sys.path[:] = [e for e in sys.path if e not in moved and e not in ("", ".")]
+    for entry in [e for e in entries if e not in sys.path and e not in moved] + moved:
+        sys.path.append(entry)
 
 
 def without_current_folder(value: str | None) -> str:

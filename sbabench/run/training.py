@@ -384,5 +384,15 @@ def load_checkpoint(folder: Path, key: str, encoder: TextEncoder) -> TrainingRec
             "sbabench: ignoring unreadable checkpoint %s (%s); training again", weights, exc
         )
         return None
+    own = encoder.model.state_dict()
+    fits = isinstance(state, dict) and all(
+        isinstance(v, torch.Tensor) and k in own and v.shape == own[k].shape
+        for k, v in state.items()
+    )
+    if not fits:  # checked before loading: a failed load_state_dict leaves some tensors copied
+        _logger.warning(
+            "sbabench: ignoring checkpoint %s: not this model's parameters; training again", weights
+        )
+        return None
     encoder.model.load_state_dict(state, strict=False)
     return log

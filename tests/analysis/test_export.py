@@ -124,3 +124,12 @@ def test_a_result_file_whose_task_would_leave_the_output_is_refused(tmp_path: Pa
     assert outcome.exit_code == 2 and "Traceback" not in outcome.output, outcome.output
     assert f"{path}: task" in outcome.output and "not a safe name" in outcome.output
     assert not (tmp_path / "o").exists() and not (tmp_path / "x.json").exists()
+
+
+def test_a_damaged_date_is_no_traceback(tmp_path: Path) -> None:
+    unit = _unit("sba", "LeeDocSTS", {"default": 0.4}).model_copy(update={"created_at": "no date"})
+    _save(tmp_path / "r", unit)
+    outcome = CliRunner().invoke(
+        main, ["export", str(tmp_path / "r"), "--output", str(tmp_path / "o")]
+    )
+    assert outcome.exit_code == 0 and "Traceback" not in outcome.output, outcome.output

@@ -280,3 +280,13 @@ def test_a_read_only_older_cache_is_listed_without_a_marker(
     refuse_writes_under(monkeypatch, root, errno.EROFS)
     assert [e.key for e in MachineCache(root).listing().entries] == ["abc"]
     assert not (root / ".sbabench-cache").exists()
+
+
+def test_a_fifo_planted_in_a_cache_folder_does_not_hang_the_listing(tmp_path: Path) -> None:
+    import os
+
+    cache = tmp_path / "c"
+    (cache / "routers").mkdir(parents=True)
+    os.mkfifo(cache / "routers" / "f.bin")
+    result = CliRunner().invoke(main, ["cache", "--machine"], env={"SBABENCH_CACHE": str(cache)})
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output

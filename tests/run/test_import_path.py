@@ -52,6 +52,23 @@ def test_a_worker_imports_the_drivers_user_operator_but_not_its_stray_torch(
     assert op_file == str(driver / "planted_op.py")
 
 
+def test_a_worker_ray_started_in_the_drivers_folder_moves_it_last(tmp_path: Path) -> None:
+    """Ray itself puts the driver's current folder first on a worker's path (its job config's
+    driver sys.path): adopting the driver's path moves it behind the installed packages."""
+    driver, sentinel = _folder_with_strays(tmp_path)
+    path = _python("from sbabench.run.import_path import driver_path; print(driver_path())", driver)
+    worker = tmp_path / "worker"
+    worker.mkdir()
+    code = (
+        f"import sys; sys.path.insert(0, {str(driver)!r})\n"  # what Ray's worker setup does
+        "from sbabench.run.import_path import adopt_driver_path; adopt_driver_path()\n"
+        "import torch, planted_op; print(torch.__file__); print(planted_op.__file__)"
+    )
+    torch_file, op_file = _python(code, worker, SBABENCH_DRIVER_PATH=path).splitlines()
+    assert not sentinel.exists() and "site-packages" in torch_file
+    assert op_file == str(driver / "planted_op.py")
+
+
 def test_ray_is_started_with_the_current_folder_last_and_not_on_pythonpath(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

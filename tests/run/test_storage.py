@@ -292,3 +292,25 @@ def test_a_refused_write_under_the_results_folder_is_one_line(
         ran.exit_code == 2 and "moe/sba" in line and "cannot be written (Permission denied)" in line
     )
     assert (results / "tiny" / "moe" / "linear" / "LeeDocSTS.json").is_file()  # kept
+
+
+@pytest.mark.parametrize("name", ["embeddings.sqlite", "embeddings.sqlite-wal", "checkpoints"])
+def test_a_run_does_not_write_through_a_linked_cache_file(tmp_path: Path, name: str) -> None:
+    """A link where the embedding cache, SQLite's side file or the checkpoints folder goes
+    would make a run write outside its results folder: refused before anything is opened."""
+    from click.testing import CliRunner
+
+    from sbabench.cli import main
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "important.db"
+    victim.write_bytes(b"user data")
+    cache = tmp_path / "r" / ".cache"
+    cache.mkdir(parents=True)
+    (cache / name).symlink_to(outside if name == "checkpoints" else victim)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(factories.TINY_SUITE)
+    result = CliRunner().invoke(main, ["run", str(suite), "--results", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "symbolic link" in result.output, result.output
+    assert victim.read_bytes() == b"user data" and sorted(outside.iterdir()) == [victim]

@@ -87,6 +87,52 @@ def test_hostile_names_are_refused_or_harmless(
                 args, result.exception,
             )  # fmt: skip
             assert "Traceback" not in result.output
+            if any(_unsafe(n) for n in (suite, model, label, task)):  # refused, not harmless
+                assert result.exit_code == 2, (args, result.output)
         assert _snapshot(sentinel) == before
 
     check()
+
+
+def _unsafe(name: str) -> bool:
+    """Names no pattern may let through: they would leave or confuse a results folder."""
+    return any(bad in name for bad in ("..", "/", "\0", "\\")) or name.endswith(".error")
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("{trust_remote_code: true}", "model_kwargs may not set trust_remote_code"),
+        (
+            "{revision: main, code_revision: main}",
+            "model_kwargs may not set code_revision, revision",
+        ),
+    ],
+)
+def test_model_kwargs_cannot_bypass_the_pinned_revision(
+    tmp_path: Path, model: str, message: str
+) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        "name: s\nmodels:\n"
+        f"  - {{name: m, source: huggingface, path: /nowhere, model_kwargs: {model}}}\n"
+        "aggregators: [linear]\ntasks: [LeeDocSTS]\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "model_kwargs" in result.output
+
+
+def test_a_task_named_like_a_failure_record_is_refused(tmp_path: Path) -> None:
+    """`x.error`'s result file would be where a failure of task `x` is recorded."""
+    (tmp_path / "data.csv").write_text("text1,text2,score\na,b,1\n")
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        "name: s\nmodels:\n  - {name: m, source: dense}\naggregators: [linear]\n"
+        "tasks:\n  - {name: my-sts.error, type: sts, path: data.csv,"
+        " text1: text1, text2: text2, score: score}\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "'.error'" in result.output, result.output
