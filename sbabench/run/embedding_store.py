@@ -405,14 +405,17 @@ def _store_tables(path: Path) -> set[str] | None:
     with path.open("rb") as handle:
         if handle.read(16) != b"SQLite format 3\0":
             return None
-    try:
-        db = sqlite3.connect(path)
+    try:  # read-only: a file that turns out not to be ours is left exactly as it was
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             tables = _tables(db)
+            spaces = {row[1] for row in db.execute("PRAGMA table_info(spaces)")}
+            rows = {row[1] for row in db.execute("PRAGMA table_info(embeddings)")}
         finally:
             db.close()
     except sqlite3.DatabaseError:
         return None
-    if "spaces" in tables and tables & {"embeddings", "vectors"}:
+    ours = {"space", "kind", "text_sha256", "data"} <= rows or "vectors" in tables
+    if {"space", "model", "aggregator"} <= spaces and ours:
         return tables
     return None

@@ -274,3 +274,25 @@ def test_the_cache_command_follows_no_link(tmp_path: Path) -> None:
         with pytest.raises(SbabenchError, match="symbolic link"):
             report_cache(results, prune=True, suite="a")
     assert [u.suite for u in report_cache(real).usage] == ["a", "b"]
+
+
+def test_prune_leaves_a_look_alike_user_database_exactly_as_it_was(tmp_path: Path) -> None:
+    """A user's SQLite file with tables of the same names is not opened for writing (not
+    even switched to WAL) before it is refused."""
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from sbabench.cli import main
+
+    cache = tmp_path / "r" / ".cache"
+    cache.mkdir(parents=True)
+    path = cache / "embeddings.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE spaces (a TEXT); CREATE TABLE embeddings (b TEXT);")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    result = CliRunner().invoke(main, ["cache", "--prune", "--results", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert path.read_bytes() == before
