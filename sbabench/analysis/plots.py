@@ -8,6 +8,7 @@ from typing import Any
 
 from sbabench.analysis.compare import Comparison, compare_results
 from sbabench.analysis.names import check_result_names
+from sbabench.errors import SbabenchError
 from sbabench.paths import confined
 from sbabench.run.results import UnitResult
 
@@ -95,15 +96,32 @@ def _per_layer_bars(top: Any, bottom: Any, layers: dict[str, Any], operator: str
     bottom.set_title("norm CV of a token's selected experts", fontsize=8)
 
 
-def _by_system(results: Sequence[UnitResult], part: str | None = None) -> dict[str, dict[str, Any]]:
-    """`model__aggregator` -> layer -> its geometry (or only `part` of it, where present)."""
-    found: dict[str, dict[str, Any]] = {}
+def _by_system(
+    results: Sequence[UnitResult], part: str | None = None
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """(model, aggregator) -> layer -> its geometry (or only `part` of it, where present). Two
+    systems whose `model__aggregator` file names coincide (names may hold `_`) are a user error,
+    not one figure drawn over the other."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
     for r in results:
         for name, layer in r.geometry_layers.items():
             value = layer if part is None else layer.get(part)
             if value:
-                found.setdefault(f"{r.model}__{r.aggregator}", {})[name] = value
+                found.setdefault((r.model, r.aggregator), {})[name] = value
+    files: dict[str, tuple[str, str]] = {}
+    for system in found:
+        other = files.setdefault(_file_name(system), system)
+        if other != system:
+            raise SbabenchError(
+                f"{'/'.join(other)} and {'/'.join(system)} would share the figure "
+                f"{_file_name(system)}",
+                fix="rename a model or an operator label so that model__operator differs",
+            )
     return found
+
+
+def _file_name(system: tuple[str, str]) -> str:
+    return f"{system[0]}__{system[1]}"
 
 
 def _expert_load(axes: Any, layers: dict[str, Any]) -> None:
@@ -132,10 +150,10 @@ def geometry_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
         columns = len(layers) + 1
         fig, axes = plt.subplots(3, columns, figsize=(4 * columns, 9.5), squeeze=False)
         _histograms(axes, layers)
-        _per_layer_bars(axes[0][-1], axes[1][-1], layers, system.split("__")[1])
+        _per_layer_bars(axes[0][-1], axes[1][-1], layers, system[1])
         _expert_load(axes, layers)
-        fig.suptitle(system.replace("__", " / "))
-        written.append(_save(fig, folder / f"geometry_{system}.png"))
+        fig.suptitle(" / ".join(system))
+        written.append(_save(fig, folder / f"geometry_{_file_name(system)}.png"))
     return written
 
 
@@ -208,8 +226,8 @@ def probe_plots(results: Sequence[UnitResult], folder: Path) -> list[Path]:
             for col, panel in enumerate(_PROBE_PANELS):
                 _heatmap(fig, axes[row][col], probes, panel, title)
             _spectrum(axes[row][3], probes, title)
-        fig.suptitle(system.replace("__", " / ") + ": geometry probes")
-        written.append(_save(fig, folder / f"probes_{system}.png"))
+        fig.suptitle(" / ".join(system) + ": geometry probes")
+        written.append(_save(fig, folder / f"probes_{_file_name(system)}.png"))
     return written
 
 

@@ -106,3 +106,22 @@ def test_a_result_whose_model_would_leave_the_folder_is_refused(tmp_path: Path) 
     # refused where it is read: its content names another unit than its path
     assert f"{path}: field 'model'" in outcome.output
     assert not (tmp_path / "p").exists() and not list(tmp_path.glob("*escaped*"))
+
+
+def test_two_systems_that_would_share_a_figure_are_refused(tmp_path: Path) -> None:
+    """Names may hold `_`: model `a` with operator `b__c` and model `a__b` with operator `c`
+    would both be drawn to `geometry_a__b__c.png`, one over the other."""
+    import pytest
+
+    from sbabench.errors import SbabenchError
+
+    baseline = Path(__file__).resolve().parents[2] / "results" / "baseline" / "quickstart"
+    one = load_result(baseline / "minilm-moe" / "sba" / "LeeDocSTS.json")
+    assert one is not None
+    clash = [
+        one.model_copy(update={"model": "a", "aggregator": "b__c"}),
+        one.model_copy(update={"model": "a__b", "aggregator": "c"}),
+    ]
+    with pytest.raises(SbabenchError, match="would share the figure a__b__c"):
+        geometry_plots(clash, tmp_path)
+    assert not list(tmp_path.iterdir())
