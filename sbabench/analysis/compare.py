@@ -294,7 +294,7 @@ class Comparison:
         return [r for r in rows if r.state is State.REGRESSION]
 
 
-_IDENTITY_PARTS = ("model", "task", "settings", "scoring_version")
+_IDENTITY_PARTS = ("model", "task", "settings", "scoring_version", "train")
 """Key parts two results must share to be paired (the operator is what differs)."""
 
 
@@ -304,7 +304,7 @@ def _identity(parts: KeyParts, part: str) -> object:
     bundled tasks is what a gate compares across (a task whose items changed with its code is
     refused by the paired test itself: its gold values differ)."""
     value = getattr(parts, part)
-    if part in ("model", "task"):
+    if part in ("model", "task", "train") and value is not None:
         return value.model_copy(update={"code_sha256": None})
     return value
 
@@ -334,13 +334,14 @@ def _identical(pairs: Sequence[tuple[UnitResult, UnitResult]]) -> bool:
 
 
 def _too_few(pairs: Sequence[tuple[UnitResult, UnitResult]]) -> str:
-    counts = {sum(len(s.gold) for s in c.items.values()) for c, _ in pairs}
-    least = min(counts)
-    return (
-        f"only {least} items (a paired test needs at least {MIN_ITEMS})"
-        if least < MIN_ITEMS
-        else ""
-    )
+    """Why the items are too few to test, or ''. Items are resampled within each subset, so
+    every subset needs enough of them (a one-item subset would add no variance at all)."""
+    sizes = [(len(s.gold), name) for c, _ in pairs for name, s in c.items.items()]
+    least, subset = min(sizes)
+    if least >= MIN_ITEMS:
+        return ""
+    where = f" in subset {subset!r}" if len({name for _, name in sizes}) > 1 else ""
+    return f"only {least} items{where} (a paired test needs at least {MIN_ITEMS})"
 
 
 def _row(
@@ -378,13 +379,13 @@ def _row(
         delta = float(np.mean([c.main_score - b.main_score for c, b in pairs]))
         row = replace(row, delta=delta)  # NaN: summaries say so
         return _not_tested(row, _NAN, [candidate[i] for i in shared])
-    if reason := _too_few(pairs):
-        return _not_tested(row, reason, [candidate[i] for i in shared])
     task_type = find(first.task_type)
     row = replace(row, score_tested=task_type is None or task_type.score_from_items)
-    if _identical(pairs):
-        tested = _same(row, pairs)
-    elif len(pairs) == 1:
+    if _identical(pairs):  # bit-identical passes however few its items
+        return _same(row, pairs)
+    if reason := _too_few(pairs):
+        return _not_tested(row, reason, [candidate[i] for i in shared])
+    if len(pairs) == 1:
         tested = _item_only(row, *pairs[0], n_resamples, seed)
     else:
         tested = _across_replicates(row, pairs, n_resamples, seed)
@@ -686,9 +687,13 @@ def _failures(keys: Sequence[UnitKey], new: Side, base: Side) -> list[Untested]:
     """The replicates of a unit recorded as failed on either side, with their messages."""
     out = []
     for key in keys:
-        for side, name in ((new, "candidate"), (base, "baseline")):
-            if key in side.failed:
-                out.append(Untested(unit_label(key), f"{name}: {side.failed[key]}"))
+        reasons = [
+            f"{name}: {side.failed[key]}"
+            for side, name in ((new, "candidate"), (base, "baseline"))
+            if key in side.failed
+        ]
+        if reasons:  # one unit, however many sides failed
+            out.append(Untested(unit_label(key), "; ".join(reasons)))
     return out
 
 
@@ -737,7 +742,8 @@ def _rows_against_model(
             f"--baseline-model {model!r} has no results here",
             fix="use one of: " + ", ".join(sorted({r.model for r in results})),
         )
-    parts = [p for p in _IDENTITY_PARTS if p != "model"]  # the models differ on purpose
+    # the models differ on purpose, and so may how (or whether) they were trained
+    parts = [p for p in _IDENTITY_PARTS if p not in ("model", "train")]
     rows = []
     for (suite, name, aggregator, task), unit in index.items():
         if name == model:

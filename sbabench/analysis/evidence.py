@@ -139,13 +139,17 @@ def _check_items(path: Path, result: UnitResult) -> None:
         )
 
 
-def _failure_message(path: Path) -> str:
+def _failure_record(path: Path) -> tuple[str, str | None]:
+    """A failure record's message, and the suite it names (records written before they named
+    it: None)."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        message = record.get("error") if isinstance(record, dict) else None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        message = None
-    return f"recorded as failed: {message}" if isinstance(message, str) else "recorded as failed"
+        record = None
+    record = record if isinstance(record, dict) else {}
+    message, suite = record.get("error"), record.get("suite")
+    text = f"recorded as failed: {message}" if isinstance(message, str) else "recorded as failed"
+    return text, suite if isinstance(suite, str) else None
 
 
 def _add(side: Side, key: UnitKey, path: Path) -> None:
@@ -187,7 +191,10 @@ def read_side(folders: Sequence[Path]) -> Side:
             side.results[key] = result
         for found in (f for f in located if f.failed):
             model, replicate = _split_instance(found.model_id)
-            key = (found.suite or suite, model, found.aggregator, found.task, replicate)
-            side.failed[key] = _failure_message(found.path)
+            message, named = _failure_record(found.path)
+            # a suite folder's own name is the user's: the record's suite, else its results'
+            of_suite = found.suite or (suite if results else named or suite)
+            key = (of_suite, model, found.aggregator, found.task, replicate)
+            side.failed[key] = message
             side.paths.setdefault(key, found.path)
     return side

@@ -140,7 +140,8 @@ def paired_bootstrap(
             observed += sign * float(value) / runs
         for row, (sign, runs) in zip(resampled, shares, strict=True):
             deltas += sign * row / runs
-    return _from_resamples(observed / len(subsets), deltas / len(subsets), n_items)
+    smallest = min(len(candidate[s].gold) for s in subsets)  # its plug-in factor is largest
+    return _from_resamples(observed / len(subsets), deltas / len(subsets), n_items, smallest)
 
 
 def subset_mismatch(candidate: Mapping[str, object], baseline: Mapping[str, object]) -> str:
@@ -175,7 +176,9 @@ def _undefined(n_items: int) -> PairedTest:
     return PairedTest(nan, nan, nan, nan, n_items, Spread(nan, max(n_items - 1, 1)))
 
 
-def _from_resamples(observed: float, deltas: np.ndarray, n_items: int) -> PairedTest:
+def _from_resamples(
+    observed: float, deltas: np.ndarray, n_items: int, smallest: int | None = None
+) -> PairedTest:
     """The test from the observed difference and its resampled ones. The bootstrap's variance
     is the plug-in ((n - 1) / n of the unbiased one), so it is scaled by n / (n - 1), and read
     against Student's t with n - 1 df: too narrow otherwise for a mean over few items. A
@@ -184,7 +187,8 @@ def _from_resamples(observed: float, deltas: np.ndarray, n_items: int) -> Paired
     finite = deltas[np.isfinite(deltas)]
     if math.isnan(observed) or len(finite) < 0.9 * len(deltas) or len(finite) < 2:
         return _undefined(n_items)
-    spread = Spread(float(finite.var(ddof=1)) * n_items / max(n_items - 1, 1), n_items - 1)
+    n = smallest or n_items  # items are resampled within subsets: the smallest one's factor
+    spread = Spread(float(finite.var(ddof=1)) * n / max(n - 1, 1), n_items - 1)
     low, high = spread.interval(observed)
     return PairedTest(observed, low, high, spread.p_two_sided(observed), n_items, spread)
 

@@ -6,9 +6,9 @@ distribution: the replicates' (s^2 / R, Student's t with R - 1 df) and the test 
 from a paired bootstrap; Student's t with n - 1 df when it is the only source, the normal
 beside replicates, see `sbabench.analysis.two_level`). The (1 - a) two-sided interval is
 d +- q(1 - a/2), q(level) = sqrt(t_R(level)^2 s^2 / R + t_items(level)^2 V_item); p-values
-invert it. Why not the bootstrap's own tail: a percentile p-value cannot go below 1 / (B + 1),
-and the gate multiplies p by the units it tests (Holm), so at B = 1000 a gate over more than
-~26 units could never fail. The reference distribution's p has no such floor; its level is
+invert it. Why not the bootstrap's own tail: a two-sided percentile p-value cannot go below
+2 / (B + 1), and the gate multiplies p by the units it tests (Holm), so at B = 1000 a gate over
+more than ~26 units could never fail. The reference distribution's p has no such floor; its level is
 measured by simulation (`tests/analysis/test_gate_simulation.py`).
 """
 

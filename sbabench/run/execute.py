@@ -66,6 +66,7 @@ def record_failure(
     """Count a unit as failed and write its `<task>.error.json` (message and traceback)."""
     summary.failed[planned.label] = failure.message
     record = {
+        "suite": planned.path.parents[2].name,  # results/<suite>/<model>/<aggregator>/<task>
         "unit": planned.label,
         "error": failure.message,
         "traceback": failure.traceback,

@@ -501,3 +501,76 @@ def test_a_report_that_cannot_be_written_is_a_located_error(
     target = tmp_path / "missing" / "v.json"
     code, output = _gate(*sides, "--format", "json", "--output", str(target))
     assert code == 2 and str(target) in output
+
+
+def test_one_item_subsets_are_not_tested(tmp_path: Path) -> None:
+    """Items are resampled within a subset: a task split into one-item subsets would have no
+    variance at all and pass anything."""
+    rng = np.random.default_rng(2)
+    gold = rng.uniform(0, 5, 30)
+
+    def split(unit: UnitResult) -> UnitResult:
+        scores = unit.items["default"]
+        items = {
+            f"s{i}": scores.model_copy(update={"gold": [g], "predicted": [p]})
+            for i, (g, p) in enumerate(zip(scores.gold, scores.predicted, strict=True))
+        }
+        return unit.model_copy(update={"items": items})
+
+    new = split(_sts_unit("T", gold, gold + rng.normal(0, 3, 30), "sba"))
+    base = split(_sts_unit("T", gold, gold, "sba"))
+    outcome = compare_results_of(tmp_path, [new], [base])
+    (row,) = outcome.comparison.rows
+    assert row.state is State.NOT_TESTED and "only 1 items in subset" in row.note
+
+
+def test_a_unit_failed_on_both_sides_is_one_unit(sides: tuple[Path, Path]) -> None:
+    for side in sides:
+        (side / f"{STS}.json").unlink()
+        (side / f"{STS}.error.json").write_text(json.dumps({"error": "boom"}))
+    code, output = _gate(*sides)
+    assert code == 1 and "NOT TESTED: 1 unit(s)" in _verdict(output)
+    assert "8 of 9 units tested" in _verdict(output)
+
+
+def test_a_failure_record_names_its_suite(sides: tuple[Path, Path], tmp_path: Path) -> None:
+    """A folder holding only a failure record, named otherwise than its suite, still pairs."""
+    _, base = sides
+    only = tmp_path / "elsewhere"
+    (only / "minilm-moe" / "sba").mkdir(parents=True)
+    record = {"suite": "quickstart", "unit": STS, "error": "boom"}
+    (only / "minilm-moe" / "sba" / "LeeDocSTS.error.json").write_text(json.dumps(record))
+    outcome = compare([only], against=base, fail_on_regression=True)
+    assert outcome.exit_code == 1 and "0 of 9 units tested" in outcome.verdict.text
+    reasons = {u.label: u.reason for u in outcome.verdict.untested}
+    assert reasons[STS] == "candidate: recorded as failed: boom"
+
+
+def test_an_unchanged_tiny_unit_passes(tmp_path: Path) -> None:
+    gold = np.array([1.0, 2.0, 3.0])
+    unit = _sts_unit("T", gold, np.array([1.0, 3.0, 2.0]), "sba")
+    outcome = compare_results_of(tmp_path, [unit], [unit])
+    (row,) = outcome.comparison.rows
+    assert row.state is State.PASS and row.identical
+
+
+def test_a_changed_training_setup_is_not_paired_but_changed_training_code_is(
+    tmp_path: Path,
+) -> None:
+    from sbabench.run.keys import TrainKey
+
+    rng = np.random.default_rng(3)
+    gold = rng.uniform(0, 5, 40)
+    base = _sts_unit("T", gold, gold + rng.normal(0, 1, 40), "sba")
+    parts = base.key_parts.model_copy(
+        update={"train": TrainKey(spec={"epochs": 1}, code_sha256="a")}
+    )
+    base = base.model_copy(update={"key_parts": parts, "key": parts.digest})
+    new = base.model_copy(update={"items": _sts_unit("T", gold, gold, "sba").items})
+    for update, tested in (({"code_sha256": "b"}, True), ({"spec": {"epochs": 2}}, False)):
+        train = parts.train.model_copy(update=update)  # type: ignore[union-attr]
+        changed = parts.model_copy(update={"train": train})
+        other = new.model_copy(update={"key_parts": changed, "key": changed.digest})
+        (row,) = compare_results_of(tmp_path, [other], [base]).comparison.rows
+        assert (row.state is not State.NOT_TESTED) is tested, row.note
+        assert tested or "train differs" in row.note
