@@ -336,7 +336,7 @@ def test_thirty_units_each_dropping_clearly_fail(tmp_path: Path) -> None:
 
 
 def test_three_of_sixty_units_dropping_fail_and_the_others_do_not(tmp_path: Path) -> None:
-    new, base = _synthetic(tmp_path, 60, 3, 8.0)
+    new, base = _synthetic(tmp_path, 60, 3, 3.5)  # drops of 0.29-0.37 Spearman
     outcome = compare([new], against=base, fail_on_regression=True)
     regressed = {r.task for r in outcome.verdict.regressions}
     assert outcome.exit_code == 1 and regressed == {"T0", "T1", "T2"}, outcome.verdict.text
