@@ -128,7 +128,7 @@ class EmbeddingStore:
         """Rows that failed their checksum since opening (each was treated as a miss)."""
         try:
             with stop_when_disk_full(self.path):
-                self._db = self._open()
+                self._db = self._open_when_free()
         except sqlite3.DatabaseError as exc:
             if not _is_corrupt(exc):
                 raise StorageError(
@@ -137,14 +137,31 @@ class EmbeddingStore:
                 ) from exc
             self._db = self._start_anew(exc)
 
+    def _open_when_free(self, attempts: int = 8) -> sqlite3.Connection:
+        """`_open`, again after a pause while another process holds the file: switching a new
+        file to WAL while a second run does the same can be refused at once as locked (SQLite
+        does not wait on its busy timeout there), which two runs sharing a folder hit."""
+        for attempt in range(attempts):
+            try:
+                return self._open()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.25 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect on a new file only
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        _migrate_vectors(db)
-        db.execute("SELECT COUNT(*) FROM spaces").fetchone()  # reads the file's pages
+        try:
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect on a new file only
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            _migrate_vectors(db)
+            db.execute("SELECT COUNT(*) FROM spaces").fetchone()  # reads the file's pages
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def _start_anew(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:

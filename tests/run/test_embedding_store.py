@@ -296,3 +296,24 @@ def test_prune_leaves_a_look_alike_user_database_exactly_as_it_was(tmp_path: Pat
     result = CliRunner().invoke(main, ["cache", "--prune", "--results", str(tmp_path / "r")])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert path.read_bytes() == before
+
+
+def test_a_store_another_run_is_creating_is_opened_once_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs sharing a results folder switch a new cache file to WAL at once: SQLite may
+    refuse one as locked without waiting; it is opened again after a pause."""
+    from sbabench.run import embedding_store
+
+    real = embedding_store.EmbeddingStore._open
+    refusals = iter([True, True])
+
+    def busy(self: embedding_store.EmbeddingStore) -> sqlite3.Connection:
+        if next(refusals, False):
+            raise sqlite3.OperationalError("database is locked")
+        return real(self)
+
+    monkeypatch.setattr(embedding_store.EmbeddingStore, "_open", busy)
+    monkeypatch.setattr(embedding_store.time, "sleep", lambda _: None)
+    store = embedding_store.EmbeddingStore(tmp_path / "e.sqlite")
+    store.close()
