@@ -265,11 +265,8 @@ class Comparison:
         """Every unit's state read together: regressions, untested units (those absent from
         the baseline only are excused with `allow_new`), inconclusive ones; "K of N units
         tested" always. A `max_drop` other than the rows' re-judges them first."""
-        rows = self.rows
-        if max_drop is not None and max_drop != self.max_drop:
-            rows = _with_marks(rows, self.alpha, max_drop)
         drop = self.max_drop if max_drop is None else max_drop
-        judged = [r for r in rows if r.state is not None]
+        judged = [r for r in self._judged(drop) if r.state is not None]
         missing = [u for r in judged for u in r.untested]
         untested = [u for u in missing if not (allow_new and u.new)]
         excused = [u for u in missing if allow_new and u.new]
@@ -288,10 +285,13 @@ class Comparison:
 
     def regressions(self, max_drop: float) -> list[Row]:
         """Rows whose tested statistic dropped significantly (Holm) by more than `max_drop`."""
-        rows = (
-            self.rows if max_drop == self.max_drop else _with_marks(self.rows, self.alpha, max_drop)
-        )
-        return [r for r in rows if r.state is State.REGRESSION]
+        return [r for r in self._judged(max_drop) if r.state is State.REGRESSION]
+
+    def _judged(self, max_drop: float) -> list[Row]:
+        """The rows, their states judged against `max_drop` (again, if not the rows')."""
+        if max_drop == self.max_drop:
+            return self.rows
+        return _with_marks(self.rows, self.alpha, max_drop)
 
 
 _IDENTITY_PARTS = ("model", "task", "settings", "scoring_version", "train")
@@ -372,32 +372,38 @@ def _row(
         return row
     row = replace(row, baseline_score=float(np.mean([base[i].main_score for i in shared])))
     pairs = [(candidate[i], base[i]) for i in shared]
+    paired = [c for c, _ in pairs]
     reason = next((why for c, b in pairs if (why := _comparable(c, b, parts))), "")
     if reason:
-        return _not_tested(row, reason, [candidate[i] for i in shared])
+        return _not_tested(row, reason, paired)
     if any(math.isnan(c.main_score) or math.isnan(b.main_score) for c, b in pairs):
         delta = float(np.mean([c.main_score - b.main_score for c, b in pairs]))
         row = replace(row, delta=delta)  # NaN: summaries say so
-        return _not_tested(row, _NAN, [candidate[i] for i in shared])
+        return _not_tested(row, _NAN, paired)
     task_type = find(first.task_type)
     row = replace(row, score_tested=task_type is None or task_type.score_from_items)
     if _identical(pairs):  # bit-identical passes however few its items
         return _same(row, pairs)
     if reason := _too_few(pairs):
-        return _not_tested(row, reason, [candidate[i] for i in shared])
+        return _not_tested(row, reason, paired)
     if len(pairs) == 1:
         tested = _item_only(row, *pairs[0], n_resamples, seed)
     else:
         tested = _across_replicates(row, pairs, n_resamples, seed)
     if tested.p_value is None:
-        return _not_tested(tested, tested.note, [candidate[i] for i in shared])
+        return _not_tested(tested, tested.note, paired)
     if not tested.score_tested and not tested.identical:
         note = "verdict on Δ items (Δ: mteb's own k-means, not recomputable from items)"
-        tested = replace(tested, note="; ".join(n for n in (tested.note, note) if n))
+        tested = replace(tested, note=_notes(tested.note, note))
     return tested
 
 
 _NAN = "NaN score: not tested (did a model diverge?)"
+
+
+def _notes(*parts: str) -> str:
+    """A row's note from its parts, the empty ones left out."""
+    return "; ".join(p for p in parts if p)
 
 
 def _with_unpaired(row: Row, candidate: Replicates, base: Replicates, shared: list[int]) -> Row:
@@ -422,7 +428,7 @@ def _with_unpaired(row: Row, candidate: Replicates, base: Replicates, shared: li
 def _not_tested(row: Row, reason: str, results: Sequence[UnitResult]) -> Row:
     """The row untested for `reason`, every one of its paired replicates named."""
     untested = (*row.untested, *(Untested(r.label, reason) for r in results))
-    note = "; ".join(n for n in (reason, row.note) if n)
+    note = _notes(reason, row.note)
     return replace(
         row, mark=Mark.INCOMPARABLE, state=State.NOT_TESTED, note=note, untested=untested
     )
@@ -523,7 +529,9 @@ def _across_replicates(
     )
 
 
-def _state(row: Row, p_holm: float, p_noninferior: float, alpha: float, max_drop: float) -> State:
+def _state(row: Row, p_noninferior: float, alpha: float, max_drop: float) -> State:
+    """REGRESSION from the row's (Holm) mark and its estimate, else PASS when non-inferiority
+    is shown, else INCONCLUSIVE."""
     drop = row.tested_delta
     if row.mark is Mark.WORSE and drop is not None and drop < -max_drop:
         return State.REGRESSION
@@ -551,9 +559,7 @@ def _advice(row: Row, spread: Spread, effect: float, alpha: float) -> Row:
             if needed is not None
             else f"more than {MAX_REPLICATES} replicates needed for an MDE of {effect:g}"
         )
-    return replace(
-        row, replicates_needed=needed, note="; ".join(n for n in (row.note, advice) if n)
-    )
+    return replace(row, replicates_needed=needed, note=_notes(row.note, advice))
 
 
 def _with_marks(
@@ -564,17 +570,18 @@ def _with_marks(
     no difference, PASS from the one-sided p of a drop of at least `max_drop`
     (non-inferiority), the MDE at alpha / m, and for an INCONCLUSIVE unit what would decide
     it at `effect` (default: `max_drop`)."""
-    family = [i for i, r in enumerate(rows) if r.p_value is not None and r.spread is not None]
-    spreads = [rows[i].spread for i in family]
-    drops = [rows[i].tested_delta or 0.0 for i in family]
-    adjusted = stats.holm([p if (p := rows[i].p_value) is not None else math.nan for i in family])
+    family = [
+        (i, r.p_value, r.spread)
+        for i, r in enumerate(rows)
+        if r.p_value is not None and r.spread is not None
+    ]
+    adjusted = stats.holm([p for _, p, _ in family])
     noninferior = stats.holm(
-        [s.p_above(d + max_drop) for s, d in zip(spreads, drops, strict=True) if s is not None]
+        [spread.p_above((rows[i].tested_delta or 0.0) + max_drop) for i, _, spread in family]
     )
     out = [replace(r, state=State.PASS, p_holm=1.0) if r.identical else r for r in rows]
-    for i, p, p_ni in zip(family, adjusted, noninferior, strict=True):
-        row, spread = rows[i], rows[i].spread
-        assert spread is not None
+    for (i, _, spread), p, p_ni in zip(family, adjusted, noninferior, strict=True):
+        row = rows[i]
         mark = Mark.SAME
         # the direction of what was tested (the per-item statistic), not of mteb's main score:
         # for clustering the two can disagree (one k-means run against the mean of ten)
@@ -584,7 +591,7 @@ def _with_marks(
         row = replace(row, p_holm=p, mark=mark, p_noninferior=p_ni)
         row = replace(
             row,
-            state=_state(row, p, p_ni, alpha, max_drop),
+            state=_state(row, p_ni, alpha, max_drop),
             mde=spread.detectable(alpha / len(family)),
         )
         if row.state is State.INCONCLUSIVE:
@@ -700,7 +707,7 @@ def _failures(keys: Sequence[UnitKey], new: Side, base: Side) -> list[Untested]:
 def _unit_against(keys: list[UnitKey], new: Side, base: Side, n_resamples: int, seed: int) -> Row:
     """One unit (all its replicates) against its twin in the other side."""
     failures = _failures(keys, new, base)
-    failed = {(u.label) for u in failures}
+    failed = {u.label for u in failures}
     usable = [k for k in keys if unit_label(k) not in failed]
     candidate = {k[4]: new.results[k] for k in usable if k in new.results}
     baseline = {k[4]: base.results[k] for k in usable if k in base.results}
@@ -711,10 +718,8 @@ def _unit_against(keys: list[UnitKey], new: Side, base: Side, n_resamples: int, 
     row = _row(candidate, baseline, f"other:{model}/{aggregator}", n_resamples, seed)
     if not failures:
         return row
-    untested = (*failures, *row.untested)
-    state = State.NOT_TESTED if row.state is State.NOT_TESTED else row.state
-    note = "; ".join(n for n in (row.note, f"{len(failures)} replicate(s) failed") if n)
-    return replace(row, untested=untested, units=len(keys), state=state, note=note)
+    note = _notes(row.note, f"{len(failures)} replicate(s) failed")
+    return replace(row, untested=(*failures, *row.untested), units=len(keys), note=note)
 
 
 def _rows_against(new: Side, base: Side, n_resamples: int, seed: int) -> list[Row]:

@@ -112,7 +112,7 @@ def replicates_for(spread: Spread, replicates: int, effect: float, alpha: float)
     `MAX_REPLICATES`."""
     if math.isinf(spread.replicate_df) or replicates < 2 or effect <= 0:
         return None
-    if Spread(spread.item_var, math.inf).detectable(alpha) > effect:
+    if items_limit(spread, effect, alpha):
         return None
     between = spread.replicate_var * replicates  # s^2
     for count in range(replicates, MAX_REPLICATES + 1):
