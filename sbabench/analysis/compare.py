@@ -448,7 +448,7 @@ def _same(row: Row, pairs: Sequence[tuple[UnitResult, UnitResult]]) -> Row:
         mark=Mark.SAME,
         identical=True,
         replicates=len(pairs),
-        note="identical to the baseline",
+        note=_notes("identical to the baseline", row.note),  # keeps "r2 on one side only"
     )
 
 
