@@ -21,7 +21,7 @@ from sbabench.analysis.stats import statistics
 from sbabench.errors import StorageError
 from sbabench.run.result_files import Located, find_result_files
 from sbabench.run.results import UnitResult, read_result
-from sbabench.suite.replicates import instance_name
+from sbabench.suite.replicates import instance_name, parse_instance
 from sbabench.tasks.types import by_item_kind, find
 
 UnitKey = tuple[str, str, str, str, int]
@@ -54,14 +54,6 @@ class Side:
 
 def _bad(path: Path, what: str, fix: str = "re-run the unit, or remove the file") -> StorageError:
     return StorageError(f"{path}: {what}", fix=fix)
-
-
-def _split_instance(name: str) -> tuple[str, int]:
-    """`model@rR` -> (model, R); `model` -> (model, 0)."""
-    model, at, replicate = name.rpartition("@r")
-    if at and replicate.isdigit():
-        return model, int(replicate)
-    return name, 0
 
 
 def _check_place(found: Located, result: UnitResult) -> None:
@@ -163,7 +155,7 @@ def _add(side: Side, key: UnitKey, path: Path) -> None:
     side.paths[key] = path
 
 
-def _suite_of(found: Sequence[Located], results: Sequence[UnitResult], folder: Path) -> str:
+def _suite_of(results: Sequence[UnitResult], folder: Path) -> str:
     """The suite of a suite folder's failure records: its results' (one suite per folder)."""
     suites = {r.suite for r in results}
     if len(suites) > 1:
@@ -182,7 +174,7 @@ def read_side(folders: Sequence[Path]) -> Side:
         located = find_result_files(folder)
         results = [(f, read_result(f.path)) for f in located if not f.failed]
         one_suite = bool(located) and located[0].suite is None  # a suite folder was given
-        suite = _suite_of(located, [r for _, r in results], folder) if one_suite else ""
+        suite = _suite_of([r for _, r in results], folder) if one_suite else ""
         for found, result in results:
             _check_place(found, result)
             _check_items(found.path, result)
@@ -190,7 +182,7 @@ def read_side(folders: Sequence[Path]) -> Side:
             _add(side, key, found.path)
             side.results[key] = result
         for found in (f for f in located if f.failed):
-            model, replicate = _split_instance(found.model_id)
+            model, replicate = parse_instance(found.model_id)
             message, named = _failure_record(found.path)
             # a suite folder's own name is the user's: the record's suite, else its results'
             of_suite = found.suite or (suite if results else named or suite)

@@ -47,3 +47,11 @@ def instance_name(model: str, replicate: int) -> str:
     """A model's replicate as it appears in unit labels and result paths: `model` for
     replicate 0, `model@rR` for replicate R."""
     return model if replicate == 0 else f"{model}@r{replicate}"
+
+
+def parse_instance(name: str) -> tuple[str, int]:
+    """The inverse of `instance_name`: `model@rR` -> (model, R), `model` -> (model, 0)."""
+    model, at, replicate = name.rpartition("@r")
+    if at and replicate.isdigit():
+        return model, int(replicate)
+    return name, 0
