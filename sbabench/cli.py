@@ -7,13 +7,17 @@ import sys
 from collections.abc import Callable, Iterable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console, RenderableType
 
 from sbabench.analysis import terminal
 from sbabench.errors import SbabenchError
+
+if TYPE_CHECKING:
+    from sbabench.analysis.sequential import Design, Look
+    from sbabench.suite.schema import Suite
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Piped output is not cut at 80 columns: tables stay whole in logs and CI.
@@ -127,6 +131,25 @@ def main() -> None:
     help="With --executor ray: retries of a unit whose worker process died (and restarts of "
     "each worker).",
 )
+@click.option(
+    "--until-decided",
+    is_flag=True,
+    help="Run replicates in rounds until every operator's comparison with --baseline is decided "
+    "(significant, or within --effect) or the suite's replicates are reached; a suite with "
+    "`replicates: {min: .., max: ..}` always runs so (docs/replicates.md).",
+)
+@click.option(
+    "--baseline",
+    help="With --until-decided: the operator the others are compared with [default: the "
+    "suite's, else linear].",
+)
+@click.option(
+    "--effect",
+    type=click.FloatRange(0, 1, min_open=True),
+    callback=_finite,
+    help="With --until-decided: a comparison whose interval lies within +-EFFECT is decided "
+    "(default: the suite's; none: only a significant difference decides one).",
+)
 @_user_errors
 def run(
     suite: Path,
@@ -138,6 +161,9 @@ def run(
     executor: str,
     ray_address: str | None,
     ray_retries: int,
+    until_decided: bool,
+    baseline: str | None,
+    effect: float | None,
 ) -> None:
     """Run every model x aggregator x task of SUITE that is not done yet.
 
@@ -151,12 +177,23 @@ def run(
     written (read-only, no permission, a full disk: finished units are kept; or a result file
     from a newer sbabench), each said in one line.
     """
+    from sbabench.analysis.sequential import design_for, first_round
     from sbabench.run.executors import run_with
     from sbabench.run.plan import parse_shard, plan_suite
     from sbabench.suite import load_suite
 
     spec = load_suite(suite, import_code=True)  # user operators are code: run imports them
     _print_notes(spec.notes)
+    design = design_for(spec, until_decided=until_decided, baseline=baseline, effect=effect)
+    if design is not None:
+        refused = [n for n, v in (("--force", force), ("--only", only), ("--shard", shard)) if v]
+        if refused:
+            raise SbabenchError(
+                f"{', '.join(refused)} cannot be combined with a run until decided: every "
+                "round runs the whole suite, so that each look tests every comparison",
+                fix="drop the option (or run without --until-decided / a replicates range)",
+            )
+        spec = first_round(spec, design)
     shard_spec = parse_shard(shard) if shard else None
     if dry_run:
         plan = plan_suite(spec, results_dir, force=force, only=only, shard=shard_spec)
@@ -164,6 +201,8 @@ def run(
         return
     if ray_address is not None and executor != "ray":
         raise SbabenchError("--ray-address needs --executor ray", fix="add --executor ray")
+    if design is not None:
+        _run_until_decided(spec, design, results_dir, executor, ray_address, ray_retries)
     with terminal.ProgressBar(errors) as bar:
         summary = run_with(
             executor, spec, results_dir, force=force, only=only, shard=shard_spec,
@@ -173,6 +212,43 @@ def run(
     for label, message in summary.failed.items():
         errors.print(f"[red]FAILED[/red] {label}: {message}", highlight=False)
     sys.exit(summary.exit_code)
+
+
+def _run_until_decided(
+    spec: Suite,
+    design: Design,
+    results_dir: Path,
+    executor: str,
+    ray_address: str | None,
+    ray_retries: int,
+) -> None:
+    """Rounds of replicates with a look after each; exits (0 done, 1 a unit failed)."""
+    from sbabench.analysis.sequential import run_until_decided
+    from sbabench.run.executors import run_with
+
+    summaries = []
+    with terminal.ProgressBar(errors) as bar:
+
+        def run_round(round_suite: Suite) -> bool:
+            summary = run_with(
+                executor, round_suite, results_dir, force=False, only=None, shard=None,
+                progress=bar.event, ray_address=ray_address, ray_retries=ray_retries,
+            )  # fmt: skip
+            summaries.append(summary)
+            return not summary.failed
+
+        def on_look(look: Look) -> None:
+            bar.bar.console.print(terminal.look_line(look), highlight=False)
+
+        outcome = run_until_decided(
+            spec, design, results_dir / spec.name, run_round, on_look=on_look
+        )
+    last = summaries[-1]
+    _show(terminal.run_report(last, spec.name, results_dir))
+    _show(terminal.sequential_report(outcome.record))
+    for label, message in last.failed.items():
+        errors.print(f"[red]FAILED[/red] {label}: {message}", highlight=False)
+    sys.exit(1 if outcome.failed else 0)
 
 
 @main.command()
@@ -415,9 +491,13 @@ def compare(
     """
     from sbabench.analysis.compare import compare as compare_folders
     from sbabench.analysis.report import comparison_text
+    from sbabench.analysis.sequential import records_under
 
+    folders = results or (Path("results"),)
+    shown = fmt == "table" and output is None and against is None
+    records = records_under([f for f in folders if f.is_dir()]) if shown else []
     outcome = compare_folders(
-        results or (Path("results"),),
+        folders,
         against=against,
         baseline=baseline,
         n_resamples=resamples,
@@ -436,6 +516,9 @@ def compare(
         click.echo(comparison_text(outcome, fmt), nl=False)
     else:
         _show(terminal.comparison_report(outcome))
+    if fmt == "table" and output is None and against is None:
+        for record in records:
+            _show(terminal.sequential_report(record))
     if fmt == "table" and output is None:  # wrapped at words in a terminal, one line in a pipe
         console.print(
             outcome.verdict.text, markup=False, highlight=False, soft_wrap=not console.is_terminal

@@ -1,22 +1,35 @@
-"""How often the item-only and the two-level test reject on simulated data: their false-positive
-rate where operator B equals A in expectation, and their power where B is better.
+"""How often compare's tests reject on simulated benchmarks: their false-positive rate where
+operator B equals A in expectation, and their power where B is better.
 
-The simulation mirrors an STS task scored by Spearman's rho: n items with gold g_i and a
-difficulty c_i shared by every model (the test set's own luck). In replicate r, operator X
-predicts g_i + c_i + o_Xi + s_rX e_rXi; o_Xi is the operator's own error on item i, the same in
-every replicate (SD `interaction`: the test items' variance that replicates cannot average
-away); its noise scale s_rX = exp(sigma_rep z_rX) is the replicate's luck (its seeds), drawn
-alike for A and B under the null, and e_rXi is per-item noise of that replicate. With
-`effect` > 0, B's noise scale is multiplied by exp(-effect) in every replicate.
+A simulated benchmark has n test items and R replicates (seeds) of two operators. Item i's
+error for operator X in replicate r is
+
+    e_Xri = exp(-effect_X) * (difficulty * c_i + interaction * o_Xi + s_Xr * z_Xri)
+
+c_i: the item's difficulty, shared by every operator and replicate (the test set's luck);
+o_Xi: the operator's own error on item i, the same in every replicate (what replicates cannot
+average away); s_Xr = exp(seed_sd * w_Xr): the replicate's luck (its seeds), drawn alike for A
+and B under the null; z_Xri: per-item noise of that replicate (all standard normals). Under the
+alternative B's errors, all of them, are exp(-effect) times A's (`EFFECT`: a fixed relative
+improvement, the same for every statistic and world). The per-item predictions of each
+statistic (`STATISTICS`, the item kinds compare tests) are made from the errors:
+
+- sts: gold g_i ~ N(0, 1), prediction g_i + e (Spearman's rho with gold);
+- pairs: label i mod 2, score 1.5 label + e (average precision);
+- clusters: class i mod 5, predicted right when |e| < 1, else one of the other four at random
+  (V-measure);
+- queries: a per-query value exp(-e^2 / 2) in (0, 1] (their mean, like nDCG@10).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from sbabench.analysis.sequential import Design, decision, equivalence_p
 from sbabench.analysis.stats import paired_bootstrap
 from sbabench.analysis.two_level import two_level_test
 from sbabench.analysis.uncertainty import Spread
@@ -26,27 +39,36 @@ from sbabench.tasks.items import ItemScores
 
 
 @dataclass(frozen=True)
-class Setting:
-    """One simulated world."""
+class World:
+    """Where the variance of a simulated benchmark comes from (see the module's docstring)."""
 
     name: str
-    sigma_rep: float
-    """SD of the log noise scale between replicates (the replicate variance)."""
-    items: int
-    """Test items."""
-    difficulty: float = 0.5
-    """SD of the item difficulty shared by every model and replicate."""
-    interaction: float = 0.0
+    seed_sd: float
+    """SD of the log noise scale between replicates (the seeds' variance)."""
+    interaction: float
     """SD of each operator's own per-item error, shared by its replicates."""
+    noise: float = 1.0
+    """SD of the per-item noise of one replicate (before its scale)."""
+    difficulty: float = 0.5
+    """SD of the item difficulty shared by every operator and replicate."""
 
 
-REPLICATE_DOMINATED = Setting("replicate variance dominates", sigma_rep=0.25, items=400)
-ITEM_DOMINATED = Setting("item variance dominates", sigma_rep=0.01, items=120)
-SHARED_ITEMS = Setting(
-    "items shared by replicates dominate", sigma_rep=0.01, items=60, interaction=1.0
-)
+SEED_DOMINATED = World("seeds dominate", seed_sd=0.25, interaction=0.0)
+ITEM_DOMINATED = World("items dominate", seed_sd=0.01, interaction=0.0)
+SHARED_ITEMS = World("per-item errors shared by replicates", seed_sd=0.01, interaction=1.0)
 """Where a test over replicates alone (a t-test of their differences) over-rejects: the
 operators' per-item errors repeat in every replicate, so only resampling items sees them."""
+MIXED = World("seeds and items alike", seed_sd=0.1, interaction=0.5)
+"""The seeds' and the items' variance of the difference of about equal size at 50 items."""
+WORLDS = (SEED_DOMINATED, ITEM_DOMINATED, SHARED_ITEMS, MIXED)
+
+STATISTICS = ("sts", "pairs", "clusters", "queries")
+"""The simulated statistics, by item kind: Spearman's rho, average precision, V-measure, a
+mean of per-query values."""
+EFFECT = 0.25
+"""The alternative: B's per-item errors are exp(-0.25) = 0.78 times A's."""
+CLASSES = 5
+"""Classes of the simulated clustering task."""
 
 
 @dataclass(frozen=True)
@@ -70,45 +92,103 @@ class Rate:
         return float(centre - half), float(centre + half)
 
 
-def _world(
-    setting: Setting, replicates: int, effect: float, rng: np.random.Generator
+def _gold(statistic: str, items: int, rng: np.random.Generator) -> np.ndarray:
+    if statistic == "sts":
+        return rng.normal(size=items)
+    if statistic == "pairs":
+        return (np.arange(items) % 2).astype(float)
+    if statistic == "clusters":
+        return (np.arange(items) % CLASSES).astype(float)
+    if statistic == "queries":
+        return np.ones(items)
+    raise ValueError(f"unknown statistic {statistic!r}: one of {', '.join(STATISTICS)}")
+
+
+def _predicted(
+    statistic: str, gold: np.ndarray, error: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    if statistic == "sts":
+        return gold + error
+    if statistic == "pairs":
+        return 1.5 * gold + error
+    if statistic == "clusters":
+        other = (gold + 1 + rng.integers(0, CLASSES - 1, len(gold))) % CLASSES
+        return np.where(np.abs(error) < 1, gold, other)
+    return np.exp(-(error**2) / 2)
+
+
+def simulate(
+    world: World,
+    statistic: str,
+    items: int,
+    replicates: int,
+    effect: float,
+    rng: np.random.Generator,
 ) -> tuple[list[dict[str, ItemScores]], list[dict[str, ItemScores]]]:
     """Per-item scores of B and A in each replicate of one simulated benchmark."""
-    gold = rng.normal(size=setting.items)
-    shared = gold + setting.difficulty * rng.normal(size=setting.items)
-    own = {side: setting.interaction * rng.normal(size=setting.items) for side in ("b", "a")}
+    gold = _gold(statistic, items, rng)
+    shared = world.difficulty * rng.normal(size=items)
+    own = {side: world.interaction * rng.normal(size=items) for side in ("b", "a")}
     sides: dict[str, list[dict[str, ItemScores]]] = {"b": [], "a": []}
     for _ in range(replicates):
         for side, shift in (("b", effect), ("a", 0.0)):
-            scale = np.exp(setting.sigma_rep * rng.normal() - shift)
-            predicted = shared + own[side] + scale * rng.normal(size=setting.items)
-            scores = ItemScores(kind="sts", gold=gold.tolist(), predicted=predicted.tolist())
+            scale = math.exp(world.seed_sd * rng.normal())
+            noise = scale * world.noise * rng.normal(size=items)
+            error = math.exp(-shift) * (shared + own[side] + noise)
+            predicted = _predicted(statistic, gold, error, rng)
+            scores = ItemScores(kind=statistic, gold=gold.tolist(), predicted=predicted.tolist())
             sides[side].append({"test": scores})
     return sides["b"], sides["a"]
 
 
-def rejection_rates(
-    setting: Setting,
+Test = Callable[[list[dict[str, ItemScores]], list[dict[str, ItemScores]], int, int], float]
+"""A test's p-value of B against A from their replicates, resamples and a seed."""
+
+
+def item_only_p(
+    b: list[dict[str, ItemScores]], a: list[dict[str, ItemScores]], n_resamples: int, seed: int
+) -> float:
+    """The item test on the first replicate alone (what compare does with one replicate)."""
+    return paired_bootstrap(b[0], a[0], n_resamples, seed=seed).p_value
+
+
+def two_level_p(
+    b: list[dict[str, ItemScores]], a: list[dict[str, ItemScores]], n_resamples: int, seed: int
+) -> float:
+    """The two-level test over all replicates and the items (compare's, R >= 2)."""
+    return two_level_test(b, a, n_resamples, seed=seed).p_value
+
+
+def replicates_only_p(
+    b: list[dict[str, ItemScores]], a: list[dict[str, ItemScores]], n_resamples: int, seed: int
+) -> float:
+    """A one-sample t-test of the replicates' differences (items taken as fixed)."""
+    deltas = two_level_test(b, a, n_resamples, seed=seed).replicate_deltas
+    return replicate_t_test(deltas)
+
+
+def rates(
+    world: World,
     replicates: int,
     trials: int,
+    tests: tuple[Test, ...] = (item_only_p, two_level_p, replicates_only_p),
     *,
+    statistic: str = "sts",
+    items: int = 50,
     effect: float = 0.0,
     alpha: float = 0.05,
     n_resamples: int = 300,
     seed: int = 0,
-) -> tuple[Rate, Rate, Rate]:
-    """(item-only test on replicate 0, two-level test on all replicates, t-test of the
-    replicates' differences alone): how often each rejects at `alpha` over `trials` simulated
-    benchmarks."""
+) -> tuple[Rate, ...]:
+    """How often each of `tests` rejects at `alpha` over `trials` simulated benchmarks of
+    `world` (the same benchmarks for every test)."""
     rng = np.random.default_rng(seed)
-    item_only = two_level = replicates_only = 0
+    rejections = [0] * len(tests)
     for trial in range(trials):
-        b, a = _world(setting, replicates, effect, rng)
-        item_only += paired_bootstrap(b[0], a[0], n_resamples, seed=trial).p_value < alpha
-        test = two_level_test(b, a, n_resamples, seed=trial)
-        two_level += test.p_value < alpha
-        replicates_only += replicate_t_test(test.replicate_deltas) < alpha
-    return Rate(item_only, trials), Rate(two_level, trials), Rate(replicates_only, trials)
+        b, a = simulate(world, statistic, items, replicates, effect, rng)
+        for i, test in enumerate(tests):
+            rejections[i] += test(b, a, n_resamples, trial) < alpha
+    return tuple(Rate(count, trials) for count in rejections)
 
 
 def replicate_t_test(deltas: tuple[float, ...]) -> float:
@@ -213,3 +293,64 @@ def _gate_regressions(
         )  # fmt: skip
         regressions += bool(comparison.verdict().regressions)
     return regressions
+
+
+@dataclass(frozen=True)
+class SequentialRates:
+    """How a run until decided fares on simulated benchmarks, beside two fixed plans."""
+
+    sequential: Rate
+    """Decided better or worse at some look (the design's boundary)."""
+    within: Rate
+    """Decided within the effect of interest at some look."""
+    naive: Rate
+    """Significant at alpha at any look (testing after every round, no correction)."""
+    fixed: Rate
+    """Significant at alpha with the design's maximum of replicates, fixed in advance."""
+    replicates: float
+    """Mean replicates the sequential run used (it stops when decided)."""
+
+
+def sequential_rates(
+    world: World,
+    design: Design,
+    trials: int,
+    *,
+    statistic: str = "sts",
+    items: int = 50,
+    effect: float = 0.0,
+    n_resamples: int = 200,
+    seed: int = 0,
+) -> SequentialRates:
+    """One comparison (one operator, one task) run until decided by `design`, over `trials`
+    simulated benchmarks of `world` with a true `effect` (`simulate`). Each benchmark draws the
+    design's maximum of replicates; a look at R replicates sees the first R."""
+    rng = np.random.default_rng(seed)
+    decided = within = naive = fixed = 0
+    used = 0
+    looks = design.looks()
+    for trial in range(trials):
+        b, a = simulate(world, statistic, items, design.maximum, effect, rng)
+        stopped_at, any_naive, last_p = design.maximum, False, math.nan
+        outcome = "open"
+        for look, count in enumerate(looks):
+            test = two_level_test(b[:count], a[:count], n_resamples, seed=trial)
+            last_p = test.p_value
+            any_naive |= test.p_value < design.alpha
+            if outcome != "open":
+                continue
+            p_within = None
+            if design.effect is not None:
+                p_within = equivalence_p(test.spread, test.delta, design.effect)
+            outcome = decision(test.p_value, p_within, test.delta, design.increment(look))
+            if outcome != "open":
+                stopped_at = count
+        decided += outcome in ("better", "worse")
+        within += outcome == "within"
+        naive += any_naive
+        fixed += last_p < design.alpha
+        used += stopped_at
+    return SequentialRates(
+        Rate(decided, trials), Rate(within, trials), Rate(naive, trials), Rate(fixed, trials),
+        used / trials,
+    )  # fmt: skip

@@ -17,6 +17,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from sbabench.analysis.compare import Outcome
     from sbabench.analysis.export import Exported
+    from sbabench.analysis.sequential import Look, Record
     from sbabench.models.machine_cache import Listing
     from sbabench.run.embedding_store import CacheReport
     from sbabench.run.execute import RunSummary
@@ -135,6 +136,49 @@ def run_report(summary: RunSummary, suite_name: str, results_dir: Path) -> list[
         f"{len(summary.computed)} computed, {len(summary.cached)} cached, "
         f"{len(summary.failed)} failed, {summary.models_loaded} model(s) loaded — results in "
         f"{results_dir / suite_name}",
+    ]
+
+
+def look_line(look: Look) -> str:
+    """One line after each round of a run until decided."""
+    decided = [c for c in look.comparisons if c.decision != "open"]
+    return (
+        f"look at {look.replicates} replicates (alpha {look.alpha:.4g}): {len(decided)} of "
+        f"{len(look.comparisons)} comparison(s) decided at this look"
+    )
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:+.{digits}f}"
+
+
+def sequential_report(record: Record) -> list[RenderableType]:
+    """A sequential run's decisions: each comparison where it stopped, its repeated CI (at
+    that look's level) and its sequentially adjusted p; then which models stopped where."""
+    design = record.design
+    effect = f", effect +-{design.effect:g}" if design.effect is not None else ""
+    out = table(
+        f"{record.suite}: until decided against {design.baseline} (alpha {design.alpha:g} over "
+        f"{len(record.looks)} look(s){effect})",
+        "comparison", "R", "decision", "Δ", "repeated CI", "p seq",
+    )  # fmt: skip
+    for adjusted in record.final():
+        c = adjusted.comparison
+        ci = "—" if c.ci_low is None else f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
+        p = "—" if adjusted.p_sequential is None else f"{adjusted.p_sequential:.3g}"
+        decision: str = c.decision if c.decision != "open" else "undecided"
+        if c.note:
+            decision += f" ({c.note})"
+        out.add_row(
+            f"{c.model}/{c.operator}/{c.task}", str(c.replicates), decision,
+            _number(c.delta), ci, p,
+        )  # fmt: skip
+    stopped = ", ".join(f"{m} at {r}" for m, r in sorted(record.stopped.items()))
+    return [
+        out,
+        f"stopped: {stopped or 'none yet'} (of at most {design.maximum} replicates). The "
+        "sequential design's p and repeated CI; a table of `compare` tests the same replicates "
+        "as if their count had been fixed in advance.",
     ]
 
 

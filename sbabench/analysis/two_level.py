@@ -2,25 +2,32 @@
 improvement.
 
 Replicate r of a model gives a difference d_r of the per-item statistic (B minus A, paired by
-item within the replicate). The items are one test set shared by all replicates, so two
-sources of variance reach the mean difference d = mean_r d_r:
+item within the replicate). The items are one test set shared by all replicates, so the variance
+of the mean difference d = mean_r d_r has two components, each estimated once:
 
-- the replicates' (seeds of upcycling, router, training): s^2 / R, with s the sample SD of the
-  d_r (it also holds the replicate-specific part of the item noise);
-- the test items': V_item, the variance of d over a paired item bootstrap whose resampled
+- the shared items' V_shared: the part of the item noise that repeats in every replicate (the
+  operators' own per-item errors, the test set's luck). A paired item bootstrap whose resampled
   items are the same in every replicate (crossed: the test set is resampled, not each
-  replicate's view of it), from max(200, resamples / R) resamples (`item_resamples`).
+  replicate's view of it) gives the (R, R) covariance of the d_r over resamples; its mean
+  off-diagonal entry is V_shared (the diagonal also holds each replicate's own item noise,
+  which the replicates' spread already measures). Scaled by n / (n - 1) like the item-only
+  test's variance, clipped at 0, from max(200, resamples / R) resamples (`item_resamples`).
+- the replicates' s^2 / R, s the sample SD of the d_r: the seeds' variance plus the
+  replicate-specific part of the item noise.
 
-The 95% CI is d +- sqrt(t^2 s^2 / R + z^2 V_item): each variance scaled by the quantile of its
-own reference, Student's t with R - 1 df for the replicates' (estimated from R values) and the
-normal for the items' (from the bootstrap); the p-value is one minus the level of the widest
-such interval that excludes 0. With no item noise it is the one-sample t-test of the d_r; with
-no replicate variance, the item bootstrap's normal interval. V_item also holds the
-replicate-specific item noise, so it errs on the broad side. (Welch-Satterthwaite's df instead
-was measured anticonservative: 0.10 [0.07, 0.15] at R = 2 and 0.085 [0.05, 0.13] at R = 3, at
-alpha 0.05 over 200 simulated benchmarks.) Its false-positive rate,
-with replicate variance large or small and R = 3 or 5, is measured by
-`benchmarks/bench_two_level.py` and held to alpha by `tests/analysis/test_two_level.py`.
+Nothing is counted twice (an earlier version added the bootstrap's whole variance of d, which
+holds the replicate-specific item noise again, to s^2 / R: valid, but it rejected 0-2% at alpha
+0.05 where the items dominate, and lost most of its power). Each variance is read against its
+own reference, Student's t with n - 1 df for V_shared and with R - 1 df for s^2 / R:
+the (1 - a) interval is d +- sqrt(t_{n-1}^2 V_shared + t_{R-1}^2 s^2 / R), and the p-value is one
+minus the level of the widest such interval that excludes 0 (`Spread`). With no shared item
+noise it is the one-sample t-test of the d_r; with no replicates' spread, the item test.
+Welch-Satterthwaite's single df instead was measured anticonservative at R = 2 (0.08-0.13 at
+alpha 0.05 where the seeds matter: the 1-df estimate of s^2 pulls its df up when it comes out
+small). At R = 2 the seeds' part is read against t with 1 df (12.7 at 95%): honest, and costly
+where the seeds dominate; the MDE says how costly. The grid of statistics x items x replicates
+x worlds that measures the level and power is `benchmarks/bench_two_level.py`
+(`sbabench.analysis.calibration` simulates the worlds).
 
 P(B > A) is rliable's probability of improvement (Agarwal et al. 2021): over every pair of a B
 replicate and an A replicate, how often B's main score is higher (ties count half). It is
@@ -71,7 +78,7 @@ class TwoLevelTest:
     between_sd: float
     """Sample SD of the replicates' differences."""
     item_se: float
-    """Standard error of delta from resampling the shared test items."""
+    """Standard error of delta from the test items shared by the replicates (sqrt V_shared)."""
     df: int
     """Degrees of freedom of the replicates' t reference (R - 1)."""
     spread: Spread
@@ -158,17 +165,29 @@ def two_level_test(
     items = sum(len(side[s].gold) for side in candidates[:1] for s in side)
     plug_in = items / max(items - 1, 1)
     replicate_var = between**2 / count
-    item_var = float(resampled.mean(0).var(ddof=1)) * plug_in
+    shared_var = _shared_item_variance(resampled) * plug_in
     deltas = tuple(float(d) for d in observed)
-    spread = Spread(item_var, math.inf, replicate_var, count - 1)
-    if not all(math.isfinite(v) for v in (delta, replicate_var, item_var)):
+    spread = Spread(shared_var, max(items - 1, 1), replicate_var, count - 1)
+    if not all(math.isfinite(v) for v in (delta, replicate_var, shared_var)):
         nan = float("nan")
         return TwoLevelTest(delta, nan, nan, nan, deltas, between, nan, count - 1, spread)
     low, high = spread.interval(delta)
     p = spread.p_two_sided(delta)
     return TwoLevelTest(
-        delta, low, high, p, deltas, between, math.sqrt(item_var), count - 1, spread
+        delta, low, high, p, deltas, between, math.sqrt(shared_var), count - 1, spread
     )
+
+
+def _shared_item_variance(resampled: np.ndarray) -> float:
+    """V_shared from the (R, B) resampled differences: the mean covariance of two different
+    replicates' differences over the shared item resamples, clipped at 0 (a negative estimate
+    is noise around none). NaN when a resample is undefined (its statistic had no value)."""
+    if not np.isfinite(resampled).all():
+        return math.nan
+    count = len(resampled)
+    covariance = np.cov(resampled)
+    off_diagonal = (covariance.sum() - np.trace(covariance)) / (count * (count - 1))
+    return max(float(off_diagonal), 0.0)
 
 
 def probability_of_improvement(b: Sequence[float], a: Sequence[float]) -> float:

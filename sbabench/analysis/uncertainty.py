@@ -3,8 +3,8 @@ and one-sided against a tolerated drop), and the smallest difference a test coul
 
 A tested difference d has up to two sources of variance, each with its own reference
 distribution: the replicates' (s^2 / R, Student's t with R - 1 df) and the test items' (V_item,
-from a paired bootstrap; Student's t with n - 1 df when it is the only source, the normal
-beside replicates, see `sbabench.analysis.two_level`). The (1 - a) two-sided interval is
+from a paired bootstrap, Student's t with n - 1 df; beside replicates, only its part shared by
+every replicate, see `sbabench.analysis.two_level`). The (1 - a) two-sided interval is
 d +- q(1 - a/2), q(level) = sqrt(t_R(level)^2 s^2 / R + t_items(level)^2 V_item); p-values
 invert it. Why not the bootstrap's own tail: a two-sided percentile p-value cannot go below
 2 / (B + 1), and the gate multiplies p by the units it tests (Holm), so at B = 1000 a gate over
@@ -105,8 +105,8 @@ MAX_REPLICATES = 200
 
 def replicates_for(spread: Spread, replicates: int, effect: float, alpha: float) -> int | None:
     """Replicates (at the current items) that bring the MDE at `alpha` to `effect` or below:
-    the replicates' variance s^2 / R scaled to s^2 / R', the items' kept (conservative: its
-    replicate-specific part would shrink too). None when the items' variance alone keeps the
+    the replicates' variance s^2 / R scaled to s^2 / R', the items' shared part kept (replicates
+    cannot average it away). None when the items' variance alone keeps the
     MDE above `effect` (more items would help, not more replicates), when `spread` has no
     replicates' variance to scale (one replicate: the seeds' variance is unknown), or past
     `MAX_REPLICATES`."""
@@ -116,7 +116,7 @@ def replicates_for(spread: Spread, replicates: int, effect: float, alpha: float)
         return None
     between = spread.replicate_var * replicates  # s^2
     for count in range(replicates, MAX_REPLICATES + 1):
-        scaled = Spread(spread.item_var, math.inf, between / count, count - 1)
+        scaled = Spread(spread.item_var, spread.item_df, between / count, count - 1)
         if scaled.detectable(alpha) <= effect:
             return count
     return None
@@ -125,5 +125,4 @@ def replicates_for(spread: Spread, replicates: int, effect: float, alpha: float)
 def items_limit(spread: Spread, effect: float, alpha: float) -> bool:
     """Whether the items' variance alone keeps the MDE at `alpha` above `effect` (then more
     test items, not more replicates, would help)."""
-    items_only = Spread(spread.item_var, spread.item_df if spread.replicate_var == 0 else math.inf)
-    return items_only.detectable(alpha) > effect
+    return Spread(spread.item_var, spread.item_df).detectable(alpha) > effect

@@ -4,9 +4,17 @@ mteb or of user code; `sbabench.suite.check` does what needs those."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from sbabench.aggregators import is_user_operator, resolve, user_operator_problem
 from sbabench.errors import SbabenchError
@@ -118,6 +126,38 @@ class TrainSpec(RouterTraining):
     """Temperature of the contrastive loss."""
 
 
+def _replicates_form(value: Any) -> str:
+    return "until-decided" if isinstance(value, (dict, UntilDecided)) else "count"
+
+
+class UntilDecided(StrictModel):
+    """`replicates: {min: 2, max: 10}`: replicates in rounds until every operator's comparison
+    with the baseline operator is decided (`sbabench run` runs such a suite sequentially; see
+    docs/replicates.md)."""
+
+    min: ReplicateCount = 2
+    """Replicates of the first round (at least 2: a test over replicates needs two)."""
+    max: ReplicateCount
+    """Replicates at most."""
+    step: ReplicateCount = 1
+    """Replicates added per round."""
+    effect: float | None = Field(None, gt=0, le=1)
+    """The difference of interest: a comparison whose interval lies within +-effect is decided
+    (none: only a significant difference decides one)."""
+    baseline: Name = "linear"
+    """The operator every other operator is compared with (an aggregator's name or label)."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    """Level of each model's comparisons over all rounds together."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UntilDecided:
+        if self.min < 2:
+            raise ValueError("min must be at least 2: a test over replicates needs two")
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
 class Suite(StrictModel):
     """A benchmark suite: every model x aggregator x task is one unit."""
 
@@ -135,10 +175,14 @@ class Suite(StrictModel):
     """Fine-tune each model x operator before evaluating it (same budget for all)."""
     geometry: GeometrySpec = Field(default_factory=GeometrySpec)
     """Geometry statistics of every MoE unit, and the opt-in probes."""
-    replicates: ReplicateCount = 1
+    replicates: Annotated[
+        Annotated[ReplicateCount, Tag("count")] | Annotated[UntilDecided, Tag("until-decided")],
+        Discriminator(_replicates_form),
+    ] = 1
     """Independent replicates of every model with something random (upcycled, or trained): each
     re-derives every seed sbabench uses from (the suite's seed, the replicate); `compare` then
-    tests across replicates as well as items. A model's own `replicates` wins."""
+    tests across replicates as well as items. A model's own `replicates` wins. Or
+    `{min: 2, max: 10}`: rounds of replicates until decided."""
     _notes: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="before")
@@ -209,14 +253,14 @@ class Suite(StrictModel):
     def replicates_of(self, model: AnyModel) -> int:
         """How many replicates of `model` run: its own or the suite's count, or 1 when nothing
         in it is random (N copies would be identical)."""
-        wanted = model.replicates or self.replicates
+        wanted = model.replicates or self.replicate_count
         return wanted if randomised(model, self.train_for(model) is not None) else 1
 
     def replicate_notes(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(location, one line) for each model asked for replicates that has nothing random."""
         notes = []
         for index, model in enumerate(self.models):
-            wanted = model.replicates or self.replicates
+            wanted = model.replicates or self.replicate_count
             if wanted > 1 and self.replicates_of(model) == 1:
                 where: tuple[str | int, ...] = ("models", index)
                 if model.replicates:
@@ -229,6 +273,11 @@ class Suite(StrictModel):
                     )
                 )
         return notes
+
+    @property
+    def replicate_count(self) -> int:
+        """The suite's replicates: its count, or a sequential design's maximum."""
+        return self.replicates if isinstance(self.replicates, int) else self.replicates.max
 
     @property
     def notes(self) -> list[str]:

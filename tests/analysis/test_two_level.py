@@ -29,8 +29,8 @@ def _holds(rate: calibration.Rate) -> bool:
 def test_replicate_variance_makes_the_item_only_test_reject_and_the_two_level_test_hold(
     replicates: int,
 ) -> None:
-    item_only, two, _ = calibration.rejection_rates(
-        calibration.REPLICATE_DOMINATED, replicates, trials=160, n_resamples=150, seed=replicates
+    item_only, two, _ = calibration.rates(
+        calibration.SEED_DOMINATED, replicates, 160, items=400, n_resamples=150, seed=replicates
     )
     assert item_only.interval[0] > 3 * ALPHA  # one seed's luck reads as "significant"
     assert _holds(two)
@@ -40,30 +40,45 @@ def test_replicate_variance_makes_the_item_only_test_reject_and_the_two_level_te
 def test_items_shared_by_replicates_need_the_item_level(replicates: int) -> None:
     """The operators' per-item errors repeat in every replicate: a t-test over replicates
     alone over-rejects; the two-level test (which resamples the items) holds."""
-    _, two, replicates_only = calibration.rejection_rates(
-        calibration.SHARED_ITEMS, replicates, trials=200, n_resamples=150, seed=replicates
+    _, two, replicates_only = calibration.rates(
+        calibration.SHARED_ITEMS, replicates, 200, n_resamples=150, seed=replicates
     )
     assert replicates_only.interval[0] > 2 * ALPHA
     assert _holds(two)
 
 
-@pytest.mark.parametrize("replicates", [3, 5])
-def test_with_little_replicate_variance_the_two_level_test_holds_its_level(
-    replicates: int,
+@pytest.mark.parametrize(
+    ("statistic", "world", "replicates"),
+    [
+        ("sts", calibration.ITEM_DOMINATED, 2),
+        ("queries", calibration.MIXED, 3),
+        ("pairs", calibration.ITEM_DOMINATED, 5),
+        ("clusters", calibration.MIXED, 2),
+    ],
+)
+def test_the_two_level_test_holds_its_level(
+    statistic: str, world: calibration.World, replicates: int
 ) -> None:
-    _, two, _ = calibration.rejection_rates(
-        calibration.ITEM_DOMINATED, replicates, trials=200, n_resamples=150, seed=replicates
-    )
+    (two,) = calibration.rates(
+        world, replicates, 200, (calibration.two_level_p,), statistic=statistic,
+        items=20, n_resamples=150, seed=replicates,
+    )  # fmt: skip
     assert _holds(two)
 
 
+def test_the_two_level_test_counts_no_variance_twice() -> None:
+    """Where the items dominate, a test that adds the bootstrap's whole variance (which holds
+    each replicate's own item noise) to the replicates' spread rejected 0.2-1% under the null
+    (a mean statistic, 50 items); the two-level test rejects near alpha."""
+    args = (calibration.ITEM_DOMINATED, 3, 300, (calibration.two_level_p,))
+    (null,) = calibration.rates(*args, statistic="queries", n_resamples=150, seed=3)
+    assert null.interval[0] > 0.02 and _holds(null)
+
+
 def test_the_two_level_test_finds_a_real_effect() -> None:
-    _, null, _ = calibration.rejection_rates(
-        calibration.ITEM_DOMINATED, 5, trials=60, n_resamples=150, seed=7
-    )
-    _, power, _ = calibration.rejection_rates(
-        calibration.ITEM_DOMINATED, 5, trials=60, effect=0.4, n_resamples=150, seed=7
-    )
+    args = (calibration.ITEM_DOMINATED, 5, 60, (calibration.two_level_p,))
+    (null,) = calibration.rates(*args, items=300, n_resamples=150, seed=7)
+    (power,) = calibration.rates(*args, items=300, effect=0.4, n_resamples=150, seed=7)
     assert power.rate > 0.5 > null.rate
 
 
