@@ -48,7 +48,6 @@ from sbabench.analysis.uncertainty import Spread
 from sbabench.atomic import write_atomic
 from sbabench.errors import SbabenchError
 from sbabench.run.results import UnitResult
-from sbabench.suite.replicates import parse_instance
 from sbabench.suite.schema import Suite, UntilDecided
 
 RECORD = ".sequential.json"
@@ -241,11 +240,7 @@ def look_at(
     """Every comparison of the models in `counts` at look index `look`, from their first
     `counts[model]` replicates in `results` (later replicates, e.g. from an earlier fixed run,
     are left out: the design decides at its own counts)."""
-    kept = []
-    for result in results:
-        model, replicate = parse_instance(result.model)
-        if model in counts and replicate < counts[model]:
-            kept.append(result)
+    kept = [r for r in results if r.model in counts and r.replicate < counts[r.model]]
     comparison = compare_results(kept, baseline=design.baseline, n_resamples=n_resamples, seed=seed)
     out: list[Comparison] = []
     for model, replicates in counts.items():
@@ -381,7 +376,12 @@ def read_record(folder: Path) -> Record | None:
     """The sequential record of a suite folder, None when it has none; a located error when
     it cannot be read."""
     path = folder / RECORD
-    if not path.is_file() or path.is_symlink():
+    if path.is_symlink():
+        raise SbabenchError(
+            f"{path}: is a symbolic link; a sequential record is a plain file the run wrote",
+            fix="remove the link (re-running with --until-decided writes the record again)",
+        )
+    if not path.exists():
         return None
     try:
         return Record.model_validate(json.loads(path.read_text(encoding="utf-8")))

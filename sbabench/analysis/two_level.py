@@ -22,9 +22,9 @@ own reference, Student's t with n - 1 df for V_shared and with R - 1 df for s^2 
 the (1 - a) interval is d +- sqrt(t_{n-1}^2 V_shared + t_{R-1}^2 s^2 / R), and the p-value is one
 minus the level of the widest such interval that excludes 0 (`Spread`). With no shared item
 noise it is the one-sample t-test of the d_r; with no replicates' spread, the item test.
-Welch-Satterthwaite's single df instead was measured anticonservative at R = 2 (0.08-0.13 at
-alpha 0.05 where the seeds matter: the 1-df estimate of s^2 pulls its df up when it comes out
-small). At R = 2 the seeds' part is read against t with 1 df (12.7 at 95%): honest, and costly
+Welch-Satterthwaite's single df instead was measured anticonservative at R = 2 (0.06-0.13 at
+alpha 0.05 over 400-1000 simulated benchmarks per cell: the 1-df estimate of s^2 pulls the df
+up when it comes out small). At R = 2 the seeds' part is read against t with 1 df (12.7 at 95%): honest, and costly
 where the seeds dominate; the MDE says how costly. The grid of statistics x items x replicates
 x worlds that measures the level and power is `benchmarks/bench_two_level.py`
 (`sbabench.analysis.calibration` simulates the worlds).

@@ -179,3 +179,20 @@ def test_the_sequential_design_holds_its_level_where_testing_every_round_does_no
     )
     assert rates.sequential.rate <= design.alpha
     assert rates.naive.interval[0] > design.alpha  # "until significant" over-rejects
+
+
+def test_replicates_beyond_a_look_are_not_seen_by_it(tmp_path: Path) -> None:
+    """A folder that already holds 6 replicates (an earlier fixed run): each look tests only its
+    own count, so the looks are the ones a fresh folder gives."""
+    suite = _suite("{min: 2, max: 6}")
+    design = sequential.design_for(suite, until_decided=False, baseline=None, effect=None)
+    assert design is not None
+    noise = {"linear": 1.0, "sba": 0.95}
+    fresh_round, _ = _writer(tmp_path / "fresh", noise)
+    fresh = sequential.run_until_decided(suite, design, tmp_path / "fresh" / "tiny", fresh_round)
+    full_round, _ = _writer(tmp_path / "full", noise)
+    full_round(sequential.with_counts(suite, {"moe": 6}))
+    full = sequential.run_until_decided(suite, design, tmp_path / "full" / "tiny", full_round)
+    assert len(fresh.record.looks) == len(full.record.looks) > 1
+    for a, b in zip(fresh.record.looks, full.record.looks, strict=True):
+        assert [c.p for c in a.comparisons] == [c.p for c in b.comparisons]

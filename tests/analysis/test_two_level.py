@@ -183,3 +183,30 @@ def test_a_diverged_or_missing_replicate_is_not_tested_silently() -> None:
     missing = [r for r in results if (r.aggregator, r.replicate) != ("linear", 2)]
     (row,) = [r for r in compare_results(missing, n_resamples=200).rows if r.aggregator == "sba"]
     assert row.replicates == 2 and "r2 on one side only" in row.note and row.p_value is not None
+
+
+def test_an_a_a_comparison_through_compare_is_significant_no_more_often_than_alpha() -> None:
+    """Two operators that differ only by their seeds (the same errors in distribution, drawn
+    anew per replicate), three replicates each, through `compare_results` (Holm, the gate's
+    states): significant in at most alpha of 150 simulated benchmarks, in a world where seeds
+    and items both matter."""
+    from sbabench.analysis.stats import statistic
+
+    rng = np.random.default_rng(11)
+    significant = 0
+    trials = 150
+    for trial in range(trials):
+        b, a = calibration.simulate(calibration.MIXED, "sts", 40, 3, 0.0, rng)
+        results = []
+        for name, side in (("seed-b", b), ("seed-a", a)):
+            for r, items in enumerate(side):
+                scores = items["test"]
+                main = float(
+                    statistic("sts", np.asarray(scores.gold), np.asarray(scores.predicted))[0]
+                )
+                results.append(result(name, items, main, replicate=r, model="m"))
+        comparison = compare_results(results, baseline="seed-a", n_resamples=200, seed=trial)
+        (row,) = [r for r in comparison.rows if r.aggregator == "seed-b"]
+        assert row.replicates == 3
+        significant += row.p_value is not None and row.p_value < ALPHA
+    assert _holds(calibration.Rate(significant, trials))
