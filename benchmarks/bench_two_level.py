@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from sbabench.analysis import calibration
+from sbabench.analysis.stats import statistic as statistic_of
 from sbabench.analysis.two_level import _replicate_deltas, item_resamples
 from sbabench.analysis.uncertainty import Spread
 from sbabench.tasks.items import ItemScores
@@ -60,17 +61,49 @@ def previous_p(b: Side, a: Side, n_resamples: int, seed: int) -> float:
     return spread.p_two_sided(float(observed.mean()))
 
 
-def _cell(job: tuple[str, int, int, int, float, int]) -> tuple[tuple[int, int, int, int], ...]:
-    """(before, after) rejections and trials of one statistic x items x replicates, every
-    world."""
-    statistic, items, replicates, trials, effect, seed = job
+def _value(replicate: dict[str, ItemScores]) -> float:
+    """The statistic of one simulated replicate on all its items."""
+    scores = replicate["test"]
+    gold, predicted = np.asarray(scores.gold), np.asarray(scores.predicted)
+    return float(statistic_of(scores.kind, gold, predicted)[0])
+
+
+class _Deltas:
+    """A "test" that records each benchmark's mean difference on all items and never rejects
+    (what the oracle is computed from)."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def __call__(self, b: Side, a: Side, n_resamples: int, seed: int) -> float:
+        differences = [_value(x) - _value(y) for x, y in zip(b, a, strict=True)]
+        self.values.append(float(np.mean(differences)))
+        return 1.0
+
+
+def _cell(job: tuple[str, int, int, int, float, int]) -> tuple[tuple[int, int, int, int, int], ...]:
+    """(before, after, oracle) rejections and trials of one statistic x items x replicates,
+    every world. The oracle knows the null distribution of the mean difference (from as many
+    simulated null benchmarks) and rejects beyond its two-sided 5% quantile: the power no test
+    at level 0.05 that reads the mean difference can beat (up to simulation error)."""
+    statistic_, items, replicates, trials, effect, seed = job
     out = []
     for w, world in enumerate(calibration.WORLDS):
-        before, after = calibration.rates(
-            world, replicates, trials, (previous_p, calibration.two_level_p),
-            statistic=statistic, items=items, effect=effect, seed=seed + w,
+        observed = _Deltas()
+        before, after, _ = calibration.rates(
+            world, replicates, trials, (previous_p, calibration.two_level_p, observed),
+            statistic=statistic_, items=items, effect=effect, seed=seed + w,
         )  # fmt: skip
-        out.append((before.rejections, after.rejections, trials, w))
+        oracle = 0
+        if effect > 0:
+            null = _Deltas()
+            calibration.rates(
+                world, replicates, trials, (null,), statistic=statistic_, items=items,
+                seed=seed + w + 500,
+            )  # fmt: skip
+            limit = float(np.quantile(np.abs(null.values), 0.95))
+            oracle = int(np.sum(np.abs(observed.values) > limit))
+        out.append((before.rejections, after.rejections, oracle, trials, w))
     return tuple(out)
 
 
@@ -84,10 +117,11 @@ def _grid(trials: int, effect: float, workers: int) -> dict[tuple[str, int, int,
     cells = {}
     with ProcessPoolExecutor(workers) as pool:
         for job, result in zip(jobs, pool.map(_cell, jobs), strict=True):
-            for before, after, count, w in result:
+            for before, after, oracle, count, w in result:
                 cells[(job[0], job[1], job[2], w)] = (
                     calibration.Rate(before, count),
                     calibration.Rate(after, count),
+                    calibration.Rate(oracle, count),
                 )
     return cells
 
@@ -102,8 +136,9 @@ def _show(cells: dict, title: str) -> None:
             for replicates in REPLICATES:
                 row = []
                 for w in range(len(heads)):
-                    before, after = cells[(statistic, items, replicates, w)]
-                    row.append(f"{before.rate:.3f} → {after.rate:.3f}")
+                    before, after, oracle = cells[(statistic, items, replicates, w)]
+                    cell = f"{before.rate:.3f} → {after.rate:.3f}"
+                    row.append(cell + (f" ({oracle.rate:.3f})" if oracle.rejections else ""))
                 print(f"| {statistic} | {items} | {replicates} | " + " | ".join(row) + " |")
 
 
@@ -122,8 +157,8 @@ def main() -> None:
     start = time.perf_counter()
     null = _grid(args.trials, 0.0, args.workers)
     _show(null, f"False-positive rate at alpha 0.05, before → after, {args.trials} per cell")
-    meets = [_meets_null(after) for _, after in null.values()]
-    met_before = [_meets_null(before) for before, _ in null.values()]
+    meets = [_meets_null(after) for _, after, _ in null.values()]
+    met_before = [_meets_null(before) for before, _, _ in null.values()]
     worst = max(null.items(), key=lambda kv: kv[1][1].rate)
     print(
         f"\nnull cells whose Wilson 95% interval meets {list(NULL_BAND)}: after "
@@ -131,21 +166,27 @@ def main() -> None:
         f"highest after: {worst[1][1].rate:.3f} at {worst[0][:3]} "
         f"{calibration.WORLDS[worst[0][3]].name}"
     )
-    for key, (_, after) in null.items():
+    for key, (_, after, _) in null.items():
         if not _meets_null(after):
             low, high = after.interval
             world = calibration.WORLDS[key[3]].name
             print(f"  misses: {key[:3]} {world}: {after.rate:.3f} [{low:.3f}, {high:.3f}]")
     power = _grid(args.power_trials, calibration.EFFECT, args.workers)
     _show(
-        power, f"Power (effect {calibration.EFFECT}), before → after, {args.power_trials} per cell"
+        power,
+        f"Power (effect {calibration.EFFECT}), before → after (oracle), {args.power_trials} per cell",
     )
-    low_cells = [(k, b, a) for k, (b, a) in power.items() if b.rate < 0.5]
-    target = [a.rate >= max(2 * b.rate, b.rate + 0.15) for _, b, a in low_cells]
-    ratio = [a.rate / b.rate for _, b, a in low_cells if b.rate > 0]
+    low = [(b, a, o, max(2 * b.rate, b.rate + 0.15)) for b, a, o in power.values() if b.rate < 0.5]
+    met = sum(a.rate >= t for _, a, _, t in low)
+    reachable = [(a, t) for _, a, o, t in low if o.rate >= t]
+    ratio = [a.rate / b.rate for b, a, _, _ in low if b.rate > 0]
+    share = [a.rate / o.rate for _, a, o in power.values() if o.rate > 0.1]
     print(
-        f"\npower cells below 0.5 before: {len(low_cells)}; meeting max(2 x before, before + "
-        f"0.15) after: {sum(target)}; median after/before {statistics.median(ratio):.2f}x"
+        f"\npower cells below 0.5 before: {len(low)}; meeting max(2 x before, before + 0.15) "
+        f"after: {met}; cells where even the oracle reaches that target: {len(reachable)}, met "
+        f"there: {sum(a.rate >= t for a, t in reachable)}; median after/before "
+        f"{statistics.median(ratio):.2f}x; median after/oracle where the oracle > 0.1: "
+        f"{statistics.median(share):.2f}"
     )
     _item_only(args.trials)
     print(f"grid time {time.perf_counter() - start:.0f} s with {args.workers} workers")
