@@ -651,6 +651,12 @@ def record(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also draw the series to FILE (.png or .svg).",
 )
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write a self-contained page to DIR/index.html (sortable table, charts).",
+)
 @_RESAMPLES
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
@@ -686,6 +692,7 @@ def history(
     fmt: str,
     output: Path | None,
     plot: Path | None,
+    html_dir: Path | None,
     resamples: int,
     seed: int,
     alpha: float,
@@ -714,6 +721,10 @@ def history(
         from sbabench.analysis.history.figure import write_plot
 
         errors.print(f"wrote {write_plot(report, plot)}", markup=False, highlight=False)
+    if html_dir is not None:
+        from sbabench.analysis.history.page import write_page
+
+        errors.print(f"wrote {write_page(report, html_dir)}", markup=False, highlight=False)
     if output:
         _write_report(output, render.text(report, "markdown" if fmt == "table" else fmt))
     elif fmt != "table":
