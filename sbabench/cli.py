@@ -24,6 +24,26 @@ errors = Console(stderr=True)
 _RESAMPLES = click.option("--resamples", default=1000, show_default=True, type=click.IntRange(100, 100_000))  # fmt: skip
 
 
+_HISTORY = click.option(
+    "--history",
+    "history_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("results/history.sqlite"),
+    show_default=True,
+    help="The history file (SQLite).",
+)
+_REPO = click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The git repository whose code is under test (its commits key the history).",
+)
+_MACHINE = click.option(
+    "--machine", help="Machine name the records belong to (default: this host's name)."
+)
+
+
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """Refuse NaN (click's FloatRange lets it through, and every comparison with it is False)."""
     if value is not None and value != value:
@@ -133,21 +153,9 @@ def main() -> None:
     is_flag=True,
     help="Then record the suite's results in the history (as `sbabench record`).",
 )
-@click.option(
-    "--history",
-    "history_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("results/history.sqlite"),
-    show_default=True,
-    help="With --record: the history file.",
-)
-@click.option(
-    "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="With --record: the git repository whose code is under test.",
-)
+@_HISTORY
+@_REPO
+@_MACHINE
 @_user_errors
 def run(
     suite: Path,
@@ -162,6 +170,7 @@ def run(
     record_to: bool,
     history_file: Path,
     repo: Path,
+    machine: str | None,
 ) -> None:
     """Run every model x aggregator x task of SUITE that is not done yet.
 
@@ -200,7 +209,7 @@ def run(
     if record_to:  # failed units are listed, not recorded
         from sbabench.analysis.history.store import KEEP_ITEMS
 
-        _record((results_dir / spec.name,), history_file, repo, None, False, KEEP_ITEMS)
+        _record((results_dir / spec.name,), history_file, repo, machine, False, KEEP_ITEMS)
     sys.exit(summary.exit_code)
 
 
@@ -528,26 +537,6 @@ def export(results: Path, fmt: str, output: Path) -> None:
     from sbabench.analysis.export import export_mteb
 
     _show(terminal.export_report(export_mteb(results, output), output, fmt))
-
-
-_HISTORY = click.option(
-    "--history",
-    "history_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("results/history.sqlite"),
-    show_default=True,
-    help="The history file (SQLite).",
-)
-_REPO = click.option(
-    "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="The git repository whose code is under test (its commits key the history).",
-)
-_MACHINE = click.option(
-    "--machine", help="Machine name the records belong to (default: this host's name)."
-)
 
 
 def _record(

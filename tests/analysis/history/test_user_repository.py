@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from sbabench.analysis.history.recording import record_results
 from sbabench.analysis.history.report import history_report
-from sbabench.run.execute import run_suite
-from sbabench.suite import load_suite
+from sbabench.cli import main
 from tests.analysis.history.builders import commit, new_repo
 
 SUITE = """\
@@ -40,6 +39,7 @@ def _operator(body: str) -> str:
     return f'import torch\n\n\ndef combine(outputs, weights):\n    """The project\'s aggregation."""\n{body}'
 
 
+@pytest.mark.slow  # two real units (~20 s of CPU)
 def test_the_step_is_found_at_the_commit_that_changed_the_operator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -52,10 +52,10 @@ def test_the_step_is_found_at_the_commit_that_changed_the_operator(
         (repo / "userops.py").write_text(_operator(AFTER if n >= CHANGED_AT else BEFORE))
         shas.append(commit(repo, f"commit {n}", 1_700_000_000 + 60 * n))
         monkeypatch.delitem(sys.modules, "userops", raising=False)  # the checked-out code
-        summary = run_suite(load_suite(repo / "suite.yaml", import_code=True), repo / "results")
-        assert summary.exit_code == 0, summary.failed
-        assert len(summary.computed) == (1 if n in (0, CHANGED_AT) else 0)  # unchanged: cached
-        record_results([repo / "results" / "own"], history, repo=repo, machine="ci")
+        ran = CliRunner().invoke(main, ["run", str(repo / "suite.yaml"), "--results", str(repo / "results"), "--record", "--history", str(history), "--repo", str(repo), "--machine", "ci"])  # fmt: skip
+        assert ran.exit_code == 0, ran.output
+        assert ("1 computed" in ran.output) == (n in (0, CHANGED_AT)), ran.output  # else cached
+        assert "recorded 1 of 1 units" in ran.output
     report = history_report(history, repo=repo)
     (unit,) = report.units
     assert len(unit.points) == 10
