@@ -722,3 +722,84 @@ def history(
         _show(render.terminal(report))
     if fail_on_drop and report.gate is not None and report.gate.failed:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("good")
+@click.argument("bad")
+@click.option(
+    "--suite",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The suite that defines the unit.",
+)
+@click.option("--only", required=True, metavar="GLOB", help="The one unit: model/aggregator/task.")
+@_REPO
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".sbabench-bisect"),
+    show_default=True,
+    help="Results folder shared by every tested commit (its caches make unchanged code free).",
+)
+@_RESAMPLES
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--alpha",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    callback=_finite,
+    help="A commit has moved when its paired test against GOOD has p < alpha.",
+)
+@_user_errors
+def bisect(
+    good: str,
+    bad: str,
+    suite: Path,
+    only: str,
+    repo: Path,
+    results_dir: Path,
+    resamples: int,
+    seed: int,
+    alpha: float,
+) -> None:
+    """Find the first commit after GOOD (up to BAD, on BAD's first-parent line) where the score
+    of one unit moved: each tested commit is checked out in a temporary worktree of --repo and
+    the unit run there with the current environment, then compared with GOOD by the paired test.
+    Exit code: 0 a commit was found; 1 BAD does not differ from GOOD; 2 on bad input or a run
+    that failed.
+    """
+    from sbabench.analysis.history.bisect import bisect as bisect_range
+
+    def note(text: str) -> None:
+        errors.print(text, markup=False, highlight=False)
+
+    found = bisect_range(
+        repo, good, bad, suite, only, results_dir,
+        alpha=alpha, n_resamples=resamples, seed=seed, progress=note,
+    )  # fmt: skip
+    for probe in found.probes:
+        test = probe.test
+        against = (
+            "GOOD"
+            if test is None
+            else f"{test.delta:+.4f} (95% CI {test.ci_low:+.4f}..{test.ci_high:+.4f}, "
+            f"p {test.p_value:.2g}){' MOVED' if probe.moved else ''}"
+        )
+        console.print(
+            f"{probe.commit.sha[:12]} {probe.score:.4f} {against}  {probe.commit.subject}",
+            markup=False, highlight=False,
+        )  # fmt: skip
+    if found.first_moved is None:
+        console.print(
+            f"{found.label}: BAD does not differ from GOOD (p >= {alpha:g})", markup=False
+        )
+        sys.exit(1)
+    first = found.first_moved
+    console.print(
+        f"{found.label}: first moved at {first.sha[:12]} ({first.subject}); "
+        f"{len(found.probes)} of {found.commits + 1} commits run",
+        markup=False, highlight=False,
+    )  # fmt: skip

@@ -22,7 +22,7 @@ class Commit:
     """The first line of its message."""
 
 
-def _git(repo: Path, *args: str) -> str:
+def run_git(repo: Path, *args: str) -> str:
     """Standard output of `git -C repo args`; a user error naming the repository otherwise."""
     try:
         done = subprocess.run(
@@ -47,27 +47,27 @@ def resolve(repo: Path, ref: str) -> str:
     """The full commit name `ref` (a branch, tag or abbreviated name) stands for in `repo`."""
     if ref.startswith("-"):
         raise SbabenchError(f"{ref!r} is not a commit or branch name", fix="name a commit")
-    return _git(repo, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").strip()
+    return run_git(repo, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").strip()
 
 
 def describe(repo: Path, ref: str = "HEAD") -> Commit:
     """The commit `ref` names, with its committer date and subject."""
     sha = resolve(repo, ref)
     date, _, subject = (
-        _git(repo, "log", "-1", "--format=%cI%x00%s", sha).rstrip("\n").partition("\0")
+        run_git(repo, "log", "-1", "--format=%cI%x00%s", sha).rstrip("\n").partition("\0")
     )
     return Commit(sha, date, subject)
 
 
 def is_dirty(repo: Path) -> bool:
     """Whether tracked files differ from HEAD (untracked files, such as results, do not count)."""
-    return bool(_git(repo, "status", "--porcelain", "--untracked-files=no").strip())
+    return bool(run_git(repo, "status", "--porcelain", "--untracked-files=no").strip())
 
 
 def first_parent(repo: Path, ref: str = "HEAD", limit: int = 500) -> list[Commit]:
     """The first-parent commits of `ref`, oldest first, at most `limit` (the newest)."""
     sha = resolve(repo, ref)
-    out = _git(
+    out = run_git(
         repo, "log", "--first-parent", f"--max-count={limit}", "--format=%H%x00%cI%x00%s", sha
     )
     commits = [Commit(*line.split("\0", 2)) for line in out.splitlines() if line]
@@ -76,4 +76,4 @@ def first_parent(repo: Path, ref: str = "HEAD", limit: int = 500) -> list[Commit
 
 def worktree_root(repo: Path) -> Path:
     """The top folder of the work tree holding `repo`."""
-    return Path(_git(repo, "rev-parse", "--show-toplevel").strip())
+    return Path(run_git(repo, "rev-parse", "--show-toplevel").strip())

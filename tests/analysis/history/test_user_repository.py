@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from sbabench.analysis.history.bisect import bisect
 from sbabench.analysis.history.report import history_report
 from sbabench.cli import main
+from sbabench.digests import _spec
 from tests.analysis.history.builders import commit, new_repo
 
 SUITE = """\
@@ -65,3 +67,17 @@ def test_the_step_is_found_at_the_commit_that_changed_the_operator(
     before, after = unit.points[CHANGED_AT - 1].score, unit.points[CHANGED_AT].score
     assert step.test is not None and step.test.delta == pytest.approx(after - before, abs=1e-5)
     assert step.test.delta < 0 and step.test.ci_high < 0  # the bug lowers the score
+
+    def in_process(tree: Path, suite: Path, results: Path, only: str) -> None:
+        """What `run_in_subprocess` does, in this process (torch stays loaded): the worktree's
+        module found afresh (the digests remember where a module name was found)."""
+        _spec.cache_clear()
+        monkeypatch.chdir(tree)
+        monkeypatch.syspath_prepend(str(tree))
+        monkeypatch.delitem(sys.modules, "userops", raising=False)
+        ran = CliRunner().invoke(main, ["run", str(suite), "--results", str(results), "--only", only])  # fmt: skip
+        assert ran.exit_code == 0, ran.output
+
+    found = bisect(repo, shas[0], shas[-1], repo / "suite.yaml", "*/userops.combine/*", repo / "results", run=in_process)  # fmt: skip
+    assert found.first_moved is not None and found.first_moved.sha == shas[CHANGED_AT]
+    assert len(found.probes) <= 6  # GOOD, BAD and a halving of the 8 commits between
