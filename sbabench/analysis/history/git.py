@@ -35,7 +35,7 @@ def run_git(repo: Path, *args: str) -> str:
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["git failed"])[-1]
         raise SbabenchError(
-            f"git {' '.join(args)} failed in {repo}: {reason}",
+            f"git {' '.join(args)} failed: {reason}",
             where=str(repo),
             fix="give --repo the git repository whose code is under test, and a commit or "
             "branch it holds",

@@ -23,7 +23,7 @@ def test_bisect_refuses_a_range_it_cannot_search(tmp_path: Path) -> None:
     for good, bad, message in [
         (side, second, "not on the first-parent line"),
         (first, first, "nothing to search"),
-        ("no-such-ref", second, "failed in"),
+        ("no-such-ref", second, "git rev-parse"),
     ]:
         result = CliRunner().invoke(main, [*base, good, bad])
         assert result.exit_code == 2 and message in result.output, result.output

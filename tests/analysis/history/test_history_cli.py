@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_the_drop_is_found_at_its_commit_confirmed_with_its_sign(
 
 def test_the_table_fits_80_columns_and_names_the_step(recorded: tuple[Path, list[str]]) -> None:
     repo, shas = recorded
-    console = Console(width=80, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=80, record=True, file=io.StringIO())
     for shown in render.terminal(history_report(repo / "h.sqlite", repo=repo)):
         console.print(shown)
     text = console.export_text()
