@@ -4,11 +4,13 @@ series (settings, task or model changed) as dotted lines. PNG or SVG, by the fil
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
 
 from sbabench.analysis.history.report import HistoryReport
+from sbabench.atomic import write_bytes_atomic
 from sbabench.errors import SbabenchError
 
 FORMATS = (".png", ".svg")
@@ -56,9 +58,10 @@ def write_plot(report: HistoryReport, path: Path) -> Path:
         ticks = sorted(position[sha] for sha in shown)
         axes[-1][0].set_xticks(ticks, [report.line[i].sha[:7] for i in ticks], rotation=90)
         fig.tight_layout()
+        image = io.BytesIO()
+        fig.savefig(image, dpi=120, format=path.suffix.lower().lstrip("."))
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=120)
+            write_bytes_atomic(path, image.getvalue())  # never a half-written image
         except OSError as exc:
             raise SbabenchError(
                 f"cannot write the plot to {path} ({exc.strerror or type(exc).__name__})",
