@@ -28,6 +28,26 @@ errors = Console(stderr=True)
 _RESAMPLES = click.option("--resamples", default=1000, show_default=True, type=click.IntRange(100, 100_000))  # fmt: skip
 
 
+_HISTORY = click.option(
+    "--history",
+    "history_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("results/history.sqlite"),
+    show_default=True,
+    help="The history file (SQLite).",
+)
+_REPO = click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The git repository whose code is under test (its commits key the history).",
+)
+_MACHINE = click.option(
+    "--machine", help="Machine name the records belong to (default: this host's name)."
+)
+
+
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """Refuse NaN (click's FloatRange lets it through, and every comparison with it is False)."""
     if value is not None and value != value:
@@ -150,6 +170,15 @@ def main() -> None:
     help="With --until-decided: a comparison whose interval lies within +-EFFECT is decided "
     "(default: the suite's; none: only a significant difference decides one).",
 )
+@click.option(
+    "--record",
+    "record_to",
+    is_flag=True,
+    help="Then record the suite's results in the history (as `sbabench record`).",
+)
+@_HISTORY
+@_REPO
+@_MACHINE
 @_user_errors
 def run(
     suite: Path,
@@ -164,6 +193,10 @@ def run(
     until_decided: bool,
     baseline: str | None,
     effect: float | None,
+    record_to: bool,
+    history_file: Path,
+    repo: Path,
+    machine: str | None,
 ) -> None:
     """Run every model x aggregator x task of SUITE that is not done yet.
 
@@ -173,6 +206,7 @@ def run(
     being computed twice. With --executor ray, Ray actors compute the units (the model's
     `resources`: `workers` actors per model, each with its `cpus` and `gpus`) and this process
     alone writes the results (docs/scaling.md).
+    With --record, the suite's results are then recorded in the history (`sbabench record`).
     Exit code: 0 all done, 1 some unit failed, 2 bad input or a results folder that cannot be
     written (read-only, no permission, a full disk: finished units are kept; or a result file
     from a newer sbabench), each said in one line.
@@ -202,16 +236,22 @@ def run(
     if ray_address is not None and executor != "ray":
         raise SbabenchError("--ray-address needs --executor ray", fix="add --executor ray")
     if design is not None:
-        _run_until_decided(spec, design, results_dir, executor, ray_address, ray_retries)
-    with terminal.ProgressBar(errors) as bar:
-        summary = run_with(
-            executor, spec, results_dir, force=force, only=only, shard=shard_spec,
-            progress=bar.event, ray_address=ray_address, ray_retries=ray_retries,
-        )  # fmt: skip
-    _show(terminal.run_report(summary, spec.name, results_dir))
-    for label, message in summary.failed.items():
-        errors.print(f"[red]FAILED[/red] {label}: {message}", highlight=False)
-    sys.exit(summary.exit_code)
+        code = _run_until_decided(spec, design, results_dir, executor, ray_address, ray_retries)
+    else:
+        with terminal.ProgressBar(errors) as bar:
+            summary = run_with(
+                executor, spec, results_dir, force=force, only=only, shard=shard_spec,
+                progress=bar.event, ray_address=ray_address, ray_retries=ray_retries,
+            )  # fmt: skip
+        _show(terminal.run_report(summary, spec.name, results_dir))
+        for label, message in summary.failed.items():
+            errors.print(f"[red]FAILED[/red] {label}: {message}", highlight=False)
+        code = summary.exit_code
+    if record_to:  # failed units are listed, not recorded
+        from sbabench.analysis.history.store import KEEP_ITEMS
+
+        _record((results_dir / spec.name,), history_file, repo, machine, False, KEEP_ITEMS)
+    sys.exit(code)
 
 
 def _run_until_decided(
@@ -221,8 +261,8 @@ def _run_until_decided(
     executor: str,
     ray_address: str | None,
     ray_retries: int,
-) -> None:
-    """Rounds of replicates with a look after each; exits (0 done, 1 a unit failed)."""
+) -> int:
+    """Rounds of replicates with a look after each; the exit code (0 done, 1 a unit failed)."""
     from sbabench.analysis.sequential import run_until_decided
     from sbabench.run.executors import run_with
 
@@ -248,7 +288,7 @@ def _run_until_decided(
     _show(terminal.sequential_report(outcome.record))
     for label, message in last.failed.items():
         errors.print(f"[red]FAILED[/red] {label}: {message}", highlight=False)
-    sys.exit(1 if outcome.failed else 0)
+    return 1 if outcome.failed else 0
 
 
 @main.command()
@@ -582,3 +622,269 @@ def export(results: Path, fmt: str, output: Path) -> None:
     from sbabench.analysis.export import export_mteb
 
     _show(terminal.export_report(export_mteb(results, output), output, fmt))
+
+
+def _record(
+    folders: tuple[Path, ...],
+    history_file: Path,
+    repo: Path,
+    machine: str | None,
+    replace: bool,
+    keep_items: int,
+) -> None:
+    from sbabench.analysis.history.recording import record_results
+
+    done = record_results(
+        folders, history_file, repo=repo, machine=machine,
+        replace_changed=replace, keep_items=keep_items,
+    )  # fmt: skip
+    added = done.added
+    dirty = " (dirty tree)" if done.dirty else ""
+    console.print(
+        f"recorded {done.units - len(done.not_recorded)} of {done.units} units at "
+        f"{done.commit.sha[:12]}{dirty} on {done.machine} in {history_file}: {added.added} new, "
+        f"{added.unchanged} unchanged, {added.replaced} replaced",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    for label, message in done.not_recorded.items():
+        errors.print(f"not recorded: {label}: {message}", markup=False, highlight=False)
+
+
+@main.command()
+@click.argument("results", nargs=-1, type=click.Path(path_type=Path))
+@_HISTORY
+@_REPO
+@_MACHINE
+@click.option(
+    "--from",
+    "sources",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Merge the records of another history file (e.g. a CI artefact); repeatable.",
+)
+@click.option(
+    "--replace", is_flag=True, help="Overwrite records already stored with other content."
+)
+@click.option(
+    "--keep-items",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Commits per unit whose per-item scores are kept (scores are kept forever).",
+)
+@_user_errors
+def record(
+    results: tuple[Path, ...],
+    history_file: Path,
+    repo: Path,
+    machine: str | None,
+    sources: tuple[Path, ...],
+    replace: bool,
+    keep_items: int,
+) -> None:
+    """Append every unit of RESULTS (results folders, read as the gate reads them) to the
+    history at the current commit of --repo: main score, its uncertainty, the per-item scores
+    and provenance. Recording the same unit, commit and machine again is a no-op; other content
+    is an error unless --replace. Exit code: 0; 2 on bad input (a result file the gate would
+    refuse, a damaged history, a changed record without --replace).
+    """
+    from sbabench.analysis.history.store import HistoryStore
+
+    if not results and not sources:
+        raise SbabenchError("nothing to record", fix="give RESULTS folders, or --from FILE")
+    for source in sources:
+        added = HistoryStore(history_file, create=True).merge_from(
+            source, replace_changed=replace, keep_items=keep_items
+        )
+        console.print(
+            f"merged {source}: {added.added} new, {added.unchanged} unchanged, "
+            f"{added.replaced} replaced", markup=False, highlight=False,
+        )  # fmt: skip
+    if results:
+        _record(results, history_file, repo, machine, replace, keep_items)
+
+
+@main.command()
+@_HISTORY
+@_REPO
+@_MACHINE
+@click.option("--branch", default="HEAD", show_default=True, help="Whose first-parent commits.")
+@click.option("--only", metavar="GLOB", help="Only units whose model/aggregator/task matches.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the report to FILE."
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw the series to FILE (.png or .svg).",
+)
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write a self-contained page to DIR/index.html (sortable table, charts).",
+)
+@_RESAMPLES
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--alpha",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    callback=_finite,
+    help="Level of the step detection, of each step's paired test and of the drop gate (Holm).",
+)
+@click.option(
+    "--fail-on-drop",
+    is_flag=True,
+    help="Exit 1 if a unit dropped by more than --max-drop between --since and the newest "
+    "recorded commit, or could not be tested.",
+)
+@click.option("--since", metavar="REF", help="The commit the drop gate compares with.")
+@click.option(
+    "--max-drop",
+    default=0.005,
+    show_default=True,
+    type=click.FloatRange(0),
+    callback=_finite,
+    help="Tolerated drop.",
+)
+@_user_errors
+def history(
+    history_file: Path,
+    repo: Path,
+    machine: str | None,
+    branch: str,
+    only: str | None,
+    fmt: str,
+    output: Path | None,
+    plot: Path | None,
+    html_dir: Path | None,
+    resamples: int,
+    seed: int,
+    alpha: float,
+    fail_on_drop: bool,
+    since: str | None,
+    max_drop: float,
+) -> None:
+    """Each unit's score over the first-parent commits of --branch: a table with a trend, the
+    steps found (weighted by each score's uncertainty, confirmed by the paired test between
+    the commits on either side), and with --since the drop gate. A change of settings, task
+    revision or model build starts a new series. Exit code: 0; 1 with --fail-on-drop when a
+    unit dropped or was not tested; 2 on bad input.
+    """
+    from sbabench.analysis.history import render
+    from sbabench.analysis.history.report import history_report
+
+    if fail_on_drop and since is None:
+        raise SbabenchError(
+            "--fail-on-drop needs --since REF", fix="add --since main (or a commit)"
+        )
+    report = history_report(
+        history_file, repo=repo, branch=branch, machine=machine, only=only, alpha=alpha,
+        n_resamples=resamples, seed=seed, since=since, max_drop=max_drop,
+    )  # fmt: skip
+    if plot is not None:
+        from sbabench.analysis.history.figure import write_plot
+
+        errors.print(f"wrote {write_plot(report, plot)}", markup=False, highlight=False)
+    if html_dir is not None:
+        from sbabench.analysis.history.page import write_page
+
+        errors.print(f"wrote {write_page(report, html_dir)}", markup=False, highlight=False)
+    if output:
+        _write_report(output, render.text(report, "markdown" if fmt == "table" else fmt))
+    elif fmt != "table":
+        click.echo(render.text(report, fmt), nl=False)
+    else:
+        _show(render.terminal(report))
+    if fail_on_drop and report.gate is not None and report.gate.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("good")
+@click.argument("bad")
+@click.option(
+    "--suite",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The suite that defines the unit.",
+)
+@click.option("--only", required=True, metavar="GLOB", help="The one unit: model/aggregator/task.")
+@_REPO
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".sbabench-bisect"),
+    show_default=True,
+    help="Results folder shared by every tested commit (its caches make unchanged code free).",
+)
+@_RESAMPLES
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--alpha",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    callback=_finite,
+    help="A commit has moved when its paired test against GOOD has p < alpha.",
+)
+@_user_errors
+def bisect(
+    good: str,
+    bad: str,
+    suite: Path,
+    only: str,
+    repo: Path,
+    results_dir: Path,
+    resamples: int,
+    seed: int,
+    alpha: float,
+) -> None:
+    """Find the first commit after GOOD (up to BAD, on BAD's first-parent line) where the score
+    of one unit moved: each tested commit is checked out in a temporary worktree of --repo and
+    the unit run there with the current environment, then compared with GOOD by the paired test.
+    Exit code: 0 a commit was found; 1 BAD does not differ from GOOD; 2 on bad input or a run
+    that failed.
+    """
+    from sbabench.analysis.history.bisect import bisect as bisect_range
+
+    def note(text: str) -> None:
+        errors.print(text, markup=False, highlight=False)
+
+    found = bisect_range(
+        repo, good, bad, suite, only, results_dir,
+        alpha=alpha, n_resamples=resamples, seed=seed, progress=note,
+    )  # fmt: skip
+    for probe in found.probes:
+        test = probe.test
+        against = (
+            "GOOD"
+            if test is None
+            else f"{test.delta:+.4f} (95% CI {test.ci_low:+.4f}..{test.ci_high:+.4f}, "
+            f"p {test.p_value:.2g}){' MOVED' if probe.moved else ''}"
+        )
+        console.print(
+            f"{probe.commit.sha[:12]} {probe.score:.4f} {against}  {probe.commit.subject}",
+            markup=False, highlight=False,
+        )  # fmt: skip
+    if found.first_moved is None:
+        console.print(
+            f"{found.label}: BAD does not differ from GOOD (p >= {alpha:g})", markup=False
+        )
+        sys.exit(1)
+    first = found.first_moved
+    console.print(
+        f"{found.label}: first moved at {first.sha[:12]} ({first.subject}); "
+        f"{len(found.probes)} of {found.commits + 1} commits run",
+        markup=False, highlight=False,
+    )  # fmt: skip

@@ -1,0 +1,344 @@
+"""The history store: one SQLite file of recorded units, keyed by (commit, machine, suite,
+unit, replicate).
+
+SQLite because the file must be embedded (no server), transactional (a killed `record` leaves
+the file as it was) and safe for concurrent writers: every write is one `BEGIN IMMEDIATE`
+transaction, and a writer waits up to `BUSY_TIMEOUT_S` for another. The file is created whole
+under a temporary name and linked into place, so an existing file is always one sbabench wrote:
+an empty, foreign or damaged one is a located error, never reset.
+
+Retention: scores, uncertainty and provenance are kept forever; the per-item arrays (what the
+paired test reads) are kept for the newest `KEEP_ITEMS` commits of each unit and replicate on a
+machine (by committer date), unless `record --keep-items` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sbabench.errors import StorageError
+from sbabench.tasks.items import ItemScores
+
+APPLICATION_ID = 0x53424148
+"""`PRAGMA application_id` of a history file ("SBAH"): a SQLite file of another tool is refused."""
+SCHEMA_VERSION = 1
+"""`PRAGMA user_version` of the layout below; a newer file is refused, never rewritten."""
+KEEP_ITEMS = 20
+"""Commits per unit and machine whose per-item arrays are kept (scores are kept forever)."""
+BUSY_TIMEOUT_S = 60.0
+"""How long a writer waits for another one's transaction before it gives up (a user error)."""
+
+_SCHEMA = """
+CREATE TABLE commits (
+    sha TEXT PRIMARY KEY, date TEXT NOT NULL, subject TEXT NOT NULL
+);
+CREATE TABLE records (
+    sha TEXT NOT NULL, machine TEXT NOT NULL, suite TEXT NOT NULL, model TEXT NOT NULL,
+    aggregator TEXT NOT NULL, task TEXT NOT NULL, replicate INTEGER NOT NULL,
+    series TEXT NOT NULL, unit_key TEXT NOT NULL, task_type TEXT NOT NULL,
+    score_name TEXT NOT NULL, score REAL NOT NULL, item_var REAL NOT NULL,
+    n_items INTEGER NOT NULL, dirty INTEGER NOT NULL, device TEXT NOT NULL,
+    versions TEXT NOT NULL, content TEXT NOT NULL, recorded_at TEXT NOT NULL, items BLOB,
+    PRIMARY KEY (sha, machine, suite, model, aggregator, task, replicate)
+);
+"""
+
+_FIELDS = [
+    *("sha", "machine", "suite", "model", "aggregator", "task", "replicate", "series"),
+    *("unit_key", "task_type", "score_name", "score", "item_var", "n_items", "dirty"),
+    *("device", "versions", "content", "recorded_at"),
+]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One unit's outcome at one commit on one machine."""
+
+    sha: str
+    """Commit of the repository under test."""
+    machine: str
+    suite: str
+    model: str
+    aggregator: str
+    task: str
+    replicate: int
+    series: str
+    """Digest of what the score depends on besides code (settings, task and revision, model
+    build, scoring version): a new value starts a new series instead of counting as a step."""
+    unit_key: str
+    """The unit's full key (code digests included)."""
+    task_type: str
+    score_name: str
+    score: float
+    item_var: float
+    """Variance of the score from resampling its test items (NaN: not estimable)."""
+    n_items: int
+    dirty: bool
+    """The repository's tracked files differed from the commit when it was recorded."""
+    device: str
+    versions: str
+    """Package versions, JSON."""
+    content: str
+    """Digest of the unit's key, score and items: what makes a second record the same."""
+    recorded_at: str
+    items: bytes | None = None
+    """zlib-compressed JSON of the per-item scores (None: pruned, or not read)."""
+
+    @property
+    def unit(self) -> tuple[str, str, str, str]:
+        """suite, model, aggregator, task."""
+        return (self.suite, self.model, self.aggregator, self.task)
+
+    @property
+    def label(self) -> str:
+        """`model/aggregator/task` (with `@rR` for replicate R > 0)."""
+        model = self.model if self.replicate == 0 else f"{self.model}@r{self.replicate}"
+        return f"{model}/{self.aggregator}/{self.task}"
+
+
+@dataclass(frozen=True)
+class Added:
+    """What adding records did."""
+
+    added: int = 0
+    unchanged: int = 0
+    """Already recorded with the same content (a no-op)."""
+    replaced: int = 0
+
+
+def pack_items(items: dict[str, ItemScores]) -> bytes:
+    """Per-item scores as stored: compact JSON, zlib-compressed."""
+    data = {name: scores.model_dump() for name, scores in sorted(items.items())}
+    return zlib.compress(json.dumps(data, separators=(",", ":")).encode("utf-8"), 6)
+
+
+def _unpack_items(path: Path, record: Record) -> dict[str, ItemScores]:
+    try:
+        data = json.loads(zlib.decompress(record.items or b""))
+        return {name: ItemScores.model_validate(value) for name, value in data.items()}
+    except (zlib.error, ValueError, TypeError, AttributeError) as exc:
+        raise _damaged(path, f"the items of {record.label} at {record.sha[:12]} ({exc})") from None
+
+
+def _damaged(path: Path, what: str) -> StorageError:
+    return StorageError(
+        f"{path}: is not a readable sbabench history: {what}; it was left as it is",
+        fix="restore the file from a copy (a CI artefact, the history branch), or give "
+        "another --history path; sbabench never resets a history",
+    )
+
+
+class HistoryStore:
+    """A history file, opened for reading (`create=False`) or for recording."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        if not path.exists():
+            if not create:
+                raise StorageError(
+                    f"no history at {path}",
+                    fix="record results first (sbabench record RESULTS --history "
+                    f"{path}), or give --history the file that holds them",
+                )
+            _create(path)
+        self._check()
+
+    @contextmanager
+    def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection; with `write`, inside one immediate transaction, committed at the end
+        (rolled back on any error). SQLite's errors become located user errors."""
+        connection: sqlite3.Connection | None = None
+        try:
+            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            if write:
+                connection.execute("BEGIN IMMEDIATE")
+            yield connection
+            if write:
+                connection.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StorageError(
+                    f"{self.path}: another process held the history for over "
+                    f"{BUSY_TIMEOUT_S:.0f} s ({exc}); nothing was written",
+                    fix="run again when the other `sbabench record` has finished",
+                ) from None
+            raise _damaged(self.path, str(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(self.path, str(exc)) from None
+        finally:
+            if connection is not None:
+                if connection.in_transaction:
+                    connection.rollback()
+                connection.close()
+
+    def _check(self) -> None:
+        if self.path.is_dir() or self.path.stat().st_size == 0:
+            raise _damaged(self.path, "it is a folder" if self.path.is_dir() else "it is empty")
+        with self._connect() as db:
+            application = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if application != APPLICATION_ID:
+                raise _damaged(self.path, "it is a SQLite file of another tool")
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path}: written by a newer sbabench (history schema {version} > "
+                    f"{SCHEMA_VERSION}); it was left as it is",
+                    fix="upgrade sbabench, or give another --history path",
+                )
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise _damaged(self.path, f"SQLite's check says {check!r}")
+
+    def add(
+        self,
+        records: Iterable[Record],
+        commits: Iterable[tuple[str, str, str]],
+        *,
+        replace_changed: bool = False,
+        keep_items: int = KEEP_ITEMS,
+    ) -> Added:
+        """Add records (and their commits' date and subject) in one transaction. A record
+        already stored with the same content is a no-op; with other content it is a user error
+        (nothing is written) unless `replace_changed`."""
+        added = Added()
+        with self._connect(write=True) as db:
+            db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?)", list(commits))
+            for record in records:
+                added = _add_one(db, self.path, record, replace_changed, added)
+            _prune(db, keep_items)
+        return added
+
+    def merge_from(
+        self, other: Path, *, replace_changed: bool = False, keep_items: int = KEEP_ITEMS
+    ) -> Added:
+        """Add every record of another history file (e.g. a CI artefact)."""
+        source = HistoryStore(other)
+        return self.add(
+            source.records(with_items=True),
+            source.commits().values(),
+            replace_changed=replace_changed,
+            keep_items=keep_items,
+        )
+
+    def records(self, machine: str | None = None, *, with_items: bool = False) -> list[Record]:
+        """Every record (of `machine`), items left out unless `with_items`."""
+        columns = ", ".join([*_FIELDS, "items" if with_items else "NULL"])
+        query = f"SELECT {columns} FROM records"
+        with self._connect() as db:
+            rows = db.execute(
+                query + (" WHERE machine = ?" if machine else ""), (machine,) if machine else ()
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def items(self, record: Record) -> dict[str, ItemScores] | None:
+        """The stored per-item scores of `record`'s unit and commit (None: pruned)."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT items FROM records WHERE sha=? AND machine=? AND suite=? AND model=? "
+                "AND aggregator=? AND task=? AND replicate=?",
+                (record.sha, record.machine, *record.unit, record.replicate),
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return _unpack_items(self.path, replace(record, items=row[0]))
+
+    def commits(self) -> dict[str, tuple[str, str, str]]:
+        """sha -> (sha, committer date, subject) of every recorded commit."""
+        with self._connect() as db:
+            rows = db.execute("SELECT sha, date, subject FROM commits").fetchall()
+        return {row[0]: (row[0], row[1], row[2]) for row in rows}
+
+    def machines(self) -> list[str]:
+        """Machines with records, sorted."""
+        with self._connect() as db:
+            rows = db.execute("SELECT DISTINCT machine FROM records ORDER BY machine").fetchall()
+        return [row[0] for row in rows]
+
+
+def _record(row: tuple[object, ...]) -> Record:
+    values = dict(zip([*_FIELDS, "items"], row, strict=True))
+    values["dirty"] = bool(values["dirty"])
+    return Record(**values)  # type: ignore[arg-type]
+
+
+def _add_one(
+    db: sqlite3.Connection, path: Path, record: Record, replace_changed: bool, added: Added
+) -> Added:
+    where = (
+        "sha=? AND machine=? AND suite=? AND model=? AND aggregator=? AND task=? AND replicate=?"
+    )
+    key = (record.sha, record.machine, *record.unit, record.replicate)
+    row = db.execute(f"SELECT content FROM records WHERE {where}", key).fetchone()
+    if row is not None and row[0] == record.content:
+        return replace(added, unchanged=added.unchanged + 1)
+    if row is not None and not replace_changed:
+        raise StorageError(
+            f"{path}: {record.suite}/{record.label} is already recorded at commit "
+            f"{record.sha[:12]} on machine {record.machine!r} with other content (another "
+            "score or other items); nothing was recorded",
+            fix="pass --replace to overwrite it (e.g. after a dirty or broken run), or "
+            "--machine to record it under another machine",
+        )
+    values = [getattr(record, name) for name in _FIELDS] + [record.items]
+    values[_FIELDS.index("dirty")] = int(record.dirty)
+    db.execute(f"INSERT OR REPLACE INTO records VALUES ({', '.join('?' * len(values))})", values)
+    if row is None:
+        return replace(added, added=added.added + 1)
+    return replace(added, replaced=added.replaced + 1)
+
+
+def _prune(db: sqlite3.Connection, keep: int) -> None:
+    """Drop the items of all but the newest `keep` commits of each unit, replicate and machine
+    (by committer date, then by when they were recorded)."""
+    db.execute(
+        """
+        UPDATE records SET items = NULL WHERE items IS NOT NULL AND rowid IN (
+            SELECT rowid FROM (
+                SELECT records.rowid AS rowid, ROW_NUMBER() OVER (
+                    PARTITION BY machine, suite, model, aggregator, task, replicate
+                    ORDER BY commits.date DESC, records.recorded_at DESC
+                ) AS newest
+                FROM records JOIN commits ON commits.sha = records.sha
+            ) WHERE newest > ?
+        )
+        """,
+        (keep,),
+    )
+
+
+def _create(path: Path) -> None:
+    """A new, empty history at `path`, made whole under a temporary name and linked into
+    place (a concurrent creator's file wins; an existing file is never touched)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the history {path} ({exc.strerror or type(exc).__name__})",
+            fix="give --history a file in a writable folder",
+        ) from None
+    os.close(fd)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would keep a shared history private
+        db = sqlite3.connect(tmp)
+        try:
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.commit()
+        finally:
+            db.close()
+        with suppress(FileExistsError):  # another process created it first: theirs is as good
+            os.link(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

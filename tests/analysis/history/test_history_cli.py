@@ -1,0 +1,118 @@
+"""`sbabench history` over a made-up repository of 8 commits whose score drops once."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from sbabench.analysis.history import render
+from sbabench.analysis.history.report import history_report
+from sbabench.cli import main
+from tests.analysis.history.builders import commit, new_repo, sts_result, write_results
+from tests.factories import key_parts
+
+DROP_AT = 5
+"""The commit (0-based) whose results are noisier: its Spearman, and every later one's, drops."""
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    repo = new_repo(tmp_path_factory.mktemp("history") / "repo")
+    shas = []
+    for n in range(8):
+        shas.append(commit(repo, f"change {n}", 1_700_000_000 + 60 * n))
+        shift = 3.0 if n >= DROP_AT else 0.0
+        folder = write_results(
+            repo / "results", sts_result(shift, 1), sts_result(0.0, 1, aggregator="linear")
+        )
+        result = CliRunner().invoke(main, ["record", str(folder), "--repo", str(repo), "--machine", "ci", "--history", str(repo / "h.sqlite")])  # fmt: skip
+        assert result.exit_code == 0, result.output
+    return repo, shas
+
+
+def _history(repo: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["history", "--repo", str(repo), "--history", str(repo / "h.sqlite"), *args])  # fmt: skip
+    return result.exit_code, result.output
+
+
+def test_the_drop_is_found_at_its_commit_confirmed_with_its_sign(
+    recorded: tuple[Path, list[str]],
+) -> None:
+    repo, shas = recorded
+    report = history_report(repo / "h.sqlite", repo=repo)
+    assert [u.label for u in report.units] == ["m/linear/T1", "m/sba/T1"]
+    (step,) = report.steps
+    assert step.label == "m/sba/T1" and step.confirmed
+    assert step.before.sha == shas[DROP_AT - 1] and step.after.sha == shas[DROP_AT]
+    assert step.test is not None and step.test.delta < 0 and step.test.ci_high < 0
+    assert step.after.subject == f"change {DROP_AT}"
+
+
+def test_the_table_fits_80_columns_and_names_the_step(recorded: tuple[Path, list[str]]) -> None:
+    repo, shas = recorded
+    console = Console(width=80, record=True, file=io.StringIO())
+    for shown in render.terminal(history_report(repo / "h.sqlite", repo=repo)):
+        console.print(shown)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert f"@{shas[DROP_AT][:7]}" in text and "CONFIRMED" in text
+    assert "▁" in text and "█" in text
+
+
+def test_markdown_csv_and_json(recorded: tuple[Path, list[str]]) -> None:
+    repo, shas = recorded
+    code, out = _history(repo, "--format", "markdown", "--only", "*/sba/*")
+    assert code == 0 and "| m/sba/T1 | 8 |" in out and "m/linear/T1" not in out
+    code, out = _history(repo, "--format", "csv")
+    assert code == 0 and len(out.splitlines()) == 1 + 16 and ",confirmed" in out
+    code, out = _history(repo, "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and len(data["points"]) == 16 and data["steps"][0]["after"] == shas[DROP_AT]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_plot(recorded: tuple[Path, list[str]], tmp_path: Path, suffix: str) -> None:
+    repo, _ = recorded
+    target = tmp_path / f"history{suffix}"
+    code, out = _history(repo, "--plot", str(target), "--format", "csv")
+    assert code == 0 and target.stat().st_size > 1000, out
+    code, out = _history(repo, "--plot", str(tmp_path / "x.gif"))
+    assert code == 2 and ".png or .svg" in out
+
+
+def test_drop_gate_fails_on_a_drop_since_ref_and_passes_after_it(
+    recorded: tuple[Path, list[str]],
+) -> None:
+    repo, shas = recorded
+    code, out = _history(repo, "--fail-on-drop", "--since", shas[1], "--max-drop", "0.005")
+    assert code == 1, out
+    assert "DROP: m/sba/T1" in out and "NO DROP SHOWN: m/linear/T1" in out
+    assert "2 of 2 units tested" in out
+    code, out = _history(repo, "--fail-on-drop", "--since", shas[DROP_AT], "--format", "json")
+    assert code == 0, out
+    assert json.loads(out)["gate"]["failed"] is False
+    code, out = _history(repo, "--fail-on-drop")
+    assert code == 2 and "--since" in out
+
+
+def test_a_change_of_settings_starts_a_new_series(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path / "repo")
+    for n in range(4):
+        commit(repo, f"c{n}", 1_700_000_000 + n)
+        result = sts_result(1.0 if n >= 2 else 0.0, 1)
+        if n >= 2:  # another seed from commit 2 on: a new series, not a step
+            parts = key_parts().model_copy(update={"settings": key_parts().settings.model_copy(update={"seed": 1})})  # fmt: skip
+            result = result.model_copy(update={"key_parts": parts, "key": parts.digest})
+        folder = write_results(repo / "results", result)
+        result_cli = CliRunner().invoke(main, ["record", str(folder), "--repo", str(repo), "--history", str(repo / "h.sqlite")])  # fmt: skip
+        assert result_cli.exit_code == 0, result_cli.output
+    report = history_report(repo / "h.sqlite", repo=repo)
+    (unit,) = report.units
+    assert [len(s) for s in unit.segments] == [2, 2] and not report.steps
+    code, out = _history(repo, "--fail-on-drop", "--since", "HEAD~3")
+    assert code == 1 and "NOT TESTED" in out and "new series" in out

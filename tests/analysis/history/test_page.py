@@ -1,0 +1,97 @@
+"""`history --html`: a self-contained page, checked as text and in a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sbabench.cli import main
+from tests.analysis.history.builders import commit, new_repo, sts_result, write_results
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+REQUIRE = "SBABENCH_REQUIRE_BROWSER"
+"""Set to 1 (as CI does) to fail, not skip, the browser test where no browser is found."""
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = new_repo(tmp_path_factory.mktemp("page") / "repo")
+    for n in range(5):
+        commit(repo, f"change {n} <b>&</b>", 1_700_000_000 + 60 * n)
+        results = [sts_result(3.0 if n >= 3 else 0.0, 1), sts_result(0.0, 1, aggregator="linear")]
+        results.append(sts_result(0.5, 2, aggregator="radius", task="T2"))
+        folder = write_results(repo / "results", *results)
+        done = CliRunner().invoke(main, ["record", str(folder), "--repo", str(repo), "--history", str(repo / "h.sqlite")])  # fmt: skip
+        assert done.exit_code == 0, done.output
+    out = repo / "site"
+    done = CliRunner().invoke(main, ["history", "--repo", str(repo), "--history", str(repo / "h.sqlite"), "--html", str(out), "--since", "HEAD~4"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    return out / "index.html"
+
+
+def test_the_page_is_self_contained_and_escapes_what_it_shows(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing from the network
+    assert text.count("<tr data-unit=") == 3 and text.count("<svg") == 3
+    assert "change 3 &lt;b&gt;&amp;&lt;/b&gt;" in text and "<b>&</b>" not in text
+    assert "DROP: m/sba/T1" in text
+
+
+def _browser() -> str:
+    found = os.environ.get("CHROME") or next(filter(None, map(shutil.which, BROWSERS)), None)
+    if found:
+        return found
+    reason = "no headless Chromium found (set $CHROME, or install it: apt-get install chromium)"
+    if os.environ.get(REQUIRE) == "1":
+        pytest.fail(f"{reason}; {REQUIRE}=1 requires it")
+    pytest.skip(reason)
+
+
+def _chrome(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+        "--virtual-time-budget=3000", *args,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_the_page_renders_in_chromium_without_console_errors(page: Path, tmp_path: Path) -> None:
+    browser = _browser()
+    url = page.resolve().as_uri() + "#selftest"
+    dumped = _chrome(browser, tmp_path / "profile", "--dump-dom", url)
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    console = [line for line in dumped.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console
+    dom = dumped.stdout
+    assert 'data-ready="yes"' in dom  # the script ran to its end
+    assert dom.count("<tr data-unit=") == 3
+    # the self-test clicked "newest": rows ascending by the newest score
+    sorted_units = re.search(r'data-sorted="([^"]*)"', dom)
+    assert sorted_units is not None
+    rows = re.findall(r'<tr data-unit="([^"]+)">(?:<td[^>]*>.*?</td>){3}<td class="num" data-value="([^"]+)"', page.read_text())  # fmt: skip
+    assert len(rows) == 3
+    by_score = [unit for unit, _ in sorted(rows, key=lambda row: float(row[1]))]
+    assert sorted_units.group(1).split(",") == by_score != [unit for unit, _ in rows]
+    shot = tmp_path / "history-page.png"
+    taken = _chrome(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1000,1400", page.resolve().as_uri())  # fmt: skip
+    assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
+
+
+def test_without_a_browser_the_test_skips_and_fails_where_ci_requires_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CHROME", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv(REQUIRE, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        _browser()
+    monkeypatch.setenv(REQUIRE, "1")
+    with pytest.raises(pytest.fail.Exception, match="requires it"):
+        _browser()

@@ -1,0 +1,143 @@
+"""The history store: idempotent records, refusals, merging, retention, concurrency, damage."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sbabench.analysis.history.recording import record_results
+from sbabench.analysis.history.store import HistoryStore
+from sbabench.cli import main
+from sbabench.errors import StorageError
+from tests.analysis.history.builders import commit, new_repo, sts_result, write_results
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, "first", 1_700_000_000)
+    return repo
+
+
+def _record(repo: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["record", *args, "--repo", str(repo), "--machine", "ci"])
+    return result.exit_code, result.output
+
+
+def test_recording_again_is_a_no_op_and_other_content_needs_replace(repo: Path) -> None:
+    folder = write_results(repo / "results", sts_result(0.0, 1), sts_result(0.5, 1, aggregator="linear"))  # fmt: skip
+    history = repo / "results" / "history.sqlite"
+    code, out = _record(repo, str(folder), "--history", str(history))
+    assert code == 0 and "2 new" in out, out
+    code, out = _record(repo, str(folder), "--history", str(history))
+    assert code == 0 and "0 new, 2 unchanged" in out, out
+    write_results(repo / "results", sts_result(1.0, 2))  # another score at the same commit
+    before = history.read_bytes()
+    code, out = _record(repo, str(folder), "--history", str(history))
+    assert code == 2 and "already recorded at commit" in out and "--replace" in out, out
+    assert history.read_bytes() == before  # nothing written
+    code, out = _record(repo, str(folder), "--history", str(history), "--replace")
+    assert code == 0 and "1 unchanged, 1 replaced" in out, out
+    records = HistoryStore(history).records()
+    assert len(records) == 2 and {r.sha for r in records} == {commit_of(repo)}
+    record = next(r for r in records if r.aggregator == "sba")
+    assert record.item_var > 0 and record.n_items == 200 and not record.dirty
+    assert HistoryStore(history).items(record) is not None
+
+
+def commit_of(repo: Path) -> str:
+    from tests.analysis.history.builders import git
+
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_a_failed_unit_is_listed_not_recorded(repo: Path) -> None:
+    folder = write_results(repo / "results", sts_result(0.0, 1))
+    failed = folder / "m" / "linear" / "T1.error.json"
+    failed.parent.mkdir(parents=True)
+    failed.write_text('{"error": "boom", "suite": "s"}')
+    code, out = _record(repo, str(folder), "--history", str(repo / "h.sqlite"))
+    assert code == 0 and "recorded 1 of 2 units" in out and "not recorded: m/linear/T1" in out
+
+
+def test_history_merges_from_another_file_and_keeps_items_of_the_newest_commits(
+    repo: Path,
+) -> None:
+    ours, theirs = repo / "ours.sqlite", repo / "theirs.sqlite"
+    for n in range(3):
+        folder = write_results(repo / "results", sts_result(0.1 * n, n))
+        record_results([folder], theirs, repo=repo, machine="ci", keep_items=2)
+        commit(repo, f"change {n}", 1_700_000_100 + n)
+    kept = HistoryStore(theirs)
+    records = sorted(kept.records(), key=lambda r: kept.commits()[r.sha][1])
+    assert len(records) == 3
+    assert kept.items(records[0]) is None  # the oldest commit's items were pruned
+    assert all(kept.items(r) is not None for r in records[1:])
+    code, out = _record(repo, "--from", str(theirs), "--history", str(ours))
+    assert code == 0 and "3 new" in out, out
+    code, out = _record(repo, "--from", str(theirs), "--history", str(ours))
+    assert code == 0 and "0 new, 3 unchanged" in out, out
+    assert len(HistoryStore(ours).commits()) == 3
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "foreign", "truncated", "folder"])
+def test_a_damaged_history_is_a_located_error_and_left_as_it_is(repo: Path, damage: str) -> None:
+    folder = write_results(repo / "results", sts_result(0.0, 1))
+    history = repo / "h.sqlite"
+    if damage == "garbage":
+        history.write_bytes(b"not a database at all" * 100)
+    elif damage == "empty":
+        history.write_bytes(b"")
+    elif damage == "foreign":
+        db = sqlite3.connect(history)
+        db.execute("CREATE TABLE t (x)")
+        db.commit()
+        db.close()
+    elif damage == "truncated":
+        record_results([folder], history, repo=repo, machine="ci")
+        history.write_bytes(history.read_bytes()[:3000])
+    else:
+        history.mkdir()
+    before = history.read_bytes() if history.is_file() else None
+    for command in (["record", str(folder)], ["history"]):
+        result = CliRunner().invoke(main, [*command, "--history", str(history), "--repo", str(repo)])  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert str(history) in result.output
+        assert "fix:" in result.output or "is a directory" in result.output  # click's check
+        assert "Traceback" not in result.output
+    assert (history.read_bytes() if history.is_file() else None) == before
+
+
+def test_a_missing_history_says_how_to_make_one(repo: Path) -> None:
+    result = CliRunner().invoke(main, ["history", "--history", str(repo / "none.sqlite"), "--repo", str(repo)])  # fmt: skip
+    assert result.exit_code == 2 and "no history at" in result.output and "sbabench record" in result.output  # fmt: skip
+    with pytest.raises(StorageError):
+        HistoryStore(repo / "none.sqlite")
+
+
+def test_concurrent_records_lose_nothing(repo: Path) -> None:
+    folder = write_results(repo / "results", sts_result(0.0, 1), sts_result(0.3, 2, aggregator="linear"))  # fmt: skip
+    history = repo / "shared.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    command = [sys.executable, "-m", "sbabench", "record", str(folder), "--repo", str(repo)]
+    writers = [
+        subprocess.Popen(
+            [*command, "--history", str(history), "--machine", f"m{n}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    outputs = [w.communicate(timeout=120)[0] for w in writers]
+    assert all(w.returncode == 0 for w in writers), outputs
+    records = HistoryStore(history).records()
+    assert sorted({r.machine for r in records}) == ["m0", "m1", "m2", "m3"]
+    assert len(records) == 8
