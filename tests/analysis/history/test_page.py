@@ -62,6 +62,7 @@ def _chrome(browser: str, profile: Path, *args: str) -> subprocess.CompletedProc
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # a real browser: seconds, and CI installs it for the slow run
 def test_the_page_renders_in_chromium_without_console_errors(page: Path, tmp_path: Path) -> None:
     browser = _browser()
     url = page.resolve().as_uri() + "#selftest"
