@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -38,5 +37,5 @@ def test_replicates_make_one_point_and_pair_by_replicate(tmp_path: Path) -> None
     test = paired_test(store, before, after, n_resamples=300)
     assert not isinstance(test, str)
     assert test.delta == pytest.approx(after.score - before.score, abs=1e-9)
-    assert test.spread.replicate_var > 0 and math.isinf(test.spread.item_df)  # two-level
+    assert test.spread.replicate_var > 0 and test.spread.replicate_df == 2  # two-level, R = 3
     assert test.delta < 0 and test.p_value < 0.05
