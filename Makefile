@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.sbabench-installed
 
-.PHONY: install quickstart test lint typecheck unit docs docs-serve gate baseline clean
+.PHONY: install quickstart test lint typecheck unit docs docs-serve gate baseline bench-check clean
 
 install: $(STAMP)
 
@@ -64,6 +64,13 @@ baseline-%: install
 	$(VENV)/bin/sbabench run suites/$*.yaml --results $(BASELINE).new
 
 test: lint typecheck unit docs gate
+
+# The speed guard: four speed-up ratios (cold run, warm re-run, compare, sba-fused forward),
+# medians of 3, fail when one falls more than 25% below benchmarks/guard.json. Ratios, not
+# seconds (machines are noisy); updating guard.json is a deliberate commit:
+# `$(PY) benchmarks/bench_check.py --record`. About 2-3 min on 2 cores.
+bench-check: install
+	$(PY) benchmarks/bench_check.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(GATE_RESULTS) site

@@ -11,8 +11,9 @@ Each repeat runs, as separate processes, in turn (round-robin, so machine drift 
             sentence-transformers, no cache;
   floor     importing torch, transformers, sentence-transformers and mteb, loading the dense
             MiniLM and encoding the 50 unique documents once: what any run must pay.
-Prints the medians and the ratios mteb / sbabench (target >= 5) and sbabench / floor (target
-<= 1.2).
+Prints the medians and the ratios mteb / sbabench (target >= 4) and sbabench / floor (target
+<= 1.2). `--against DIR`: also time `sbabench run` from another source tree (a `git archive` of
+an earlier commit, say) in the same round-robin, to show what a change bought.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def _timed(args: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--against", type=Path, help="another source tree of sbabench to time")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         suite = Path(tmp) / "cold.yaml"
@@ -74,16 +76,23 @@ def main() -> None:
         run = [sys.executable, "-m", "sbabench", "run", str(suite), "--results"]
         _timed([*run, f"{tmp}/warmup"], env)  # builds the router into the machine cache
         times: dict[str, list[float]] = {"sbabench": [], "mteb": [], "floor": []}
+        if args.against:
+            times["against"] = []
+            against = {**env, "PYTHONPATH": str(args.against.resolve())}
         for i in range(args.repeats):
             times["sbabench"].append(_timed([*run, f"{tmp}/r{i}"], env))
+            if args.against:
+                times["against"].append(_timed([*run, f"{tmp}/a{i}"], against))
             times["mteb"].append(_timed([sys.executable, "-c", MTEB], env))
             times["floor"].append(_timed([sys.executable, "-c", FLOOR], env))
     med = {name: statistics.median(values) for name, values in times.items()}
     for name, values in times.items():
         shown = ", ".join(f"{v:.1f}" for v in values)
         print(f"{name:<9} median {med[name]:6.1f} s   ({shown})")
-    print(f"mteb / sbabench  = {med['mteb'] / med['sbabench']:.2f}x   (target >= 5)")
+    print(f"mteb / sbabench  = {med['mteb'] / med['sbabench']:.2f}x   (target >= 4)")
     print(f"sbabench / floor = {med['sbabench'] / med['floor']:.2f}x   (target <= 1.2)")
+    if "against" in med:
+        print(f"against / sbabench = {med['against'] / med['sbabench']:.2f}x   ({args.against})")
 
 
 if __name__ == "__main__":

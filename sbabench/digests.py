@@ -221,8 +221,12 @@ class _Module:
     package: str
     imports: dict[str, Target]
     """Top-level imports: local name -> what it names."""
-    definitions: dict[str, ast.stmt] | None
-    """Top-level names, or None where the module is taken whole (see `_definitions`)."""
+
+    @cached_property
+    def definitions(self) -> dict[str, ast.stmt] | None:
+        """Top-level names, or None where the module is taken whole (see `_definitions`);
+        found when first asked (a whole-module digest, what most keys need, never asks)."""
+        return _definitions(self.tree)
 
     @cached_property
     def sha256(self) -> str:
@@ -253,7 +257,7 @@ def _parse_cached(name: str, path: str, size: int, mtime_ns: int) -> _Module:
     tree = _strip_strings(ast.parse(Path(path).read_text(encoding="utf-8")))
     package = name if Path(path).name == "__init__.py" else name.rpartition(".")[0]
     top = dict(_imports(tree.body, package))
-    return _Module(name, tree, package, top, _definitions(tree))
+    return _Module(name, tree, package, top)
 
 
 def _parse(name: str) -> _Module | None:

@@ -85,16 +85,20 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-def give_back_freed_memory() -> None:
-    """Hand the pages that freed memory left in the C heap back to the system (glibc only).
+def give_back_freed_memory(collect: bool = False) -> None:
+    """Hand the pages that freed memory left in the C heap back to the system (glibc only);
+    with `collect`, first free what reference cycles still hold (a released model's).
 
     Why by hand: a task's embeddings come as many vectors of ~1.5 KB each, allocated among
     longer-lived small objects; once freed, glibc keeps their pages (the process's memory does
     not shrink), and the next model's vectors come on top. `malloc_trim` returns every whole
-    free page. No library offers it; elsewhere than glibc this only collects garbage."""
-    import gc
+    free page. No library offers it. A full collection costs ~0.3 s once torch, transformers
+    and mteb are imported (it walks all their objects), so it is paid only where it frees
+    something: a model's modules hold cycles, an operator's embeddings do not."""
+    if collect:
+        import gc
 
-    gc.collect()
+        gc.collect()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
@@ -120,6 +124,8 @@ class UnitComputer:
         self.suite, self.cache, self.store, self.progress = suite, cache, store, progress
         self._sessions: dict[str, ModelSession] = {}
         self._encoders: dict[tuple[str, str], CachingEncoder] = {}
+        self._released_model = False
+        """Whether a model was released since the last full collection."""
 
     def session(self, planned: PlannedUnit) -> ModelSession:
         """The model session of the unit's model (its model is built when first needed)."""
@@ -127,6 +133,9 @@ class UnitComputer:
 
         name = planned.unit.model_id
         if name not in self._sessions:
+            if self._released_model:  # before the next model comes on top of the last one
+                give_back_freed_memory(collect=True)
+                self._released_model = False
             self._sessions[name] = ModelSession(self.suite, planned.unit, self.cache)
         return self._sessions[name]
 
@@ -189,18 +198,21 @@ class UnitComputer:
         self._forget(lambda model, other: model == mine and other != operator)
 
     def release(self, model: str) -> bool:
-        """Forget a model's session and encoders (freeing its memory); whether it was loaded."""
+        """Forget a model's session and encoders (freeing its memory); whether it was loaded.
+
+        What its modules' reference cycles hold is collected before the next model is loaded
+        (`session`), not here: after a run's last model nothing follows that needs it."""
         session = self._sessions.pop(model, None)
-        self._forget(lambda name, _: name == model, freed=session is not None)
+        self._released_model |= session is not None
+        self._forget(lambda name, _: name == model)
         return session is not None and session.encoder is not None
 
-    def _forget(self, which: Callable[[str, str], bool], freed: bool = False) -> None:
-        """Drop the encoders `which(model, operator)` picks; give the memory back if any went
-        (or `freed` says something else did)."""
+    def _forget(self, which: Callable[[str, str], bool]) -> None:
+        """Drop the encoders `which(model, operator)` picks; give the memory back if any went."""
         keys = [key for key in self._encoders if which(*key)]
         for key in keys:
             del self._encoders[key]
-        if keys or freed:
+        if keys:
             give_back_freed_memory()
 
     def close(self) -> None:

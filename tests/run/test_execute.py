@@ -198,3 +198,25 @@ def test_a_run_holds_no_task_sized_data_past_the_units_that_read_it(
     resumed = run_suite(parse_suite(text), results)
     assert resumed.computed == ["moe/sba/Mats"] and len(resumed.cached) == 3
     assert all(r.items == {} for r in resumed.results)
+
+
+def test_a_full_collection_runs_once_between_models_and_not_after_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Releasing an operator's embeddings only trims the heap; what a released model's cycles
+    hold is collected before the next model's session (a full collection costs ~0.3 s with
+    torch and mteb imported), and after the run's last model nothing is collected."""
+    from sbabench.run import compute, session
+
+    calls: list[str] = []
+    monkeypatch.setattr(compute, "give_back_freed_memory", lambda collect=False: calls.append(
+        "collect" if collect else "trim"))  # fmt: skip
+    built = session.ModelSession
+
+    def building(suite: Any, unit: Any, cache: Path) -> Any:
+        calls.append(f"session {unit.model_id}")
+        return built(suite, unit, cache)
+
+    monkeypatch.setattr(session, "ModelSession", building)
+    assert run_suite(parse_suite(SUITE), tmp_path).exit_code == 0
+    assert calls == ["session moe", "trim", "trim", "collect", "session dense", "trim"]
