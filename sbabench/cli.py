@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,6 +17,7 @@ from sbabench.errors import SbabenchError
 
 if TYPE_CHECKING:
     from sbabench.analysis.sequential import Design, Look
+    from sbabench.run.execute import RunSummary
     from sbabench.suite.schema import Suite
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,8 +44,22 @@ _REPO = click.option(
     show_default=True,
     help="The git repository whose code is under test (its commits key the history).",
 )
+
+
+def _safe_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a name that is not safe to show or store (see `sbabench.paths`)."""
+    from sbabench.paths import name_problem
+
+    problem = None if value is None else name_problem(value)
+    if problem:
+        raise click.BadParameter(problem)
+    return value
+
+
 _MACHINE = click.option(
-    "--machine", help="Machine name the records belong to (default: this host's name)."
+    "--machine",
+    callback=_safe_name,
+    help="Machine name the records belong to (default: this host's name).",
 )
 
 
@@ -236,7 +251,9 @@ def run(
     if ray_address is not None and executor != "ray":
         raise SbabenchError("--ray-address needs --executor ray", fix="add --executor ray")
     if design is not None:
-        code = _run_until_decided(spec, design, results_dir, executor, ray_address, ray_retries)
+        code, summary = _run_until_decided(
+            spec, design, results_dir, executor, ray_address, ray_retries
+        )
     else:
         with terminal.ProgressBar(errors) as bar:
             summary = run_with(
@@ -250,7 +267,10 @@ def run(
     if record_to:  # failed units are listed, not recorded
         from sbabench.analysis.history.store import KEEP_ITEMS
 
-        _record((results_dir / spec.name,), history_file, repo, machine, False, KEEP_ITEMS)
+        # only the units this run validated against the current code: files of other units in
+        # the folder (e.g. left out by --only) may hold older code's scores
+        done = {r.label for r in summary.results} | set(summary.failed)
+        _record((results_dir / spec.name,), history_file, repo, machine, False, KEEP_ITEMS, done)
     sys.exit(code)
 
 
@@ -261,8 +281,9 @@ def _run_until_decided(
     executor: str,
     ray_address: str | None,
     ray_retries: int,
-) -> int:
-    """Rounds of replicates with a look after each; the exit code (0 done, 1 a unit failed)."""
+) -> tuple[int, RunSummary]:
+    """Rounds of replicates with a look after each; the exit code (0 done, 1 a unit failed)
+    and the last round's summary."""
     from sbabench.analysis.sequential import run_until_decided
     from sbabench.run.executors import run_with
 
@@ -288,7 +309,7 @@ def _run_until_decided(
     _show(terminal.sequential_report(outcome.record))
     for label, message in last.failed.items():
         errors.print(f"[red]FAILED[/red] {label}: {message}", highlight=False)
-    return 1 if outcome.failed else 0
+    return (1 if outcome.failed else 0), last
 
 
 @main.command()
@@ -631,12 +652,13 @@ def _record(
     machine: str | None,
     replace: bool,
     keep_items: int,
+    units: Collection[str] | None = None,
 ) -> None:
     from sbabench.analysis.history.recording import record_results
 
     done = record_results(
         folders, history_file, repo=repo, machine=machine,
-        replace_changed=replace, keep_items=keep_items,
+        replace_changed=replace, keep_items=keep_items, units=units,
     )  # fmt: skip
     added = done.added
     dirty = " (dirty tree)" if done.dirty else ""

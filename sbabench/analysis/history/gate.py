@@ -1,12 +1,13 @@
-"""`history --fail-on-drop --since REF`: each unit at the newest recorded commit of the branch
-against the same unit at REF, by the paired test directly (a slow drift of many small steps
+"""`history --fail-on-drop --since REF`: each unit at the branch's tip (the gated commit) against
+the same unit at REF, by the paired test directly (a slow drift of many small steps
 is one drop here), Holm-adjusted over the units tested.
 
 States: DROP (the score is shown lower than at REF by more than `max_drop`: one-sided test of
 delta < -max_drop at Holm's alpha; fails the gate), IMPROVED (shown higher: two-sided p < alpha;
 reported, never failed), NO DROP SHOWN, and NOT TESTED with the reason (no record at REF,
-settings or task changed since, items pruned), which fails the gate: a unit it cannot answer
-for is not a pass.
+settings or task changed since, items pruned, no record at the tip: a unit recorded at REF and
+missing at the tip, or a tip never recorded), which fails the gate: a unit it cannot answer for
+is not a pass, and an older record never stands in for the tip's.
 """
 
 from __future__ import annotations
@@ -69,10 +70,16 @@ def _at(points: Sequence[Point], sha: str) -> Point | None:
 
 
 def _row(
-    store: HistoryStore, unit: UnitSeries, since: Commit, resamples: int, seed: int
+    store: HistoryStore, unit: UnitSeries, since: Commit, tip: Commit, resamples: int, seed: int
 ) -> GateRow:
     """The unit's row before Holm (NO DROP SHOWN with its test, or NOT TESTED)."""
-    head = unit.points[-1]
+    head = _at(unit.points, tip.sha)
+    if head is None:
+        return GateRow(
+            unit.suite, unit.label, NOT_TESTED, since, tip,
+            reason=f"no record at the gated commit {tip.sha[:12]} on this machine (record "
+            "the results computed there)",
+        )  # fmt: skip
     base = _at(unit.points, since.sha)
     if base is None:
         earlier = any(_at(s, since.sha) for s in unit.segments[:-1])
@@ -92,17 +99,18 @@ def drop_gate(
     store: HistoryStore,
     units: Sequence[UnitSeries],
     since: Commit,
+    tip: Commit,
     *,
     max_drop: float,
     alpha: float = 0.05,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> DropGate:
-    """Each unit's newest point against its point at `since` (see the module)."""
+    """Each unit's point at `tip` against its point at `since` (see the module)."""
     rows: list[GateRow] = []
     raw: list[float] = []
     for unit in units:
-        row = _row(store, unit, since, n_resamples, seed)
+        row = _row(store, unit, since, tip, n_resamples, seed)
         rows.append(row)
         raw.append(_p_drop(row.test, max_drop) if row.test is not None else math.nan)
     adjusted = holm([p for p in raw if not math.isnan(p)])

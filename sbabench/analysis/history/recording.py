@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from sbabench.analysis.history import git
 from sbabench.analysis.history.store import KEEP_ITEMS, Added, HistoryStore, Record, pack_items
 from sbabench.analysis.stats import has_nan, observed_and_resampled, signed_runs
 from sbabench.errors import SbabenchError
+from sbabench.paths import name_problem
 from sbabench.run.keys import KeyParts
 from sbabench.run.results import UnitResult
 from sbabench.tasks.item_statistics import resample_weights
@@ -126,13 +127,20 @@ def record_results(
     machine: str | None = None,
     replace_changed: bool = False,
     keep_items: int = KEEP_ITEMS,
+    units: Collection[str] | None = None,
 ) -> Recorded:
     """Record every unit of `folders` at the current commit of `repo`, in one transaction.
 
     The folders are read as evidence (`read_side`): a file the gate would refuse is refused
     here too, before anything is written. A unit recorded as failed gets no record, and is
-    listed in `not_recorded`."""
+    listed in `not_recorded`. `units` (labels `model[@rR]/aggregator/task`): record only these,
+    the units a run has just validated against the current code (`run --record`); files of
+    other units in the folder may be left from older code."""
     side = read_side(folders)
+    if units is not None:
+        wanted = set(units)
+        side.results = {k: r for k, r in side.results.items() if unit_label(k) in wanted}
+        side.failed = {k: m for k, m in side.failed.items() if unit_label(k) in wanted}
     if not side.keys():
         raise SbabenchError(
             f"no result files in {', '.join(str(f) for f in folders)}",
@@ -141,7 +149,21 @@ def record_results(
     commit = git.describe(repo)
     dirty = git.is_dirty(repo)
     name = machine or default_machine()
-    records = [to_record(side.results[k], commit.sha, name, dirty) for k in sorted(side.results)]
+    problem = name_problem(name)
+    if problem:
+        raise SbabenchError(
+            f"this machine's name cannot name records: {problem}",
+            fix="give --machine a name (e.g. --machine ci)",
+        )
+    failed = {unit_label(k): message for k, message in sorted(side.failed.items())}
+    records = []
+    for key in sorted(side.results):
+        record = to_record(side.results[key], commit.sha, name, dirty)
+        problem = _unrecordable(record)
+        if problem:  # listed, not recorded: a gate on this commit finds it NOT TESTED
+            failed[unit_label(key)] = problem
+        else:
+            records.append(record)
     store = HistoryStore(history, create=True)
     added = store.add(
         records,
@@ -149,5 +171,16 @@ def record_results(
         replace_changed=replace_changed,
         keep_items=keep_items,
     )
-    failed = {unit_label(k): message for k, message in sorted(side.failed.items())}
     return Recorded(commit, dirty, name, added, len(side.keys()), failed)
+
+
+def _unrecordable(record: Record) -> str:
+    """Why a unit cannot be a point of a history (empty: it can)."""
+    if not math.isfinite(record.score):
+        return "its main score is not a number (did the model diverge?): not recorded"
+    if not math.isfinite(record.item_var):
+        return (
+            "its items' variance cannot be estimated (constant predictions, a NaN prediction "
+            "or too few items): not recorded"
+        )
+    return ""

@@ -92,7 +92,9 @@ def history_report(
                 f"among its newest {limit}",
                 fix="give --since a commit on the branch's first-parent line",
             )
+        tip = git.describe(repo, branch)
         gate = drop_gate(
-            store, units, ref, max_drop=max_drop, alpha=alpha, n_resamples=n_resamples, seed=seed
-        )
+            store, units, ref, tip, max_drop=max_drop, alpha=alpha, n_resamples=n_resamples,
+            seed=seed,
+        )  # fmt: skip
     return HistoryReport(name, branch, tuple(line), tuple(units), tuple(steps), alpha, gate)

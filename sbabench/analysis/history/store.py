@@ -15,7 +15,9 @@ machine (by committer date), unless `record --keep-items` says otherwise.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sqlite3
 import tempfile
 import zlib
@@ -25,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sbabench.errors import StorageError
+from sbabench.paths import name_problem
 from sbabench.tasks.items import ItemScores
 
 APPLICATION_ID = 0x53424148
@@ -120,9 +123,18 @@ def pack_items(items: dict[str, ItemScores]) -> bytes:
     return zlib.compress(json.dumps(data, separators=(",", ":")).encode("utf-8"), 6)
 
 
+MAX_ITEMS_BYTES = 1 << 28
+"""The most a unit's stored items may decompress to (256 MiB: tens of millions of numbers). A
+history file is input like any other: a small blob may not inflate into gigabytes."""
+
+
 def _unpack_items(path: Path, record: Record) -> dict[str, ItemScores]:
     try:
-        data = json.loads(zlib.decompress(record.items or b""))
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(record.items or b"", MAX_ITEMS_BYTES)
+        if inflate.unconsumed_tail:
+            raise ValueError(f"they inflate to more than {MAX_ITEMS_BYTES >> 20} MiB")
+        data = json.loads(raw)
         return {name: ItemScores.model_validate(value) for name, value in data.items()}
     except (zlib.error, ValueError, TypeError, AttributeError) as exc:
         raise _damaged(path, f"the items of {record.label} at {record.sha[:12]} ({exc})") from None
@@ -141,6 +153,11 @@ class HistoryStore:
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
+        if path.is_symlink():  # a link could point anywhere, or nowhere
+            raise StorageError(
+                f"{path}: is a symbolic link; a history is a plain file",
+                fix="give --history the file itself (or copy it in place of the link)",
+            )
         if not path.exists():
             if not create:
                 raise StorageError(
@@ -236,7 +253,7 @@ class HistoryStore:
             rows = db.execute(
                 query + (" WHERE machine = ?" if machine else ""), (machine,) if machine else ()
             ).fetchall()
-        return [_record(row) for row in rows]
+        return [_record(row, self.path) for row in rows]
 
     def items(self, record: Record) -> dict[str, ItemScores] | None:
         """The stored per-item scores of `record`'s unit and commit (None: pruned)."""
@@ -260,11 +277,45 @@ class HistoryStore:
         """Machines with records, sorted."""
         with self._connect() as db:
             rows = db.execute("SELECT DISTINCT machine FROM records ORDER BY machine").fetchall()
+        for (name,) in rows:
+            problem = name_problem(name)
+            if problem:
+                raise _damaged(self.path, f"a record's machine: {problem}")
         return [row[0] for row in rows]
 
 
-def _record(row: tuple[object, ...]) -> Record:
+_TEXT = ("sha", "machine", "suite", "model", "aggregator", "task", "series", "unit_key",
+         "task_type", "score_name", "device", "versions", "content", "recorded_at")  # fmt: skip
+_NAMES = ("machine", "suite", "model", "aggregator", "task")
+
+
+def _record(row: tuple[object, ...], path: Path) -> Record:
+    """A stored row as a record, its values checked: a history may come from elsewhere
+    (`record --from`), and a row of the wrong kinds would fail far from here."""
     values = dict(zip([*_FIELDS, "items"], row, strict=True))
+    where = f"record {values.get('suite')!r}/{values.get('model')!r}/{values.get('task')!r}"
+    for name in _TEXT:
+        if not isinstance(values[name], str):
+            raise _damaged(path, f"{where}: {name} is not text")
+    for name in _NAMES:
+        problem = name_problem(values[name])
+        if problem:
+            raise _damaged(path, f"{where}: {name}: {problem}")
+    if not re.fullmatch(r"[0-9a-f]{40}", str(values["sha"])):
+        raise _damaged(path, f"{where}: {values['sha']!r} is not a commit")
+    for name in ("score", "item_var"):
+        number = values[name]
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise _damaged(path, f"{where}: {name} is not a number")
+        if not math.isfinite(number) or (name == "item_var" and number < 0):
+            raise _damaged(path, f"{where}: {name} is {number!r}")
+    for name in ("replicate", "n_items", "dirty"):
+        if not isinstance(values[name], int) or int(values[name]) < 0:  # type: ignore[call-overload]
+            raise _damaged(path, f"{where}: {name} is not a count")
+    if values["items"] is not None and not isinstance(values["items"], bytes):
+        raise _damaged(path, f"{where}: its items are not a stored blob")
+    values["score"] = float(values["score"])  # type: ignore[arg-type]
+    values["item_var"] = float(values["item_var"])  # type: ignore[arg-type]
     values["dirty"] = bool(values["dirty"])
     return Record(**values)  # type: ignore[arg-type]
 

@@ -116,3 +116,25 @@ def test_a_change_of_settings_starts_a_new_series(tmp_path: Path) -> None:
     assert [len(s) for s in unit.segments] == [2, 2] and not report.steps
     code, out = _history(repo, "--fail-on-drop", "--since", "HEAD~3")
     assert code == 1 and "NOT TESTED" in out and "new series" in out
+
+
+def test_the_gate_fails_closed_when_the_tip_lacks_a_unit_or_was_never_recorded(
+    tmp_path: Path,
+) -> None:
+    """An older record never stands in for the gated commit's: a unit recorded at REF but not
+    at the tip, or a tip with no record at all, is NOT TESTED and fails the gate."""
+    repo = new_repo(tmp_path / "repo")
+    history = str(repo / "h.sqlite")
+    for n in range(2):
+        commit(repo, f"c{n}", 1_700_000_000 + n)
+        results = [sts_result(0.0, 1)]
+        if n == 0:
+            results.append(sts_result(0.0, 1, task="T2"))  # T2 only at REF
+        folder = write_results(repo / f"results{n}", *results)
+        done = CliRunner().invoke(main, ["record", str(folder), "--repo", str(repo), "--history", history])  # fmt: skip
+        assert done.exit_code == 0, done.output
+    code, out = _history(repo, "--fail-on-drop", "--since", "HEAD~1")
+    assert code == 1 and "NOT TESTED: m/sba/T2" in out and "no record at the gated commit" in out
+    commit(repo, "c2, never recorded", 1_700_000_010)
+    code, out = _history(repo, "--fail-on-drop", "--since", "HEAD~2")
+    assert code == 1 and "NOT TESTED: m/sba/T1" in out and "0 of 2 units tested" in out

@@ -141,3 +141,86 @@ def test_concurrent_records_lose_nothing(repo: Path) -> None:
     records = HistoryStore(history).records()
     assert sorted({r.machine for r in records}) == ["m0", "m1", "m2", "m3"]
     assert len(records) == 8
+
+
+def test_a_run_records_only_the_units_it_validated(tmp_path: Path) -> None:
+    """`run --record` passes the units it ran or found valid: a file of another unit left in
+    the folder (older code, a unit --only skipped) is not recorded at this commit."""
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, "c0", 1_700_000_000)
+    folder = write_results(repo / "results", sts_result(0.0, 1), sts_result(0.0, 1, task="T2"))
+    done = record_results([folder], tmp_path / "h.sqlite", repo=repo, units={"m/sba/T1"})
+    assert done.units == 1 and done.added.added == 1
+    (record,) = HistoryStore(tmp_path / "h.sqlite").records(done.machine)
+    assert record.task == "T1"
+
+
+def test_a_unit_without_a_score_or_a_variance_is_listed_not_recorded(tmp_path: Path) -> None:
+    """A NaN score (a diverged model) or constant predictions cannot be a point of a history:
+    the unit is named as not recorded, the others are recorded, and the file is not blamed."""
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, "c0", 1_700_000_000)
+    good = sts_result(0.0, 1)
+    scores = good.items["default"]
+    flat = scores.model_copy(update={"predicted": [1.0] * len(scores.gold)})
+    constant = good.model_copy(update={"task": "T2", "items": {"default": flat}, "main_score": float("nan")})  # fmt: skip
+    folder = write_results(repo / "results", good, constant)
+    out = CliRunner().invoke(main, ["record", str(folder), "--repo", str(repo), "--history", str(tmp_path / "h.sqlite")])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "recorded 1 of 2 units" in out.output and "not recorded: m/sba/T2" in out.output
+    assert "not a readable" not in out.output
+
+
+def _forged(repo: Path, tmp_path: Path, sql: str) -> Path:
+    """A history recorded normally, then changed by `sql` (as a hostile artefact would be)."""
+    folder = write_results(repo / "results", sts_result(0.0, 1))
+    source = tmp_path / "source.sqlite"
+    assert _record(repo, str(folder), "--history", str(source))[0] == 0
+    with sqlite3.connect(source) as db:
+        db.execute(sql)
+    return source
+
+
+@pytest.mark.parametrize(
+    ("sql", "said"),
+    [
+        ("UPDATE records SET score = 'abc'", "score is not a number"),
+        ("UPDATE records SET model = '../../x'", "model: '../../x' is not a safe name"),
+        ("UPDATE records SET machine = 'ci[/x]'", "is not a safe name"),
+        ("UPDATE records SET sha = '../../../tmp'", "is not a commit"),
+    ],
+)
+def test_a_forged_row_is_refused_when_merged_and_when_read(
+    repo: Path, tmp_path: Path, sql: str, said: str
+) -> None:
+    source = _forged(repo, tmp_path, sql)
+    target = tmp_path / "target.sqlite"
+    code, out = _record(repo, "--from", str(source), "--history", str(target))
+    assert code == 2 and said in out and "Traceback" not in out, out
+    code, out = _history_of(repo, source)
+    assert code == 2 and said in out and "Traceback" not in out, out
+
+
+def _history_of(repo: Path, history: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["history", "--repo", str(repo), "--history", str(history), "--machine", "ci"])  # fmt: skip
+    return result.exit_code, result.output
+
+
+def test_items_that_inflate_past_the_cap_are_refused(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sbabench.analysis.history import store
+
+    source = _forged(repo, tmp_path, "UPDATE records SET task_type = task_type")
+    monkeypatch.setattr(store, "MAX_ITEMS_BYTES", 100)  # a bomb is this, scaled down
+    (record,) = HistoryStore(source).records(with_items=True)
+    with pytest.raises(StorageError, match="inflate to more than"):
+        HistoryStore(source).items(record)
+
+
+def test_a_symlinked_history_is_refused(repo: Path, tmp_path: Path) -> None:
+    folder = write_results(repo / "results", sts_result(0.0, 1))
+    link = tmp_path / "h.sqlite"
+    link.symlink_to(tmp_path / "nowhere.sqlite")
+    code, out = _record(repo, str(folder), "--history", str(link))
+    assert code == 2 and "symbolic link" in out and not (tmp_path / "nowhere.sqlite").exists()
