@@ -63,8 +63,17 @@ class Bisection:
 
 def run_in_subprocess(worktree: Path, suite: Path, results: Path, only: str) -> None:
     """`sbabench run SUITE --only UNIT` started in `worktree` with this Python and environment;
-    the worktree's folder first on the import path, so its own code is imported."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(worktree), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    the worktree's folder first on the import path, so its own code is imported, and every
+    import path inside the repository (a `src/` folder on the user's PYTHONPATH) moved to the
+    same place in the worktree: the commit's code, never the working tree's."""
+    common = Path(
+        git.run_git(worktree, "rev-parse", "--path-format=absolute", "--git-common-dir").strip()
+    )
+    paths = [
+        str(worktree),
+        *_in_worktree(os.environ.get("PYTHONPATH", ""), common.parent, worktree),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     command = [sys.executable, "-m", "sbabench", "run", str(suite), "--results", str(results), "--only", only]  # fmt: skip
     done = subprocess.run(command, cwd=worktree, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -74,6 +83,19 @@ def run_in_subprocess(worktree: Path, suite: Path, results: Path, only: str) -> 
             f"(exit {done.returncode}): {tail}",
             fix="make the unit run at that commit, or bisect a narrower range",
         )
+
+
+def _in_worktree(pythonpath: str, repo: Path, worktree: Path) -> list[str]:
+    """PYTHONPATH's entries, those inside `repo` moved to the same place in `worktree`."""
+    moved = []
+    for entry in filter(None, pythonpath.split(os.pathsep)):
+        resolved = Path(entry).resolve()
+        if resolved.is_relative_to(repo.resolve()):
+            resolved = worktree / resolved.relative_to(repo.resolve())
+            moved.append(str(resolved))
+        else:
+            moved.append(entry)
+    return moved
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -29,3 +30,14 @@ def test_bisect_refuses_a_range_it_cannot_search(tmp_path: Path) -> None:
         assert result.exit_code == 2 and message in result.output, result.output
         assert "fix:" in result.output and "Traceback" not in result.output
     assert len(git(repo, "worktree", "list").splitlines()) == 1  # no worktree left behind
+
+
+def test_import_paths_inside_the_repository_move_to_the_worktree(tmp_path: Path) -> None:
+    """A `src/` folder of the repository on the user's PYTHONPATH would import the working
+    tree's code in every probed commit: it is moved to the same place in the worktree."""
+    from sbabench.analysis.history.bisect import _in_worktree
+
+    repo, tree, other = tmp_path / "repo", tmp_path / "tree", tmp_path / "elsewhere"
+    (repo / "src").mkdir(parents=True)
+    joined = os.pathsep.join([str(repo / "src"), str(other), str(repo)])
+    assert _in_worktree(joined, repo, tree) == [str(tree / "src"), str(other), str(tree)]
