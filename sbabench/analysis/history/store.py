@@ -348,14 +348,14 @@ def _add_one(
 
 def _prune(db: sqlite3.Connection, keep: int) -> None:
     """Drop the items of all but the newest `keep` commits of each unit, replicate and machine
-    (by committer date, then by when they were recorded)."""
+    (by committer time, time zones accounted for, then by when they were recorded)."""
     db.execute(
         """
         UPDATE records SET items = NULL WHERE items IS NOT NULL AND rowid IN (
             SELECT rowid FROM (
                 SELECT records.rowid AS rowid, ROW_NUMBER() OVER (
                     PARTITION BY machine, suite, model, aggregator, task, replicate
-                    ORDER BY commits.date DESC, records.recorded_at DESC
+                    ORDER BY julianday(commits.date) DESC, records.recorded_at DESC
                 ) AS newest
                 FROM records JOIN commits ON commits.sha = records.sha
             ) WHERE newest > ?
