@@ -38,7 +38,7 @@ def sparkline(values: Sequence[float]) -> str:
     )
 
 
-UNIT_WIDTH = 26
+UNIT_WIDTH = 21
 """Width of the terminal's unit column: a label wraps after a '/' (the table fits 80 columns)."""
 
 
