@@ -714,6 +714,8 @@ def record(
 
     if not results and not sources:
         raise SbabenchError("nothing to record", fix="give RESULTS folders, or --from FILE")
+    for source in sources:  # every source read and checked before anything is written
+        HistoryStore(source).records()
     for source in sources:
         added = HistoryStore(history_file, create=True).merge_from(
             source, replace_changed=replace, keep_items=keep_items

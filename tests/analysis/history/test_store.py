@@ -224,3 +224,12 @@ def test_a_symlinked_history_is_refused(repo: Path, tmp_path: Path) -> None:
     link.symlink_to(tmp_path / "nowhere.sqlite")
     code, out = _record(repo, str(folder), "--history", str(link))
     assert code == 2 and "symbolic link" in out and not (tmp_path / "nowhere.sqlite").exists()
+
+
+def test_a_bad_source_among_several_merges_nothing(repo: Path, tmp_path: Path) -> None:
+    good = _forged(repo, tmp_path, "UPDATE records SET task_type = task_type")
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"not a history")
+    target = tmp_path / "target.sqlite"
+    code, out = _record(repo, "--from", str(good), "--from", str(bad), "--history", str(target))
+    assert code == 2 and "bad.sqlite" in out and not target.exists()
