@@ -578,8 +578,8 @@ def compare(
     else:
         _show(terminal.comparison_report(outcome))
     if fmt == "table" and output is None and against is None:
-        for record in records:
-            _show(terminal.sequential_report(record))
+        for record, notes in records:
+            _show(terminal.sequential_report(record, notes))
     if fmt == "table" and output is None:  # wrapped at words in a terminal, one line in a pipe
         console.print(
             outcome.verdict.text, markup=False, highlight=False, soft_wrap=not console.is_terminal

@@ -19,8 +19,9 @@ group-sequential boundaries: those assume a normal statistic with known variance
 correlate as sqrt(t_j / t_k); the two-level test's statistic has Student t references with
 R - 1 df and a variance estimated anew at each look, so they would not be exact here either.
 Testing look k at alpha_k holds the level by Bonferroni's inequality whatever the correlation
-between looks (a false claim at any look has probability at most the sum of the alpha_k, per
-model's family, Holm holding within a look); it costs some power against exact boundaries.
+between looks (a false significance claim at any look has probability at most the sum of the
+alpha_k over a model's family, Holm holding within a look; so has a false "within" claim, a
+family of its own); it costs some power against exact boundaries.
 `benchmarks/bench_sequential.py` measures the level, the power, the replicates saved against a
 fixed design, and how far the naive "test after every replicate at alpha" overshoots.
 
@@ -138,6 +139,14 @@ class Record(BaseModel):
     version: Literal[1] = 1
     suite: str
     design: Design
+    operators: list[str] = []
+    """The suite's operators (aggregator keys) the looks compared: result files of others left
+    in the folder are not part of the family."""
+    tasks: list[str] = []
+    """The suite's tasks the looks compared."""
+    resamples: int = 1000
+    """Item resamples of each look's tests (what a replay of the looks needs)."""
+    seed: int = 0
     looks: list[Look] = []
     stopped: dict[str, int] = {}
     """Model -> the replicates it stopped at (every comparison decided, or the maximum)."""
@@ -210,12 +219,19 @@ def _decide(rows: Sequence[Row], design: Design, look: int, replicates: int) -> 
         ]
         within = dict(zip((id(r) for r, _ in kept), holm([p for _, p in kept]), strict=True))
     out = []
+    family = max(len(tested), 1)
     for row in rows:
         p_holm = adjusted.get(id(row))
         p_within = within.get(id(row))
+        if row.identical and design.effect is not None:
+            p_within = 0.0  # bit-identical in every replicate: a difference of exactly 0
         low = high = None
         if row.spread is not None and row.tested_delta is not None and p_holm is not None:
-            low, high = row.spread.interval(row.tested_delta, 1 - alpha_k)
+            # the look's level shared over the model's comparisons (Bonferroni, Holm's first
+            # step), so an interval that excludes 0 always goes with a decided difference
+            low, high = row.spread.interval(row.tested_delta, 1 - alpha_k / family)
+        elif row.identical:
+            low = high = 0.0
         out.append(
             Comparison(
                 model=row.model, operator=row.aggregator, task=row.task, replicates=replicates,
@@ -293,6 +309,12 @@ def design_for(
         form = UntilDecided(min=2, max=form)
     chosen = baseline or form.baseline
     keys = [a.key for a in spec.aggregators]
+    if len(keys) < 2:
+        raise SbabenchError(
+            f"suite {spec.name!r} has {len(keys)} operator(s): a run until decided compares "
+            "operators with a baseline operator, and needs at least two",
+            fix="add an operator to `aggregators:` (e.g. [linear, sba]), or give `replicates:` a count",
+        )
     if chosen not in keys:
         raise SbabenchError(
             f"baseline operator {chosen!r} is not among the suite's aggregators "
@@ -338,9 +360,12 @@ def run_until_decided(
         raise SbabenchError(
             f"suite {suite.name!r} has no MoE model with something random: replicates of it "
             "would be identical, so there is nothing to run until decided",
-            fix="run it once, without --until-decided",
+            fix="give `replicates:` a count (and drop --until-decided): the suite runs once",
         )
-    record = Record(suite=suite.name, design=design)
+    record = Record(
+        suite=suite.name, design=design, operators=[a.key for a in suite.aggregators],
+        tasks=[t.name for t in suite.tasks], resamples=n_resamples, seed=seed,
+    )  # fmt: skip
     counts = dict.fromkeys(models, design.minimum)
     for look, replicates in enumerate(design.looks()):
         open_models = [m for m in models if m not in record.stopped]
@@ -348,9 +373,8 @@ def run_until_decided(
         if not run_round(with_counts(suite, counts)):
             _write(suite_folder, record)
             return Outcome(record, failed=True)
-        side = read_side([suite_folder])
         comparisons = look_at(
-            list(side.results.values()), design, look,
+            _of_suite(record, [suite_folder]), design, look,
             {m: counts[m] for m in open_models}, n_resamples=n_resamples, seed=seed,
         )  # fmt: skip
         current = Look(replicates=replicates, alpha=design.increment(look), comparisons=comparisons)
@@ -367,9 +391,72 @@ def run_until_decided(
     return Outcome(record, failed=False)
 
 
+def _of_suite(record: Record, folders: Sequence[Path]) -> list[UnitResult]:
+    """The results of the record's operators and tasks in `folders` (read as evidence)."""
+    side = read_side(folders)
+    return [
+        r for r in side.results.values()
+        if r.aggregator in record.operators and r.task in record.tasks
+    ]  # fmt: skip
+
+
 def _write(folder: Path, record: Record) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / RECORD, record.model_dump_json(indent=1) + "\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / RECORD, record.model_dump_json(indent=1) + "\n")
+    except OSError as exc:
+        raise SbabenchError(
+            f"{folder / RECORD}: the sequential record could not be written ({exc.strerror or exc})",
+            fix="free space or fix the folder's permissions (and remove a folder in the "
+            "record's place), then run again: finished replicates are reused",
+        ) from None
+
+
+def check_record(record: Record, folder: Path) -> list[str]:
+    """Replay the record's looks on the results in `folder` (the same tests, seeds and
+    counts): a located error when a stored test disagrees (the record was edited, or written
+    for other results); notes where the folder holds more replicates than the record used."""
+    results = _of_suite(record, [folder])
+    for index, look in enumerate(record.looks):
+        counts = {c.model: c.replicates for c in look.comparisons}
+        replayed = look_at(
+            results, record.design, index, counts, n_resamples=record.resamples, seed=record.seed
+        )
+        stored = {(c.model, c.operator, c.task): c for c in look.comparisons}
+        again = {(c.model, c.operator, c.task): c for c in replayed}
+        for key in sorted(set(stored) | set(again)):
+            a, b = stored.get(key), again.get(key)
+            if a is None or b is None or a.decision != b.decision or not _same_p(a.p, b.p):
+                said = "absent" if a is None else f"p {a.p}, {a.decision}"
+                found = "absent" if b is None else f"p {b.p}, {b.decision}"
+                raise _bad_record(
+                    folder,
+                    f"look {index + 1} ({look.replicates} replicates), {'/'.join(key)}: the "
+                    f"record says {said}, the results give {found}",
+                )
+    notes = []
+    for model, stopped in sorted(record.stopped.items()):
+        held = {r.replicate for r in results if r.model == model}
+        if held and max(held) + 1 > stopped:
+            notes.append(
+                f"{model}: the folder holds {max(held) + 1} replicates; the sequential "
+                f"decisions use the first {stopped} (the tables above test them all)"
+            )
+    return notes
+
+
+def _same_p(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
+
+
+def _bad_record(folder: Path, what: str) -> SbabenchError:
+    return SbabenchError(
+        f"{folder / RECORD}: {what}",
+        fix="re-run the suite until decided (finished replicates are reused) to write the "
+        "record again, or remove it",
+    )
 
 
 def read_record(folder: Path) -> Record | None:
@@ -394,9 +481,10 @@ def read_record(folder: Path) -> Record | None:
         ) from None
 
 
-def records_under(folders: Sequence[Path]) -> list[Record]:
-    """The sequential records of results folders given to `compare`: each folder's own (a suite
-    folder) or its suite folders'."""
+def records_under(folders: Sequence[Path]) -> list[tuple[Record, list[str]]]:
+    """The sequential records of results folders given to `compare` (each folder's own, a suite
+    folder, or its suite folders'), each replayed on its folder's results (`check_record`),
+    with its notes."""
     found = []
     for folder in folders:
         for place in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
@@ -404,5 +492,5 @@ def records_under(folders: Sequence[Path]) -> list[Record]:
                 continue
             record = read_record(place)
             if record is not None:
-                found.append(record)
+                found.append((record, check_record(record, place)))
     return found

@@ -152,7 +152,7 @@ def _number(value: float | None, digits: int = 4) -> str:
     return "—" if value is None else f"{value:+.{digits}f}"
 
 
-def sequential_report(record: Record) -> list[RenderableType]:
+def sequential_report(record: Record, notes: Sequence[str] = ()) -> list[RenderableType]:
     """A sequential run's decisions: each comparison where it stopped, its repeated CI (at
     that look's level) and its sequentially adjusted p; then which models stopped where."""
     design = record.design
@@ -177,8 +177,11 @@ def sequential_report(record: Record) -> list[RenderableType]:
     return [
         out,
         f"stopped: {stopped or 'none yet'} (of at most {design.maximum} replicates). The "
-        "sequential design's p and repeated CI; a table of `compare` tests the same replicates "
-        "as if their count had been fixed in advance.",
+        "sequential design's p and its repeated CI (at the look's level shared over the model's "
+        "comparisons; a 'within' decision reads the 1 - 2 alpha_k interval, two one-sided "
+        "tests); the tables of `compare` test the replicates as if their count had been fixed "
+        "in advance.",
+        *notes,
     ]
 
 

@@ -162,8 +162,10 @@ def two_level_test(
     delta = float(observed.mean())
     between = float(observed.std(ddof=1))
     # the bootstrap's variance is the plug-in one: scaled by n / (n - 1), as the item-only test
+    # is, n the smallest subset's items (resampled within subsets: its factor is the largest)
     items = sum(len(side[s].gold) for side in candidates[:1] for s in side)
-    plug_in = items / max(items - 1, 1)
+    smallest = min(len(side[s].gold) for side in candidates[:1] for s in side)
+    plug_in = smallest / max(smallest - 1, 1)
     replicate_var = between**2 / count
     shared_var = _shared_item_variance(resampled) * plug_in
     deltas = tuple(float(d) for d in observed)

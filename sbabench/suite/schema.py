@@ -220,6 +220,11 @@ class Suite(StrictModel):
             raise ValueError(
                 f"aggregators must have distinct names, got {keys}; give repeated operators a label"
             )
+        if isinstance(self.replicates, UntilDecided) and self.replicates.baseline not in keys:
+            raise ValueError(
+                f"replicates.baseline {self.replicates.baseline!r} is not among the suite's "
+                f"aggregators ({', '.join(keys) or 'none'}); name one of them"
+            )
         if any(m.is_moe for m in self.models) and not self.aggregators:
             raise ValueError(
                 "the suite has an MoE model but no aggregators; add e.g. [linear, sba]"

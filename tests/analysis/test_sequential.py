@@ -40,7 +40,7 @@ def _sts(gold: np.ndarray, predicted: np.ndarray) -> dict[str, ItemScores]:
     return {"test": ItemScores(kind="sts", gold=gold.tolist(), predicted=predicted.tolist())}
 
 
-def _writer(folder: Path, noise: dict[str, float], seed: int = 0):  # type: ignore[no-untyped-def]
+def _writer(folder: Path, noise: dict[str, float], seed: int = 0, same_draws: bool = False):  # type: ignore[no-untyped-def]
     """A stand-in for a run: writes every unit of the suite it is given (as a run would:
     result files at their places, scores their items' Spearman), each operator's predictions
     gold plus noise of its SD; records the replicate counts each round asked for."""
@@ -51,7 +51,8 @@ def _writer(folder: Path, noise: dict[str, float], seed: int = 0):  # type: igno
         units = expand(suite)
         rounds.append(max(u.replicate for u in units) + 1)
         for unit in units:
-            rng = np.random.default_rng([seed, unit.replicate, len(unit.aggregator_key)])
+            draw = 0 if same_draws else len(unit.aggregator_key)
+            rng = np.random.default_rng([seed, unit.replicate, draw])
             predicted = gold + noise[unit.aggregator_key] * rng.normal(size=len(gold))
             items = _sts(gold, predicted)
             score = float(statistic("sts", gold, predicted)[0])
@@ -196,3 +197,59 @@ def test_replicates_beyond_a_look_are_not_seen_by_it(tmp_path: Path) -> None:
     assert len(fresh.record.looks) == len(full.record.looks) > 1
     for a, b in zip(fresh.record.looks, full.record.looks, strict=True):
         assert [c.p for c in a.comparisons] == [c.p for c in b.comparisons]
+
+
+def test_compare_replays_the_record_and_refuses_one_the_results_do_not_support(
+    tmp_path: Path,
+) -> None:
+    suite = _suite("{min: 2, max: 6}")
+    design = sequential.design_for(suite, until_decided=False, baseline=None, effect=None)
+    assert design is not None
+    run_round, _ = _writer(tmp_path, {"linear": 1.0, "sba": 0.97})
+    sequential.run_until_decided(suite, design, tmp_path / "tiny", run_round)
+    path = tmp_path / "tiny" / sequential.RECORD
+    record = json.loads(path.read_text())
+    record["looks"][0]["comparisons"][0].update(decision="better", p=1e-9, p_holm=1e-9)
+    path.write_text(json.dumps(record))
+    out = CliRunner().invoke(main, ["compare", str(tmp_path / "tiny")])
+    assert out.exit_code == 2 and "look 1" in out.output and "the results give" in out.output
+
+
+def test_more_replicates_in_the_folder_are_said_and_left_out(tmp_path: Path) -> None:
+    suite = _suite("{min: 2, max: 6}")
+    design = sequential.design_for(suite, until_decided=False, baseline=None, effect=None)
+    assert design is not None
+    run_round, _ = _writer(tmp_path, {"linear": 1.5, "sba": 0.3})
+    outcome = sequential.run_until_decided(suite, design, tmp_path / "tiny", run_round)
+    run_round(sequential.with_counts(suite, {"moe": 6}))  # a plain run added replicates
+    ((record, notes),) = sequential.records_under([tmp_path / "tiny"])
+    assert record.stopped == outcome.record.stopped
+    assert notes == [f"moe: the folder holds 6 replicates; the sequential decisions use the first {record.stopped['moe']} (the tables above test them all)"]  # fmt: skip
+
+
+def test_files_of_operators_the_suite_no_longer_has_are_not_in_the_family(tmp_path: Path) -> None:
+    suite = _suite("{min: 2, max: 5}")
+    design = sequential.design_for(suite, until_decided=False, baseline=None, effect=None)
+    assert design is not None
+    old = parse_suite(TINY_MOE_SUITE.replace("[linear, sba]", "[linear, sba, slerp]") + "replicates: 2\n", check=False)  # fmt: skip
+    run_round, _ = _writer(tmp_path, {"linear": 1.5, "sba": 0.3, "slerp": 1.5})
+    run_round(old)  # an earlier run left slerp's files
+    outcome = sequential.run_until_decided(suite, design, tmp_path / "tiny", run_round)
+    assert {c.operator for look in outcome.record.looks for c in look.comparisons} == {"sba"}
+
+
+def test_an_operator_identical_to_the_baseline_is_decided_within_the_effect(
+    tmp_path: Path,
+) -> None:
+    suite = _suite("{min: 2, max: 6, effect: 0.01}")
+    design = sequential.design_for(suite, until_decided=False, baseline=None, effect=None)
+    assert design is not None
+    run_round, rounds = _writer(tmp_path, {"linear": 1.0, "sba": 1.0}, same_draws=True)
+    outcome = sequential.run_until_decided(suite, design, tmp_path / "tiny", run_round)
+    assert rounds == [2] and [f.comparison.decision for f in outcome.record.final()] == ["within"]
+
+
+def test_a_suite_with_the_baseline_alone_is_refused() -> None:
+    alone = parse_suite(TINY_MOE_SUITE.replace("[linear, sba]", "[linear]") + "replicates: 4\n", check=False)  # fmt: skip
+    with pytest.raises(SbabenchError, match="needs at least two"):
+        sequential.design_for(alone, until_decided=True, baseline=None, effect=None)
