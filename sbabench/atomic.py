@@ -45,3 +45,29 @@ def _write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_all_atomic(files: list[tuple[Path, bytes]]) -> None:
+    """Write several files all or none: each to a temporary file beside its target first; only
+    when every one is written and synced are they renamed over their targets. An OSError (it
+    names the file that failed) leaves every target as it was and no temporary file behind."""
+    written: list[tuple[str, Path]] = []
+    try:
+        for path, data in files:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            written.append((tmp, path))
+            os.chmod(tmp, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in written:
+            Path(tmp).unlink(missing_ok=True)
+        raise

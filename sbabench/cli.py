@@ -13,6 +13,7 @@ import click
 from rich.console import Console, RenderableType
 
 from sbabench.analysis import terminal
+from sbabench.atomic import write_all_atomic
 from sbabench.errors import SbabenchError
 
 if TYPE_CHECKING:
@@ -70,13 +71,16 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     return value
 
 
-def _write_report(path: Path, text: str) -> None:
+def _write_files(files: list[tuple[Path, bytes, str]]) -> None:
+    """Write every output of a command, all or none (never one file beside a failed other)."""
     try:
-        path.write_text(text, encoding="utf-8")
+        write_all_atomic([(path, data) for path, data, _ in files])
     except OSError as exc:
+        option = next((o for p, _, o in files if str(p) == exc.filename), "its output option")
         raise SbabenchError(
-            f"cannot write the report to {path} ({exc.strerror or type(exc).__name__})",
-            fix="give --output a file in a folder that exists and is writable",
+            f"cannot write {exc.filename} ({exc.strerror or type(exc).__name__}); nothing was "
+            "written",
+            fix=f"give {option} a path in a folder that can be created and written",
         ) from None
 
 
@@ -472,9 +476,10 @@ def inspect(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "markdown", "csv", "json"]),
+    type=click.Choice(["table", "markdown", "csv", "json", "html"]),
     default="table",
     show_default=True,
+    help="html: a self-contained page (sortable table, a chart of the differences).",
 )
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the report to FILE."
@@ -571,10 +576,17 @@ def compare(
         allow_new=allow_new,
         effect=effect,
     )
+    text = ""
+    if fmt == "html":
+        from sbabench.analysis.compare_page import comparison_html
+
+        text = comparison_html(outcome)
+    elif fmt != "table" or output:
+        text = comparison_text(outcome, fmt)
     if output:
-        _write_report(output, comparison_text(outcome, fmt))
+        _write_files([(output, text.encode("utf-8"), "--output")])
     elif fmt != "table":
-        click.echo(comparison_text(outcome, fmt), nl=False)
+        click.echo(text, nl=False)
     else:
         _show(terminal.comparison_report(outcome))
     if fmt == "table" and output is None and against is None:
@@ -815,19 +827,25 @@ def history(
         history_file, repo=repo, branch=branch, machine=machine, only=only, alpha=alpha,
         n_resamples=resamples, seed=seed, since=since, max_drop=max_drop,
     )  # fmt: skip
+    files: list[tuple[Path, bytes, str]] = []  # made first, then written all or none
     if plot is not None:
-        from sbabench.analysis.history.figure import write_plot
+        from sbabench.analysis.history.figure import plot_image
 
-        errors.print(f"wrote {write_plot(report, plot)}", markup=False, highlight=False)
+        files.append((plot, plot_image(report, plot), "--plot"))
     if html_dir is not None:
-        from sbabench.analysis.history.page import write_page
+        from sbabench.analysis.history.page import page_html
 
-        errors.print(f"wrote {write_page(report, html_dir)}", markup=False, highlight=False)
+        files.append((html_dir / "index.html", page_html(report).encode("utf-8"), "--html"))
     if output:
-        _write_report(output, render.text(report, "markdown" if fmt == "table" else fmt))
-    elif fmt != "table":
+        text = render.text(report, "markdown" if fmt == "table" else fmt)
+        files.append((output, text.encode("utf-8"), "--output"))
+    _write_files(files)
+    for path, _, option in files:
+        if option != "--output":
+            errors.print(f"wrote {path}", markup=False, highlight=False)
+    if not output and fmt != "table":
         click.echo(render.text(report, fmt), nl=False)
-    else:
+    elif not output:
         _show(render.terminal(report))
     if fail_on_drop and report.gate is not None and report.gate.failed:
         sys.exit(1)

@@ -123,18 +123,18 @@ REPLICATE_COLUMNS = ["reps", "SD (reps)", "agree", "P(B>A)"]
 """Added after "p (Holm)" when any row was tested over replicates."""
 
 
-def _replicated(comparison: Comparison) -> bool:
+def is_replicated(comparison: Comparison) -> bool:
     return any(r.replicates > 1 for r in comparison.rows)
 
 
-def _compare_columns(comparison: Comparison) -> list[str]:
-    if not _replicated(comparison):
+def compare_columns(comparison: Comparison) -> list[str]:
+    if not is_replicated(comparison):
         return COMPARE_COLUMNS
     at = COMPARE_COLUMNS.index("p (Holm)") + 1
     return [*COMPARE_COLUMNS[:at], *REPLICATE_COLUMNS, *COMPARE_COLUMNS[at:]]
 
 
-def _row_cells(row: Row, replicated: bool) -> list[str]:
+def row_cells(row: Row, replicated: bool) -> list[str]:
     cells = _cells(row)
     if not replicated:
         return cells
@@ -173,7 +173,7 @@ def _improvement(summary: Summary) -> str:
     return f"{point:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def _summary_cells(summary: Summary, replicated: bool = False) -> list[str]:
+def summary_cells(summary: Summary, replicated: bool = False) -> list[str]:
     test = summary.test
     p = (test.note or "n/a") if test.p_value != test.p_value else f"{test.p_value:.3g}"
     return [
@@ -191,7 +191,7 @@ def _summary_cells(summary: Summary, replicated: bool = False) -> list[str]:
 SUMMARY_COLUMNS = ["scope", "candidate", "baseline", "mean score", "mean Δ", "W/T/L", "Wilcoxon p"]
 
 
-def _summary_columns(replicated: bool) -> list[str]:
+def summary_columns(replicated: bool) -> list[str]:
     return [*SUMMARY_COLUMNS, "P(B>A) [95% CI]"] if replicated else SUMMARY_COLUMNS
 
 
@@ -226,22 +226,22 @@ def comparison_tables(comparison: Comparison) -> list[FittedTable]:
     """Tables: per-task rows, then summaries by task type and overall."""
     from sbabench.analysis.compare import Mark
 
-    replicated = _replicated(comparison)
+    replicated = is_replicated(comparison)
     rows = FittedTable(
         "per task (+ better, - worse, ~ not significant, x not comparable)",
-        _columns(_compare_columns(comparison)),
+        _columns(compare_columns(comparison)),
         caption=comparison.coverage or None,
     )
     for row in comparison.rows:
         style = {Mark.BETTER: "green", Mark.WORSE: "red", Mark.INCOMPARABLE: "yellow"}.get(
             row.mark, ""
         )
-        rows.add_row(*_row_cells(row, replicated), style=style)
+        rows.add_row(*row_cells(row, replicated), style=style)
     tables = [rows]
     if comparison.summaries:
-        summary = FittedTable("across tasks", _columns(_summary_columns(replicated)))
+        summary = FittedTable("across tasks", _columns(summary_columns(replicated)))
         for item in comparison.summaries:
-            summary.add_row(*_summary_cells(item, replicated))
+            summary.add_row(*summary_cells(item, replicated))
         tables.append(summary)
     return tables
 
@@ -265,41 +265,58 @@ def friedman_line(comparison: Comparison) -> str | None:
     )
 
 
+COLUMNS_NOTE = (
+    "Δ: difference of mteb's main scores. Δ items: difference of the per-item statistic that the"
+    " paired bootstrap resamples (cosine Spearman for STS, cosine AP for pair classification, mean"
+    " V-measure of 10 seeded k-means runs for clustering), with its 95% CI; p from that bootstrap."
+    "\nMarks: `+` better, `-` worse (Holm-adjusted p < alpha), `~` not significant, `x` not comparable."
+    " State (the gate's answer): PASS (identical, or the drop is shown smaller than --max-drop),"
+    " REGRESSION (a significant drop larger than --max-drop), INCONCLUSIVE (neither; MDE: the"
+    " smallest difference the test detects with 80% power at Holm's alpha / m), NOT TESTED (the note says why)."
+)
+"""What the per-task table's columns mean (Markdown and HTML reports)."""
+
+REPLICATES_NOTE = (
+    "With replicates: score and Δ are means over replicates; Δ items, its CI and p come"
+    " from the two-level test (replicates and items; docs: Replicates); SD (reps) is"
+    " the replicates' spread of Δ items, agree how many replicates share its sign,"
+    " P(B>A) rliable's (unpaired) probability of improvement over pairs of replicates' main scores."
+)
+
+
+def _markdown_cell(text: str) -> str:
+    """A table cell's text that cannot end its cell or row: a `|` escaped (a note can quote a
+    path that holds one), a line break made a space."""
+    return " ".join(text.splitlines()).replace("|", "\\|")
+
+
 def comparison_markdown(comparison: Comparison) -> str:
     """GitHub-flavoured Markdown (for PR comments and $GITHUB_STEP_SUMMARY)."""
     from tabulate import tabulate
 
-    replicated = _replicated(comparison)
+    replicated = is_replicated(comparison)
     parts = [
         "### Per task\n",
         tabulate(
-            [_row_cells(r, replicated) for r in comparison.rows],
-            headers=_compare_columns(comparison),
+            [[_markdown_cell(c) for c in row_cells(r, replicated)] for r in comparison.rows],
+            headers=compare_columns(comparison),
             tablefmt="github",
         ),
-        "\nΔ: difference of mteb's main scores. Δ items: difference of the per-item statistic that the"
-        " paired bootstrap resamples (cosine Spearman for STS, cosine AP for pair classification, mean"
-        " V-measure of 10 seeded k-means runs for clustering), with its 95% CI; p from that bootstrap."
-        "\nMarks: `+` better, `-` worse (Holm-adjusted p < alpha), `~` not significant, `x` not comparable."
-        " State (the gate's answer): PASS (identical, or the drop is shown smaller than --max-drop),"
-        " REGRESSION (a significant drop larger than --max-drop), INCONCLUSIVE (neither; MDE: the"
-        " smallest difference the test detects with 80% power at Holm's alpha / m), NOT TESTED (the note says why).",
+        "\n" + COLUMNS_NOTE,
     ]
     if replicated:
-        parts.append(
-            "With replicates: score and Δ are means over replicates; Δ items, its CI and p come"
-            " from the two-level test (replicates and items; docs: Replicates); SD (reps) is"
-            " the replicates' spread of Δ items, agree how many replicates share its sign,"
-            " P(B>A) rliable's (unpaired) probability of improvement over pairs of replicates' main scores."
-        )
+        parts.append(REPLICATES_NOTE)
     if comparison.coverage:
         parts.append("\n" + comparison.coverage)
     if comparison.summaries:
         parts += [
             "\n### Across tasks\n",
             tabulate(
-                [_summary_cells(s, replicated) for s in comparison.summaries],
-                headers=_summary_columns(replicated),
+                [
+                    [_markdown_cell(c) for c in summary_cells(s, replicated)]
+                    for s in comparison.summaries
+                ],
+                headers=summary_columns(replicated),
                 tablefmt="github",
             ),
         ]
@@ -475,6 +492,7 @@ def comparison_text(outcome: Outcome, fmt: str) -> str:
 
     if fmt == "json":
         return json.dumps(to_records(outcome.comparison), indent=2)
+
     if fmt == "csv":
         import pandas as pd
 

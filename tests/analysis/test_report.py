@@ -123,3 +123,17 @@ def test_comparison_text_as_markdown_adds_the_geometry_tables() -> None:
     assert geometry == geometry_markdown(outcome.results) + "\n"
     # a table written to a file is the Markdown without the geometry
     assert comparison_text(outcome, "table") == verdict + comparison_markdown(outcome.comparison)
+
+
+def test_a_note_holding_a_pipe_or_a_line_break_keeps_the_markdown_table_whole() -> None:
+    import dataclasses
+
+    comparison = compare_results([_result("linear", 0.5), _result("sba", 0.6)])
+    comparison.rows[-1] = dataclasses.replace(comparison.rows[-1], note="read a|b\nthen c")
+    text = comparison_markdown(comparison)
+    per_task = text.split("### Per task")[1].split("\n\n")[1]
+    table = [line for line in per_task.splitlines() if line.startswith("|")]
+    assert len(table) == 4  # header, rule, two rows
+    cells = {line.replace("\\|", "").count("|") for line in table}
+    assert len(cells) == 1  # every row has as many cell borders as the header
+    assert "read a\\|b then c" in text

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from sbabench.analysis.history.report import HistoryReport
-from sbabench.atomic import write_bytes_atomic
 from sbabench.errors import SbabenchError
 
 FORMATS = (".png", ".svg")
@@ -36,8 +35,8 @@ def _panel(ax: Any, report: HistoryReport, index: int) -> None:
     ax.tick_params(labelsize=6)
 
 
-def write_plot(report: HistoryReport, path: Path) -> Path:
-    """Write the figure to `path` (.png or .svg)."""
+def plot_image(report: HistoryReport, path: Path) -> bytes:
+    """The figure as the image `path` names by its suffix (.png or .svg)."""
     if path.suffix.lower() not in FORMATS:
         raise SbabenchError(
             f"--plot {path}: unknown image type {path.suffix!r}",
@@ -60,13 +59,6 @@ def write_plot(report: HistoryReport, path: Path) -> Path:
         fig.tight_layout()
         image = io.BytesIO()
         fig.savefig(image, dpi=120, format=path.suffix.lower().lstrip("."))
-        try:
-            write_bytes_atomic(path, image.getvalue())  # never a half-written image
-        except OSError as exc:
-            raise SbabenchError(
-                f"cannot write the plot to {path} ({exc.strerror or type(exc).__name__})",
-                fix="give --plot a file in a writable folder",
-            ) from None
     finally:
         plt.close(fig)
-    return path
+    return image.getvalue()

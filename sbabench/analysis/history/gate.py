@@ -37,6 +37,9 @@ class GateRow:
     p_drop: float = math.nan
     """Holm-adjusted one-sided p of a drop larger than max_drop."""
     reason: str = ""
+    dirty: bool = False
+    """A record on either side came from a tree with uncommitted changes: its score may not
+    be the commit's."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +92,11 @@ def _row(
             else "no record at REF on this machine"
         )
         return GateRow(unit.suite, unit.label, NOT_TESTED, since, head.commit, reason=reason)
+    dirty = base.dirty or head.dirty
     test = paired_test(store, base, head, resamples, seed)
     if isinstance(test, str):
-        return GateRow(unit.suite, unit.label, NOT_TESTED, since, head.commit, reason=test)
-    return GateRow(unit.suite, unit.label, NO_DROP, since, head.commit, test)
+        return GateRow(unit.suite, unit.label, NOT_TESTED, since, head.commit, reason=test, dirty=dirty)  # fmt: skip
+    return GateRow(unit.suite, unit.label, NO_DROP, since, head.commit, test, dirty=dirty)
 
 
 def drop_gate(
@@ -128,7 +132,7 @@ def drop_gate(
             if row.test.delta > 0 and row.test.p_value < alpha
             else NO_DROP
         )
-        judged.append(GateRow(row.suite, row.label, state, since, row.head, row.test, p_drop))
+        judged.append(GateRow(row.suite, row.label, state, since, row.head, row.test, p_drop, dirty=row.dirty))  # fmt: skip
     return DropGate(tuple(judged), max_drop, alpha)
 
 

@@ -9,70 +9,16 @@ elements, and the page stays small and readable without a plotting library in th
 
 from __future__ import annotations
 
-import html
 import math
-from pathlib import Path
 
 from sbabench.analysis.history.changes import Step
 from sbabench.analysis.history.render import gate_lines, sparkline, step_line
 from sbabench.analysis.history.report import HistoryReport
 from sbabench.analysis.history.series import UnitSeries
-from sbabench.atomic import write_atomic
-from sbabench.errors import SbabenchError
+from sbabench.analysis.html import Cell, document, sortable_table
+from sbabench.analysis.html import escape as _e
 
 WIDTH, HEIGHT, MARGIN = 640, 160, 36
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bottom:1px solid #ddd}
-th{cursor:pointer;text-align:left;background:#f4f4f4}th[aria-sort]::after{content:" \\2195"}
-td.num{text-align:right;font-variant-numeric:tabular-nums}.down{color:#b00}.up{color:#070}
-svg{background:#fafafa;border:1px solid #eee}figure{margin:1em 0}
-"""
-
-_SCRIPT = """
-(function () {
-  function key(cell) {
-    var v = cell.getAttribute("data-value");
-    var n = parseFloat(v);
-    return isNaN(n) ? v : n;
-  }
-  function sortBy(table, column, descending) {
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = key(a.cells[column]), y = key(b.cells[column]);
-      var order = x < y ? -1 : x > y ? 1 : 0;
-      return descending ? -order : order;
-    });
-    rows.forEach(function (row) { body.appendChild(row); });
-  }
-  var tables = document.querySelectorAll("table.sortable");
-  tables.forEach(function (table) {
-    table.querySelectorAll("th").forEach(function (th, column) {
-      th.setAttribute("aria-sort", "none");
-      th.addEventListener("click", function () {
-        var descending = th.getAttribute("aria-sort") === "ascending";
-        sortBy(table, column, descending);
-        th.setAttribute("aria-sort", descending ? "descending" : "ascending");
-      });
-    });
-  });
-  if (location.hash === "#selftest" && tables.length) {
-    var table = tables[0];
-    table.querySelectorAll("th")[3].click();
-    var order = Array.prototype.map.call(table.tBodies[0].rows, function (r) {
-      return r.getAttribute("data-unit");
-    });
-    document.body.setAttribute("data-sorted", order.join(","));
-  }
-  document.body.setAttribute("data-ready", "yes");
-})();
-"""
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _chart(report: HistoryReport, unit: UnitSeries) -> str:
@@ -111,15 +57,16 @@ def _chart(report: HistoryReport, unit: UnitSeries) -> str:
     return "".join(parts)
 
 
-def _step_cell(steps: list[Step]) -> str:
+def _step_cell(steps: list[Step]) -> Cell:
     confirmed = [s for s in steps if s.confirmed]
     if not confirmed:
-        return '<td data-value="0"></td>'
+        return Cell("", value=0.0)
     step = confirmed[-1]
-    kind = "down" if step.delta < 0 else "up"
-    return (
-        f'<td class="num {kind}" data-value="{step.delta:.6f}" title="{_e(step_line(step))}">'
-        f"{step.delta:+.4f} @{_e(step.after.sha[:7])}</td>"
+    return Cell(
+        f"{step.delta:+.4f} @{step.after.sha[:7]}",
+        value=step.delta,
+        css="num " + ("down" if step.delta < 0 else "up"),
+        title=step_line(step),
     )
 
 
@@ -128,20 +75,18 @@ def _table(report: HistoryReport) -> str:
     for n, unit in enumerate(report.units):
         newest = unit.points[-1]
         mine = [s for s in report.steps if s.suite == unit.suite and s.label == unit.label]
-        rows.append(
-            f'<tr data-unit="{_e(unit.suite)}:{_e(unit.label)}">'
-            f'<td data-value="{_e(unit.suite)}">{_e(unit.suite)}</td>'
-            f'<td data-value="{_e(unit.label)}"><a href="#unit-{n}">{_e(unit.label)}</a></td>'
-            f'<td class="num" data-value="{len(unit.points)}">{len(unit.points)}</td>'
-            f'<td class="num" data-value="{newest.score:.8f}">{newest.score:.4f}</td>'
-            f'<td class="num" data-value="{newest.se:.8f}">{newest.se:.4f}</td>'
-            f'<td data-value="">{_e(sparkline([p.score for p in unit.points]))}</td>'
-            f"{_step_cell(mine)}</tr>"
-        )
-    head = "".join(
-        f"<th>{name}</th>" for name in ("suite", "unit", "points", "newest", "se", "trend", "step")
-    )
-    return f'<table class="sortable" id="units"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'  # fmt: skip
+        cells = [
+            Cell(unit.suite, value=unit.suite),
+            Cell(unit.label, value=unit.label, link=f"unit-{n}"),
+            Cell(str(len(unit.points)), css="num"),
+            Cell(f"{newest.score:.4f}", value=newest.score, css="num"),
+            Cell(f"{newest.se:.4f}", value=newest.se, css="num"),
+            Cell(sparkline([p.score for p in unit.points]), value=""),
+            _step_cell(mine),
+        ]
+        rows.append((f"{unit.suite}:{unit.label}", cells))
+    headers = ("suite", "unit", "points", "newest", "se", "trend", "step")
+    return sortable_table("units", headers, rows, selftest_column=3)
 
 
 def page_html(report: HistoryReport) -> str:
@@ -156,24 +101,9 @@ def page_html(report: HistoryReport) -> str:
     if report.gate is not None:
         gate = "<h2>Drop gate</h2><ul>" + "".join(f"<li>{_e(line)}</li>" for line in gate_lines(report.gate)) + "</ul>"  # fmt: skip
     title = f"sbabench history: {report.branch} on {report.machine}"
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f'<meta name="viewport" content="width=device-width"><style>{_STYLE}</style></head><body>'
-        f"<h1>{_e(title)}</h1><p>First-parent commits of {_e(report.branch)}; band: 95% "
-        f"(1.96 se); dashed: a step (red down, green up, grey unconfirmed). Click a column "
-        f"to sort.</p>{_table(report)}<h2>Steps</h2><ul>{steps}</ul>{gate}<h2>Charts</h2>"
-        f"{charts}<script>{_SCRIPT}</script></body></html>\n"
+    return document(
+        title,
+        f"<p>First-parent commits of {_e(report.branch)}; band: 95% (1.96 se); dashed: a step "
+        f"(red down, green up, grey unconfirmed). Click a column to sort.</p>{_table(report)}"
+        f"<h2>Steps</h2><ul>{steps}</ul>{gate}<h2>Charts</h2>{charts}",
     )
-
-
-def write_page(report: HistoryReport, folder: Path) -> Path:
-    """Write `folder/index.html` (atomically); returns its path."""
-    path = folder / "index.html"
-    try:
-        write_atomic(path, page_html(report))
-    except OSError as exc:
-        raise SbabenchError(
-            f"cannot write the page to {path} ({exc.strerror or type(exc).__name__})",
-            fix="give --html a folder that can be created and written",
-        ) from None
-    return path

@@ -91,14 +91,15 @@ def gate_lines(gate: DropGate) -> Iterator[str]:
     """One line per unit of the drop gate, then its verdict."""
     for row in gate.rows:
         head = _short(row.head.sha) if row.head else "?"
+        dirty = "; DIRTY: recorded from a tree with uncommitted changes" if row.dirty else ""
         if row.test is None:
-            yield f"{row.state}: {row.label} ({_short(row.since.sha)}..{head}): {row.reason}"
+            yield f"{row.state}: {row.label} ({_short(row.since.sha)}..{head}): {row.reason}{dirty}"
             continue
         t = row.test
         yield (
             f"{row.state}: {row.label} {_short(row.since.sha)}..{head}: {t.delta:+.4f} "
             f"(95% CI {t.ci_low:+.4f}..{t.ci_high:+.4f}, p(drop > {gate.max_drop:g}) "
-            f"{row.p_drop:.2g})"
+            f"{row.p_drop:.2g}){dirty}"
         )
     yield gate.text
 
@@ -142,10 +143,12 @@ def markdown(report: HistoryReport) -> str:
         for unit in (u for u in report.units if u.suite == suite):
             newest = unit.points[-1]
             lines.append(
-                f"| {unit.label} | {len(unit.points)} | {newest.score:.4f} | {newest.se:.4f} | "
+                f"| {unit.label} | {len(unit.points)} | {newest.score:.4f}{'*' if newest.dirty else ''} | {newest.se:.4f} | "
                 f"{sparkline([p.score for p in unit.points])} | {_last_step(report.steps, unit)} |"
             )
         lines.append("")
+    if any(u.points[-1].dirty for u in report.units):
+        lines += ["\\*: recorded from a tree with uncommitted changes", ""]
     if report.steps:
         lines += ["**Steps**", "", *(f"- {step_line(s)}" for s in report.steps), ""]
     if report.gate is not None:
@@ -218,7 +221,7 @@ def _gate_dict(row: GateRow) -> dict[str, Any]:
         "suite": row.suite, "unit": row.label, "state": row.state, "since": row.since.sha,
         "head": row.head.sha if row.head else None, "delta": t.delta if t else None,
         "ci_low": t.ci_low if t else None, "ci_high": t.ci_high if t else None,
-        "p_drop": row.p_drop, "reason": row.reason,
+        "p_drop": row.p_drop, "reason": row.reason, "dirty": row.dirty,
     }  # fmt: skip
 
 

@@ -138,3 +138,41 @@ def test_the_gate_fails_closed_when_the_tip_lacks_a_unit_or_was_never_recorded(
     commit(repo, "c2, never recorded", 1_700_000_010)
     code, out = _history(repo, "--fail-on-drop", "--since", "HEAD~2")
     assert code == 1 and "NOT TESTED: m/sba/T1" in out and "0 of 2 units tested" in out
+
+
+def test_a_record_from_a_dirty_tree_is_flagged_in_the_gate_and_the_tables(tmp_path: Path) -> None:
+    """A score recorded with uncommitted changes may not be the commit's: every report says so
+    where it shows that record (the gate line, the Markdown table, JSON)."""
+    repo = new_repo(tmp_path / "repo")
+    history = str(repo / "h.sqlite")
+    for n in range(2):
+        commit(repo, f"c{n}", 1_700_000_000 + n)
+        if n == 1:
+            (repo / "log.txt").write_text("edited, not committed\n")  # a tracked file changed
+        folder = write_results(repo / f"results{n}", sts_result(0.0, 1))
+        done = CliRunner().invoke(main, ["record", str(folder), "--repo", str(repo), "--history", history])  # fmt: skip
+        assert done.exit_code == 0, done.output
+    code, out = _history(repo, "--fail-on-drop", "--since", "HEAD~1")
+    assert code == 0 and "NO DROP SHOWN: m/sba/T1" in out and "DIRTY" in out
+    code, out = _history(repo, "--format", "markdown", "--since", "HEAD~1")
+    assert code == 0 and "*" in out.split("| m/sba/T1 |")[1].split("\n")[0]
+    assert "uncommitted changes" in out
+    code, out = _history(repo, "--format", "json", "--since", "HEAD~1")
+    assert json.loads(out)["gate"]["units"][0]["dirty"] is True
+
+
+def test_outputs_are_written_all_or_none(recorded: tuple[Path, list[str]], tmp_path: Path) -> None:
+    """--plot, --html and --output are made first and written together: one that cannot be
+    written (its folder is a file) leaves no other behind, and an old file as it was."""
+    repo, _ = recorded
+    plot, report = tmp_path / "series.png", tmp_path / "report.md"
+    report.write_text("the old report\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, out = _history(repo, "--plot", str(plot), "--output", str(report), "--html", str(blocker / "site"))  # fmt: skip
+    assert code == 2 and "nothing was written" in out and "--html" in out
+    assert not plot.exists() and report.read_text() == "the old report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "report.md"]  # no temporary
+    code, out = _history(repo, "--plot", str(plot), "--output", str(report), "--html", str(tmp_path / "site"))  # fmt: skip
+    assert code == 0 and plot.stat().st_size > 1000 and (tmp_path / "site" / "index.html").exists()
+    assert report.read_text().startswith("###")

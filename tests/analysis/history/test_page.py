@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,10 +11,7 @@ from click.testing import CliRunner
 
 from sbabench.cli import main
 from tests.analysis.history.builders import commit, new_repo, sts_result, write_results
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-REQUIRE = "SBABENCH_REQUIRE_BROWSER"
-"""Set to 1 (as CI does) to fail, not skip, the browser test where no browser is found."""
+from tests.browser import REQUIRE, browser_path, chrome, console_lines, keep_screenshot
 
 
 @pytest.fixture(scope="module")
@@ -43,32 +38,13 @@ def test_the_page_is_self_contained_and_escapes_what_it_shows(page: Path) -> Non
     assert "DROP: m/sba/T1" in text
 
 
-def _browser() -> str:
-    found = os.environ.get("CHROME") or next(filter(None, map(shutil.which, BROWSERS)), None)
-    if found:
-        return found
-    reason = "no headless Chromium found (set $CHROME, or install it: apt-get install chromium)"
-    if os.environ.get(REQUIRE) == "1":
-        pytest.fail(f"{reason}; {REQUIRE}=1 requires it")
-    pytest.skip(reason)
-
-
-def _chrome(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-        "--virtual-time-budget=3000", *args,
-    ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.slow  # a real browser: seconds, and CI installs it for the slow run
 def test_the_page_renders_in_chromium_without_console_errors(page: Path, tmp_path: Path) -> None:
-    browser = _browser()
+    browser = browser_path()
     url = page.resolve().as_uri() + "#selftest"
-    dumped = _chrome(browser, tmp_path / "profile", "--dump-dom", url)
+    dumped = chrome(browser, tmp_path / "profile", "--dump-dom", url)
     assert dumped.returncode == 0, dumped.stderr[-2000:]
-    console = [line for line in dumped.stderr.splitlines() if "CONSOLE" in line]
+    console = console_lines(dumped.stderr)
     assert not console, console
     dom = dumped.stdout
     assert 'data-ready="yes"' in dom  # the script ran to its end
@@ -76,13 +52,14 @@ def test_the_page_renders_in_chromium_without_console_errors(page: Path, tmp_pat
     # the self-test clicked "newest": rows ascending by the newest score
     sorted_units = re.search(r'data-sorted="([^"]*)"', dom)
     assert sorted_units is not None
-    rows = re.findall(r'<tr data-unit="([^"]+)">(?:<td[^>]*>.*?</td>){3}<td class="num" data-value="([^"]+)"', page.read_text())  # fmt: skip
+    rows = re.findall(r'<tr data-unit="([^"]+)">(?:<td[^>]*>.*?</td>){3}<td data-value="([^"]+)"', page.read_text())  # fmt: skip
     assert len(rows) == 3
     by_score = [unit for unit, _ in sorted(rows, key=lambda row: float(row[1]))]
     assert sorted_units.group(1).split(",") == by_score != [unit for unit, _ in rows]
     shot = tmp_path / "history-page.png"
-    taken = _chrome(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1000,1400", page.resolve().as_uri())  # fmt: skip
+    taken = chrome(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1000,1400", page.resolve().as_uri())  # fmt: skip
     assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
+    keep_screenshot(shot)
 
 
 def test_without_a_browser_the_test_skips_and_fails_where_ci_requires_one(
@@ -92,7 +69,7 @@ def test_without_a_browser_the_test_skips_and_fails_where_ci_requires_one(
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.delenv(REQUIRE, raising=False)
     with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
-        _browser()
+        browser_path()
     monkeypatch.setenv(REQUIRE, "1")
     with pytest.raises(pytest.fail.Exception, match="requires it"):
-        _browser()
+        browser_path()
