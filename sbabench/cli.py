@@ -676,8 +676,7 @@ def _record(
     dirty = " (dirty tree)" if done.dirty else ""
     console.print(
         f"recorded {done.units - len(done.not_recorded)} of {done.units} units at "
-        f"{done.commit.sha[:12]}{dirty} on {done.machine} in {history_file}: {added.added} new, "
-        f"{added.unchanged} unchanged, {added.replaced} replaced",
+        f"{done.commit.sha[:12]}{dirty} on {done.machine} in {history_file}: {added.summary()}",
         markup=False, highlight=False,
     )  # fmt: skip
     for label, message in done.not_recorded.items():
@@ -733,8 +732,7 @@ def record(
             source, replace_changed=replace, keep_items=keep_items
         )
         console.print(
-            f"merged {source}: {added.added} new, {added.unchanged} unchanged, "
-            f"{added.replaced} replaced", markup=False, highlight=False,
+            f"merged {source}: {added.summary()}", markup=False, highlight=False,
         )  # fmt: skip
     if results:
         _record(results, history_file, repo, machine, replace, keep_items)

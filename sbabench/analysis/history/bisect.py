@@ -16,9 +16,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +31,8 @@ from sbabench.analysis.history import git
 from sbabench.analysis.stats import PairedTest, paired_bootstrap
 from sbabench.errors import SbabenchError
 from sbabench.run.results import UnitResult
-from sbabench.suite import load_suite
+from sbabench.suite import Suite, load_suite
+from sbabench.suite.schema import expand
 
 Runner = Callable[[Path, Path, Path, str], None]
 """run(worktree, suite file, results folder, only): run the unit with the worktree's code."""
@@ -98,17 +101,49 @@ def _in_worktree(pythonpath: str, repo: Path, worktree: Path) -> list[str]:
     return moved
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received during a bisection: unwound like Ctrl-C, so the worktree is removed
+    and the running child killed (`subprocess.run` kills its child on any exception)."""
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 @contextmanager
 def _worktree(repo: Path) -> Iterator[Path]:
-    """A temporary detached worktree of `repo`, removed afterwards."""
+    """A temporary detached worktree of `repo`, removed afterwards, also when the process is
+    sent SIGTERM (from the main thread, where a handler can be installed)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     folder = Path(tempfile.mkdtemp(prefix="sbabench-bisect-"))
     tree = folder / "tree"
-    git.run_git(repo, "worktree", "add", "--detach", "--quiet", str(tree), "HEAD")
     try:
-        yield tree
+        git.run_git(repo, "worktree", "add", "--detach", "--quiet", str(tree), "HEAD")
+        try:
+            yield tree
+        finally:
+            git.run_git(repo, "worktree", "remove", "--force", str(tree))
     finally:
-        git.run_git(repo, "worktree", "remove", "--force", str(tree))
         shutil.rmtree(folder, ignore_errors=True)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def the_unit(suite: Suite, only: str) -> str:
+    """The label of the one unit of `suite` that `only` matches (a user error, before anything
+    runs, where it matches none or several)."""
+    labels = [unit.label for unit in expand(suite)]
+    matched = [label for label in labels if fnmatch.fnmatchcase(label, only)]
+    if len(matched) != 1:
+        shown = ", ".join(matched[:4]) if matched else "its units: " + ", ".join(labels[:4])
+        more = " ..." if len(matched if matched else labels) > 4 else ""
+        raise SbabenchError(
+            f"--only {only!r} matches {len(matched)} unit(s) of suite {suite.name!r} "
+            f"({shown}{more})",
+            fix="give --only a pattern that matches exactly one model/aggregator/task",
+        )
+    return matched[0]
 
 
 def _unit(results: Path, suite: str, only: str) -> UnitResult:
@@ -140,7 +175,9 @@ def bisect(
 ) -> Bisection:
     """The first commit after `good` up to `bad` whose unit differs from `good`'s (see the
     module)."""
-    name = load_suite(suite).name
+    spec = load_suite(suite)
+    name = spec.name
+    the_unit(spec, only)
     good_commit, bad_commit = git.describe(repo, good), git.describe(repo, bad)
     line = git.first_parent(repo, bad_commit.sha, limit=100_000)
     shas = [c.sha for c in line]

@@ -9,7 +9,8 @@ an empty, foreign or damaged one is a located error, never reset.
 
 Retention: scores, uncertainty and provenance are kept forever; the per-item arrays (what the
 paired test reads) are kept for the newest `KEEP_ITEMS` commits of each unit and replicate on a
-machine (by committer date), unless `record --keep-items` says otherwise.
+machine (by committer date), unless `record --keep-items` says otherwise. A record trims only the
+machines it records (a merged file: the machines it holds), and says how many arrays it dropped.
 """
 
 from __future__ import annotations
@@ -115,6 +116,15 @@ class Added:
     unchanged: int = 0
     """Already recorded with the same content (a no-op)."""
     replaced: int = 0
+    pruned: int = 0
+    """Older records of the same machines whose per-item scores retention dropped."""
+
+    def summary(self) -> str:
+        """One line: what was added, and what retention dropped."""
+        text = f"{self.added} new, {self.unchanged} unchanged, {self.replaced} replaced"
+        if self.pruned:
+            text += f"; per-item scores of {self.pruned} older record(s) dropped (retention)"
+        return text
 
 
 def pack_items(items: dict[str, ItemScores]) -> bytes:
@@ -226,12 +236,14 @@ class HistoryStore:
         already stored with the same content is a no-op; with other content it is a user error
         (nothing is written) unless `replace_changed`."""
         added = Added()
+        machines: set[str] = set()
         with self._connect(write=True) as db:
             db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?)", list(commits))
             for record in records:
                 added = _add_one(db, self.path, record, replace_changed, added)
-            _prune(db, keep_items)
-        return added
+                machines.add(record.machine)
+            pruned = _prune(db, keep_items, machines)
+        return replace(added, pruned=pruned)
 
     def merge_from(
         self, other: Path, *, replace_changed: bool = False, keep_items: int = KEEP_ITEMS
@@ -346,10 +358,19 @@ def _add_one(
     return replace(added, replaced=added.replaced + 1)
 
 
-def _prune(db: sqlite3.Connection, keep: int) -> None:
-    """Drop the items of all but the newest `keep` commits of each unit, replicate and machine
-    (by committer time, time zones accounted for, then by when they were recorded)."""
-    db.execute(
+def _prune(db: sqlite3.Connection, keep: int, machines: set[str]) -> int:
+    """Drop the items of all but the newest `keep` commits of each unit and replicate on
+    `machines` (the ones just recorded: another machine's history is its own recorder's to
+    trim), by committer time, time zones accounted for, then by when they were recorded.
+    Returns how many records lost their items."""
+    dropped = 0
+    for machine in sorted(machines):
+        dropped += _prune_machine(db, keep, machine)
+    return dropped
+
+
+def _prune_machine(db: sqlite3.Connection, keep: int, machine: str) -> int:
+    done = db.execute(
         """
         UPDATE records SET items = NULL WHERE items IS NOT NULL AND rowid IN (
             SELECT rowid FROM (
@@ -358,11 +379,13 @@ def _prune(db: sqlite3.Connection, keep: int) -> None:
                     ORDER BY julianday(commits.date) DESC, records.recorded_at DESC
                 ) AS newest
                 FROM records JOIN commits ON commits.sha = records.sha
+                WHERE records.machine = ?
             ) WHERE newest > ?
         )
         """,
-        (keep,),
+        (machine, keep),
     )
+    return done.rowcount
 
 
 def _create(path: Path) -> None:

@@ -86,6 +86,23 @@ def test_history_merges_from_another_file_and_keeps_items_of_the_newest_commits(
     assert len(HistoryStore(ours).commits()) == 3
 
 
+def test_retention_trims_only_the_machines_it_records_and_says_so(repo: Path) -> None:
+    """A record with --keep-items 1 on machine "ci" drops the items of ci's older commits and
+    says how many; machine "laptop"'s items, recorded at the same commits, stay."""
+    history = repo / "h.sqlite"
+    for n in range(3):
+        folder = write_results(repo / "results", sts_result(0.1 * n, n))
+        for machine in ("laptop", "ci"):
+            record_results([folder], history, repo=repo, machine=machine, keep_items=5)
+        commit(repo, f"change {n}", 1_700_000_100 + n)
+    folder = write_results(repo / "results", sts_result(0.4, 4))
+    code, out = _record(repo, str(folder), "--history", str(history), "--keep-items", "1")
+    assert code == 0 and "per-item scores of 3 older record(s) dropped" in out, out
+    store = HistoryStore(history)
+    kept = {m: sum(store.items(r) is not None for r in store.records(m)) for m in ("ci", "laptop")}
+    assert kept == {"ci": 1, "laptop": 3}
+
+
 @pytest.mark.parametrize("damage", ["garbage", "empty", "foreign", "truncated", "folder"])
 def test_a_damaged_history_is_a_located_error_and_left_as_it_is(repo: Path, damage: str) -> None:
     folder = write_results(repo / "results", sts_result(0.0, 1))
