@@ -14,10 +14,16 @@ halves are searched the same way. Why not `ruptures`: its penalties are not stat
 points' measured variances, and one formula of ten lines is easier to calibrate (the slow
 tests measure its rate of false steps and its power).
 
-Confirming: a step between commits c_k-1 and c_k is read from sbabench's paired test of c_k
-against c_k-1 on their stored items (`series.paired_test`). The segmentation treats repeated
-identical scores (a deterministic rerun) as independent evidence; the paired test does not, so
-a step is CONFIRMED only when that test's p < alpha.
+Confirming: a step at commit c_k is read from sbabench's paired test on the stored items of the
+commits on either side: the commits of the level before it (up to `POOLED` nearest, back to the
+previous step) against those of the level after it (up to the next step), each item's prediction
+averaged over a side's commits (`series.pooled_test`). The segmentation treats repeated identical
+scores (a deterministic rerun) as independent evidence; the paired test does not, so a step is
+CONFIRMED only when that test's p < alpha. Testing levels rather than the two neighbouring
+commits is what gives a step of 3 standard errors its power where each commit's item noise is
+new (with two single commits the difference's standard error is sqrt(2) points' and the test
+finds such a step about half the time). Where predictions do not average (clusters, class
+predictions) the two neighbouring commits are tested.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from sbabench.analysis.history.git import Commit
-from sbabench.analysis.history.series import Paired, UnitSeries, paired_test
+from sbabench.analysis.history.series import Paired, UnitSeries, pooled_test
 from sbabench.analysis.history.store import HistoryStore
+
+POOLED = 10
+"""Commits per side whose items confirm a step (the nearest ones; retention keeps 20)."""
 
 
 def split_threshold(length: int, alpha: float) -> float:
@@ -68,6 +77,12 @@ def change_points(scores: np.ndarray, variances: np.ndarray, alpha: float) -> li
     return sorted(found)
 
 
+def levels(cuts: list[int], length: int) -> list[tuple[int, slice, slice]]:
+    """Each cut with the level before it (from the previous cut) and after it (to the next)."""
+    bounds = [0, *cuts, length]
+    return [(cut, slice(bounds[i], cut), slice(cut, bounds[i + 2])) for i, cut in enumerate(cuts)]
+
+
 @dataclass(frozen=True)
 class Step:
     """A step in a unit's series."""
@@ -81,9 +96,11 @@ class Step:
     level_change: float
     """Weighted mean after minus before (within the series' neighbouring segments)."""
     test: Paired | None
-    """`after` against `before` (None: no test, see `note`)."""
+    """The level after against the level before (None: no test, see `note`)."""
     confirmed: bool
     """The paired test's p < alpha."""
+    sides: tuple[int, int] = (1, 1)
+    """Commits whose items the test pooled before and after the step."""
     note: str = ""
 
     @property
@@ -110,18 +127,17 @@ def find_steps(
     for points in unit.segments:
         scores = np.array([p.score for p in points])
         variances = np.array([p.var for p in points])
-        cuts = change_points(scores, variances, alpha)
-        bounds = [0, *cuts, len(points)]
-        for i, cut in enumerate(cuts):
-            left = slice(bounds[i], cut)
-            right = slice(cut, bounds[i + 2])
+        for cut, left, right in levels(change_points(scores, variances, alpha), len(points)):
             change = _level(scores[right], variances[right]) - _level(scores[left], variances[left])
             before, after = points[cut - 1], points[cut]
-            test = paired_test(store, before, after, n_resamples, seed)
+            level_before = points[max(left.start, cut - POOLED) : cut]
+            level_after = points[cut : min(right.stop, cut + POOLED)]
+            sides = (len(level_before), len(level_after))
+            test = pooled_test(store, level_before, level_after, n_resamples, seed)
             if isinstance(test, str):
-                steps.append(Step(unit.suite, unit.label, before.commit, after.commit, change, None, False, test))  # fmt: skip
+                steps.append(Step(unit.suite, unit.label, before.commit, after.commit, change, None, False, sides, test))  # fmt: skip
                 continue
             confirmed = test.p_value < alpha
             note = "" if confirmed else f"paired test p = {test.p_value:.3g} >= alpha"
-            steps.append(Step(unit.suite, unit.label, before.commit, after.commit, change, test, confirmed, note))  # fmt: skip
+            steps.append(Step(unit.suite, unit.label, before.commit, after.commit, change, test, confirmed, sides, note))  # fmt: skip
     return steps

@@ -81,9 +81,10 @@ def step_line(step: Step) -> str:
         return f"{step.label}: level {step.level_change:+.4f} at {where}; UNCONFIRMED: {step.note}"
     t = step.test
     state = "CONFIRMED" if step.confirmed else "UNCONFIRMED"
+    pooled = "" if step.sides == (1, 1) else f", levels of {step.sides[0]} and {step.sides[1]} commits"  # fmt: skip
     return (
         f"{step.label}: {t.delta:+.4f} (95% CI {t.ci_low:+.4f}..{t.ci_high:+.4f}, "
-        f"p {t.p_value:.2g}) at {where}; {state}"
+        f"p {t.p_value:.2g}{pooled}) at {where}; {state}"
     )
 
 
@@ -193,6 +194,7 @@ def _step_dict(step: Step) -> dict[str, Any]:
         "level_change": step.level_change, "delta": t.delta if t else None,
         "ci_low": t.ci_low if t else None, "ci_high": t.ci_high if t else None,
         "p_value": t.p_value if t else None, "confirmed": step.confirmed, "note": step.note,
+        "commits_before": step.sides[0], "commits_after": step.sides[1],
     }  # fmt: skip
 
 

@@ -17,6 +17,11 @@ from sbabench.analysis.history.store import HistoryStore, Record
 from sbabench.analysis.stats import paired_bootstrap
 from sbabench.analysis.two_level import two_level_test
 from sbabench.analysis.uncertainty import Spread
+from sbabench.tasks.items import ItemScores
+
+AVERAGED_KINDS = frozenset({"sts", "pairs", "queries", "reranked"})
+"""Item kinds whose predictions are values that average (a similarity, a per-query score);
+clusters and class predictions are indices and do not."""
 
 
 @dataclass(frozen=True)
@@ -142,3 +147,60 @@ def paired_test(
     if math.isnan(found.p_value):
         return "no test: NaN or constant predictions"
     return found
+
+
+def pool_items(sides: Sequence[dict[str, ItemScores]]) -> dict[str, ItemScores] | str:
+    """Several commits' items of one unit as one: each item's prediction averaged over them
+    (the same subsets, kinds, gold values and order required), or why they do not pool."""
+    first = sides[0]
+    pooled = {}
+    for subset, items in first.items():
+        if items.kind not in AVERAGED_KINDS:
+            return f"{items.kind} predictions are indices, not values that average"
+        others = [side.get(subset) for side in sides]
+        if any(o is None or o.kind != items.kind or o.gold != items.gold for o in others):
+            return f"subset {subset!r} differs between the commits (items or gold values)"
+        mean = np.mean([o.predicted for o in others if o is not None], axis=0)
+        pooled[subset] = ItemScores(kind=items.kind, gold=items.gold, predicted=mean.tolist())
+    if any(set(side) != set(first) for side in sides):
+        return "the commits hold different subsets"
+    return pooled
+
+
+def _every_items(store: HistoryStore, points: Sequence[Point]) -> list[dict[str, ItemScores]] | str:
+    found = []
+    for point in points:
+        for record in point.records:
+            items = store.items(record)
+            if items is None:
+                return "per-item scores no longer stored (pruned by retention); rerun and record"
+            found.append(items)
+    return found
+
+
+def pooled_test(
+    store: HistoryStore,
+    before: Sequence[Point],
+    after: Sequence[Point],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> Paired | str:
+    """The level after a step against the level before it: every item's prediction averaged
+    over the commits (and replicates) of each side, then the paired bootstrap on the items. With
+    one commit a side and several replicates, or items that do not average (clusters, class
+    predictions), the paired test of the two commits nearest the step (`paired_test`)."""
+    if len(before) == 1 and len(after) == 1:
+        return paired_test(store, before[0], after[0], n_resamples, seed)
+    sides = _every_items(store, before), _every_items(store, after)
+    if isinstance(sides[0], str) or isinstance(sides[1], str):
+        return sides[0] if isinstance(sides[0], str) else str(sides[1])
+    pools = pool_items(sides[0]), pool_items(sides[1])
+    if isinstance(pools[0], str) or isinstance(pools[1], str):
+        return paired_test(store, before[-1], after[0], n_resamples, seed)
+    try:
+        one = paired_bootstrap(pools[1], pools[0], n_resamples, seed)
+    except ValueError as exc:
+        return f"not paired: {exc}"
+    if math.isnan(one.p_value):
+        return "no test: NaN or constant predictions"
+    return Paired(one.delta, one.ci_low, one.ci_high, one.p_value, one.spread)

@@ -15,7 +15,8 @@ import math
 
 import numpy as np
 
-from sbabench.analysis.history.changes import change_points
+from sbabench.analysis.history.changes import POOLED, change_points, levels
+from sbabench.analysis.history.series import pool_items
 from sbabench.analysis.stats import paired_bootstrap
 from sbabench.tasks.items import ItemScores
 
@@ -46,12 +47,16 @@ def _items(values: np.ndarray) -> dict[str, ItemScores]:
 def confirmed_steps(
     values: list[np.ndarray], alpha: float, resamples: int, seed: int
 ) -> list[tuple[int, float]]:
-    """(index, paired delta) of every step found and confirmed (paired p < alpha)."""
+    """(index, paired delta) of every step found and confirmed (paired p < alpha), as
+    `changes.find_steps` confirms it: the items of the levels on either side pooled."""
     scores = np.array([v.mean() for v in values])
     variances = np.array([v.var(ddof=1) / len(v) for v in values])
     found = []
-    for cut in change_points(scores, variances, alpha):
-        test = paired_bootstrap(_items(values[cut]), _items(values[cut - 1]), resamples, seed)
+    for cut, left, right in levels(change_points(scores, variances, alpha), len(values)):
+        before = pool_items([_items(v) for v in values[max(left.start, cut - POOLED) : cut]])
+        after = pool_items([_items(v) for v in values[cut : min(right.stop, cut + POOLED)]])
+        assert not isinstance(before, str) and not isinstance(after, str)
+        test = paired_bootstrap(after, before, resamples, seed)
         if test.p_value < alpha:
             found.append((cut, test.delta))
     return found
