@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -32,15 +35,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _temporary(path, data)
     try:
-        # mkstemp creates 0600; results are shared (job arrays, CI), so use the umask's mode.
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -48,26 +44,71 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def write_all_atomic(files: list[tuple[Path, bytes]]) -> None:
-    """Write several files all or none: each to a temporary file beside its target first; only
-    when every one is written and synced are they renamed over their targets. An OSError (it
-    names the file that failed) leaves every target as it was and no temporary file behind."""
+    """Write several files all or none. A target that is a folder is refused first; each file
+    is then written and synced to a temporary file beside its target; only when every one is
+    written are they renamed over their targets, an existing target kept as a hard link until
+    all are in place, so a failure puts every target back as it was. An OSError names the
+    target that failed (never a temporary file) and leaves no temporary file behind."""
+    for path, _ in files:
+        if path.is_dir() and not path.is_symlink():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     written: list[tuple[str, Path]] = []
     try:
         for path, data in files:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            except OSError as exc:
-                raise OSError(exc.errno, exc.strerror, str(path)) from exc
-            written.append((tmp, path))
-            os.chmod(tmp, 0o666 & ~_umask())
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for tmp, path in written:
-            os.replace(tmp, path)
-    except BaseException:
+            with _naming(path):
+                written.append((_temporary(path, data), path))
+        _replace_all(written)
+    finally:
         for tmp, _ in written:
             Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError inside names `path`."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+def _temporary(path: Path, data: bytes) -> str:
+    """`data` in a new, synced temporary file beside `path`; its name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def _replace_all(written: list[tuple[str, Path]]) -> None:
+    """Rename each temporary file over its target; on a failure, every target done so far is
+    put back (the old file from its hard link, or removed where there was none)."""
+    done: list[tuple[Path, str | None]] = []
+    try:
+        for tmp, path in written:
+            with _naming(path):
+                old = None
+                if os.path.lexists(path):
+                    old = f"{tmp}.old"
+                    os.link(path, old, follow_symlinks=False)
+                done.append((path, old))
+                os.replace(tmp, path)
+    except BaseException:
+        for path, old in reversed(done):
+            if old is not None:
+                os.replace(old, path)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        for _, old in done:
+            if old is not None:
+                Path(old).unlink(missing_ok=True)

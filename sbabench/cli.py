@@ -17,6 +17,7 @@ from sbabench.atomic import write_all_atomic
 from sbabench.errors import SbabenchError
 
 if TYPE_CHECKING:
+    from sbabench.analysis.history.recording import Recorded
     from sbabench.analysis.sequential import Design, Look
     from sbabench.run.execute import RunSummary
     from sbabench.suite.schema import Suite
@@ -72,16 +73,44 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 
 
 def _write_files(files: list[tuple[Path, bytes, str]]) -> None:
-    """Write every output of a command, all or none (never one file beside a failed other)."""
+    """Write every output of a command, all or none (never one file beside a failed other).
+    Refused before anything is written: two outputs on one path, a symbolic link, and an
+    existing SQLite file (a history is never overwritten with a report)."""
+    seen: dict[Path, str] = {}
+    for path, _, option in files:
+        where = path.resolve()
+        if where in seen:
+            raise SbabenchError(
+                f"{seen[where]} and {option} both name {path}", fix="give each output its own file"
+            )
+        seen[where] = option
+        if path.is_symlink():
+            raise SbabenchError(
+                f"{option} {path} is a symbolic link; sbabench writes only files it can replace "
+                "whole", fix=f"give {option} the file itself, or a new path",
+            )  # fmt: skip
+        if _is_sqlite(path):
+            raise SbabenchError(
+                f"{option} {path} is a SQLite database (a history?): sbabench does not overwrite "
+                "it with a report", fix=f"give {option} another file",
+            )  # fmt: skip
     try:
         write_all_atomic([(path, data) for path, data, _ in files])
     except OSError as exc:
-        option = next((o for p, _, o in files if str(p) == exc.filename), "its output option")
+        option = next((o for p, _, o in files if str(p) == exc.filename), "the output option")
         raise SbabenchError(
             f"cannot write {exc.filename} ({exc.strerror or type(exc).__name__}); nothing was "
             "written",
             fix=f"give {option} a path in a folder that can be created and written",
         ) from None
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def _results_option(help_text: str) -> Callable[[F], F]:
@@ -672,11 +701,15 @@ def _record(
         folders, history_file, repo=repo, machine=machine,
         replace_changed=replace, keep_items=keep_items, units=units,
     )  # fmt: skip
-    added = done.added
+    _report_recorded(done, history_file)
+
+
+def _report_recorded(done: Recorded, history_file: Path) -> None:
     dirty = " (dirty tree)" if done.dirty else ""
     console.print(
         f"recorded {done.units - len(done.not_recorded)} of {done.units} units at "
-        f"{done.commit.sha[:12]}{dirty} on {done.machine} in {history_file}: {added.summary()}",
+        f"{done.commit.sha[:12]}{dirty} on {done.machine} in {history_file}: "
+        f"{done.added.summary()}",
         markup=False, highlight=False,
     )  # fmt: skip
     for label, message in done.not_recorded.items():
@@ -721,21 +754,24 @@ def record(
     is an error unless --replace. Exit code: 0; 2 on bad input (a result file the gate would
     refuse, a damaged history, a changed record without --replace).
     """
+    from sbabench.analysis.history.recording import prepare_records
     from sbabench.analysis.history.store import HistoryStore
 
     if not results and not sources:
         raise SbabenchError("nothing to record", fix="give RESULTS folders, or --from FILE")
-    for source in sources:  # every source read and checked before anything is written
-        HistoryStore(source).records()
-    for source in sources:
-        added = HistoryStore(history_file, create=True).merge_from(
-            source, replace_changed=replace, keep_items=keep_items
-        )
-        console.print(
-            f"merged {source}: {added.summary()}", markup=False, highlight=False,
-        )  # fmt: skip
-    if results:
-        _record(results, history_file, repo, machine, replace, keep_items)
+    # every source and the results read and checked first, then written in one transaction:
+    # all or nothing
+    groups = [HistoryStore(source).export() for source in sources]
+    ready = prepare_records(results, repo=repo, machine=machine) if results else None
+    if ready is not None:
+        groups.append((ready.records, [(ready.commit.sha, ready.commit.date, ready.commit.subject)]))  # fmt: skip
+    done = HistoryStore(history_file, create=True).add_groups(
+        groups, replace_changed=replace, keep_items=keep_items
+    )
+    for source, added in zip(sources, done, strict=False):
+        console.print(f"merged {source}: {added.summary()}", markup=False, highlight=False)
+    if ready is not None:
+        _report_recorded(ready.recorded(done[-1]), history_file)
 
 
 @main.command()

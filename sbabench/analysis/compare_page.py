@@ -88,8 +88,9 @@ def comparison_html(outcome: Outcome) -> str:
     columns = compare_columns(comparison)
     rows = [_row(r, replicated, columns) for r in comparison.rows]
     at = columns.index("score")
+    failed = bool(outcome.exit_code or outcome.verdict.regressions or outcome.verdict.untested)
     body = [
-        f'<p class="verdict{" failed" if outcome.exit_code else ""}">{escape(outcome.verdict.text)}</p>',
+        f'<p class="verdict{" failed" if failed else ""}">{escape(outcome.verdict.text)}</p>',
         "<h2>Per task</h2>",
         sortable_table("rows", columns, rows, selftest_column=at),
         _paragraphs(COLUMNS_NOTE),

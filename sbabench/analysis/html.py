@@ -76,6 +76,14 @@ def escape(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def markdown_text(text: object) -> str:
+    """Free text (a commit subject, a failure's message) for a Markdown report: HTML in it is
+    shown, not rendered (GitHub renders raw HTML in Markdown), and in a table cell a `|` or a
+    line break cannot end the cell or the row."""
+    flat = " ".join(str(text).splitlines())
+    return html.escape(flat, quote=False).replace("|", "\\|")
+
+
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 

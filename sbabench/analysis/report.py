@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sbabench.analysis.fitted import Column, FittedTable
+from sbabench.analysis.html import markdown_text
 from sbabench.run.results import UnitResult
 
 if TYPE_CHECKING:
@@ -284,12 +285,6 @@ REPLICATES_NOTE = (
 )
 
 
-def _markdown_cell(text: str) -> str:
-    """A table cell's text that cannot end its cell or row: a `|` escaped (a note can quote a
-    path that holds one), a line break made a space."""
-    return " ".join(text.splitlines()).replace("|", "\\|")
-
-
 def comparison_markdown(comparison: Comparison) -> str:
     """GitHub-flavoured Markdown (for PR comments and $GITHUB_STEP_SUMMARY)."""
     from tabulate import tabulate
@@ -298,7 +293,7 @@ def comparison_markdown(comparison: Comparison) -> str:
     parts = [
         "### Per task\n",
         tabulate(
-            [[_markdown_cell(c) for c in row_cells(r, replicated)] for r in comparison.rows],
+            [[markdown_text(c) for c in row_cells(r, replicated)] for r in comparison.rows],
             headers=compare_columns(comparison),
             tablefmt="github",
         ),
@@ -313,7 +308,7 @@ def comparison_markdown(comparison: Comparison) -> str:
             "\n### Across tasks\n",
             tabulate(
                 [
-                    [_markdown_cell(c) for c in summary_cells(s, replicated)]
+                    [markdown_text(c) for c in summary_cells(s, replicated)]
                     for s in comparison.summaries
                 ],
                 headers=summary_columns(replicated),

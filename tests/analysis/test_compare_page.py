@@ -3,6 +3,7 @@ real headless Chromium (sorting by a column, no console errors, a screenshot).""
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -74,7 +75,11 @@ def test_without_output_the_page_goes_to_stdout_and_the_verdict_to_stderr(page: 
     folder = page.parent.parent / "r"
     done = CliRunner().invoke(main, ["compare", str(folder), "--format", "html"])
     assert done.exit_code == 0
-    assert done.stdout.startswith("<!DOCTYPE html>") and "Verdict" not in done.stdout[:20]
+    assert done.stdout.startswith("<!DOCTYPE html>") and done.stdout.rstrip().endswith("</html>")
+    verdict = done.stderr.strip()
+    assert verdict.startswith(("PASS", "NO REGRESSION", "REGRESSION")), done.stderr
+    # a regression is shown as one (red) even where the gate is not asked to fail on it
+    assert f'<p class="verdict failed">{html.escape(verdict)}</p>' in done.stdout
 
 
 @pytest.mark.slow  # a real browser: seconds, and CI installs it for the slow run

@@ -498,9 +498,11 @@ def test_nan_options_are_refused(sides: tuple[Path, Path], option: str) -> None:
 def test_a_report_that_cannot_be_written_is_a_located_error(
     sides: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    target = tmp_path / "missing" / "v.json"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "v.json"  # its folder cannot be created: a file is in the way
     code, output = _gate(*sides, "--format", "json", "--output", str(target))
-    assert code == 2 and str(target) in output
+    assert code == 2 and str(target) in output and "--output" in output
 
 
 def test_one_item_subsets_are_not_tested(tmp_path: Path) -> None:

@@ -129,11 +129,13 @@ def test_a_note_holding_a_pipe_or_a_line_break_keeps_the_markdown_table_whole() 
     import dataclasses
 
     comparison = compare_results([_result("linear", 0.5), _result("sba", 0.6)])
-    comparison.rows[-1] = dataclasses.replace(comparison.rows[-1], note="read a|b\nthen c")
+    comparison.rows[-1] = dataclasses.replace(
+        comparison.rows[-1], note="read a|b <img src=x>\nthen c"
+    )
     text = comparison_markdown(comparison)
     per_task = text.split("### Per task")[1].split("\n\n")[1]
     table = [line for line in per_task.splitlines() if line.startswith("|")]
     assert len(table) == 4  # header, rule, two rows
     cells = {line.replace("\\|", "").count("|") for line in table}
     assert len(cells) == 1  # every row has as many cell borders as the header
-    assert "read a\\|b then c" in text
+    assert "read a\\|b &lt;img src=x&gt; then c" in text and "<img" not in text

@@ -93,6 +93,13 @@ def _row(
         )
         return GateRow(unit.suite, unit.label, NOT_TESTED, since, head.commit, reason=reason)
     dirty = base.dirty or head.dirty
+    if dirty:  # the score may not be the commit's: no verdict on it
+        at = ", ".join(p.commit.sha[:12] for p in (base, head) if p.dirty)
+        return GateRow(
+            unit.suite, unit.label, NOT_TESTED, since, head.commit, dirty=True,
+            reason=f"recorded from a tree with uncommitted changes at {at}: commit them, run "
+            "and record again (a clean record of the same result clears the mark)",
+        )  # fmt: skip
     test = paired_test(store, base, head, resamples, seed)
     if isinstance(test, str):
         return GateRow(unit.suite, unit.label, NOT_TESTED, since, head.commit, reason=test, dirty=dirty)  # fmt: skip
@@ -118,18 +125,19 @@ def drop_gate(
         rows.append(row)
         raw.append(_p_drop(row.test, max_drop) if row.test is not None else math.nan)
     adjusted = holm([p for p in raw if not math.isnan(p)])
-    judged, next_p = [], iter(adjusted)
+    two_sided = holm([r.test.p_value for r, p in zip(rows, raw, strict=True) if r.test and not math.isnan(p)])  # fmt: skip
+    judged, next_p, next_two = [], iter(adjusted), iter(two_sided)
     for row, p in zip(rows, raw, strict=True):
         if math.isnan(p):
             judged.append(row)
             continue
-        p_drop = next(next_p)
+        p_drop, p_change = next(next_p), next(next_two)
         assert row.test is not None
         state = (
             DROP
             if p_drop < alpha
             else IMPROVED
-            if row.test.delta > 0 and row.test.p_value < alpha
+            if row.test.delta > 0 and p_change < alpha
             else NO_DROP
         )
         judged.append(GateRow(row.suite, row.label, state, since, row.head, row.test, p_drop, dirty=row.dirty))  # fmt: skip

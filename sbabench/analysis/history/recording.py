@@ -119,23 +119,42 @@ def to_record(result: UnitResult, commit: str, machine: str, dirty: bool) -> Rec
     )  # fmt: skip
 
 
-def record_results(
+@dataclass
+class Prepared:
+    """Results read and checked, ready to record (nothing written yet)."""
+
+    commit: git.Commit
+    dirty: bool
+    machine: str
+    records: list[Record]
+    units: int
+    """Units read from the results."""
+    not_recorded: dict[str, str]
+
+    @property
+    def commits(self) -> list[tuple[str, str, str]]:
+        """The one commit the records are at, as the store keeps it."""
+        return [(self.commit.sha, self.commit.date, self.commit.subject)]
+
+    def recorded(self, added: Added) -> Recorded:
+        """What recording these records did."""
+        return Recorded(self.commit, self.dirty, self.machine, added, self.units, self.not_recorded)
+
+
+def prepare_records(
     folders: Sequence[Path],
-    history: Path,
     *,
     repo: Path = Path("."),
     machine: str | None = None,
-    replace_changed: bool = False,
-    keep_items: int = KEEP_ITEMS,
     units: Collection[str] | None = None,
-) -> Recorded:
-    """Record every unit of `folders` at the current commit of `repo`, in one transaction.
+) -> Prepared:
+    """Every unit of `folders` as a record at the current commit of `repo`, nothing written.
 
     The folders are read as evidence (`read_side`): a file the gate would refuse is refused
-    here too, before anything is written. A unit recorded as failed gets no record, and is
-    listed in `not_recorded`. `units` (labels `model[@rR]/aggregator/task`): record only these,
-    the units a run has just validated against the current code (`run --record`); files of
-    other units in the folder may be left from older code."""
+    here too. A unit recorded as failed gets no record, and is listed in `not_recorded`.
+    `units` (labels `model[@rR]/aggregator/task`): only these, the units a run has just
+    validated against the current code (`run --record`); files of other units in the folder
+    may be left from older code."""
     side = read_side(folders)
     if units is not None:
         wanted = set(units)
@@ -164,14 +183,26 @@ def record_results(
             failed[unit_label(key)] = problem
         else:
             records.append(record)
+    return Prepared(commit, dirty, name, records, len(side.keys()), failed)
+
+
+def record_results(
+    folders: Sequence[Path],
+    history: Path,
+    *,
+    repo: Path = Path("."),
+    machine: str | None = None,
+    replace_changed: bool = False,
+    keep_items: int = KEEP_ITEMS,
+    units: Collection[str] | None = None,
+) -> Recorded:
+    """Record every unit of `folders` (`prepare_records`) in one transaction."""
+    ready = prepare_records(folders, repo=repo, machine=machine, units=units)
     store = HistoryStore(history, create=True)
     added = store.add(
-        records,
-        [(commit.sha, commit.date, commit.subject)],
-        replace_changed=replace_changed,
-        keep_items=keep_items,
+        ready.records, ready.commits, replace_changed=replace_changed, keep_items=keep_items
     )
-    return Recorded(commit, dirty, name, added, len(side.keys()), failed)
+    return ready.recorded(added)
 
 
 def _unrecordable(record: Record) -> str:

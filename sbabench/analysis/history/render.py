@@ -19,6 +19,7 @@ from sbabench.analysis.history.changes import Step
 from sbabench.analysis.history.gate import DropGate, GateRow
 from sbabench.analysis.history.report import HistoryReport
 from sbabench.analysis.history.series import Point, UnitSeries
+from sbabench.analysis.html import markdown_text
 
 SPARK = "▁▂▃▄▅▆▇█"
 TREND_POINTS = 12
@@ -151,9 +152,10 @@ def markdown(report: HistoryReport) -> str:
     if any(u.points[-1].dirty for u in report.units):
         lines += ["\\*: recorded from a tree with uncommitted changes", ""]
     if report.steps:
-        lines += ["**Steps**", "", *(f"- {step_line(s)}" for s in report.steps), ""]
+        lines += ["**Steps**", "", *(f"- {markdown_text(step_line(s))}" for s in report.steps), ""]
     if report.gate is not None:
-        lines += ["**Drop gate**", "", *(f"- {line}" for line in gate_lines(report.gate)), ""]
+        gate = [f"- {markdown_text(line)}" for line in gate_lines(report.gate)]
+        lines += ["**Drop gate**", "", *gate, ""]
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ import re
 import sqlite3
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -133,6 +133,10 @@ def pack_items(items: dict[str, ItemScores]) -> bytes:
     return zlib.compress(json.dumps(data, separators=(",", ":")).encode("utf-8"), 6)
 
 
+MAX_MAGNITUDE = 1e9
+"""The largest score or items' variance a stored row may hold: scores are correlations, APs or
+means of bounded values; a forged 1e308 would overflow the tables' and charts' arithmetic."""
+
 MAX_ITEMS_BYTES = 1 << 28
 """The most a unit's stored items may decompress to (256 MiB: tens of millions of numbers). A
 history file is input like any other: a small blob may not inflate into gigabytes."""
@@ -166,7 +170,7 @@ class HistoryStore:
         if path.is_symlink():  # a link could point anywhere, or nowhere
             raise StorageError(
                 f"{path}: is a symbolic link; a history is a plain file",
-                fix="give --history the file itself (or copy it in place of the link)",
+                fix="give the history file itself, not a link to it (copy it in place of the link)",
             )
         if not path.exists():
             if not create:
@@ -196,6 +200,12 @@ class HistoryStore:
                     f"{self.path}: another process held the history for over "
                     f"{BUSY_TIMEOUT_S:.0f} s ({exc}); nothing was written",
                     fix="run again when the other `sbabench record` has finished",
+                ) from None
+            if "readonly" in str(exc) or "read-only" in str(exc):
+                raise StorageError(
+                    f"{self.path}: cannot write the history ({exc}): the file or its folder is "
+                    "read-only; nothing was written",
+                    fix="make the file and its folder writable, or give another --history path",
                 ) from None
             raise _damaged(self.path, str(exc)) from None
         except sqlite3.DatabaseError as exc:
@@ -235,27 +245,51 @@ class HistoryStore:
         """Add records (and their commits' date and subject) in one transaction. A record
         already stored with the same content is a no-op; with other content it is a user error
         (nothing is written) unless `replace_changed`."""
-        added = Added()
+        (found,) = self.add_groups(
+            [(list(records), list(commits))], replace_changed=replace_changed, keep_items=keep_items
+        )
+        return found
+
+    def add_groups(
+        self,
+        groups: Sequence[tuple[Sequence[Record], Sequence[tuple[str, str, str]]]],
+        *,
+        replace_changed: bool = False,
+        keep_items: int = KEEP_ITEMS,
+    ) -> list[Added]:
+        """Several sources' records (each with its commits) in one transaction: all are added
+        or, on any refusal, none. What each group added; the last also counts what retention
+        dropped over the machines recorded."""
+        found: list[Added] = []
         machines: set[str] = set()
         with self._connect(write=True) as db:
-            db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?)", list(commits))
-            for record in records:
-                added = _add_one(db, self.path, record, replace_changed, added)
-                machines.add(record.machine)
+            for records, commits in groups:
+                added = Added()
+                db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?)", list(commits))
+                for record in records:
+                    added = _add_one(db, self.path, record, replace_changed, added)
+                    machines.add(record.machine)
+                found.append(added)
             pruned = _prune(db, keep_items, machines)
-        return replace(added, pruned=pruned)
+        if found:
+            found[-1] = replace(found[-1], pruned=pruned)
+        return found
 
     def merge_from(
         self, other: Path, *, replace_changed: bool = False, keep_items: int = KEEP_ITEMS
     ) -> Added:
         """Add every record of another history file (e.g. a CI artefact)."""
-        source = HistoryStore(other)
-        return self.add(
-            source.records(with_items=True),
-            source.commits().values(),
-            replace_changed=replace_changed,
-            keep_items=keep_items,
-        )
+        records, commits = HistoryStore(other).export()
+        return self.add(records, commits, replace_changed=replace_changed, keep_items=keep_items)
+
+    def export(self) -> tuple[list[Record], list[tuple[str, str, str]]]:
+        """Every record with its items, each items blob checked (decompressed and read: a
+        merged file may come from anywhere), and every commit."""
+        records = self.records(with_items=True)
+        for record in records:
+            if record.items is not None:
+                _unpack_items(self.path, record)
+        return records, list(self.commits().values())
 
     def records(self, machine: str | None = None, *, with_items: bool = False) -> list[Record]:
         """Every record (of `machine`), items left out unless `with_items`."""
@@ -319,7 +353,7 @@ def _record(row: tuple[object, ...], path: Path) -> Record:
         number = values[name]
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise _damaged(path, f"{where}: {name} is not a number")
-        if not math.isfinite(number) or (name == "item_var" and number < 0):
+        if not math.isfinite(number) or abs(number) > MAX_MAGNITUDE or (name == "item_var" and number < 0):  # fmt: skip
             raise _damaged(path, f"{where}: {name} is {number!r}")
     for name in ("replicate", "n_items", "dirty"):
         if not isinstance(values[name], int) or int(values[name]) < 0:  # type: ignore[call-overload]
@@ -339,8 +373,11 @@ def _add_one(
         "sha=? AND machine=? AND suite=? AND model=? AND aggregator=? AND task=? AND replicate=?"
     )
     key = (record.sha, record.machine, *record.unit, record.replicate)
-    row = db.execute(f"SELECT content FROM records WHERE {where}", key).fetchone()
+    row = db.execute(f"SELECT content, dirty FROM records WHERE {where}", key).fetchone()
     if row is not None and row[0] == record.content:
+        if row[1] and not record.dirty:  # the same result from a clean tree clears the mark
+            db.execute(f"UPDATE records SET dirty = 0 WHERE {where}", key)
+            return replace(added, replaced=added.replaced + 1)
         return replace(added, unchanged=added.unchanged + 1)
     if row is not None and not replace_changed:
         raise StorageError(

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from sbabench.analysis.history.bisect import bisect
 from sbabench.cli import main
 from sbabench.errors import SbabenchError
-from tests.analysis.history.builders import commit, git, new_repo
+from tests.analysis.history.builders import commit, git, new_repo, sts_result, write_results
 from tests.analysis.history.test_user_repository import SUITE
 
 
@@ -76,22 +76,24 @@ def test_only_must_name_one_unit_of_the_suite_before_anything_runs(tmp_path: Pat
 
 
 def test_a_failed_run_leaves_no_worktree_behind(tmp_path: Path) -> None:
-    """The worktree is made, GOOD runs, the next commit's run fails: the error comes through
-    and the worktree and its temporary folder are gone."""
+    """The worktree is made, GOOD runs (a stand-in writes its result), the next commit's run
+    fails: the error comes through, and the worktree and its temporary folder are gone."""
     repo = new_repo(tmp_path / "repo")
     (repo / "suite.yaml").write_text(SUITE)
     shas = [commit(repo, f"c{n}", 1_700_000_000 + n) for n in range(3)]
     runs: list[Path] = []
     before = _bisect_folders()
 
-    def failing(tree: Path, suite: Path, results: Path, only: str) -> None:
+    def good_then_failing(tree: Path, suite: Path, results: Path, only: str) -> None:
         runs.append(tree)
         assert _worktrees(repo) == 2 and tree.is_dir()  # the search is under way in it
-        raise SbabenchError("the unit failed at this commit", fix="-")
+        if len(runs) > 1:
+            raise SbabenchError("the unit failed at this commit", fix="-")
+        write_results(results, sts_result(0.0, 1).model_copy(update={"suite": "own"}))
 
     with pytest.raises(SbabenchError, match="failed at this commit"):
-        bisect(repo, shas[0], shas[-1], repo / "suite.yaml", "*", tmp_path / "r", run=failing)
-    assert len(runs) == 1 and not runs[0].exists()
+        bisect(repo, shas[0], shas[-1], repo / "suite.yaml", "*", tmp_path / "r", run=good_then_failing)  # fmt: skip
+    assert len(runs) == 2 and not runs[0].exists()
     assert _worktrees(repo) == 1 and _bisect_folders() == before
 
 

@@ -141,8 +141,8 @@ def test_the_gate_fails_closed_when_the_tip_lacks_a_unit_or_was_never_recorded(
 
 
 def test_a_record_from_a_dirty_tree_is_flagged_in_the_gate_and_the_tables(tmp_path: Path) -> None:
-    """A score recorded with uncommitted changes may not be the commit's: every report says so
-    where it shows that record (the gate line, the Markdown table, JSON)."""
+    """A score recorded with uncommitted changes may not be the commit's: the gate does not
+    judge it (NOT TESTED, exit 1), and every report marks it (the Markdown table, JSON)."""
     repo = new_repo(tmp_path / "repo")
     history = str(repo / "h.sqlite")
     for n in range(2):
@@ -153,7 +153,7 @@ def test_a_record_from_a_dirty_tree_is_flagged_in_the_gate_and_the_tables(tmp_pa
         done = CliRunner().invoke(main, ["record", str(folder), "--repo", str(repo), "--history", history])  # fmt: skip
         assert done.exit_code == 0, done.output
     code, out = _history(repo, "--fail-on-drop", "--since", "HEAD~1")
-    assert code == 0 and "NO DROP SHOWN: m/sba/T1" in out and "DIRTY" in out
+    assert code == 1 and "NOT TESTED: m/sba/T1" in out and "uncommitted changes" in out
     code, out = _history(repo, "--format", "markdown", "--since", "HEAD~1")
     assert code == 0 and "*" in out.split("| m/sba/T1 |")[1].split("\n")[0]
     assert "uncommitted changes" in out
@@ -176,3 +176,24 @@ def test_outputs_are_written_all_or_none(recorded: tuple[Path, list[str]], tmp_p
     code, out = _history(repo, "--plot", str(plot), "--output", str(report), "--html", str(tmp_path / "site"))  # fmt: skip
     assert code == 0 and plot.stat().st_size > 1000 and (tmp_path / "site" / "index.html").exists()
     assert report.read_text().startswith("###")
+
+
+def test_outputs_that_clash_or_would_overwrite_a_history_are_refused(
+    recorded: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    repo, _ = recorded
+    history = repo / "h.sqlite"
+    before = history.read_bytes()
+    same = tmp_path / "same.svg"
+    code, out = _history(repo, "--plot", str(same), "--output", str(same))
+    assert code == 2 and "--plot and --output both name" in out and not same.exists()
+    code, out = _history(repo, "--output", str(history))
+    assert code == 2 and "SQLite database" in out and history.read_bytes() == before
+    link = tmp_path / "link.md"
+    link.symlink_to(tmp_path / "elsewhere.md")
+    code, out = _history(repo, "--output", str(link))
+    assert code == 2 and "symbolic link" in out and not (tmp_path / "elsewhere.md").exists()
+    (tmp_path / "site" / "index.html").mkdir(parents=True)  # the page's file is a folder
+    code, out = _history(repo, "--plot", str(tmp_path / "p.svg"), "--html", str(tmp_path / "site"))
+    assert code == 2 and "index.html" in out and "--html" in out
+    assert not (tmp_path / "p.svg").exists()

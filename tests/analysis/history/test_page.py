@@ -73,3 +73,10 @@ def test_without_a_browser_the_test_skips_and_fails_where_ci_requires_one(
     monkeypatch.setenv(REQUIRE, "1")
     with pytest.raises(pytest.fail.Exception, match="requires it"):
         browser_path()
+
+
+def test_the_markdown_report_shows_a_subject_s_html_as_text(page: Path) -> None:
+    repo = page.parent.parent
+    done = CliRunner().invoke(main, ["history", "--repo", str(repo), "--history", str(repo / "h.sqlite"), "--format", "markdown"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "change 3 &lt;b&gt;&amp;&lt;/b&gt;" in done.output and "<b>" not in done.output

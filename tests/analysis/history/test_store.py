@@ -188,10 +188,10 @@ def test_a_unit_without_a_score_or_a_variance_is_listed_not_recorded(tmp_path: P
     assert "not a readable" not in out.output
 
 
-def _forged(repo: Path, tmp_path: Path, sql: str) -> Path:
+def _forged(repo: Path, tmp_path: Path, sql: str, name: str = "source.sqlite") -> Path:
     """A history recorded normally, then changed by `sql` (as a hostile artefact would be)."""
     folder = write_results(repo / "results", sts_result(0.0, 1))
-    source = tmp_path / "source.sqlite"
+    source = tmp_path / name
     assert _record(repo, str(folder), "--history", str(source))[0] == 0
     with sqlite3.connect(source) as db:
         db.execute(sql)
@@ -205,6 +205,7 @@ def _forged(repo: Path, tmp_path: Path, sql: str) -> Path:
         ("UPDATE records SET model = '../../x'", "model: '../../x' is not a safe name"),
         ("UPDATE records SET machine = 'ci[/x]'", "is not a safe name"),
         ("UPDATE records SET sha = '../../../tmp'", "is not a commit"),
+        ("UPDATE records SET score = 1.7e308", "score is 1.7e+308"),
     ],
 )
 def test_a_forged_row_is_refused_when_merged_and_when_read(
@@ -250,3 +251,68 @@ def test_a_bad_source_among_several_merges_nothing(repo: Path, tmp_path: Path) -
     target = tmp_path / "target.sqlite"
     code, out = _record(repo, "--from", str(good), "--from", str(bad), "--history", str(target))
     assert code == 2 and "bad.sqlite" in out and not target.exists()
+
+
+def test_a_source_whose_items_are_damaged_is_refused_whole(repo: Path, tmp_path: Path) -> None:
+    """A merged file's item blobs are read before anything is written: a forged blob would
+    otherwise break every later read of the target history."""
+    source = _forged(repo, tmp_path, "UPDATE records SET items = X'00010203'")
+    target = tmp_path / "target.sqlite"
+    code, out = _record(repo, "--from", str(source), "--history", str(target))
+    assert code == 2 and "the items of" in out and "source.sqlite" in out, out
+    assert not target.exists()
+
+
+def test_sources_and_results_are_recorded_all_or_none(repo: Path, tmp_path: Path) -> None:
+    """A second source that conflicts with the target, or RESULTS that cannot be read, leave
+    the target as it was: nothing of the first source is merged."""
+    folder = write_results(repo / "results", sts_result(0.0, 1))
+    target = tmp_path / "target.sqlite"
+    assert _record(repo, str(folder), "--history", str(target))[0] == 0
+    before = HistoryStore(target).records()
+    other = _forged(repo, tmp_path, "UPDATE records SET machine = 'other'")
+    changed = "UPDATE records SET score = score + 0.01, content = 'x' || content"
+    conflicting = _forged(repo, tmp_path, changed, "conflicting.sqlite")
+    code, out = _record(repo, "--from", str(other), "--from", str(conflicting), "--history", str(target))  # fmt: skip
+    assert code == 2 and "other content" in out and "merged" not in out, out
+    assert HistoryStore(target).records() == before
+    code, out = _record(repo, str(tmp_path / "missing"), "--from", str(other), "--history", str(target))  # fmt: skip
+    assert code == 2 and "merged" not in out and HistoryStore(target).records() == before
+
+
+def test_a_read_only_history_says_so_and_is_not_called_damaged(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite opening the file read-only (as it does for a file or folder without write
+    permission; opened so here, since root writes through permissions)."""
+    from sbabench.analysis.history import store
+
+    folder = write_results(repo / "results", sts_result(0.0, 1))
+    history = tmp_path / "h.sqlite"
+    assert _record(repo, str(folder), "--history", str(history))[0] == 0
+    commit(repo, "next", 1_700_000_500)
+    before = history.read_bytes()
+    connect = sqlite3.connect
+    monkeypatch.setattr(
+        store.sqlite3, "connect", lambda path, **kw: connect(f"file:{path}?mode=ro", uri=True, **kw)
+    )
+    code, out = _record(repo, str(folder), "--history", str(history))
+    monkeypatch.undo()
+    assert code == 2 and "read-only" in out and "not a readable" not in out, out
+    assert history.read_bytes() == before
+
+
+def test_a_clean_record_of_the_same_result_clears_the_dirty_mark(repo: Path) -> None:
+    folder = write_results(repo / "results", sts_result(0.0, 1))
+    history = repo / "h.sqlite"
+    (repo / "log.txt").write_text("edited\n")  # a tracked file changed: a dirty tree
+    code, out = _record(repo, str(folder), "--history", str(history))
+    assert code == 0 and "(dirty tree)" in out
+    (repo / "log.txt").write_text("first\n")  # as committed again
+    code, out = _record(repo, str(folder), "--history", str(history))
+    assert code == 0 and "1 replaced" in out, out
+    assert [r.dirty for r in HistoryStore(history).records()] == [False]
+    (repo / "log.txt").write_text("edited\n")  # a dirty record never overwrites a clean one
+    code, out = _record(repo, str(folder), "--history", str(history))
+    assert code == 0 and "1 unchanged" in out
+    assert [r.dirty for r in HistoryStore(history).records()] == [False]
