@@ -6,7 +6,7 @@ import errno
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -53,14 +53,32 @@ def write_all_atomic(files: list[tuple[Path, bytes]]) -> None:
         if path.is_dir() and not path.is_symlink():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     written: list[tuple[str, Path]] = []
+    made: list[Path] = []
+    done = False
     try:
         for path, data in files:
             with _naming(path):
+                made += _make_folder(path.parent)
                 written.append((_temporary(path, data), path))
         _replace_all(written)
+        done = True
     finally:
         for tmp, _ in written:
             Path(tmp).unlink(missing_ok=True)
+        for folder in [] if done else reversed(made):  # the folders this call made, if empty
+            with suppress(OSError):
+                folder.rmdir()
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; the ones created, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for each in reversed(missing):
+        each.mkdir(exist_ok=True)
+    return missing[::-1]
 
 
 @contextmanager
@@ -98,7 +116,10 @@ def _replace_all(written: list[tuple[str, Path]]) -> None:
                 old = None
                 if os.path.lexists(path):
                     old = f"{tmp}.old"
-                    os.link(path, old, follow_symlinks=False)
+                    try:
+                        os.link(path, old, follow_symlinks=False)
+                    except OSError:  # no hard link here (protected_hardlinks, a file system
+                        os.replace(path, old)  # without them): the old file moves aside instead
                 done.append((path, old))
                 os.replace(tmp, path)
     except BaseException:

@@ -89,6 +89,11 @@ def _write_files(files: list[tuple[Path, bytes, str]]) -> None:
                 f"{option} {path} is a symbolic link; sbabench writes only files it can replace "
                 "whole", fix=f"give {option} the file itself, or a new path",
             )  # fmt: skip
+        if path.exists() and not path.is_file():
+            raise SbabenchError(
+                f"{option} {path} exists and is not a regular file (a folder, a device, a pipe)",
+                fix=f"give {option} a new path, or a file",
+            )
         if _is_sqlite(path):
             raise SbabenchError(
                 f"{option} {path} is a SQLite database (a history?): sbabench does not overwrite "

@@ -76,11 +76,17 @@ def escape(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def markdown_text(text: object) -> str:
-    """Free text (a commit subject, a failure's message) for a Markdown report: HTML in it is
-    shown, not rendered (GitHub renders raw HTML in Markdown), and in a table cell a `|` or a
-    line break cannot end the cell or the row."""
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_\[\]!])")
+
+
+def markdown_text(text: object, *, free: bool = False) -> str:
+    """Text for a Markdown report: HTML in it is shown, not rendered (GitHub renders raw HTML
+    in Markdown), and in a table cell a `|` or a line break cannot end the cell or the row.
+    `free`: text from outside (a commit subject, a branch, a failure's message), whose
+    Markdown syntax (links, images, emphasis, code) is shown as written too."""
     flat = " ".join(str(text).splitlines())
+    if free:
+        flat = _MARKDOWN_SYNTAX.sub(r"\\\1", flat)
     return html.escape(flat, quote=False).replace("|", "\\|")
 
 

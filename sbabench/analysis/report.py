@@ -285,6 +285,11 @@ REPLICATES_NOTE = (
 )
 
 
+def _markdown_row(cells: list[str]) -> list[str]:
+    """A row's cells for Markdown; the note (the last cell) may quote a failure's message."""
+    return [markdown_text(c, free=n == len(cells) - 1) for n, c in enumerate(cells)]
+
+
 def comparison_markdown(comparison: Comparison) -> str:
     """GitHub-flavoured Markdown (for PR comments and $GITHUB_STEP_SUMMARY)."""
     from tabulate import tabulate
@@ -293,7 +298,7 @@ def comparison_markdown(comparison: Comparison) -> str:
     parts = [
         "### Per task\n",
         tabulate(
-            [[markdown_text(c) for c in row_cells(r, replicated)] for r in comparison.rows],
+            [_markdown_row(row_cells(r, replicated)) for r in comparison.rows],
             headers=compare_columns(comparison),
             tablefmt="github",
         ),

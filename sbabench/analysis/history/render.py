@@ -94,8 +94,8 @@ def gate_lines(gate: DropGate) -> Iterator[str]:
     for row in gate.rows:
         head = _short(row.head.sha) if row.head else "?"
         dirty = "; DIRTY: recorded from a tree with uncommitted changes" if row.dirty else ""
-        if row.test is None:
-            yield f"{row.state}: {row.label} ({_short(row.since.sha)}..{head}): {row.reason}{dirty}"
+        if row.test is None:  # the reason names a dirty record itself
+            yield f"{row.state}: {row.label} ({_short(row.since.sha)}..{head}): {row.reason}"
             continue
         t = row.test
         yield (
@@ -140,7 +140,8 @@ def markdown(report: HistoryReport) -> str:
     """A Markdown table per suite, the steps as a list, and the gate."""
     lines = []
     for suite in sorted({u.suite for u in report.units}):
-        lines += [f"### {suite} on {report.machine} ({report.branch}, first parent)", ""]
+        where = markdown_text(f"{suite} on {report.machine} ({report.branch}, first parent)", free=True)  # fmt: skip
+        lines += [f"### {where}", ""]
         lines += ["| unit | points | newest | se | trend | step |", "|---|---:|---:|---:|---|---|"]
         for unit in (u for u in report.units if u.suite == suite):
             newest = unit.points[-1]
@@ -152,9 +153,10 @@ def markdown(report: HistoryReport) -> str:
     if any(u.points[-1].dirty for u in report.units):
         lines += ["\\*: recorded from a tree with uncommitted changes", ""]
     if report.steps:
-        lines += ["**Steps**", "", *(f"- {markdown_text(step_line(s))}" for s in report.steps), ""]
+        steps = [f"- {markdown_text(step_line(s), free=True)}" for s in report.steps]
+        lines += ["**Steps**", "", *steps, ""]
     if report.gate is not None:
-        gate = [f"- {markdown_text(line)}" for line in gate_lines(report.gate)]
+        gate = [f"- {markdown_text(line, free=True)}" for line in gate_lines(report.gate)]
         lines += ["**Drop gate**", "", *gate, ""]
     return "\n".join(lines)
 

@@ -27,6 +27,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from sbabench.errors import StorageError
 from sbabench.paths import name_problem
 from sbabench.tasks.items import ItemScores
@@ -149,9 +151,22 @@ def _unpack_items(path: Path, record: Record) -> dict[str, ItemScores]:
         if inflate.unconsumed_tail:
             raise ValueError(f"they inflate to more than {MAX_ITEMS_BYTES >> 20} MiB")
         data = json.loads(raw)
-        return {name: ItemScores.model_validate(value) for name, value in data.items()}
-    except (zlib.error, ValueError, TypeError, AttributeError) as exc:
+        items = {name: ItemScores.model_validate(value) for name, value in data.items()}
+        for name, scores in items.items():
+            _check_items(name, scores)
+        return items
+    except (zlib.error, ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise _damaged(path, f"the items of {record.label} at {record.sha[:12]} ({exc})") from None
+
+
+def _check_items(name: str, scores: ItemScores) -> None:
+    """Lists that agree in length, and numbers within `MAX_MAGNITUDE` (NaN allowed: a diverged
+    prediction, which the tests report as untestable)."""
+    if len(scores.gold) != len(scores.predicted) or any(len(r) != len(scores.gold) for r in scores.runs):  # fmt: skip
+        raise ValueError(f"subset {name!r}: gold, predictions and runs differ in length")
+    values = np.asarray([scores.gold, scores.predicted, *scores.runs], dtype=float)
+    if np.any(np.abs(values[~np.isnan(values)]) > MAX_MAGNITUDE):
+        raise ValueError(f"subset {name!r}: a value beyond {MAX_MAGNITUDE:g}")
 
 
 def _damaged(path: Path, what: str) -> StorageError:
@@ -167,6 +182,8 @@ class HistoryStore:
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
+        self._created = False
+        """This store made the file (a failed first write removes it again)."""
         if path.is_symlink():  # a link could point anywhere, or nowhere
             raise StorageError(
                 f"{path}: is a symbolic link; a history is a plain file",
@@ -179,7 +196,7 @@ class HistoryStore:
                     fix="record results first (sbabench record RESULTS --history "
                     f"{path}), or give --history the file that holds them",
                 )
-            _create(path)
+            self._created = _create(path)
         self._check()
 
     @contextmanager
@@ -262,15 +279,23 @@ class HistoryStore:
         dropped over the machines recorded."""
         found: list[Added] = []
         machines: set[str] = set()
-        with self._connect(write=True) as db:
-            for records, commits in groups:
-                added = Added()
-                db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?)", list(commits))
-                for record in records:
-                    added = _add_one(db, self.path, record, replace_changed, added)
-                    machines.add(record.machine)
-                found.append(added)
-            pruned = _prune(db, keep_items, machines)
+        try:
+            with self._connect(write=True) as db:
+                for records, commits in groups:
+                    added = Added()
+                    db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?)", list(commits))  # fmt: skip
+                    for record in records:
+                        added = _add_one(db, self.path, record, replace_changed, added)
+                        machines.add(record.machine)
+                    found.append(added)
+                pruned = _prune(db, keep_items, machines)
+        except BaseException:
+            if self._created:  # the file this call made, still empty: removed again
+                with suppress(StorageError):
+                    if not self.records():
+                        self.path.unlink(missing_ok=True)
+            raise
+        self._created = False
         if found:
             found[-1] = replace(found[-1], pruned=pruned)
         return found
@@ -425,9 +450,10 @@ def _prune_machine(db: sqlite3.Connection, keep: int, machine: str) -> int:
     return done.rowcount
 
 
-def _create(path: Path) -> None:
+def _create(path: Path) -> bool:
     """A new, empty history at `path`, made whole under a temporary name and linked into
-    place (a concurrent creator's file wins; an existing file is never touched)."""
+    place (a concurrent creator's file wins; an existing file is never touched). Whether this
+    call's file is the one in place."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -449,7 +475,10 @@ def _create(path: Path) -> None:
             db.commit()
         finally:
             db.close()
-        with suppress(FileExistsError):  # another process created it first: theirs is as good
+        try:
             os.link(tmp, path)
+        except FileExistsError:  # another process created it first: theirs is as good
+            return False
+        return True
     finally:
         Path(tmp).unlink(missing_ok=True)

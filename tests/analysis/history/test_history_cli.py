@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,8 @@ def test_outputs_are_written_all_or_none(recorded: tuple[Path, list[str]], tmp_p
     assert code == 2 and "nothing was written" in out and "--html" in out
     assert not plot.exists() and report.read_text() == "the old report\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "report.md"]  # no temporary
+    code, out = _history(repo, "--plot", str(tmp_path / "new" / "deep" / "p.svg"), "--html", str(blocker / "site"))  # fmt: skip
+    assert code == 2 and not (tmp_path / "new").exists()  # the folders it made are gone too
     code, out = _history(repo, "--plot", str(plot), "--output", str(report), "--html", str(tmp_path / "site"))  # fmt: skip
     assert code == 0 and plot.stat().st_size > 1000 and (tmp_path / "site" / "index.html").exists()
     assert report.read_text().startswith("###")
@@ -193,6 +196,10 @@ def test_outputs_that_clash_or_would_overwrite_a_history_are_refused(
     link.symlink_to(tmp_path / "elsewhere.md")
     code, out = _history(repo, "--output", str(link))
     assert code == 2 and "symbolic link" in out and not (tmp_path / "elsewhere.md").exists()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # reading it would block: refused without opening it
+    code, out = _history(repo, "--output", str(fifo))
+    assert code == 2 and "not a regular file" in out
     (tmp_path / "site" / "index.html").mkdir(parents=True)  # the page's file is a folder
     code, out = _history(repo, "--plot", str(tmp_path / "p.svg"), "--html", str(tmp_path / "site"))
     assert code == 2 and "index.html" in out and "--html" in out

@@ -253,13 +253,41 @@ def test_a_bad_source_among_several_merges_nothing(repo: Path, tmp_path: Path) -
     assert code == 2 and "bad.sqlite" in out and not target.exists()
 
 
-def test_a_source_whose_items_are_damaged_is_refused_whole(repo: Path, tmp_path: Path) -> None:
-    """A merged file's item blobs are read before anything is written: a forged blob would
-    otherwise break every later read of the target history."""
-    source = _forged(repo, tmp_path, "UPDATE records SET items = X'00010203'")
+SHORT = {"kind": "sts", "gold": [1.0, 2.0]}
+
+
+def _blob(value: object) -> str:
+    import json
+    import zlib
+
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return "X'" + zlib.compress(raw).hex() + "'"
+
+
+@pytest.mark.parametrize(
+    ("blob", "said"),
+    [
+        ("X'00010203'", "the items of"),
+        (
+            _blob({"default": {"kind": "sts", "gold": [1.0, 2.0], "predicted": [0.5]}}),
+            "differ in length",
+        ),
+        (
+            _blob({"default": {"kind": "sts", "gold": [1.0, 2.0], "predicted": [0.5, 1e300]}}),
+            "beyond",
+        ),
+        (_blob(b"[" * 100_000 + b"]" * 100_000), "the items of"),
+    ],
+)
+def test_a_source_whose_items_are_damaged_is_refused_whole(
+    repo: Path, tmp_path: Path, blob: str, said: str
+) -> None:
+    """A merged file's item blobs are read and checked before anything is written: a forged
+    blob would otherwise break every later read of the target history."""
+    source = _forged(repo, tmp_path, f"UPDATE records SET items = {blob}")
     target = tmp_path / "target.sqlite"
     code, out = _record(repo, "--from", str(source), "--history", str(target))
-    assert code == 2 and "the items of" in out and "source.sqlite" in out, out
+    assert code == 2 and said in out and "source.sqlite" in out and "Traceback" not in out, out
     assert not target.exists()
 
 
@@ -276,6 +304,9 @@ def test_sources_and_results_are_recorded_all_or_none(repo: Path, tmp_path: Path
     code, out = _record(repo, "--from", str(other), "--from", str(conflicting), "--history", str(target))  # fmt: skip
     assert code == 2 and "other content" in out and "merged" not in out, out
     assert HistoryStore(target).records() == before
+    fresh = tmp_path / "fresh.sqlite"  # a history the failed command would have created
+    code, out = _record(repo, "--from", str(other), "--from", str(conflicting), "--from", str(target), "--history", str(fresh))  # fmt: skip
+    assert code == 2 and not fresh.exists(), out
     code, out = _record(repo, str(tmp_path / "missing"), "--from", str(other), "--history", str(target))  # fmt: skip
     assert code == 2 and "merged" not in out and HistoryStore(target).records() == before
 
