@@ -3,18 +3,22 @@
     python benchmarks/bench_check.py            # `make bench-check`; about 2-3 min on 2 cores
     python benchmarks/bench_check.py --record   # write today's ratios into guard.json
 
-Each ratio is a speed-up (higher is better) from medians of 3 whole processes (or, for the
-forward pass, 3 in-process rounds), timed round-robin so machine drift hits both sides alike:
+Each ratio is a speed-up (higher is better) from medians of 3 whole processes (7 for the quick
+warm and compare pairs; for the forward pass, 7 in-process rounds), timed round-robin so
+machine drift hits both sides alike:
   cold      the import + model load + encode floor (`bench_cold_task.FLOOR`) over a cold
             `sbabench run` of LeeDocSTS with the quickstart's MoE and `linear` (fresh results
             folder, router already in the machine cache). Plain `mteb.evaluate` of the task
             (`bench_cold_task.py`) takes 30-70 s a repeat here, too long for CI; the floor is
             what any run pays, so the ratio moves exactly when sbabench's own share does.
-  warm      a bare `python -c "import sbabench"` over a warm re-run of that suite (all
-            results present: planning, keys, nothing computed).
+  warm      the CLI's own start (`python -m sbabench --version`: the interpreter, click, rich)
+            over a warm re-run of that suite (all results present: planning, keys, nothing
+            computed), so the ratio moves with what the re-run adds. Not a bare
+            `import sbabench`: at 0.03-0.05 s its jitter alone moved the ratio from 0.024 to
+            0.032 between two runs on an idle machine.
   compare   reading the 9 result files of results/baseline/quickstart (`load_results`) over
             `sbabench compare` of them (tables, paired statistics).
-  fused     a small Mixtral-shaped forward (2 layers, 8 experts, top-2, 4 x 128 tokens) with `linear` over the same with
+  fused     a small Mixtral-shaped forward (2 layers, 8 experts, top-2, 8 x 256 tokens) with `linear` over the same with
             `sba-fused`, float32, after checking that torch.compile really compiled it (a
             silent eager fallback fails the check whatever its speed).
 Fails when a ratio falls more than `tolerance` (25%) below its recorded value. Ratios, not
@@ -39,6 +43,12 @@ from bench_cold_task import FLOOR, SUITE, _timed
 ROOT = Path(__file__).resolve().parent.parent
 GUARD = Path(__file__).resolve().parent / "guard.json"
 REPEATS = 3
+QUICK_REPEATS = 7
+"""The warm and compare pairs take about a second a side: 7 runs each, since a median of 3 of
+a 0.03 s `import sbabench` swung by a quarter on an idle machine."""
+FUSED_ROUNDS = 7
+"""Rounds of the in-process forward pair (each 3 forwards a side): cheap, and the median of 3
+swung 1.6-4.1x between two runs under load."""
 FUSED = """\
 import json, time, torch
 from transformers import MixtralConfig, MixtralModel
@@ -50,7 +60,7 @@ config = MixtralConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=2,
     intermediate_size=512, num_local_experts=8, num_experts_per_tok=2)
 model = MixtralModel(config).eval()
 attach_moe(model)
-ids = torch.randint(0, 1000, (4, 128))
+ids = torch.randint(0, 1000, (8, 256))
 def forward(name):
     set_aggregator(model, resolve(name).fn)
     start = time.perf_counter()
@@ -73,11 +83,11 @@ def _ratio(fast: list[float], slow: list[float]) -> float:
 
 
 def _round_robin(
-    pairs: dict[str, tuple[Callable[[], float], Callable[[], float]]],
+    pairs: dict[str, tuple[Callable[[], float], Callable[[], float]]], repeats: int
 ) -> dict[str, tuple[list[float], list[float]]]:
-    """(reference, measured) seconds of each pair, REPEATS times, interleaved."""
+    """(reference, measured) seconds of each pair, `repeats` times, interleaved."""
     times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in pairs}
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         for name, (reference, measured) in pairs.items():
             times[name][0].append(reference())
             times[name][1].append(measured())
@@ -93,27 +103,34 @@ def _processes(tmp: Path, env: dict[str, str]) -> dict[str, tuple[list[float], l
     runs = iter(range(REPEATS))
     baseline = str(ROOT / "results" / "baseline" / "quickstart")
     read = f"from pathlib import Path; from sbabench.run.results import load_results; load_results(Path({baseline!r}))"
-    return _round_robin(
+    cold = _round_robin(
         {
             "cold": (
                 lambda: _timed([python, "-c", FLOOR], env),
                 lambda: _timed([*run, str(tmp / f"cold{next(runs)}")], env),
             ),
+        },
+        REPEATS,
+    )
+    return cold | _round_robin(
+        {
             "warm": (
-                lambda: _timed([python, "-c", "import sbabench"], env),
+                lambda: _timed([python, "-m", "sbabench", "--version"], env),
                 lambda: _timed([*run, str(tmp / "warm")], env),
             ),
             "compare": (
                 lambda: _timed([python, "-c", read], env),
                 lambda: _timed([python, "-m", "sbabench", "compare", baseline], env),
             ),
-        }
+        },
+        QUICK_REPEATS,
     )
 
 
 def _fused(env: dict[str, str]) -> tuple[list[float], list[float]]:
-    """(linear, sba-fused) seconds of 3 forwards, REPEATS rounds; exits if nothing compiled."""
-    out = subprocess.run([sys.executable, "-c", FUSED % REPEATS], env=env, cwd=ROOT,
+    """(linear, sba-fused) seconds of 3 forwards, FUSED_ROUNDS rounds; exits if nothing
+    compiled."""
+    out = subprocess.run([sys.executable, "-c", FUSED % FUSED_ROUNDS], env=env, cwd=ROOT,
                          capture_output=True, text=True)  # fmt: skip
     if out.returncode != 0:
         raise SystemExit(f"the sba-fused forward failed:\n{out.stderr[-3000:]}")

@@ -264,14 +264,21 @@ def run(
     written (read-only, no permission, a full disk: finished units are kept; or a result file
     from a newer sbabench), each said in one line.
     """
-    from sbabench.analysis.sequential import design_for, first_round
     from sbabench.run.executors import run_with
     from sbabench.run.plan import parse_shard, plan_suite
     from sbabench.suite import load_suite
+    from sbabench.suite.schema import UntilDecided
 
     spec = load_suite(suite, import_code=True)  # user operators are code: run imports them
     _print_notes(spec.notes)
-    design = design_for(spec, until_decided=until_decided, baseline=baseline, effect=effect)
+    design = None
+    sequential = isinstance(spec.replicates, UntilDecided) or until_decided
+    if sequential or baseline is not None or effect is not None:
+        # imported only here: it brings compare's statistics, which a plain run (a warm
+        # re-run above all) does not need
+        from sbabench.analysis.sequential import design_for, first_round
+
+        design = design_for(spec, until_decided=until_decided, baseline=baseline, effect=effect)
     if design is not None:
         refused = [n for n, v in (("--force", force), ("--only", only), ("--shard", shard)) if v]
         if refused:
