@@ -776,7 +776,7 @@ def record(
     groups = [HistoryStore(source).export() for source in sources]
     ready = prepare_records(results, repo=repo, machine=machine) if results else None
     if ready is not None:
-        groups.append((ready.records, [(ready.commit.sha, ready.commit.date, ready.commit.subject)]))  # fmt: skip
+        groups.append((ready.records, ready.commits))
     done = HistoryStore(history_file, create=True).add_groups(
         groups, replace_changed=replace, keep_items=keep_items
     )

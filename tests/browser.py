@@ -4,6 +4,7 @@ skipped with a reason where none is found, failed where $SBABENCH_REQUIRE_BROWSE
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,6 +42,32 @@ def chrome(browser: str, profile: Path, *args: str) -> subprocess.CompletedProce
 def console_lines(stderr: str) -> list[str]:
     """The page's console messages in the browser's log."""
     return [line for line in stderr.splitlines() if "CONSOLE" in line]
+
+
+def self_tested(page: Path, profile: Path) -> str:
+    """The page's DOM after its `#selftest` ran in the browser: loaded with no console message,
+    its script run to the end."""
+    dumped = chrome(browser_path(), profile, "--dump-dom", page.resolve().as_uri() + "#selftest")
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    console = console_lines(dumped.stderr)
+    assert not console, console
+    assert 'data-ready="yes"' in dumped.stdout  # the script ran to its end
+    return dumped.stdout
+
+
+def sorted_order(dom: str) -> list[str]:
+    """The rows' `data-unit`s in the order the self-test's click left them."""
+    found = re.search(r'data-sorted="([^"]*)"', dom)
+    assert found is not None
+    return found.group(1).split(",")
+
+
+def screenshot(page: Path, profile: Path, name: str, size: str) -> None:
+    """A screenshot of the page (`size`: "W,H"), checked to hold a picture, then kept."""
+    shot = profile.parent / name
+    taken = chrome(browser_path(), profile, f"--screenshot={shot}", f"--window-size={size}", page.resolve().as_uri())  # fmt: skip
+    assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
+    keep_screenshot(shot)
 
 
 def keep_screenshot(shot: Path) -> None:

@@ -17,7 +17,7 @@ from sbabench.cli import main
 from sbabench.run.results import UnitResult, result_path, save_result
 from sbabench.tasks.items import ItemScores
 from tests import factories
-from tests.browser import browser_path, chrome, console_lines, keep_screenshot
+from tests.browser import screenshot, self_tested, sorted_order
 
 RNG = np.random.default_rng(3)
 GOLD = RNG.random(400)
@@ -84,20 +84,10 @@ def test_without_output_the_page_goes_to_stdout_and_the_verdict_to_stderr(page: 
 
 @pytest.mark.slow  # a real browser: seconds, and CI installs it for the slow run
 def test_the_compare_page_renders_and_sorts_in_chromium(page: Path, tmp_path: Path) -> None:
-    browser = browser_path()
-    dumped = chrome(browser, tmp_path / "profile", "--dump-dom", page.resolve().as_uri() + "#selftest")  # fmt: skip
-    assert dumped.returncode == 0, dumped.stderr[-2000:]
-    assert not console_lines(dumped.stderr), console_lines(dumped.stderr)
-    dom = dumped.stdout
-    assert 'data-ready="yes"' in dom
+    dom = self_tested(page, tmp_path / "profile")
     # each row's score cell (the fifth): the self-test clicked "score", so rows ascend by it
     rows = re.findall(r'<tr data-unit="([^"]+/T[12])">(?:<td[^>]*>.*?</td>){4}<td data-value="([^"]+)"', page.read_text())  # fmt: skip
     assert len(rows) == 6
-    order = re.search(r'data-sorted="([^"]*)"', dom)
-    assert order is not None
     expected = [unit for unit, _ in sorted(rows, key=lambda row: float(row[1]))]
-    assert order.group(1).split(",") == expected != [unit for unit, _ in rows]
-    shot = tmp_path / "compare-page.png"
-    taken = chrome(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1200,1000", page.resolve().as_uri())  # fmt: skip
-    assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
-    keep_screenshot(shot)
+    assert sorted_order(dom) == expected != [unit for unit, _ in rows]
+    screenshot(page, tmp_path / "profile", "compare-page.png", "1200,1000")

@@ -39,7 +39,7 @@ class GateRow:
     reason: str = ""
     dirty: bool = False
     """A record on either side came from a tree with uncommitted changes: its score may not
-    be the commit's."""
+    be the commit's, so the row is NOT TESTED (its reason says so)."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,7 @@ def _row(
             else "no record at REF on this machine"
         )
         return GateRow(unit.suite, unit.label, NOT_TESTED, since, head.commit, reason=reason)
-    dirty = base.dirty or head.dirty
-    if dirty:  # the score may not be the commit's: no verdict on it
+    if base.dirty or head.dirty:  # the score may not be the commit's: no verdict on it
         at = ", ".join(p.commit.sha[:12] for p in (base, head) if p.dirty)
         return GateRow(
             unit.suite, unit.label, NOT_TESTED, since, head.commit, dirty=True,
@@ -102,8 +101,8 @@ def _row(
         )  # fmt: skip
     test = paired_test(store, base, head, resamples, seed)
     if isinstance(test, str):
-        return GateRow(unit.suite, unit.label, NOT_TESTED, since, head.commit, reason=test, dirty=dirty)  # fmt: skip
-    return GateRow(unit.suite, unit.label, NO_DROP, since, head.commit, test, dirty=dirty)
+        return GateRow(unit.suite, unit.label, NOT_TESTED, since, head.commit, reason=test)
+    return GateRow(unit.suite, unit.label, NO_DROP, since, head.commit, test)
 
 
 def drop_gate(
@@ -140,7 +139,7 @@ def drop_gate(
             if row.test.delta > 0 and p_change < alpha
             else NO_DROP
         )
-        judged.append(GateRow(row.suite, row.label, state, since, row.head, row.test, p_drop, dirty=row.dirty))  # fmt: skip
+        judged.append(GateRow(row.suite, row.label, state, since, row.head, row.test, p_drop))
     return DropGate(tuple(judged), max_drop, alpha)
 
 

@@ -93,15 +93,14 @@ def gate_lines(gate: DropGate) -> Iterator[str]:
     """One line per unit of the drop gate, then its verdict."""
     for row in gate.rows:
         head = _short(row.head.sha) if row.head else "?"
-        dirty = "; DIRTY: recorded from a tree with uncommitted changes" if row.dirty else ""
-        if row.test is None:  # the reason names a dirty record itself
+        if row.test is None:  # NOT TESTED (a dirty record among them): the reason says why
             yield f"{row.state}: {row.label} ({_short(row.since.sha)}..{head}): {row.reason}"
             continue
         t = row.test
         yield (
             f"{row.state}: {row.label} {_short(row.since.sha)}..{head}: {t.delta:+.4f} "
             f"(95% CI {t.ci_low:+.4f}..{t.ci_high:+.4f}, p(drop > {gate.max_drop:g}) "
-            f"{row.p_drop:.2g}){dirty}"
+            f"{row.p_drop:.2g})"
         )
     yield gate.text
 

@@ -19,6 +19,9 @@ from sbabench.analysis.two_level import two_level_test
 from sbabench.analysis.uncertainty import Spread
 from sbabench.tasks.items import ItemScores
 
+PRUNED = "per-item scores no longer stored (pruned by retention); rerun and record"
+"""Why a test cannot be made from records whose items retention dropped."""
+
 AVERAGED_KINDS = frozenset({"sts", "pairs", "queries", "reranked"})
 """Item kinds whose predictions are values that average (a similarity, a per-query score);
 clusters and class predictions are indices and do not."""
@@ -132,7 +135,7 @@ def paired_test(
     pick = {r.replicate: r for r in before.records}, {r.replicate: r for r in after.records}
     items = [(store.items(pick[0][r]), store.items(pick[1][r])) for r in common]
     if any(a is None or b is None for a, b in items):
-        return "per-item scores no longer stored (pruned by retention); rerun and record"
+        return PRUNED
     bases = [a for a, _ in items if a is not None]
     news = [b for _, b in items if b is not None]
     try:
@@ -173,7 +176,7 @@ def _every_items(store: HistoryStore, points: Sequence[Point]) -> list[dict[str,
         for record in point.records:
             items = store.items(record)
             if items is None:
-                return "per-item scores no longer stored (pruned by retention); rerun and record"
+                return PRUNED
             found.append(items)
     return found
 

@@ -300,13 +300,6 @@ class HistoryStore:
             found[-1] = replace(found[-1], pruned=pruned)
         return found
 
-    def merge_from(
-        self, other: Path, *, replace_changed: bool = False, keep_items: int = KEEP_ITEMS
-    ) -> Added:
-        """Add every record of another history file (e.g. a CI artefact)."""
-        records, commits = HistoryStore(other).export()
-        return self.add(records, commits, replace_changed=replace_changed, keep_items=keep_items)
-
     def export(self) -> tuple[list[Record], list[tuple[str, str, str]]]:
         """Every record with its items, each items blob checked (decompressed and read: a
         merged file may come from anywhere), and every commit."""

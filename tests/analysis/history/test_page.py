@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from sbabench.cli import main
 from tests.analysis.history.builders import commit, new_repo, sts_result, write_results
-from tests.browser import REQUIRE, browser_path, chrome, console_lines, keep_screenshot
+from tests.browser import REQUIRE, browser_path, screenshot, self_tested, sorted_order
 
 
 @pytest.fixture(scope="module")
@@ -40,26 +40,14 @@ def test_the_page_is_self_contained_and_escapes_what_it_shows(page: Path) -> Non
 
 @pytest.mark.slow  # a real browser: seconds, and CI installs it for the slow run
 def test_the_page_renders_in_chromium_without_console_errors(page: Path, tmp_path: Path) -> None:
-    browser = browser_path()
-    url = page.resolve().as_uri() + "#selftest"
-    dumped = chrome(browser, tmp_path / "profile", "--dump-dom", url)
-    assert dumped.returncode == 0, dumped.stderr[-2000:]
-    console = console_lines(dumped.stderr)
-    assert not console, console
-    dom = dumped.stdout
-    assert 'data-ready="yes"' in dom  # the script ran to its end
+    dom = self_tested(page, tmp_path / "profile")
     assert dom.count("<tr data-unit=") == 3
     # the self-test clicked "newest": rows ascending by the newest score
-    sorted_units = re.search(r'data-sorted="([^"]*)"', dom)
-    assert sorted_units is not None
     rows = re.findall(r'<tr data-unit="([^"]+)">(?:<td[^>]*>.*?</td>){3}<td data-value="([^"]+)"', page.read_text())  # fmt: skip
     assert len(rows) == 3
     by_score = [unit for unit, _ in sorted(rows, key=lambda row: float(row[1]))]
-    assert sorted_units.group(1).split(",") == by_score != [unit for unit, _ in rows]
-    shot = tmp_path / "history-page.png"
-    taken = chrome(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1000,1400", page.resolve().as_uri())  # fmt: skip
-    assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
-    keep_screenshot(shot)
+    assert sorted_order(dom) == by_score != [unit for unit, _ in rows]
+    screenshot(page, tmp_path / "profile", "history-page.png", "1000,1400")
 
 
 def test_without_a_browser_the_test_skips_and_fails_where_ci_requires_one(
