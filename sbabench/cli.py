@@ -368,7 +368,7 @@ def _run_until_decided(
 @click.option(
     "--machine",
     is_flag=True,
-    help="Show this machine's cache instead (router centroids; $SBABENCH_CACHE or the user cache folder).",
+    help="Show this machine's cache instead (router centroids, parsed code; $SBABENCH_CACHE or the user cache folder).",
 )
 @click.option(
     "--clear",

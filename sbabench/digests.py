@@ -23,13 +23,15 @@ import ast
 import hashlib
 import importlib.util
 import json
+import re
+import sys
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
 from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _PACKAGE = "sbabench"
 
@@ -165,19 +167,41 @@ def _runtime_nodes(node: ast.AST) -> Iterator[ast.AST]:
             yield from _runtime_nodes(child)
 
 
-def _imports(nodes: Iterable[ast.AST], package: str) -> list[tuple[str, Target]]:
-    """(local name, what it names) for every import statement among `nodes`."""
-    found: list[tuple[str, Target]] = []
-    for node in nodes:
+@dataclass(frozen=True)
+class _Statement:
+    """An import statement as written: `import a.b as c` (`level` None) or
+    `from ..m import x as y` (`level` the number of dots)."""
+
+    names: tuple[tuple[str, str | None], ...]
+    """(name, asname) pairs."""
+    module: str | None = None
+    level: int | None = None
+
+    @classmethod
+    def of(cls, node: ast.Import | ast.ImportFrom) -> _Statement:
+        names = tuple((a.name, a.asname) for a in node.names)
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                top = alias.name.split(".")[0]  # `import a.b` binds `a`
-                found.append((alias.asname or top, (alias.name if alias.asname else top, None)))
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = importlib.util.resolve_name("." * node.level + base, package)
-            found.extend((a.asname or a.name, (base, a.name)) for a in node.names)
+            return cls(names)
+        return cls(names, node.module, node.level)
+
+
+def _statements(nodes: Iterable[ast.AST]) -> tuple[_Statement, ...]:
+    return tuple(_Statement.of(n) for n in nodes if isinstance(n, ast.Import | ast.ImportFrom))
+
+
+def _imports(statements: Iterable[_Statement], package: str) -> list[tuple[str, Target]]:
+    """(local name, what it names) for every import statement."""
+    found: list[tuple[str, Target]] = []
+    for statement in statements:
+        if statement.level is None:
+            for name, asname in statement.names:
+                top = name.split(".")[0]  # `import a.b` binds `a`
+                found.append((asname or top, (name if asname else top, None)))
+        else:
+            base = statement.module or ""
+            if statement.level:
+                base = importlib.util.resolve_name("." * statement.level + base, package)
+            found.extend((asname or name, (base, name)) for name, asname in statement.names)
     return found
 
 
@@ -213,14 +237,139 @@ def _plain_assignment(node: ast.Assign | ast.AnnAssign) -> bool:
 
 
 @dataclass(frozen=True)
-class _Module:
-    """One parsed module of sbabench or the user's tree, bare strings removed."""
+class _Facts:
+    """What keying needs of one source file, a function of its bytes (and of this Python and
+    this module's code) alone: kept in the fact store, so an unchanged file is not parsed."""
 
-    name: str
-    tree: ast.Module
-    package: str
-    imports: dict[str, Target]
-    """Top-level imports: local name -> what it names."""
+    sha256: str
+    """Digest of the syntax tree, bare strings removed (`ast.unparse`)."""
+    runtime: tuple[_Statement, ...]
+    """Its import statements outside `if TYPE_CHECKING:`."""
+    every: tuple[_Statement, ...]
+    """All its import statements."""
+
+    @classmethod
+    def of(cls, tree: ast.Module) -> _Facts:
+        return cls(
+            hashlib.sha256(ast.unparse(tree).encode()).hexdigest(),
+            _statements(_runtime_nodes(tree)),
+            _statements(ast.walk(tree)),
+        )
+
+    def dumps(self) -> bytes:
+        def rows(statements: tuple[_Statement, ...]) -> list[list[Any]]:
+            return [[[list(n) for n in s.names], s.module, s.level] for s in statements]
+
+        every = {"sha256": self.sha256, "runtime": rows(self.runtime), "every": rows(self.every)}
+        return json.dumps(every, separators=(",", ":")).encode()
+
+    @classmethod
+    def loads(cls, payload: bytes) -> _Facts | None:
+        """The facts stored, or None where the payload is not exactly what `dumps` writes for
+        well-formed facts (a damaged or forged entry is parsed again, never trusted)."""
+        try:
+            data = json.loads(payload)
+            if not (isinstance(data, dict) and set(data) == {"sha256", "runtime", "every"}):
+                return None
+            facts = cls(
+                data["sha256"], _statement_rows(data["runtime"]), _statement_rows(data["every"])
+            )
+        except (ValueError, TypeError, RecursionError, MemoryError):
+            return None
+        if not _SHA256.fullmatch(facts.sha256) or facts.dumps() != payload:
+            return None
+        return facts
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_DOTTED = re.compile(r"[^\W\d]\w*(\.[^\W\d]\w*)*")
+_MAX_LEVEL = 64
+"""More leading dots than any real package nests."""
+
+
+def _statement_rows(rows: object) -> tuple[_Statement, ...]:
+    """Statements from their JSON rows; TypeError where a row is not one `dumps` writes."""
+    if not isinstance(rows, list):
+        raise TypeError("not a list")
+    return tuple(_statement_row(row) for row in rows)
+
+
+def _statement_row(row: object) -> _Statement:
+    if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], list) and row[0]):
+        raise TypeError("not an import statement")
+    names, module, level = row
+    pairs = []
+    for pair in names:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise TypeError("not a (name, asname) pair")
+        name, asname = pair
+        star = name == "*" and level is not None
+        if not (star or (isinstance(name, str) and _DOTTED.fullmatch(name))):
+            raise TypeError("not an imported name")
+        if asname is not None and not (isinstance(asname, str) and asname.isidentifier()):
+            raise TypeError("not a name")
+        pairs.append((name, asname))
+    if level is None:
+        if module is not None:
+            raise TypeError("`import` names no module")
+    elif isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= _MAX_LEVEL:
+        raise TypeError("not a relative level")
+    elif module is not None and not (isinstance(module, str) and _DOTTED.fullmatch(module)):
+        raise TypeError("not a module name")
+    return _Statement(tuple(pairs), module, level)
+
+
+class FactStore(Protocol):
+    """Where parsed files' facts are kept between processes (the machine cache)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, payload: bytes) -> None: ...
+
+
+_stores: list[FactStore] = []
+
+
+def keep_facts_in(store: FactStore | None) -> None:
+    """Keep what parsing a source file finds in `store`, keyed by the SHA-256 of the file's
+    bytes, this Python's version and this module's own source (a change to any re-parses);
+    None stops. A warm re-run then reads its code digests instead of parsing every module."""
+    _stores[:] = [] if store is None else [store]
+
+
+@cache
+def _facts_salt() -> bytes:
+    own = Path(__file__).read_bytes()
+    return hashlib.sha256(own + sys.version.encode()).digest()
+
+
+class _Module:
+    """One module of sbabench or the user's tree. Its facts come from the fact store where the
+    same bytes were parsed before; its syntax tree (bare strings removed) is parsed only when
+    a definition is looked up."""
+
+    def __init__(self, name: str, path: str, source: bytes) -> None:
+        self.name = name
+        self.source = source
+        self.package = name if Path(path).name == "__init__.py" else name.rpartition(".")[0]
+        key = hashlib.sha256(_facts_salt() + source).hexdigest()
+        stored = _stores[0].get(key) if _stores else None
+        facts = None if stored is None else _Facts.loads(stored)
+        if facts is None:
+            facts = _Facts.of(self.tree)
+            if _stores:
+                _stores[0].put(key, facts.dumps())
+        self.facts = facts
+
+    @cached_property
+    def tree(self) -> ast.Module:
+        # from the bytes, as Python reads a module: a BOM or a coding declaration is honoured
+        return _strip_strings(ast.parse(self.source))
+
+    @cached_property
+    def imports(self) -> dict[str, Target]:
+        """Top-level imports: local name -> what it names."""
+        return dict(_imports(_statements(self.tree.body), self.package))
 
     @cached_property
     def definitions(self) -> dict[str, ast.stmt] | None:
@@ -228,36 +377,33 @@ class _Module:
         found when first asked (a whole-module digest, what most keys need, never asks)."""
         return _definitions(self.tree)
 
-    @cached_property
+    @property
     def sha256(self) -> str:
         """Digest of the whole module's syntax tree."""
-        return hashlib.sha256(ast.unparse(self.tree).encode()).hexdigest()
+        return self.facts.sha256
 
     @cached_property
     def targets(self) -> frozenset[Target]:
         """Everything it imports, anywhere in it."""
-        return frozenset(target for _, target in _imports(ast.walk(self.tree), self.package))
+        return frozenset(target for _, target in _imports(self.facts.every, self.package))
 
     @cached_property
     def runs(self) -> frozenset[str]:
         """The modules that importing this one imports (that count) and the packages above it."""
         found = {self.name.rpartition(".")[0]} - {""}
-        for node in _runtime_nodes(self.tree):
-            if isinstance(node, ast.Import):  # `import a.b` runs `a.b`, though it binds `a`
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                for _, (module, attribute) in _imports([node], self.package):
-                    submodule = f"{module}.{attribute}"
-                    found.add(submodule if _counts(module) and _spec(submodule) else module)
+        for statement in self.facts.runtime:
+            if statement.level is None:  # `import a.b` runs `a.b`, though it binds `a`
+                found.update(name for name, _ in statement.names)
+                continue
+            for _, (module, attribute) in _imports([statement], self.package):
+                submodule = f"{module}.{attribute}"
+                found.add(submodule if _counts(module) and _spec(submodule) else module)
         return frozenset(name for name in found if _counts(name))
 
 
 @cache
 def _parse_cached(name: str, path: str, size: int, mtime_ns: int) -> _Module:
-    tree = _strip_strings(ast.parse(Path(path).read_text(encoding="utf-8")))
-    package = name if Path(path).name == "__init__.py" else name.rpartition(".")[0]
-    top = dict(_imports(tree.body, package))
-    return _Module(name, tree, package, top)
+    return _Module(name, path, Path(path).read_bytes())
 
 
 def _parse(name: str) -> _Module | None:
@@ -372,7 +518,7 @@ class _Closure:
             self.whole.add(module)
         else:
             self.definitions[f"{module}:{name}"] = ast.unparse(node)
-            local = dict(_imports(ast.walk(node), parsed.package))
+            local = dict(_imports(_statements(ast.walk(node)), parsed.package))
             refs = _References.of(node)
             for ref in sorted(refs.names):
                 target = local.get(ref) or ((module, ref) if ref in definitions else None)

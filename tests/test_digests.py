@@ -298,3 +298,158 @@ def test_a_submodule_reached_through_a_package_takes_the_package_whole(
     before = digests.source_digest("sbabench.aggregators.zz_op:op")
     (copy / "aggregators" / "zz_h.py").write_text("def scale(x):\n    return x * 3.0\n")
     assert digests.source_digest("sbabench.aggregators.zz_op:op") != before
+
+
+# --- facts kept per machine -------------------------------------------------------------------
+
+_KEYS = """
+import json, sys
+from pathlib import Path
+from sbabench import digests
+parses = []
+_parse = digests.ast.parse
+digests.ast.parse = lambda *a, **k: parses.append(1) or _parse(*a, **k)
+if sys.argv[1] != "-":
+    from sbabench.models.machine_cache import MachineCache
+    digests.keep_facts_in(MachineCache(Path(sys.argv[1])).store("code"))
+from sbabench.aggregators import registry, resolve
+from sbabench.models.code import model_code_sha256
+from sbabench.run.keys import _ENCODER_CODE, geometry_code_sha256, scoring_code_sha256
+keys = {n: resolve(n).code_sha256 for n in registry()}
+keys.update(scoring=scoring_code_sha256(), geometry=geometry_code_sha256())
+keys.update(moe=model_code_sha256(_ENCODER_CODE, True), dense=model_code_sha256(_ENCODER_CODE, False))
+print(json.dumps({"keys": keys, "parses": len(parses)}))
+"""
+
+
+def _keys(root: Path, cache: Path | None) -> tuple[dict[str, str], int]:
+    """Every code digest a unit key holds, computed in a new process from the sbabench under
+    `root`, with facts kept in the machine cache `cache` (None: no fact store); and how many
+    files that process parsed."""
+    out = subprocess.run(
+        [sys.executable, "-c", _KEYS, "-" if cache is None else str(cache)],
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    return found["keys"], found["parses"]
+
+
+def test_facts_kept_per_machine_give_the_same_keys_and_spare_the_parsing(tmp_path: Path) -> None:
+    plain, parsed = _keys(ROOT, None)
+    cold, parsed_cold = _keys(ROOT, tmp_path / "cache")
+    warm, parsed_warm = _keys(ROOT, tmp_path / "cache")
+    assert cold == plain and warm == plain
+    assert parsed_cold == parsed > 60
+    # the operators' definitions are still read from syntax trees; whole modules are not
+    assert parsed_warm < parsed / 2
+    assert len(list((tmp_path / "cache" / "code").glob("*.bin"))) > 60
+
+
+def test_an_edit_rekeys_with_facts_kept_and_undoing_it_restores_the_key(
+    package_copy: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    before, _ = _keys(package_copy, cache)
+    scorer = package_copy / "sbabench" / "run" / "score.py"
+    original = scorer.read_text()
+    scorer.write_text(original + "\nimport sbabench.run.zz_new  # noqa\n")
+    (package_copy / "sbabench" / "run" / "zz_new.py").write_text("X = 1\n")
+    edited, _ = _keys(package_copy, cache)
+    assert edited["scoring"] != before["scoring"]  # the file's bytes key its facts
+    (package_copy / "sbabench" / "run" / "zz_new.py").write_text("X = 2\n")
+    imported, _ = _keys(package_copy, cache)
+    assert imported["scoring"] != edited["scoring"]  # the new import is followed from facts
+    scorer.write_text(original)
+    assert _keys(package_copy, cache)[0] == before
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"not json", b"{}", b'{"sha256": "0", "runtime": [], "every": []}',
+     json.dumps({"sha256": "0" * 64, "runtime": [[[["os", None]], "x", None]], "every": []}).encode(),
+     json.dumps({"sha256": "0" * 64, "runtime": [["os", None, None]], "every": []}).encode(),
+     json.dumps({"sha256": "0" * 64, "runtime": 7, "every": []}).encode(),
+     b'{"sha256":"' + b"0" * 64 + b'","runtime":' + b"[" * 100_000 + b"]" * 100_000 + b',"every":[]}',
+     json.dumps({"sha256": "z" * 64, "runtime": [], "every": []}).encode(),
+     b'{"sha256":"' + b"0" * 64 + b'","runtime":[[[["ab"]],null,null]],"every":[]}',
+     b'{"sha256":"' + b"0" * 64 + b'","runtime":[[[["os",null]],null,-1]],"every":[]}',
+     b'{"sha256":"' + b"0" * 64 + b'","runtime":[[[["os",null]],null,99999999999]],"every":[]}',
+     b'{"sha256":"' + b"0" * 64 + b'","runtime":[[[["",null]],null,null]],"every":[]}',
+     b'{"sha256":"' + b"0" * 64 + b'","runtime":[[[["o\\u0000s",null]],null,null]],"every":[]}',
+     b'{"sha256":"' + b"0" * 64 + b'","runtime":[],"every":[],"extra":1}',
+     b'{"sha256": "' + b"0" * 64 + b'", "runtime": [], "every": []}'],
+)  # fmt: skip
+def test_a_malformed_fact_is_parsed_again_and_rewritten(tmp_path: Path, payload: bytes) -> None:
+    from sbabench.models.machine_cache import MachineCache
+
+    cache = MachineCache(tmp_path / "cache")
+    plain, _ = _keys(ROOT, None)
+    _keys(ROOT, cache.root)
+    keys = [entry.key for entry in cache.entries() if entry.kind == "code"]
+    for key in keys:
+        cache.put("code", key, payload)
+    again, parsed = _keys(ROOT, cache.root)
+    assert again == plain and parsed > 60
+    assert all(cache.get("code", key) != payload for key in keys)
+
+
+def test_an_edit_of_the_parsing_code_parses_every_file_again(
+    package_copy: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    before, _ = _keys(package_copy, cache)
+    assert _keys(package_copy, cache)[1] < 60
+    parser = package_copy / "sbabench" / "digests.py"
+    parser.write_text(parser.read_text() + "\n# reworded\n")
+    after, parsed = _keys(package_copy, cache)
+    assert parsed > 60  # facts kept under the old parsing code are not read
+    assert after == before  # a comment changes no key
+
+
+_TREE = """
+import json, sys
+from pathlib import Path
+from sbabench import digests
+if sys.argv[1] != "-":
+    from sbabench.models.machine_cache import MachineCache
+    digests.keep_facts_in(MachineCache(Path(sys.argv[1])).store("code"))
+print(json.dumps([digests.code_modules(["up.a"]), digests.modules_digest(["up.a"])]))
+"""
+
+
+def _tree_keys(tree: Path, cache: Path | None) -> list[object]:
+    out = subprocess.run(
+        [sys.executable, "-c", _TREE, "-" if cache is None else str(cache)],
+        env={"PYTHONPATH": f"{tree}:{ROOT}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    found: list[object] = json.loads(out.stdout)
+    return found
+
+
+def test_the_same_bytes_moved_into_a_package_follow_their_imports_from_there(
+    tmp_path: Path,
+) -> None:
+    """Facts are keyed by a file's bytes, not its place: `from . import e` in `up/b.py` and in
+    `up/b/__init__.py` names two modules, so stored imports are resolved where the file is."""
+    up = tmp_path / "tree" / "up"
+    up.mkdir(parents=True)
+    (up / "__init__.py").write_text("")
+    (up / "a.py").write_text("from . import b\n")
+    (up / "b.py").write_text("from . import e\n")
+    (up / "e.py").write_text("X = 1\n")
+    cache = tmp_path / "cache"
+    assert _tree_keys(tmp_path / "tree", cache)[0] == ["up", "up.a", "up.b", "up.e"]
+    (up / "b.py").unlink()
+    (up / "b").mkdir()
+    (up / "b" / "__init__.py").write_text("from . import e\n")
+    (up / "b" / "e.py").write_text("Y = 2\n")
+    moved = _tree_keys(tmp_path / "tree", cache)
+    assert moved == _tree_keys(tmp_path / "tree", None)
+    assert moved[0] == ["up", "up.a", "up.b", "up.b.e"]

@@ -218,8 +218,16 @@ def _machine_cache_table(listing: Listing) -> Table:
         f"machine cache: {listing.root} ({listing.bytes / 1e6:.2f} MB)", "kind", "key", "KB",
         "written",
     )  # fmt: skip
+    code = [entry for entry in listing.entries if entry.kind == "code"]
     for entry in listing.entries:
-        out.add_row(entry.kind, entry.key[:16], f"{entry.bytes / 1e3:.1f}", when(entry.modified))
+        if entry.kind != "code":
+            out.add_row(
+                entry.kind, entry.key[:16], f"{entry.bytes / 1e3:.1f}", when(entry.modified)
+            )
+    if code:  # one small entry per source file parsed: a row for all, not a screen of them
+        size = sum(entry.bytes for entry in code) / 1e3
+        latest = max(entry.modified for entry in code)
+        out.add_row("code", f"{len(code)} source files", f"{size:.1f}", when(latest))
     return out
 
 

@@ -37,8 +37,9 @@ SHARED_ENV = "SBABENCH_SHARED_CACHE"
 """Set to 1 to use entries other users wrote (a cache shared by a group, on purpose)."""
 MARKER = ".sbabench-cache"
 """The file that says a folder is an sbabench machine cache."""
-KINDS = ("routers",)
-"""The kind folders of entries (the only folders read, listed or cleared)."""
+KINDS = ("routers", "code")
+"""The kind folders of entries (the only folders read, listed or cleared): router centroids,
+and what parsing a source file found (`sbabench.digests`: its digest and imports)."""
 WORKSPACES = ("ray-worker",)
 """Other folders sbabench makes in the cache (Ray workers' embedding stores): never cleared."""
 _MAGIC = b"SBABENCH-CACHE-1\n"
@@ -101,7 +102,8 @@ class Listing:
 def _read_entry(path: Path) -> tuple[bytes, os.stat_result] | None:
     """The bytes of a regular file read without following a link, or None when absent."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted at an entry's name must not hang the run (checked below)
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as handle:
@@ -251,7 +253,8 @@ class MachineCache:
         if head == _MAGIC and hashlib.sha256(payload).digest() == digest:
             return payload
         log.warning("sbabench: cache entry %s is damaged; rebuilding it", path)
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only cache keeps it; it is never used
+            path.unlink(missing_ok=True)
         return None
 
     def put(self, kind: str, key: str, payload: bytes) -> None:
@@ -307,11 +310,22 @@ class MachineCache:
     def clear(self, kind: str | None = None) -> int:
         """Delete every entry (of one kind); returns how many went."""
         self.check_root()
-        removed = 0
+        removed, refused = 0, []
         for entry in self.entries():
             if kind is None or entry.kind == kind:
-                entry.path.unlink(missing_ok=True)
+                try:
+                    entry.path.unlink(missing_ok=True)
+                except OSError as exc:
+                    refused.append(f"{entry.path} ({exc.strerror or exc})")
+                    continue
                 removed += 1
+        if refused:
+            raise SbabenchError(
+                f"{len(refused)} machine-cache entr(ies) could not be deleted ({removed} were), "
+                f"first {refused[0]}",
+                where=str(self.root),
+                fix="make the cache folder writable (or ask its owner), then clear again",
+            )
         return removed
 
     def listing(self, clear: bool = False) -> Listing:
@@ -320,6 +334,12 @@ class MachineCache:
         self.check_root()
         removed = self.clear() if clear else None
         return Listing(self.root, self.entries(), removed)
+
+    def store(self, kind: str) -> KindStore:
+        """The entries of one kind, as a key -> payload store."""
+        if kind not in KINDS:
+            raise ValueError(f"not a machine-cache kind: {kind!r}")
+        return KindStore(self, kind)
 
     def workspace(self, name: str) -> Path:
         """A folder of sbabench's own in the cache (`ray-worker`), made when missing."""
@@ -334,3 +354,19 @@ class MachineCache:
             )
         folder.mkdir(exist_ok=True)
         return folder
+
+
+@dataclass(frozen=True)
+class KindStore:
+    """One kind of a machine cache's entries (e.g. `digests.keep_facts_in` takes one)."""
+
+    cache: MachineCache
+    kind: str
+
+    def get(self, key: str) -> bytes | None:
+        """The payload under `key`, or None (see `MachineCache.get`)."""
+        return self.cache.get(self.kind, key)
+
+    def put(self, key: str, payload: bytes) -> None:
+        """Store `payload` (see `MachineCache.put`)."""
+        self.cache.put(self.kind, key, payload)

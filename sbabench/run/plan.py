@@ -12,8 +12,10 @@ from functools import cached_property
 from pathlib import Path
 
 from sbabench.aggregators import ResolvedAggregator, resolve
+from sbabench.digests import keep_facts_in
 from sbabench.errors import SbabenchError
 from sbabench.geometry.stats import GEOMETRY_VERSION, covers
+from sbabench.models.machine_cache import MachineCache
 from sbabench.paths import confined, name_problem
 from sbabench.run.keys import KeyParts, unit_key_parts
 from sbabench.run.results import UnitResult, load_result, result_path
@@ -163,6 +165,9 @@ def plan_suite(
     """
     root = Path(results_dir)
     plan = Plan()
+    # Code digests key every unit: what parsing each source file found is kept per machine, so
+    # a warm re-run reads it instead of parsing every module again.
+    keep_facts_in(MachineCache().store("code"))
     # One resolution per operator, not per unit: a user operator is imported and probed.
     operators = {a.key: resolve(a.name, a.options) for a in suite.aggregators}
     for unit in selected_units(suite, only, shard):

@@ -113,6 +113,10 @@ def test_cache_reports_say_what_was_removed_then_list_the_entries(tmp_path: Path
     assert table.title == f"machine cache: {tmp_path} (0.00 MB)"
     assert "│ routers │ 0123456789abcdef │ 2.5 │ " + when(0.0) + " │" in _text(table)
     assert len(cache_report(Listing(tmp_path, []))) == 1
+    code = [Entry("code", f"{i:064x}", tmp_path / f"{i}.bin", 500, float(i)) for i in range(70)]
+    text = _text(cache_report(Listing(tmp_path, [entry, *code]))[0])
+    assert "│ code    │ 70 source files  │ 35.0 │ " + when(69.0) + " │" in text
+    assert len(text.splitlines()) < 10  # one row for all the parsed files
 
     usage = SpaceUsage("s1", "suite", "moe", "sba", 12, 0.0456, 0.0)
     shown = cache_report(CacheReport(tmp_path / "e.sqlite", 2_000_000, [usage], removed=0))

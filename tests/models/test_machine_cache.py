@@ -290,3 +290,52 @@ def test_a_fifo_planted_in_a_cache_folder_does_not_hang_the_listing(tmp_path: Pa
     os.mkfifo(cache / "routers" / "f.bin")
     result = CliRunner().invoke(main, ["cache", "--machine"], env={"SBABENCH_CACHE": str(cache)})
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+
+
+def _refuse_unlinks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleting a file fails as in a read-only folder (root, which runs CI, ignores modes)."""
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+
+
+def test_a_damaged_entry_in_a_read_only_cache_is_not_used_and_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = MachineCache(tmp_path)
+    cache.put("code", "k1", b"payload")
+    path = tmp_path / "code" / "k1.bin"
+    path.write_bytes(b"X" + path.read_bytes()[1:])
+    _refuse_unlinks(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="sbabench"):
+        assert cache.get("code", "k1") is None
+    assert "damaged" in caplog.text and path.exists()
+
+
+def test_clear_in_a_read_only_cache_says_what_it_could_not_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "c"
+    MachineCache(cache).put("code", "k1", b"payload")
+    _refuse_unlinks(monkeypatch)
+    result = CliRunner().invoke(
+        main, ["cache", "--machine", "--clear"], env={"SBABENCH_CACHE": str(cache)}
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "1 machine-cache entr(ies) could not be deleted (0 were)" in result.output
+    assert "k1.bin (Permission denied)" in result.output and "writable" in result.output
+
+
+def test_a_fifo_planted_at_an_entrys_name_does_not_hang_a_read(tmp_path: Path) -> None:
+    import threading
+
+    cache = MachineCache(tmp_path)
+    cache.put("code", "k0", b"payload")  # the folder and its marker, as a run leaves them
+    os.mkfifo(tmp_path / "code" / "k1.bin")
+    found: list[bytes | None] = []
+    reader = threading.Thread(target=lambda: found.append(cache.get("code", "k1")), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive() and found == [None]
