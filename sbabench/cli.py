@@ -777,8 +777,9 @@ def record(
     ready = prepare_records(results, repo=repo, machine=machine) if results else None
     if ready is not None:
         groups.append((ready.records, ready.commits))
+    names = [str(source) for source in sources] + (["the RESULTS folders"] if ready else [])
     done = HistoryStore(history_file, create=True).add_groups(
-        groups, replace_changed=replace, keep_items=keep_items
+        groups, replace_changed=replace, keep_items=keep_items, names=names
     )
     for source, added in zip(sources, done, strict=False):
         console.print(f"merged {source}: {added.summary()}", markup=False, highlight=False)

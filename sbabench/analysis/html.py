@@ -90,6 +90,19 @@ def markdown_text(text: object, *, free: bool = False) -> str:
     return html.escape(flat, quote=False).replace("|", "\\|")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a CSV cell as a formula (OWASP, CSV injection)."""
+
+
+def spreadsheet_cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as written: text that would start a formula (a commit
+    subject `=HYPERLINK(...)`, say) gets a leading apostrophe; numbers and other values are
+    left as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 

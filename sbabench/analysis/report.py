@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sbabench.analysis.fitted import Column, FittedTable
-from sbabench.analysis.html import markdown_text
+from sbabench.analysis.html import markdown_text, spreadsheet_cell
 from sbabench.run.results import UnitResult
 
 if TYPE_CHECKING:
@@ -496,7 +496,11 @@ def comparison_text(outcome: Outcome, fmt: str) -> str:
     if fmt == "csv":
         import pandas as pd
 
-        return str(pd.DataFrame(to_records(outcome.comparison)).to_csv(index=False))
+        records = [
+            {k: spreadsheet_cell(v) for k, v in record.items()}
+            for record in to_records(outcome.comparison)
+        ]
+        return str(pd.DataFrame(records).to_csv(index=False))
     text = f"**Verdict:** {outcome.verdict.text}\n\n" + comparison_markdown(outcome.comparison)
     geometry = geometry_markdown(outcome.results)
     if fmt == "markdown" and geometry:

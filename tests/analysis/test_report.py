@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,21 @@ def test_comparison_text_as_csv_has_a_header_and_a_line_per_row() -> None:
     assert len(lines) == 3
     assert lines[1].startswith("T1,STS,m,linear,0.5,baseline,,")
     assert lines[2].startswith("T1,STS,m,sba,0.8,better,m/linear,0.5,0.3")
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_shown_as_text() -> None:
+    from sbabench.analysis.html import spreadsheet_cell
+
+    for formula in ('=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+        assert spreadsheet_cell(formula) == "'" + formula
+    for kept in (-0.25, 3, None, True, "m/sba/T1", "a=b", "—"):
+        assert spreadsheet_cell(kept) == kept
+    outcome = _outcome()
+    rows = outcome.comparison.rows
+    rows[1] = replace(rows[1], note="=cmd|' /C calc'!A0")
+    lines = comparison_text(outcome, "csv").splitlines()
+    assert "'=cmd|' /C calc'!A0" in lines[2] and ",=cmd" not in lines[2]
+    assert lines[1].startswith("T1,STS,m,linear,0.5,baseline,,")  # numbers as they were
 
 
 def test_comparison_text_as_markdown_adds_the_geometry_tables() -> None:

@@ -19,7 +19,7 @@ from sbabench.analysis.history.changes import Step
 from sbabench.analysis.history.gate import DropGate, GateRow
 from sbabench.analysis.history.report import HistoryReport
 from sbabench.analysis.history.series import Point, UnitSeries
-from sbabench.analysis.html import markdown_text
+from sbabench.analysis.html import markdown_text, spreadsheet_cell
 
 SPARK = "▁▂▃▄▅▆▇█"
 TREND_POINTS = 12
@@ -181,7 +181,7 @@ def _nan_free(value: Any) -> Any:
 
 def as_csv(report: HistoryReport) -> str:
     """One row per unit and commit."""
-    rows = list(_point_rows(report))
+    rows = [{k: spreadsheet_cell(v) for k, v in row.items()} for row in _point_rows(report)]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["unit"])
     writer.writeheader()

@@ -273,18 +273,23 @@ class HistoryStore:
         *,
         replace_changed: bool = False,
         keep_items: int = KEEP_ITEMS,
+        names: Sequence[str] = (),
     ) -> list[Added]:
         """Several sources' records (each with its commits) in one transaction: all are added
-        or, on any refusal, none. What each group added; the last also counts what retention
-        dropped over the machines recorded."""
+        or, on any refusal, none (a unit two sources give with different content is refused).
+        What each group added; the last also counts what retention dropped over the machines
+        recorded. `names`: the sources' names for messages."""
         found: list[Added] = []
         machines: set[str] = set()
+        written: dict[tuple[object, ...], tuple[str, str]] = {}
+        named = [*names, *(f"source {n}" for n in range(len(names) + 1, len(groups) + 1))]
         try:
             with self._connect(write=True) as db:
-                for records, commits in groups:
+                for source, (records, commits) in zip(named, groups, strict=False):
                     added = Added()
                     db.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?)", list(commits))  # fmt: skip
                     for record in records:
+                        _one_content(self.path, record, source, written)
                         added = _add_one(db, self.path, record, replace_changed, added)
                         machines.add(record.machine)
                     found.append(added)
@@ -382,6 +387,23 @@ def _record(row: tuple[object, ...], path: Path) -> Record:
     values["item_var"] = float(values["item_var"])  # type: ignore[arg-type]
     values["dirty"] = bool(values["dirty"])
     return Record(**values)  # type: ignore[arg-type]
+
+
+def _one_content(
+    path: Path, record: Record, source: str, written: dict[tuple[object, ...], tuple[str, str]]
+) -> None:
+    """Refuse a unit that two sources of one call give with different content (--replace
+    would keep whichever came last, silently)."""
+    key = (record.sha, record.machine, *record.unit, record.replicate)
+    first, content = written.setdefault(key, (source, record.content))
+    if content != record.content:
+        raise StorageError(
+            f"{path}: {record.suite}/{record.label} at commit {record.sha[:12]} on machine "
+            f"{record.machine!r} comes from {first} and from {source} with different content; "
+            "nothing was recorded",
+            fix="record the sources one at a time (with --replace, the later one is kept), or "
+            "leave out the one that is wrong",
+        )
 
 
 def _add_one(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -204,3 +205,15 @@ def test_outputs_that_clash_or_would_overwrite_a_history_are_refused(
     code, out = _history(repo, "--plot", str(tmp_path / "p.svg"), "--html", str(tmp_path / "site"))
     assert code == 2 and "index.html" in out and "--html" in out
     assert not (tmp_path / "p.svg").exists()
+
+
+def test_csv_shows_a_formula_in_a_commit_subject_as_text(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path / "repo")
+    commit(repo, '=HYPERLINK("http://example.invalid","x")', 1_700_000_000)
+    folder = write_results(repo / "results", sts_result(0.0, 1))
+    done = CliRunner().invoke(main, ["record", str(folder), "--repo", str(repo), "--history", str(repo / "h.sqlite")])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    code, out = _history(repo, "--format", "csv")
+    assert code == 0
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert row["subject"] == '\'=HYPERLINK("http://example.invalid","x")'

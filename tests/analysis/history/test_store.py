@@ -347,3 +347,17 @@ def test_a_clean_record_of_the_same_result_clears_the_dirty_mark(repo: Path) -> 
     code, out = _record(repo, str(folder), "--history", str(history))
     assert code == 0 and "1 unchanged" in out
     assert [r.dirty for r in HistoryStore(history).records()] == [False]
+
+
+def test_two_sources_with_other_content_for_one_unit_are_refused_even_with_replace(
+    repo: Path, tmp_path: Path
+) -> None:
+    one, other, target = tmp_path / "one.sqlite", tmp_path / "other.sqlite", tmp_path / "t.sqlite"
+    record_results([write_results(repo / "r1", sts_result(0.0, 1))], one, repo=repo, machine="ci")
+    record_results([write_results(repo / "r2", sts_result(1.0, 2))], other, repo=repo, machine="ci")
+    code, out = _record(repo, "--from", str(one), "--from", str(other), "--history", str(target), "--replace")  # fmt: skip
+    assert code == 2 and "comes from" in out and "one.sqlite" in out and "other.sqlite" in out, out
+    assert "nothing was recorded" in out and not target.exists()
+    # the same content from both is one record
+    code, out = _record(repo, "--from", str(one), "--from", str(one), "--history", str(target))
+    assert code == 0 and len(HistoryStore(target).records()) == 1, out
