@@ -698,6 +698,13 @@ def export(results: Path, fmt: str, output: Path) -> None:
     _show(terminal.export_report(export_mteb(results, output), output, fmt))
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def _record(
     folders: tuple[Path, ...],
     history_file: Path,
@@ -771,6 +778,10 @@ def record(
 
     if not results and not sources:
         raise SbabenchError("nothing to record", fix="give RESULTS folders, or --from FILE")
+    # the history being written, given as a source too, adds nothing to itself
+    for source in [s for s in sources if _same_file(s, history_file)]:
+        console.print(f"skipped --from {source}: it is the history being written", markup=False)
+    sources = tuple(s for s in sources if not _same_file(s, history_file))
     # every source and the results read and checked first, then written in one transaction:
     # all or nothing
     groups = [HistoryStore(source).export() for source in sources]

@@ -200,7 +200,10 @@ def _imports(statements: Iterable[_Statement], package: str) -> list[tuple[str, 
         else:
             base = statement.module or ""
             if statement.level:
-                base = importlib.util.resolve_name("." * statement.level + base, package)
+                try:
+                    base = importlib.util.resolve_name("." * statement.level + base, package)
+                except (ImportError, ValueError):
+                    continue  # beyond the top-level package: Python raises there, loading nothing
             found.extend((asname or name, (base, name)) for name, asname in statement.names)
     return found
 

@@ -453,3 +453,13 @@ def test_the_same_bytes_moved_into_a_package_follow_their_imports_from_there(
     moved = _tree_keys(tmp_path / "tree", cache)
     assert moved == _tree_keys(tmp_path / "tree", None)
     assert moved[0] == ["up", "up.a", "up.b", "up.b.e"]
+
+
+def test_a_relative_import_beyond_the_top_package_is_not_a_crash(tmp_path: Path) -> None:
+    """Python raises at such a statement and loads nothing, so it adds nothing to a key."""
+    up = tmp_path / "tree" / "up"
+    up.mkdir(parents=True)
+    (up / "__init__.py").write_text("")
+    (up / "a.py").write_text("def f():\n    from ... import nowhere\n    return nowhere\n")
+    assert _tree_keys(tmp_path / "tree", None)[0] == ["up", "up.a"]
+    assert _tree_keys(tmp_path / "tree", tmp_path / "cache")[0] == ["up", "up.a"]

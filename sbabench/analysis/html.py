@@ -90,15 +90,18 @@ def markdown_text(text: object, *, free: bool = False) -> str:
     return html.escape(flat, quote=False).replace("|", "\\|")
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-"""What makes a spreadsheet read a CSV cell as a formula (OWASP, CSV injection)."""
+_FORMULA_START = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+"""What makes a spreadsheet read a CSV cell as a formula (OWASP, CSV injection), full-width
+forms included; leading white space is no shield (some importers trim it)."""
 
 
 def spreadsheet_cell(value: object) -> object:
     """A CSV cell a spreadsheet shows as written: text that would start a formula (a commit
-    subject `=HYPERLINK(...)`, say) gets a leading apostrophe; numbers and other values are
-    left as they are."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    subject `=HYPERLINK(...)`, say, or one after a space, a tab or a line break) gets a leading
+    apostrophe; numbers and other values are left as they are."""
+    if isinstance(value, str) and (
+        value.startswith(("\t", "\r", "\n")) or value.lstrip().startswith(_FORMULA_START)
+    ):
         return "'" + value
     return value
 

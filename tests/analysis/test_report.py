@@ -118,7 +118,9 @@ def test_comparison_text_as_csv_has_a_header_and_a_line_per_row() -> None:
 def test_csv_cells_that_a_spreadsheet_would_run_are_shown_as_text() -> None:
     from sbabench.analysis.html import spreadsheet_cell
 
-    for formula in ('=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+    formulas = ('=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "\n=1",
+                "  =1+1", "\uff1d1+1", "\uff0b1")  # fmt: skip
+    for formula in formulas:
         assert spreadsheet_cell(formula) == "'" + formula
     for kept in (-0.25, 3, None, True, "m/sba/T1", "a=b", "—"):
         assert spreadsheet_cell(kept) == kept

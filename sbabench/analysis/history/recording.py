@@ -17,7 +17,14 @@ import numpy as np
 
 from sbabench.analysis.evidence import read_side, unit_label
 from sbabench.analysis.history import git
-from sbabench.analysis.history.store import KEEP_ITEMS, Added, HistoryStore, Record, pack_items
+from sbabench.analysis.history.store import (
+    KEEP_ITEMS,
+    Added,
+    HistoryStore,
+    Record,
+    content_digest,
+    pack_items,
+)
 from sbabench.analysis.stats import has_nan, observed_and_resampled, signed_runs
 from sbabench.errors import SbabenchError
 from sbabench.paths import name_problem
@@ -95,13 +102,6 @@ def item_variance(
     return float(finite.var(ddof=1)) * smallest / max(smallest - 1, 1), n_items
 
 
-def _content(result: UnitResult, packed: bytes) -> str:
-    digest = hashlib.sha256()
-    for part in (result.key, repr(float(result.main_score)), hashlib.sha256(packed).hexdigest()):
-        digest.update(part.encode("utf-8") + b"\0")
-    return digest.hexdigest()
-
-
 def to_record(result: UnitResult, commit: str, machine: str, dirty: bool) -> Record:
     """The history record of one result at `commit` on `machine`."""
     packed = pack_items(result.items)
@@ -114,7 +114,7 @@ def to_record(result: UnitResult, commit: str, machine: str, dirty: bool) -> Rec
         score=float(result.main_score), item_var=variance, n_items=n_items, dirty=dirty,
         device=result.provenance.device_name or result.provenance.device,
         versions=json.dumps(result.provenance.versions, sort_keys=True),
-        content=_content(result, packed), recorded_at=datetime.now(UTC).isoformat(),
+        content=content_digest(result.key, float(result.main_score), packed), recorded_at=datetime.now(UTC).isoformat(),
         items=packed if result.items else None,
     )  # fmt: skip
 

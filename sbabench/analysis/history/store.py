@@ -15,6 +15,7 @@ machines it records (a merged file: the machines it holds), and says how many ar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -307,11 +308,19 @@ class HistoryStore:
 
     def export(self) -> tuple[list[Record], list[tuple[str, str, str]]]:
         """Every record with its items, each items blob checked (decompressed and read: a
-        merged file may come from anywhere), and every commit."""
+        merged file may come from anywhere) and, with its score, against the record's content
+        digest; and every commit."""
         records = self.records(with_items=True)
         for record in records:
             if record.items is not None:
                 _unpack_items(self.path, record)
+                if content_digest(record.unit_key, record.score, record.items) != record.content:
+                    raise StorageError(
+                        f"{self.path}: the record of {record.suite}/{record.label} at commit "
+                        f"{record.sha[:12]} does not match its own score and per-item scores "
+                        "(edited or damaged); nothing was recorded",
+                        fix="leave this file out, or record the results it came from again",
+                    )
         return records, list(self.commits().values())
 
     def records(self, machine: str | None = None, *, with_items: bool = False) -> list[Record]:
@@ -389,6 +398,15 @@ def _record(row: tuple[object, ...], path: Path) -> Record:
     return Record(**values)  # type: ignore[arg-type]
 
 
+def content_digest(unit_key: str, score: float, packed_items: bytes) -> str:
+    """What a record's content is: its unit key, its score and its packed per-item scores
+    (two records of one unit with the same content are the same result)."""
+    digest = hashlib.sha256()
+    for part in (unit_key, repr(float(score)), hashlib.sha256(packed_items).hexdigest()):
+        digest.update(part.encode("utf-8") + b"\0")
+    return digest.hexdigest()
+
+
 def _one_content(
     path: Path, record: Record, source: str, written: dict[tuple[object, ...], tuple[str, str]]
 ) -> None:
@@ -418,6 +436,8 @@ def _add_one(
         if row[1] and not record.dirty:  # the same result from a clean tree clears the mark
             db.execute(f"UPDATE records SET dirty = 0 WHERE {where}", key)
             return replace(added, replaced=added.replaced + 1)
+        if record.items is not None:  # per-item scores pruned here and not in the source
+            db.execute(f"UPDATE records SET items = ? WHERE {where} AND items IS NULL", (record.items, *key))  # fmt: skip
         return replace(added, unchanged=added.unchanged + 1)
     if row is not None and not replace_changed:
         raise StorageError(

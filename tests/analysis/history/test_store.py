@@ -299,8 +299,8 @@ def test_sources_and_results_are_recorded_all_or_none(repo: Path, tmp_path: Path
     assert _record(repo, str(folder), "--history", str(target))[0] == 0
     before = HistoryStore(target).records()
     other = _forged(repo, tmp_path, "UPDATE records SET machine = 'other'")
-    changed = "UPDATE records SET score = score + 0.01, content = 'x' || content"
-    conflicting = _forged(repo, tmp_path, changed, "conflicting.sqlite")
+    conflicting = tmp_path / "conflicting.sqlite"  # another result of the unit, same commit
+    record_results([write_results(repo / "r2", sts_result(1.0, 2))], conflicting, repo=repo, machine="ci")  # fmt: skip
     code, out = _record(repo, "--from", str(other), "--from", str(conflicting), "--history", str(target))  # fmt: skip
     assert code == 2 and "other content" in out and "merged" not in out, out
     assert HistoryStore(target).records() == before
@@ -361,3 +361,31 @@ def test_two_sources_with_other_content_for_one_unit_are_refused_even_with_repla
     # the same content from both is one record
     code, out = _record(repo, "--from", str(one), "--from", str(one), "--history", str(target))
     assert code == 0 and len(HistoryStore(target).records()) == 1, out
+
+
+def test_a_source_whose_score_does_not_match_its_content_is_refused(
+    repo: Path, tmp_path: Path
+) -> None:
+    """A record's content digest covers its score and per-item scores: a source edited to
+    carry another score under the old digest (so it would pass as "the same result") is
+    refused before anything is written."""
+    forged = _forged(repo, tmp_path, "UPDATE records SET score = score + 0.01")
+    target = tmp_path / "target.sqlite"
+    code, out = _record(repo, "--from", str(forged), "--history", str(target))
+    assert code == 2 and "does not match its own score" in out and not target.exists(), out
+
+
+def test_a_source_that_is_the_target_is_skipped_and_pruned_items_are_filled_in(
+    repo: Path, tmp_path: Path
+) -> None:
+    folder = write_results(repo / "results", sts_result(0.0, 1))
+    target = tmp_path / "target.sqlite"
+    assert _record(repo, str(folder), "--history", str(target))[0] == 0
+    code, out = _record(repo, str(folder), "--from", str(target), "--history", str(target), "--replace")  # fmt: skip
+    assert code == 0 and "skipped --from" in out and "comes from" not in out, out
+    pruned = _forged(repo, tmp_path, "UPDATE records SET items = NULL", "pruned.sqlite")
+    fresh = tmp_path / "fresh.sqlite"
+    code, out = _record(repo, "--from", str(pruned), "--from", str(target), "--history", str(fresh))  # fmt: skip
+    assert code == 0, out
+    (record,) = HistoryStore(fresh).records()
+    assert HistoryStore(fresh).items(record) is not None
