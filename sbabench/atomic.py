@@ -58,19 +58,25 @@ def write_all_atomic(files: list[tuple[Path, bytes]]) -> None:
     try:
         for path, data in files:
             with _naming(path):
-                made += _make_folder(path.parent)
+                made += make_folders(path.parent)
                 written.append((_temporary(path, data), path))
         _replace_all(written)
         done = True
     finally:
         for tmp, _ in written:
             Path(tmp).unlink(missing_ok=True)
-        for folder in [] if done else reversed(made):  # the folders this call made, if empty
-            with suppress(OSError):
-                folder.rmdir()
+        if not done:
+            remove_empty(made)
 
 
-def _make_folder(folder: Path) -> list[Path]:
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a call made (`make_folders`' list), innermost first, where empty."""
+    for folder in reversed(folders):
+        with suppress(OSError):
+            folder.rmdir()
+
+
+def make_folders(folder: Path) -> list[Path]:
     """Create `folder` and its missing parents; the ones created, outermost first."""
     missing = []
     while not folder.exists() and folder != folder.parent:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sbabench.atomic import make_folders, remove_empty
 from sbabench.errors import StorageError
 from sbabench.paths import name_problem
 from sbabench.tasks.items import ItemScores
@@ -185,6 +186,8 @@ class HistoryStore:
         self.path = path
         self._created = False
         """This store made the file (a failed first write removes it again)."""
+        self._folders: list[Path] = []
+        """The folders it made for the file (removed with it, where empty)."""
         if path.is_symlink():  # a link could point anywhere, or nowhere
             raise StorageError(
                 f"{path}: is a symbolic link; a history is a plain file",
@@ -197,7 +200,7 @@ class HistoryStore:
                     fix="record results first (sbabench record RESULTS --history "
                     f"{path}), or give --history the file that holds them",
                 )
-            self._created = _create(path)
+            self._created, self._folders = _create(path)
         self._check()
 
     @contextmanager
@@ -300,6 +303,7 @@ class HistoryStore:
                 with suppress(StorageError):
                     if not self.records():
                         self.path.unlink(missing_ok=True)
+                        remove_empty(self._folders)
             raise
         self._created = False
         if found:
@@ -485,14 +489,16 @@ def _prune_machine(db: sqlite3.Connection, keep: int, machine: str) -> int:
     return done.rowcount
 
 
-def _create(path: Path) -> bool:
+def _create(path: Path) -> tuple[bool, list[Path]]:
     """A new, empty history at `path`, made whole under a temporary name and linked into
     place (a concurrent creator's file wins; an existing file is never touched). Whether this
-    call's file is the one in place."""
+    call's file is the one in place, and the folders it made for it."""
+    folders: list[Path] = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folders = make_folders(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
+        remove_empty(folders)
         raise StorageError(
             f"cannot create the history {path} ({exc.strerror or type(exc).__name__})",
             fix="give --history a file in a writable folder",
@@ -513,7 +519,7 @@ def _create(path: Path) -> bool:
         try:
             os.link(tmp, path)
         except FileExistsError:  # another process created it first: theirs is as good
-            return False
-        return True
+            return False, []
+        return True, folders
     finally:
         Path(tmp).unlink(missing_ok=True)

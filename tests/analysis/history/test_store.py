@@ -389,3 +389,17 @@ def test_a_source_that_is_the_target_is_skipped_and_pruned_items_are_filled_in(
     assert code == 0, out
     (record,) = HistoryStore(fresh).records()
     assert HistoryStore(fresh).items(record) is not None
+
+
+def test_a_refused_record_into_a_new_folder_leaves_no_folder_behind(
+    repo: Path, tmp_path: Path
+) -> None:
+    good = _forged(repo, tmp_path, "UPDATE records SET task_type = task_type")
+    target = tmp_path / "new" / "sub" / "h.sqlite"
+    code, out = _record(repo, "--from", str(good), "--history", str(target))
+    assert code == 0 and target.exists(), out  # the folders are made when the record lands
+    other = tmp_path / "other" / "sub" / "h.sqlite"
+    conflicting = tmp_path / "conflicting.sqlite"
+    record_results([write_results(repo / "r2", sts_result(1.0, 2))], conflicting, repo=repo, machine="ci")  # fmt: skip
+    code, out = _record(repo, "--from", str(good), "--from", str(conflicting), "--history", str(other))  # fmt: skip
+    assert code == 2 and not (tmp_path / "other").exists(), out
