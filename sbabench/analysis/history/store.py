@@ -106,6 +106,11 @@ class Record:
         return (self.suite, self.model, self.aggregator, self.task)
 
     @property
+    def key(self) -> tuple[str, str, str, str, str, str, int]:
+        """What a record is stored under: commit, machine, unit, replicate."""
+        return (self.sha, self.machine, *self.unit, self.replicate)
+
+    @property
     def label(self) -> str:
         """`model/aggregator/task` (with `@rR` for replicate R > 0)."""
         model = self.model if self.replicate == 0 else f"{self.model}@r{self.replicate}"
@@ -343,7 +348,7 @@ class HistoryStore:
             row = db.execute(
                 "SELECT items FROM records WHERE sha=? AND machine=? AND suite=? AND model=? "
                 "AND aggregator=? AND task=? AND replicate=?",
-                (record.sha, record.machine, *record.unit, record.replicate),
+                record.key,
             ).fetchone()
         if row is None or row[0] is None:
             return None
@@ -416,7 +421,7 @@ def _one_content(
 ) -> None:
     """Refuse a unit that two sources of one call give with different content (--replace
     would keep whichever came last, silently)."""
-    key = (record.sha, record.machine, *record.unit, record.replicate)
+    key = record.key
     first, content = written.setdefault(key, (source, record.content))
     if content != record.content:
         raise StorageError(
@@ -434,7 +439,7 @@ def _add_one(
     where = (
         "sha=? AND machine=? AND suite=? AND model=? AND aggregator=? AND task=? AND replicate=?"
     )
-    key = (record.sha, record.machine, *record.unit, record.replicate)
+    key = record.key
     row = db.execute(f"SELECT content, dirty FROM records WHERE {where}", key).fetchone()
     if row is not None and row[0] == record.content:
         if row[1] and not record.dirty:  # the same result from a clean tree clears the mark
